@@ -1,0 +1,55 @@
+//! Domain errors. They know nothing of HTTP; the API shell maps them to status codes.
+
+/// Everything a ledger operation can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The request is malformed or out of range; the message names the field.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A debit larger than what the account has available.
+    #[error("insufficient credits: {requested} requested, {available} available")]
+    InsufficientCredits {
+        /// Credits the caller asked for.
+        requested: i64,
+        /// Credits the account could spend at that instant.
+        available: i64,
+    },
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// The user already checked in on this local day.
+    #[error("already checked in on {day}")]
+    AlreadyCheckedIn {
+        /// The local day, `YYYY-MM-DD`.
+        day: String,
+    },
+    /// Check-in is switched off for this app.
+    #[error("check-in is disabled for this app")]
+    CheckinDisabled,
+    /// A balance would leave the range the ledger can represent.
+    #[error("amount out of range")]
+    Overflow,
+    /// The storage backend failed; the source carries the detail (never shown to clients).
+    #[error("storage failure")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl LedgerError {
+    /// Shorthand for a validation error.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// Wraps a storage error.
+    pub fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(Box::new(e))
+    }
+}

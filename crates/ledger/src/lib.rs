@@ -1,0 +1,26 @@
+//! Tally's credits domain.
+//!
+//! Accounts per (app key, user), grant lots with optional expiry, an append-only transaction
+//! history, idempotent movements and the daily check-in. Storage is reached only through the
+//! [`LedgerRepository`] port; the arithmetic lives in [`plan`] so that every backend applies the
+//! same rules.
+
+pub mod checkin;
+pub mod clock;
+pub mod error;
+pub mod model;
+pub mod plan;
+pub mod repo;
+pub mod service;
+pub mod verify;
+
+pub use checkin::{CheckinConfig, CheckinOutcome, CheckinRecord, CheckinRequest, CheckinStatus};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::LedgerError;
+pub use model::{
+    AccountRef, AccountView, BalanceView, ExpiringCredits, LotView, MAX_CREDITS, Movement,
+    MovementKind, Transaction, TransactionQuery, TxnType,
+};
+pub use repo::LedgerRepository;
+pub use service::{Ledger, Sufficiency};
+pub use verify::{AccountAudit, Violation};

@@ -1,0 +1,332 @@
+//! The ledger's data: accounts, movements and transactions.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::LedgerError;
+
+/// The largest number of credits a single movement may carry (and a balance may reach).
+pub const MAX_CREDITS: i64 = 1_000_000_000_000;
+const MAX_DESCRIPTION_CHARS: usize = 500;
+const MAX_KEY_CHARS: usize = 255;
+const MAX_METADATA_BYTES: usize = 4_096;
+
+/// Identifies one account: balances are kept per app key and per user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AccountRef {
+    /// The app key the account belongs to (`default` when none is given).
+    pub app: String,
+    /// The user id within that app.
+    pub user: String,
+}
+
+impl AccountRef {
+    /// Builds a reference, validating both parts.
+    pub fn new(app: impl Into<String>, user: impl Into<String>) -> Result<Self, LedgerError> {
+        let (app, user) = (app.into(), user.into());
+        validate_app_key(&app)?;
+        validate_user_id(&user)?;
+        Ok(Self { app, user })
+    }
+}
+
+/// App keys are short identifiers: 1–64 of `A-Z a-z 0-9 _ - .`.
+pub fn validate_app_key(app: &str) -> Result<(), LedgerError> {
+    let ok = !app.is_empty()
+        && app.len() <= 64
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LedgerError::invalid(
+            "app",
+            "must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', '.'",
+        ))
+    }
+}
+
+/// User ids are opaque: 1–128 characters without control characters.
+pub fn validate_user_id(user: &str) -> Result<(), LedgerError> {
+    let ok = !user.is_empty() && user.chars().count() <= 128 && !user.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(LedgerError::invalid(
+            "user_id",
+            "must be 1-128 characters without control characters",
+        ))
+    }
+}
+
+/// What a transaction records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnType {
+    /// Usage reported by an AI service.
+    AiUsage,
+    /// Daily check-in reward.
+    Checkin,
+    /// Credits included with a subscription period.
+    Subscription,
+    /// A one-time credit pack.
+    Purchase,
+    /// An admin's manual adjustment (either sign).
+    AdminAdjustment,
+    /// Clawback after a payment refund.
+    Refund,
+    /// Remainder of a lot that reached its expiry.
+    Expiry,
+    /// A redeemed code.
+    Redemption,
+    /// A reward granted by another service through the service API.
+    Reward,
+}
+
+impl TxnType {
+    /// Every type, in documentation order.
+    pub const ALL: [TxnType; 9] = [
+        Self::AiUsage,
+        Self::Checkin,
+        Self::Subscription,
+        Self::Purchase,
+        Self::AdminAdjustment,
+        Self::Refund,
+        Self::Expiry,
+        Self::Redemption,
+        Self::Reward,
+    ];
+
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AiUsage => "ai_usage",
+            Self::Checkin => "checkin",
+            Self::Subscription => "subscription",
+            Self::Purchase => "purchase",
+            Self::AdminAdjustment => "admin_adjustment",
+            Self::Refund => "refund",
+            Self::Expiry => "expiry",
+            Self::Redemption => "redemption",
+            Self::Reward => "reward",
+        }
+    }
+
+    /// Parses a stored or wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// What a movement does to the balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MovementKind {
+    /// Adds a lot of `credits` (repaying any debt first).
+    Grant {
+        /// Recorded transaction type.
+        txn_type: TxnType,
+        /// Positive number of credits.
+        credits: i64,
+        /// When the lot's remainder expires; `None` = never.
+        #[serde(with = "time::serde::rfc3339::option")]
+        expires_at: Option<OffsetDateTime>,
+    },
+    /// Takes `credits` out of the available balance; never overdraws.
+    Debit {
+        /// Recorded transaction type.
+        txn_type: TxnType,
+        /// Positive number of credits.
+        credits: i64,
+    },
+    /// An admin adjustment of either sign.
+    Adjust {
+        /// Signed, non-zero.
+        credits: i64,
+        /// Whether a negative adjustment may take the balance below zero.
+        allow_negative: bool,
+        /// Expiry of the lot a positive adjustment creates.
+        #[serde(with = "time::serde::rfc3339::option")]
+        expires_at: Option<OffsetDateTime>,
+    },
+}
+
+/// A request to move credits, as the repository receives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Movement {
+    /// Whose balance moves.
+    pub account: AccountRef,
+    /// What happens.
+    pub kind: MovementKind,
+    /// Shown in the history.
+    pub description: String,
+    /// Same key + same request → the original result.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+    /// Free-form JSON stored with the transaction.
+    pub metadata: Option<serde_json::Value>,
+    /// Who asked (admin user id, service name), for the audit trail.
+    pub actor: Option<String>,
+}
+
+impl Movement {
+    /// Checks ranges and sizes; a movement that passes can be stored as is.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        validate_app_key(&self.account.app)?;
+        validate_user_id(&self.account.user)?;
+        let credits = match self.kind {
+            MovementKind::Grant { credits, .. } | MovementKind::Debit { credits, .. } => {
+                if credits <= 0 {
+                    return Err(LedgerError::invalid("amount", "must be a positive integer"));
+                }
+                credits
+            }
+            MovementKind::Adjust { credits, .. } => {
+                if credits == 0 {
+                    return Err(LedgerError::invalid("amount", "must be non-zero"));
+                }
+                credits
+            }
+        };
+        if credits.unsigned_abs() > MAX_CREDITS as u64 {
+            return Err(LedgerError::invalid(
+                "amount",
+                format!("must be at most {MAX_CREDITS} in absolute value"),
+            ));
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(LedgerError::invalid(
+                "description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        if let Some(meta) = &self.metadata {
+            if !meta.is_object() {
+                return Err(LedgerError::invalid("metadata", "must be a JSON object"));
+            }
+            if meta.to_string().len() > MAX_METADATA_BYTES {
+                return Err(LedgerError::invalid(
+                    "metadata",
+                    format!("must serialise to at most {MAX_METADATA_BYTES} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A fingerprint of everything except the idempotency key: same key + same fingerprint is a
+    /// replay, same key + another fingerprint is a reuse.
+    pub fn request_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(canonical))
+    }
+}
+
+/// Idempotency keys: 1–255 printable ASCII characters.
+pub fn validate_idempotency_key(key: &str) -> Result<(), LedgerError> {
+    let ok =
+        !key.is_empty() && key.len() <= MAX_KEY_CHARS && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(LedgerError::invalid(
+            "idempotency_key",
+            "must be 1-255 printable ASCII characters without spaces",
+        ))
+    }
+}
+
+/// One immutable row of the history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transaction {
+    /// Store-assigned id, increasing with time.
+    pub id: i64,
+    /// The account's app key.
+    pub app: String,
+    /// The account's user.
+    pub user: String,
+    /// What the movement was.
+    pub txn_type: TxnType,
+    /// Signed change of the balance.
+    pub amount: i64,
+    /// Balance right after this row.
+    pub balance_after: i64,
+    /// Shown in the history.
+    pub description: String,
+    /// Free-form JSON given with the movement.
+    pub metadata: Option<serde_json::Value>,
+    /// The idempotency key the movement was made with.
+    pub idempotency_key: Option<String>,
+    /// Who asked for it.
+    pub actor: Option<String>,
+    /// When it was recorded.
+    pub created_at: OffsetDateTime,
+}
+
+/// A live lot as the balance view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotView {
+    /// Lot id.
+    pub id: i64,
+    /// Credits left in the lot.
+    pub remaining: i64,
+    /// When what is left expires.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An account as stored: cached balance and held, plus its live lots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountView {
+    /// Cached balance (sum of the transactions).
+    pub balance: i64,
+    /// Credits reserved by holds.
+    pub held: i64,
+    /// Lots with a positive remainder, in id order.
+    pub lots: Vec<LotView>,
+}
+
+/// Credits that will expire, grouped by instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpiringCredits {
+    /// Credits expiring at that instant.
+    pub amount: i64,
+    /// The instant.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a user sees as their balance at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceView {
+    /// Credits owned now (expired lots no longer count, even before the sweep has run).
+    pub balance: i64,
+    /// Credits spendable now: balance minus held, never below zero.
+    pub available: i64,
+    /// Credits reserved by holds.
+    pub held: i64,
+    /// Future expiries, soonest first.
+    pub expiring: Vec<ExpiringCredits>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransactionQuery {
+    /// Only this app.
+    pub app: String,
+    /// Only this user (required for user-facing reads).
+    pub user: Option<String>,
+    /// Only this type.
+    pub txn_type: Option<TxnType>,
+    /// Created at or after.
+    pub from: Option<OffsetDateTime>,
+    /// Created before.
+    pub to: Option<OffsetDateTime>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}

@@ -1,0 +1,378 @@
+//! The ledger's arithmetic, free of I/O: given an account's state inside a transaction, work out
+//! the rows a movement writes. Every storage backend applies these plans, so the rules live once.
+
+use time::OffsetDateTime;
+
+use crate::{
+    AccountView, BalanceView, ExpiringCredits, LedgerError, MAX_CREDITS, MovementKind, TxnType,
+};
+
+/// One transaction row a plan appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Recorded type.
+    pub txn_type: TxnType,
+    /// Signed change.
+    pub amount: i64,
+    /// Balance after this row.
+    pub balance_after: i64,
+    /// Lot the entry expired, for expiry entries.
+    pub expired_lot: Option<i64>,
+}
+
+/// A lot a grant creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLot {
+    /// Source type (the grant's transaction type).
+    pub source: TxnType,
+    /// Credits granted.
+    pub amount: i64,
+    /// Credits left after repaying debt.
+    pub remaining: i64,
+    /// Expiry of the remainder.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Everything one movement writes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// New remainders of existing lots, `(lot id, remaining)`.
+    pub lot_updates: Vec<(i64, i64)>,
+    /// Expiry entries for lots that came due, in lot order; written before `main`.
+    pub expiries: Vec<Entry>,
+    /// The movement's own entry (absent for a pure expiry sweep).
+    pub main: Option<Entry>,
+    /// The lot a grant creates.
+    pub new_lot: Option<NewLot>,
+    /// The account's balance after everything.
+    pub balance: i64,
+}
+
+/// Order in which lots are consumed: soonest-expiring first, never-expiring last, then oldest.
+pub fn consumption_order(lots: &mut [crate::LotView]) {
+    lots.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.id));
+}
+
+/// Expires every lot due at `now`.
+pub fn plan_expiry(state: &AccountView, now: OffsetDateTime) -> Plan {
+    let mut plan = Plan {
+        balance: state.balance,
+        ..Plan::default()
+    };
+    for lot in &state.lots {
+        if lot.remaining > 0 && lot.expires_at.is_some_and(|at| at <= now) {
+            plan.balance -= lot.remaining;
+            plan.lot_updates.push((lot.id, 0));
+            plan.expiries.push(Entry {
+                txn_type: TxnType::Expiry,
+                amount: -lot.remaining,
+                balance_after: plan.balance,
+                expired_lot: Some(lot.id),
+            });
+        }
+    }
+    plan
+}
+
+/// Plans a movement: first the expiry of due lots, then the movement itself.
+pub fn plan_movement(
+    state: &AccountView,
+    kind: &MovementKind,
+    now: OffsetDateTime,
+) -> Result<Plan, LedgerError> {
+    let mut plan = plan_expiry(state, now);
+    let mut live: Vec<_> = state
+        .lots
+        .iter()
+        .filter(|l| l.remaining > 0 && !l.expires_at.is_some_and(|at| at <= now))
+        .cloned()
+        .collect();
+    consumption_order(&mut live);
+    let balance = plan.balance;
+    match *kind {
+        MovementKind::Grant {
+            txn_type,
+            credits,
+            expires_at,
+        } => grant(&mut plan, balance, txn_type, credits, expires_at)?,
+        MovementKind::Debit { txn_type, credits } => {
+            let available = (balance - state.held).max(0);
+            if credits > available {
+                return Err(LedgerError::InsufficientCredits {
+                    requested: credits,
+                    available,
+                });
+            }
+            debit(&mut plan, &live, balance, txn_type, credits);
+        }
+        MovementKind::Adjust {
+            credits,
+            allow_negative,
+            expires_at,
+        } => {
+            if credits > 0 {
+                grant(
+                    &mut plan,
+                    balance,
+                    TxnType::AdminAdjustment,
+                    credits,
+                    expires_at,
+                )?;
+            } else {
+                let take = -credits;
+                let available = (balance - state.held).max(0);
+                if take > available && !allow_negative {
+                    return Err(LedgerError::InsufficientCredits {
+                        requested: take,
+                        available,
+                    });
+                }
+                if balance - take < -MAX_CREDITS {
+                    return Err(LedgerError::Overflow);
+                }
+                debit(&mut plan, &live, balance, TxnType::AdminAdjustment, take);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn grant(
+    plan: &mut Plan,
+    balance: i64,
+    txn_type: TxnType,
+    credits: i64,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<(), LedgerError> {
+    let after = balance.checked_add(credits).ok_or(LedgerError::Overflow)?;
+    if after > MAX_CREDITS {
+        return Err(LedgerError::Overflow);
+    }
+    // Debt (a negative balance) is repaid first; only the rest becomes a spendable lot.
+    let debt = (-balance).max(0);
+    plan.new_lot = Some(NewLot {
+        source: txn_type,
+        amount: credits,
+        remaining: (credits - debt).max(0),
+        expires_at,
+    });
+    plan.main = Some(Entry {
+        txn_type,
+        amount: credits,
+        balance_after: after,
+        expired_lot: None,
+    });
+    plan.balance = after;
+    Ok(())
+}
+
+/// Burns `credits` from the live lots in consumption order; whatever the lots cannot cover
+/// becomes debt (only reachable through an allowed overdraft).
+fn debit(plan: &mut Plan, live: &[crate::LotView], balance: i64, txn_type: TxnType, credits: i64) {
+    let mut left = credits;
+    for lot in live {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(lot.remaining);
+        left -= take;
+        plan.lot_updates.push((lot.id, lot.remaining - take));
+    }
+    plan.main = Some(Entry {
+        txn_type,
+        amount: -credits,
+        balance_after: balance - credits,
+        expired_lot: None,
+    });
+    plan.balance = balance - credits;
+}
+
+/// The balance a user sees at `now`: lots past their expiry no longer count, whether or not the
+/// sweep has written their expiry yet.
+pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
+    let due: i64 = state
+        .lots
+        .iter()
+        .filter(|l| l.remaining > 0 && l.expires_at.is_some_and(|at| at <= now))
+        .map(|l| l.remaining)
+        .sum();
+    let balance = state.balance - due;
+    let mut expiring: Vec<ExpiringCredits> = Vec::new();
+    let mut future: Vec<_> = state
+        .lots
+        .iter()
+        .filter_map(|l| match l.expires_at {
+            Some(at) if at > now && l.remaining > 0 => Some((at, l.remaining)),
+            _ => None,
+        })
+        .collect();
+    future.sort();
+    for (at, amount) in future {
+        match expiring.last_mut() {
+            Some(last) if last.expires_at == at => last.amount += amount,
+            _ => expiring.push(ExpiringCredits {
+                amount,
+                expires_at: at,
+            }),
+        }
+    }
+    BalanceView {
+        balance,
+        available: (balance - state.held).max(0),
+        held: state.held,
+        expiring,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LotView;
+    use time::{Duration, macros::datetime};
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn lot(id: i64, remaining: i64, expires_in_days: Option<i64>) -> LotView {
+        LotView {
+            id,
+            remaining,
+            expires_at: expires_in_days.map(|d| NOW + Duration::days(d)),
+        }
+    }
+
+    fn state(lots: Vec<LotView>) -> AccountView {
+        AccountView {
+            balance: lots.iter().map(|l| l.remaining).sum(),
+            held: 0,
+            lots,
+        }
+    }
+
+    fn debit(credits: i64) -> MovementKind {
+        MovementKind::Debit {
+            txn_type: TxnType::AiUsage,
+            credits,
+        }
+    }
+
+    #[test]
+    fn debits_burn_soonest_expiring_then_oldest() {
+        let s = state(vec![
+            lot(1, 10, None),
+            lot(2, 10, Some(30)),
+            lot(3, 10, Some(5)),
+            lot(4, 10, None),
+        ]);
+        let plan = plan_movement(&s, &debit(25), NOW).unwrap();
+        assert_eq!(plan.lot_updates, vec![(3, 0), (2, 0), (1, 5)]);
+        assert_eq!(plan.balance, 15);
+        assert_eq!(plan.main.unwrap().amount, -25);
+    }
+
+    #[test]
+    fn never_overdraws() {
+        let s = state(vec![lot(1, 10, None)]);
+        let err = plan_movement(&s, &debit(11), NOW).unwrap_err();
+        assert!(matches!(
+            err,
+            LedgerError::InsufficientCredits {
+                requested: 11,
+                available: 10
+            }
+        ));
+    }
+
+    #[test]
+    fn held_credits_are_not_available() {
+        let mut s = state(vec![lot(1, 10, None)]);
+        s.held = 4;
+        assert!(plan_movement(&s, &debit(7), NOW).is_err());
+        assert!(plan_movement(&s, &debit(6), NOW).is_ok());
+    }
+
+    #[test]
+    fn due_lots_expire_before_the_movement_and_do_not_count() {
+        let s = state(vec![lot(1, 10, Some(0)), lot(2, 5, None)]);
+        assert!(plan_movement(&s, &debit(6), NOW).is_err());
+        let plan = plan_movement(&s, &debit(5), NOW).unwrap();
+        assert_eq!(plan.expiries.len(), 1);
+        assert_eq!(plan.expiries[0].amount, -10);
+        assert_eq!(plan.expiries[0].balance_after, 5);
+        assert_eq!(plan.main.unwrap().balance_after, 0);
+        assert_eq!(plan.lot_updates, vec![(1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn balance_view_hides_due_lots_at_the_instant() {
+        let s = state(vec![
+            lot(1, 10, Some(0)),
+            lot(2, 5, Some(1)),
+            lot(3, 3, Some(1)),
+        ]);
+        let v = balance_view(&s, NOW);
+        assert_eq!(v.balance, 8);
+        assert_eq!(
+            v.expiring,
+            vec![ExpiringCredits {
+                amount: 8,
+                expires_at: NOW + Duration::days(1)
+            }]
+        );
+        let before = balance_view(&s, NOW - Duration::microseconds(1));
+        assert_eq!(before.balance, 18);
+    }
+
+    #[test]
+    fn grants_repay_debt_first() {
+        let s = AccountView {
+            balance: -30,
+            held: 0,
+            lots: vec![],
+        };
+        let kind = MovementKind::Grant {
+            txn_type: TxnType::Purchase,
+            credits: 50,
+            expires_at: None,
+        };
+        let plan = plan_movement(&s, &kind, NOW).unwrap();
+        assert_eq!(plan.balance, 20);
+        assert_eq!(plan.new_lot.unwrap().remaining, 20);
+    }
+
+    #[test]
+    fn overdraft_only_when_allowed() {
+        let s = state(vec![lot(1, 10, None)]);
+        let deny = MovementKind::Adjust {
+            credits: -15,
+            allow_negative: false,
+            expires_at: None,
+        };
+        assert!(plan_movement(&s, &deny, NOW).is_err());
+        let allow = MovementKind::Adjust {
+            credits: -15,
+            allow_negative: true,
+            expires_at: None,
+        };
+        let plan = plan_movement(&s, &allow, NOW).unwrap();
+        assert_eq!(plan.balance, -5);
+        assert_eq!(plan.lot_updates, vec![(1, 0)]);
+    }
+
+    #[test]
+    fn grants_cannot_overflow() {
+        let s = AccountView {
+            balance: MAX_CREDITS,
+            held: 0,
+            lots: vec![lot(1, MAX_CREDITS, None)],
+        };
+        let kind = MovementKind::Grant {
+            txn_type: TxnType::Reward,
+            credits: 1,
+            expires_at: None,
+        };
+        assert!(matches!(
+            plan_movement(&s, &kind, NOW),
+            Err(LedgerError::Overflow)
+        ));
+    }
+}

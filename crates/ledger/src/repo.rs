@@ -1,0 +1,60 @@
+//! The storage port. One implementation per storage technology; the `tally-store` crate provides
+//! the Diesel one for SQLite and PostgreSQL.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{
+    AccountAudit, AccountRef, AccountView, CheckinConfig, CheckinRecord, CheckinRequest,
+    LedgerError, Movement, Transaction, TransactionQuery,
+};
+
+/// Everything the ledger needs from a database. Each write method is one database transaction.
+#[async_trait]
+pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
+    /// Applies a movement atomically: expires due lots, plans with [`crate::plan::plan_movement`],
+    /// writes the rows. A known idempotency key with the same request returns the stored
+    /// transaction; with another request, [`LedgerError::IdempotencyKeyReused`].
+    async fn apply(
+        &self,
+        movement: Movement,
+        now: OffsetDateTime,
+    ) -> Result<Transaction, LedgerError>;
+
+    /// Records a check-in and its grant atomically; a second one on the same local day fails
+    /// with [`LedgerError::AlreadyCheckedIn`] through a unique constraint.
+    async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError>;
+
+    /// The stored account (zero when it does not exist yet).
+    async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError>;
+
+    /// A page of history, newest first; fetches `limit` rows.
+    async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError>;
+
+    /// The user's most recent check-in.
+    async fn latest_checkin(
+        &self,
+        account: AccountRef,
+    ) -> Result<Option<CheckinRecord>, LedgerError>;
+
+    /// The app's stored check-in configuration, if any.
+    async fn checkin_config(&self, app: String) -> Result<Option<CheckinConfig>, LedgerError>;
+
+    /// Replaces the app's check-in configuration.
+    async fn put_checkin_config(
+        &self,
+        app: String,
+        config: CheckinConfig,
+        actor: String,
+    ) -> Result<(), LedgerError>;
+
+    /// Writes expiry transactions for up to `limit` accounts with lots due at `now`; returns the
+    /// number of accounts swept.
+    async fn expire_due(&self, now: OffsetDateTime, limit: i64) -> Result<u64, LedgerError>;
+
+    /// Per-account figures the invariant checks need.
+    async fn audit(&self) -> Result<Vec<AccountAudit>, LedgerError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), LedgerError>;
+}

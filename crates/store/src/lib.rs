@@ -1,0 +1,294 @@
+//! Tally's storage adapter: one Diesel implementation of the ledger's repository port for both
+//! SQLite (embedded, the default) and PostgreSQL (pooled, for several stateless nodes).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tally_ledger::{AccountRef, Ledger, SystemClock};
+//! use tally_store::Store;
+//!
+//! let store = Store::connect("sqlite://tally.db").await?;
+//! store.migrate().await?;
+//! let ledger = Ledger::new(Arc::new(store), Arc::new(SystemClock));
+//! let balance = ledger.balance(AccountRef::new("default", "alice")?).await?;
+//! println!("alice holds {} credits", balance.balance);
+//! # Ok(()) }
+//! ```
+
+mod ops;
+mod repo;
+mod rows;
+pub mod schema;
+
+use diesel::{Connection, SqliteConnection};
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tally_ledger::LedgerError;
+
+/// Migrations for PostgreSQL, embedded in the binary.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// Migrations for SQLite, embedded in the binary.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// A SQLite connection driven from async code (each call runs on the blocking pool).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// Storage failures, mapped to [`LedgerError`] at the port boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A domain rule refused the operation.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The database refused or failed a statement.
+    #[error("database error")]
+    Db(#[from] diesel::result::Error),
+    /// No connection could be had.
+    #[error("database connection failed: {0}")]
+    Connection(String),
+    /// The database URL or options are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// Two requests with one idempotency key raced past the account lock.
+    #[error("idempotency key raced")]
+    IdempotencyRace,
+    /// Stored data contradicts the ledger's rules.
+    #[error("stored data is inconsistent: {0}")]
+    Invariant(&'static str),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Ledger(e) => e,
+            other => LedgerError::storage(other),
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH` (relative) or `sqlite:///ABSOLUTE/PATH`.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme; anything else is an error naming the scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() || path.contains(":memory:") || path.starts_with("file::memory") {
+                return Err(StoreError::Config(
+                    "TALLY_DATABASE_URL: an SQLite database must be a file path, e.g. sqlite://tally.db".into(),
+                ));
+            }
+            return Ok(Self::Sqlite(path.to_owned()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        Err(StoreError::Config(format!(
+            "TALLY_DATABASE_URL: unsupported scheme '{scheme}'; use sqlite://PATH or postgres://…"
+        )))
+    }
+}
+
+/// Pool sizes and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// PostgreSQL connections per node.
+    pub pg_max_connections: usize,
+    /// SQLite reader connections (writes always use one connection: SQLite writes serialise).
+    pub sqlite_readers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pg_max_connections: 16,
+            sqlite_readers: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Pg(Pool<AsyncPgConnection>),
+    Sqlite {
+        write: Pool<SqliteConn>,
+        read: Pool<SqliteConn>,
+    },
+}
+
+/// The Diesel-backed store. Cheap to clone; implements [`tally_ledger::LedgerRepository`].
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pools: Pools,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        };
+        f.debug_struct("Store").field("backend", &kind).finish()
+    }
+}
+
+/// Pool occupancy, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub size: usize,
+    /// Connections idle.
+    pub idle: usize,
+    /// Configured maximum.
+    pub max: usize,
+}
+
+impl Store {
+    /// Connects with default pool sizes.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects to the database the URL names; does not run migrations.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let backend = Backend::from_url(url)?;
+        let pools = match &backend {
+            Backend::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                let pool = Pool::builder(manager)
+                    .max_size(options.pg_max_connections.max(1))
+                    .build()
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                Pools::Pg(pool)
+            }
+            Backend::Sqlite(path) => {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() && !dir.exists() {
+                        return Err(StoreError::Config(format!(
+                            "TALLY_DATABASE_URL: directory {} does not exist",
+                            dir.display()
+                        )));
+                    }
+                }
+                Pools::Sqlite {
+                    write: sqlite_pool(path, 1)?,
+                    read: sqlite_pool(path, options.sqlite_readers.max(1))?,
+                }
+            }
+        };
+        let store = Self { pools, backend };
+        store
+            .ping_inner()
+            .await
+            .map_err(|e| StoreError::Connection(error_chain(&e)))?;
+        Ok(store)
+    }
+
+    /// The backend this store talks to.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Runs every pending migration. On PostgreSQL this needs a multi-threaded Tokio runtime.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+                    let mut conn = SqliteConnection::establish(&path)
+                        .map_err(|e| StoreError::Connection(e.to_string()))?;
+                    diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+                    let done = conn
+                        .run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map_err(|e| StoreError::Migration(e.to_string()))?;
+                    Ok(done.len())
+                })
+                .await
+                .map_err(|e| StoreError::Migration(e.to_string()))?
+            }
+            Backend::Postgres(url) => {
+                let conn = AsyncPgConnection::establish(url)
+                    .await
+                    .map_err(|e| StoreError::Connection(e.to_string()))?;
+                let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+                let done = harness
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map_err(|e| StoreError::Migration(e.to_string()))?;
+                Ok(done.len())
+            }
+        }
+    }
+
+    /// Connection pool occupancy: `(write or only pool, read pool)`.
+    pub fn pool_stats(&self) -> Vec<(&'static str, PoolStats)> {
+        macro_rules! stats {
+            ($pool:expr) => {{
+                let s = $pool.status();
+                PoolStats {
+                    size: s.size,
+                    idle: s.available,
+                    max: s.max_size,
+                }
+            }};
+        }
+        match &self.pools {
+            Pools::Pg(p) => vec![("postgres", stats!(p))],
+            Pools::Sqlite { write, read } => {
+                vec![
+                    ("sqlite_write", stats!(write)),
+                    ("sqlite_read", stats!(read)),
+                ]
+            }
+        }
+    }
+}
+
+fn sqlite_pool(path: &str, size: usize) -> Result<Pool<SqliteConn>, StoreError> {
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            conn.batch_execute(SQLITE_PRAGMAS)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// Formats an error with its whole `source()` chain.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

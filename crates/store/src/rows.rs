@@ -1,0 +1,160 @@
+//! Row types and their conversions to domain values.
+
+use diesel::prelude::*;
+use tally_ledger::{LedgerError, LotView, Transaction, TxnType};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use crate::schema::{accounts, lots, transactions};
+
+/// Timestamps are stored as UTC without an offset.
+pub(crate) fn to_db(t: OffsetDateTime) -> PrimitiveDateTime {
+    let utc = t.to_offset(UtcOffset::UTC);
+    PrimitiveDateTime::new(utc.date(), utc.time())
+}
+
+pub(crate) fn from_db(t: PrimitiveDateTime) -> OffsetDateTime {
+    t.assume_utc()
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub(crate) struct AccountRow {
+    pub id: i64,
+    pub app_key: String,
+    pub user_id: String,
+    pub balance: i64,
+    pub held: i64,
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = lots)]
+pub(crate) struct LotRow {
+    pub id: i64,
+    pub remaining: i64,
+    pub expires_at: Option<PrimitiveDateTime>,
+}
+
+impl From<LotRow> for LotView {
+    fn from(r: LotRow) -> Self {
+        LotView {
+            id: r.id,
+            remaining: r.remaining,
+            expires_at: r.expires_at.map(from_db),
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = transactions)]
+pub(crate) struct TxnRow {
+    pub id: i64,
+    pub app_key: String,
+    pub user_id: String,
+    pub txn_type: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub metadata: Option<String>,
+    pub actor: Option<String>,
+    pub created_at: PrimitiveDateTime,
+}
+
+impl TryFrom<TxnRow> for Transaction {
+    type Error = LedgerError;
+
+    fn try_from(r: TxnRow) -> Result<Self, LedgerError> {
+        let txn_type = TxnType::parse(&r.txn_type).ok_or_else(|| {
+            LedgerError::Storage(format!("unknown transaction type '{}'", r.txn_type).into())
+        })?;
+        let metadata = match r.metadata {
+            Some(m) => Some(serde_json::from_str(&m).map_err(LedgerError::storage)?),
+            None => None,
+        };
+        Ok(Transaction {
+            id: r.id,
+            app: r.app_key,
+            user: r.user_id,
+            txn_type,
+            amount: r.amount,
+            balance_after: r.balance_after,
+            description: r.description,
+            metadata,
+            idempotency_key: r.idempotency_key,
+            actor: r.actor,
+            created_at: from_db(r.created_at),
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = transactions)]
+pub(crate) struct NewTxn<'a> {
+    pub account_id: i64,
+    pub app_key: &'a str,
+    pub user_id: &'a str,
+    pub txn_type: &'a str,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<&'a str>,
+    pub metadata: Option<String>,
+    pub actor: Option<&'a str>,
+    pub created_at: PrimitiveDateTime,
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct AuditRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub app_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub user_id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub balance: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub held: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub transaction_sum: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub live_lot_sum: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub malformed_lots: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub broken_balance_after: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub debt_sources: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub duplicate_keys: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub duplicate_checkins: i64,
+}
+
+/// Every figure `tally verify` needs, per account, in SQL both backends accept.
+pub(crate) const AUDIT_SQL: &str = "
+SELECT a.app_key, a.user_id, a.balance, a.held,
+  COALESCE((SELECT CAST(SUM(t.amount) AS BIGINT) FROM transactions t
+            WHERE t.account_id = a.id), 0) AS transaction_sum,
+  COALESCE((SELECT CAST(SUM(l.remaining) AS BIGINT) FROM lots l
+            WHERE l.account_id = a.id AND l.remaining > 0), 0) AS live_lot_sum,
+  (SELECT COUNT(*) FROM lots l
+   WHERE l.account_id = a.id AND (l.remaining < 0 OR l.remaining > l.amount)) AS malformed_lots,
+  (SELECT COUNT(*) FROM (
+     SELECT t.balance_after,
+            SUM(t.amount) OVER (ORDER BY t.id ROWS UNBOUNDED PRECEDING) AS running
+     FROM transactions t WHERE t.account_id = a.id) r
+   WHERE r.balance_after <> r.running) AS broken_balance_after,
+  (SELECT COUNT(*) FROM transactions t
+   WHERE t.account_id = a.id
+     AND (t.txn_type = 'refund' OR (t.txn_type = 'admin_adjustment' AND t.amount < 0))) AS debt_sources,
+  (SELECT COUNT(*) FROM (
+     SELECT t.idempotency_key FROM transactions t
+     WHERE t.account_id = a.id AND t.idempotency_key IS NOT NULL
+     GROUP BY t.idempotency_key HAVING COUNT(*) > 1) d) AS duplicate_keys,
+  (SELECT COUNT(*) FROM (
+     SELECT c.day FROM checkins c
+     WHERE c.app_key = a.app_key AND c.user_id = a.user_id
+     GROUP BY c.day HAVING COUNT(*) > 1) d) AS duplicate_checkins
+FROM accounts a
+ORDER BY a.id";

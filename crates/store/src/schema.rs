@@ -1,0 +1,79 @@
+//! One Diesel schema for both backends: portable types only (BigInt, Text, Bool, Timestamp in UTC).
+
+diesel::table! {
+    accounts (id) {
+        id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        balance -> BigInt,
+        held -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    transactions (id) {
+        id -> BigInt,
+        account_id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        txn_type -> Text,
+        amount -> BigInt,
+        balance_after -> BigInt,
+        description -> Text,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
+        metadata -> Nullable<Text>,
+        actor -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    lots (id) {
+        id -> BigInt,
+        account_id -> BigInt,
+        transaction_id -> BigInt,
+        source -> Text,
+        amount -> BigInt,
+        remaining -> BigInt,
+        expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    checkins (id) {
+        id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        day -> Text,
+        streak -> BigInt,
+        awarded -> BigInt,
+        transaction_id -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    checkin_configs (app_key) {
+        app_key -> Text,
+        enabled -> Bool,
+        rewards -> Text,
+        timezone -> Text,
+        credits_expire_days -> Nullable<Integer>,
+        updated_by -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(checkins -> transactions (transaction_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    transactions,
+    lots,
+    checkins,
+    checkin_configs
+);
