@@ -1,1 +1,169 @@
-fn main() {}
+//! `tally`: serve the billing API, migrate, verify the ledger, mint development tokens.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tally::token::{TokenRequest, mint};
+use tally::{Application, Settings, startup};
+use tally_ledger::{Ledger, SystemClock};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Self-hosted billing for SaaS and AI products"
+)]
+struct Cli {
+    /// TOML settings file; `TALLY_*` environment variables override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check every ledger invariant; exits non-zero when any is broken.
+    Verify,
+    /// Mint an HS256 JWT with the configured secret (development and scripts).
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// `admin` for admin routes.
+        #[arg(long)]
+        role: Option<String>,
+        /// App key (default: `default`).
+        #[arg(long)]
+        app: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},actix_server=warn", settings.log_level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if settings.log_format == "pretty" {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tally: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Token {
+            user,
+            role,
+            app,
+            ttl,
+        } => match mint(
+            &settings,
+            &TokenRequest {
+                user,
+                role,
+                app,
+                ttl_seconds: ttl,
+            },
+        ) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tally: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Openapi => {
+            println!("{}", tally_api::openapi::document());
+            ExitCode::SUCCESS
+        }
+        command => {
+            init_logging(&settings);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tally: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run(command, settings))
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> ExitCode {
+    let result: Result<ExitCode, String> = async {
+        match command {
+            Command::Migrate => {
+                let store = tally_store::Store::connect(&settings.database_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n = store.migrate().await.map_err(|e| e.to_string())?;
+                println!("applied {n} migrations");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Verify => {
+                let store = startup::open_store(&settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ledger = Ledger::new(Arc::new(store), Arc::new(SystemClock));
+                let violations = ledger.verify().await.map_err(|e| e.to_string())?;
+                if violations.is_empty() {
+                    println!("ledger verified: no violations");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for v in &violations {
+                        println!(
+                            "VIOLATION app={} user={} rule=\"{}\" {}",
+                            v.app, v.user, v.rule, v.detail
+                        );
+                    }
+                    println!("{} violations", violations.len());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+            _ => {
+                let app = Application::build(settings, Arc::new(SystemClock))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                app.run_until_stopped().await.map_err(|e| e.to_string())?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "tally failed");
+        eprintln!("tally: {e}");
+        ExitCode::FAILURE
+    })
+}

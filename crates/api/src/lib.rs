@@ -1,1 +1,93 @@
+//! Tally's HTTP shell: actix-web routes over the domain crates, authentication extractors, the
+//! JSON envelope and error mapping, request telemetry and the OpenAPI document.
 
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod telemetry;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{HttpRequest, ResponseError, web};
+use tally_ledger::Ledger;
+
+pub use auth::{AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, ServiceKeys};
+pub use error::ApiError;
+pub use telemetry::{Metrics, PoolGauges, observe};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The credits ledger.
+    pub ledger: Ledger,
+    /// Identity configuration.
+    pub auth: AuthConfig,
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "request body too large",
+            )
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::validation("body", "Content-Type must be application/json")
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::validation("body", e.to_string()),
+        other => ApiError::validation("body", other.to_string()),
+    };
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = ApiError::validation("query", err.to_string());
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    let api = ApiError::not_found("no such object");
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such route"))
+}
+
+/// Registers every route, the extractor error handlers and the 404 fallback.
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    state: web::Data<AppState>,
+    metrics: web::Data<Metrics>,
+    body_limit_bytes: usize,
+) {
+    cfg.app_data(state)
+        .app_data(metrics)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit_bytes)
+                .error_handler(json_error),
+        )
+        .app_data(web::PayloadConfig::default().limit(body_limit_bytes))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .service(routes::credits::balance)
+        .service(routes::credits::transactions)
+        .service(routes::checkin::checkin)
+        .service(routes::checkin::status)
+        .service(routes::admin::transactions)
+        .service(routes::admin::manual)
+        .service(routes::admin::get_checkin_config)
+        .service(routes::admin::put_checkin_config)
+        .service(routes::internal::check)
+        .service(routes::internal::consume)
+        .service(routes::internal::grant)
+        .service(routes::system::healthz)
+        .service(routes::system::readyz)
+        .service(routes::system::metrics)
+        .service(routes::system::openapi)
+        .default_service(web::to(not_found));
+}

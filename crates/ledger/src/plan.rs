@@ -84,7 +84,7 @@ pub fn plan_movement(
     let mut live: Vec<_> = state
         .lots
         .iter()
-        .filter(|l| l.remaining > 0 && !l.expires_at.is_some_and(|at| at <= now))
+        .filter(|l| l.remaining > 0 && l.expires_at.is_none_or(|at| at > now))
         .cloned()
         .collect();
     consumption_order(&mut live);

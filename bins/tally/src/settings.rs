@@ -1,0 +1,155 @@
+//! Typed configuration: defaults, then an optional TOML file, then `TALLY_*` environment
+//! variables. Unknown keys are rejected; secrets never print.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Every setting, with its default. Each one is also read from `TALLY_<NAME>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// Address to listen on.
+    pub bind: String,
+    /// HTTP worker threads; default: one per core.
+    pub workers: Option<usize>,
+    /// HS256 secret; generated beside an SQLite database when absent.
+    pub jwt_secret: Option<Secret>,
+    /// HS256, RS256, ES256 or EdDSA.
+    pub jwt_algorithm: String,
+    /// PEM public key (or a path to one) for RS256/ES256/EdDSA.
+    pub jwt_public_key: Option<String>,
+    /// Required `iss` claim.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, seconds.
+    pub jwt_leeway_seconds: u64,
+    /// Enables gateway-header mode; the gateway sends it as `X-Gateway-Secret`.
+    pub gateway_secret: Option<Secret>,
+    /// `KEY` or `APP=KEY`, comma-separated.
+    pub service_keys: Option<Secret>,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// How often the expiry sweep runs; 0 disables it.
+    pub sweep_interval_seconds: u64,
+    /// PostgreSQL pool size per node.
+    pub pg_max_connections: usize,
+    /// SQLite reader connections.
+    pub sqlite_readers: usize,
+    /// `json` or `pretty`.
+    pub log_format: String,
+    /// Default log filter when `RUST_LOG` is unset.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://tally.db".into(),
+            bind: "127.0.0.1:8080".into(),
+            workers: None,
+            jwt_secret: None,
+            jwt_algorithm: "HS256".into(),
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_seconds: 30,
+            gateway_secret: None,
+            service_keys: None,
+            body_limit_bytes: 64 * 1024,
+            sweep_interval_seconds: 60,
+            pg_max_connections: 16,
+            sqlite_readers: 4,
+            log_format: "json".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "database_url",
+    "bind",
+    "workers",
+    "jwt_secret",
+    "jwt_algorithm",
+    "jwt_public_key",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_leeway_seconds",
+    "gateway_secret",
+    "service_keys",
+    "body_limit_bytes",
+    "sweep_interval_seconds",
+    "pg_max_connections",
+    "sqlite_readers",
+    "log_format",
+    "log_level",
+];
+
+impl Settings {
+    /// Loads defaults, then `file` (when given, it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("TALLY_").only(KEYS));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| format!("configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !matches!(self.log_format.as_str(), "json" | "pretty") {
+            return Err("log_format (TALLY_LOG_FORMAT) must be 'json' or 'pretty'".into());
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err("body_limit_bytes (TALLY_BODY_LIMIT_BYTES) must be at least 1024".into());
+        }
+        if self.workers == Some(0) {
+            return Err("workers (TALLY_WORKERS) must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Where a generated JWT secret lives: beside the SQLite database file.
+    pub fn secret_file(&self) -> Option<PathBuf> {
+        match tally_store::Backend::from_url(&self.database_url).ok()? {
+            tally_store::Backend::Sqlite(path) => Some(PathBuf::from(format!("{path}.secret"))),
+            tally_store::Backend::Postgres(_) => None,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Start-up as a value: build the application from settings, learn its port, run it until a
+//! signal stops it. The binary and the tests both go through [`Application::build`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use jsonwebtoken::Algorithm;
+use tally_api::{
+    AppState, AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, Metrics, ServiceKeys,
+};
+use tally_ledger::{Clock, Ledger};
+use tally_store::{Store, StoreOptions};
+
+use crate::Settings;
+use crate::token::{SecretSource, resolve_secret};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Settings are unusable; the message names the setting.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Store(#[from] tally_store::StoreError),
+    /// The address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running, Tally server.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    ledger: Ledger,
+    sweep_interval: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jwt_settings(settings: &Settings) -> Result<(JwtSettings, Option<SecretSource>), StartupError> {
+    let algorithm = match settings.jwt_algorithm.to_ascii_uppercase().as_str() {
+        "HS256" => Algorithm::HS256,
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        "EDDSA" => Algorithm::EdDSA,
+        other => {
+            return Err(StartupError::Config(format!(
+                "jwt_algorithm (TALLY_JWT_ALGORITHM): '{other}' is not one of HS256, RS256, ES256, EdDSA"
+            )));
+        }
+    };
+    let (key, source) = if algorithm == Algorithm::HS256 {
+        let (secret, source) = resolve_secret(settings).map_err(StartupError::Config)?;
+        (secret.expose().as_bytes().to_vec(), Some(source))
+    } else {
+        let pem = settings.jwt_public_key.as_deref().ok_or_else(|| {
+            StartupError::Config(format!(
+                "jwt_public_key (TALLY_JWT_PUBLIC_KEY) is required with {}",
+                settings.jwt_algorithm
+            ))
+        })?;
+        let pem = if pem.trim_start().starts_with("-----BEGIN") {
+            pem.as_bytes().to_vec()
+        } else {
+            std::fs::read(pem).map_err(|e| {
+                StartupError::Config(format!(
+                    "jwt_public_key (TALLY_JWT_PUBLIC_KEY): reading {pem}: {e}"
+                ))
+            })?
+        };
+        (pem, None)
+    };
+    Ok((
+        JwtSettings {
+            algorithm,
+            key,
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+            leeway_seconds: settings.jwt_leeway_seconds,
+        },
+        source,
+    ))
+}
+
+/// Builds the identity configuration from settings.
+pub fn auth_config(
+    settings: &Settings,
+) -> Result<(AuthConfig, Option<SecretSource>), StartupError> {
+    let (jwt, source) = jwt_settings(settings)?;
+    let jwt = JwtVerifier::new(&jwt).map_err(|e| StartupError::Config(format!("JWT: {e}")))?;
+    let gateway = settings
+        .gateway_secret
+        .as_ref()
+        .map(|s| GatewayAuth::new(s.expose()))
+        .transpose()
+        .map_err(|e| StartupError::Config(format!("gateway_secret (TALLY_GATEWAY_SECRET): {e}")))?;
+    let service_keys = settings
+        .service_keys
+        .as_ref()
+        .map(|s| ServiceKeys::parse(s.expose()))
+        .transpose()
+        .map_err(|e| StartupError::Config(format!("service_keys (TALLY_SERVICE_KEYS): {e}")))?
+        .unwrap_or_default();
+    Ok((
+        AuthConfig {
+            jwt,
+            gateway,
+            service_keys,
+        },
+        source,
+    ))
+}
+
+/// Connects to the configured database and runs pending migrations.
+pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
+    let store = Store::connect_with(
+        &settings.database_url,
+        StoreOptions {
+            pg_max_connections: settings.pg_max_connections,
+            sqlite_readers: settings.sqlite_readers,
+        },
+    )
+    .await?;
+    let applied = store.migrate().await?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(store)
+}
+
+impl Application {
+    /// Connects, migrates, binds. Port 0 picks a free port (see [`Application::port`]).
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let (auth, source) = auth_config(&settings)?;
+        match source {
+            Some(SecretSource::Generated(path)) => tracing::warn!(
+                secret_file = %path.display(),
+                "no JWT secret configured: generated one and stored it beside the database; \
+                 mint a token with `tally token --user alice` (cargo run --release -- token --user alice)"
+            ),
+            Some(SecretSource::Stored(path)) => tracing::info!(
+                secret_file = %path.display(),
+                "using the stored JWT secret; mint a token with `tally token --user alice`"
+            ),
+            _ => {}
+        }
+        if auth.service_keys.is_empty() {
+            tracing::info!(
+                "no service keys configured (TALLY_SERVICE_KEYS): /internal/* refuses every call"
+            );
+        }
+        let store = open_store(&settings).await?;
+        let ledger = Ledger::new(Arc::new(store.clone()), clock);
+        let pools: tally_api::PoolGauges = Arc::new(move || {
+            store
+                .pool_stats()
+                .into_iter()
+                .map(|(name, s)| (name, s.size, s.idle, s.max))
+                .collect()
+        });
+        let metrics = web::Data::new(Metrics::new(pools));
+        let state = web::Data::new(AppState {
+            ledger: ledger.clone(),
+            auth,
+        });
+        let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
+            addr: settings.bind.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind.clone(),
+                source,
+            })?
+            .port();
+        let body_limit = settings.body_limit_bytes;
+        let workers = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let server = HttpServer::new(move || {
+            let (state, metrics) = (state.clone(), metrics.clone());
+            App::new()
+                .wrap(from_fn(tally_api::observe))
+                .configure(move |cfg| tally_api::configure(cfg, state, metrics, body_limit))
+        })
+        .workers(workers)
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.bind.clone(),
+            source,
+        })?
+        .run();
+        tracing::info!(address = %settings.bind, port, workers, "tally listening");
+        Ok(Self {
+            server,
+            port,
+            ledger,
+            sweep_interval: Duration::from_secs(settings.sweep_interval_seconds),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The ledger the server uses (tests inspect it directly).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish), sweeping expired lots
+    /// in the background.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let sweeper = (!self.sweep_interval.is_zero()).then(|| {
+            let (ledger, every) = (self.ledger.clone(), self.sweep_interval);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match ledger.sweep_expired(1_000).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(accounts = n, "expired credits swept"),
+                        Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                    }
+                }
+            })
+        });
+        let result = self.server.await;
+        if let Some(s) = sweeper {
+            s.abort();
+        }
+        tracing::info!("tally stopped");
+        result
+    }
+}

@@ -1,0 +1,362 @@
+//! Who is calling: JWT bearer tokens, the opt-in gateway headers, and service API keys.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tally_ledger::AccountRef;
+use tally_ledger::model::{validate_app_key, validate_user_id};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The app key used when a caller names none.
+pub const DEFAULT_APP: &str = "default";
+const GATEWAY_SECRET_HEADER: &str = "x-gateway-secret";
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An end user.
+    User,
+    /// An administrator of the app.
+    Admin,
+}
+
+/// An authenticated end user or admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// App scope.
+    pub app: String,
+    /// User id.
+    pub user: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// The caller's own account.
+    pub fn account(&self) -> AccountRef {
+        AccountRef {
+            app: self.app.clone(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// How JWTs are checked.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key material and claims policy for [`JwtVerifier`].
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// The one accepted algorithm: HS256, RS256, ES256 or EdDSA.
+    pub algorithm: Algorithm,
+    /// HS256 shared secret, or the PEM public key for the asymmetric algorithms.
+    pub key: Vec<u8>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+}
+
+impl JwtVerifier {
+    /// Builds a verifier; fails on a key that does not fit the algorithm.
+    pub fn new(s: &JwtSettings) -> Result<Self, String> {
+        let key =
+            match s.algorithm {
+                Algorithm::HS256 => {
+                    if s.key.len() < 32 {
+                        return Err("the HS256 secret must be at least 32 bytes".into());
+                    }
+                    DecodingKey::from_secret(&s.key)
+                }
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(&s.key)
+                    .map_err(|e| format!("RS256 public key: {e}"))?,
+                Algorithm::ES256 => DecodingKey::from_ec_pem(&s.key)
+                    .map_err(|e| format!("ES256 public key: {e}"))?,
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(&s.key)
+                    .map_err(|e| format!("EdDSA public key: {e}"))?,
+                other => {
+                    return Err(format!(
+                        "unsupported JWT algorithm {other:?}; use HS256, RS256, ES256 or EdDSA"
+                    ));
+                }
+            };
+        let mut validation = Validation::new(s.algorithm);
+        validation.leeway = s.leeway_seconds;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &s.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &s.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Self { key, validation })
+    }
+
+    fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+        let c = data.claims;
+        caller(c.sub, c.role.as_deref(), c.app)
+    }
+}
+
+fn caller(user: String, role: Option<&str>, app: Option<String>) -> Result<Caller, ApiError> {
+    validate_user_id(&user)
+        .map_err(|_| ApiError::unauthorized("invalid user id in credentials"))?;
+    let app = app.unwrap_or_else(|| DEFAULT_APP.to_owned());
+    validate_app_key(&app).map_err(|_| ApiError::unauthorized("invalid app key in credentials"))?;
+    let role = match role {
+        Some("admin") => Role::Admin,
+        None | Some("user") => Role::User,
+        Some(_) => return Err(ApiError::unauthorized("unknown role in credentials")),
+    };
+    Ok(Caller { app, user, role })
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Accepts `X-User-Id`/`X-User-Role`/`X-App-Key` from a gateway that proves itself with a
+/// shared secret.
+#[derive(Clone)]
+pub struct GatewayAuth {
+    secret_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for GatewayAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayAuth(..)")
+    }
+}
+
+impl GatewayAuth {
+    /// Gateway mode with this shared secret (at least 16 characters).
+    pub fn new(secret: &str) -> Result<Self, String> {
+        if secret.len() < 16 {
+            return Err("the gateway secret must be at least 16 characters".into());
+        }
+        Ok(Self {
+            secret_hash: sha256(secret.as_bytes()),
+        })
+    }
+
+    fn verify(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        let presented = header(req, GATEWAY_SECRET_HEADER)
+            .ok_or_else(|| ApiError::unauthorized("gateway headers need the gateway secret"))?;
+        if !bool::from(sha256(presented.as_bytes()).ct_eq(&self.secret_hash)) {
+            return Err(ApiError::unauthorized("wrong gateway secret"));
+        }
+        let user = header(req, "x-user-id").unwrap_or_default().to_owned();
+        caller(
+            user,
+            header(req, "x-user-role"),
+            header(req, "x-app-key").map(str::to_owned),
+        )
+    }
+}
+
+/// Service API keys, kept only as SHA-256 hashes and compared in constant time.
+#[derive(Clone, Default)]
+pub struct ServiceKeys {
+    entries: Vec<(String, [u8; 32])>,
+}
+
+impl std::fmt::Debug for ServiceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceKeys({} keys)", self.entries.len())
+    }
+}
+
+impl ServiceKeys {
+    /// Parses `KEY` or `APP=KEY` entries separated by commas; a bare key means app `default`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (app, key) = match item.split_once('=') {
+                Some((app, key)) => (app.trim(), key.trim()),
+                None => (DEFAULT_APP, item),
+            };
+            validate_app_key(app)
+                .map_err(|_| format!("service key for app '{app}': invalid app key"))?;
+            if key.len() < 16 {
+                return Err(format!(
+                    "service key for app '{app}' must be at least 16 characters"
+                ));
+            }
+            entries.push((app.to_owned(), sha256(key.as_bytes())));
+        }
+        Ok(Self { entries })
+    }
+
+    /// Whether no key is configured (the service API is then closed).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The app a key belongs to. Every entry is compared, so timing reveals nothing.
+    fn app_for(&self, key: &str) -> Option<String> {
+        let presented = sha256(key.as_bytes());
+        let mut found = None;
+        for (app, hash) in &self.entries {
+            if bool::from(presented.ct_eq(hash)) && found.is_none() {
+                found = Some(app.clone());
+            }
+        }
+        found
+    }
+}
+
+/// Identity configuration shared by the extractors.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Bearer-token verification.
+    pub jwt: JwtVerifier,
+    /// Gateway-header mode, off unless configured.
+    pub gateway: Option<GatewayAuth>,
+    /// Keys for `/internal/*`.
+    pub service_keys: ServiceKeys,
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    match header(req, "authorization") {
+        None => Ok(None),
+        Some(v) => match v.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(Some(token.trim()))
+            }
+            _ => Err(ApiError::unauthorized(
+                "malformed Authorization header; use 'Bearer <token>'",
+            )),
+        },
+    }
+}
+
+fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .ok_or_else(ApiError::internal)
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let auth = &state(req)?.auth;
+    if let Some(token) = bearer(req)? {
+        return auth.jwt.verify(token);
+    }
+    match &auth.gateway {
+        Some(gw) if req.headers().contains_key("x-user-id") => gw.verify(req),
+        _ => Err(ApiError::unauthorized("missing credentials")),
+    }
+}
+
+/// An authenticated user (any role).
+#[derive(Debug, Clone)]
+pub struct User(pub Caller);
+
+impl FromRequest for User {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(User))
+    }
+}
+
+/// An authenticated admin.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|c| match c.role {
+            Role::Admin => Ok(Admin(c)),
+            Role::User => Err(ApiError::forbidden("admin role required")),
+        }))
+    }
+}
+
+/// A calling service, identified by its API key; the key decides the app.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// App scope of the key.
+    pub app: String,
+}
+
+impl FromRequest for Service {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready((|| {
+            let keys = &state(req)?.auth.service_keys;
+            let key = bearer(req)?.ok_or_else(|| ApiError::unauthorized("missing service key"))?;
+            keys.app_for(key)
+                .map(|app| Service { app })
+                .ok_or_else(|| ApiError::unauthorized("unknown service key"))
+        })())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_keys_parse_apps_and_bare_keys() {
+        let keys = ServiceKeys::parse("0123456789abcdef, shop=fedcba9876543210").unwrap();
+        assert_eq!(keys.app_for("0123456789abcdef").as_deref(), Some("default"));
+        assert_eq!(keys.app_for("fedcba9876543210").as_deref(), Some("shop"));
+        assert_eq!(keys.app_for("nope-nope-nope-nope"), None);
+        assert!(ServiceKeys::parse("short").is_err());
+        assert!(ServiceKeys::parse("bad app=0123456789abcdef").is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Wire shapes: what the API reads and writes, with their OpenAPI schemas.
+
+use serde::{Deserialize, Serialize};
+use tally_ledger::{BalanceView, CheckinConfig, Transaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Credits expiring at one instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiringDto {
+    /// Credits.
+    pub amount: i64,
+    /// RFC 3339 instant.
+    pub expires_at: String,
+}
+
+/// `GET /credits/balance`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceDto {
+    /// Credits owned now.
+    pub balance: i64,
+    /// Credits spendable now (balance minus held).
+    pub available: i64,
+    /// Credits reserved by holds.
+    pub held: i64,
+    /// Upcoming expiries, soonest first.
+    pub expiring: Vec<ExpiringDto>,
+}
+
+impl From<BalanceView> for BalanceDto {
+    fn from(v: BalanceView) -> Self {
+        Self {
+            balance: v.balance,
+            available: v.available,
+            held: v.held,
+            expiring: v
+                .expiring
+                .into_iter()
+                .map(|e| ExpiringDto {
+                    amount: e.amount,
+                    expires_at: rfc3339(e.expires_at),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One history row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionDto {
+    /// Transaction id.
+    pub id: String,
+    /// `ai_usage`, `checkin`, `subscription`, `purchase`, `admin_adjustment`, `refund`,
+    /// `expiry`, `redemption` or `reward`.
+    #[serde(rename = "type")]
+    pub txn_type: String,
+    /// Signed change.
+    pub amount: i64,
+    /// Balance right after.
+    pub balance_after: i64,
+    /// Description.
+    pub description: String,
+    /// Metadata given with the movement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// RFC 3339 instant.
+    pub created_at: String,
+}
+
+impl From<Transaction> for TransactionDto {
+    fn from(t: Transaction) -> Self {
+        Self {
+            id: t.id.to_string(),
+            txn_type: t.txn_type.as_str().to_owned(),
+            amount: t.amount,
+            balance_after: t.balance_after,
+            description: t.description,
+            metadata: t.metadata,
+            created_at: rfc3339(t.created_at),
+        }
+    }
+}
+
+/// One history row as admins and services see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminTransactionDto {
+    /// The row.
+    #[serde(flatten)]
+    pub transaction: TransactionDto,
+    /// Whose account.
+    pub user_id: String,
+    /// Who asked for it (admin user id), if recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The idempotency key it was made with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl From<Transaction> for AdminTransactionDto {
+    fn from(t: Transaction) -> Self {
+        let (user_id, actor, idempotency_key) =
+            (t.user.clone(), t.actor.clone(), t.idempotency_key.clone());
+        Self {
+            transaction: t.into(),
+            user_id,
+            actor,
+            idempotency_key,
+        }
+    }
+}
+
+/// Pagination and filters of `GET /credits/transactions`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// ≥ 0, default 0.
+    pub offset: Option<i64>,
+    /// Only this transaction type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub txn_type: Option<String>,
+}
+
+/// Filters of `GET /admin/credits/transactions`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AdminHistoryQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// ≥ 0, default 0.
+    pub offset: Option<i64>,
+    /// Only this transaction type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub txn_type: Option<String>,
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Created before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// `POST /checkin`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckinDto {
+    /// Credits awarded.
+    pub awarded: i64,
+    /// Balance after the award.
+    pub balance: i64,
+    /// Consecutive local days including today.
+    pub streak: i64,
+    /// Local day claimed, `YYYY-MM-DD`.
+    pub day: String,
+    /// Start of the next local day (RFC 3339, UTC).
+    pub next_checkin_at: String,
+}
+
+/// `GET /checkin/status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckinStatusDto {
+    /// Whether today's check-in is done.
+    pub checked_in_today: bool,
+    /// Running streak; 0 once broken.
+    pub streak: i64,
+    /// Reward of the next check-in.
+    pub next_reward: i64,
+    /// Today, local, `YYYY-MM-DD`.
+    pub day: String,
+    /// When the next check-in is possible (RFC 3339).
+    pub next_checkin_at: String,
+    /// Whether check-in is enabled for the app.
+    pub enabled: bool,
+}
+
+/// Check-in configuration of an app.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinConfigDto {
+    /// Whether users may check in.
+    pub enabled: bool,
+    /// Reward for streak day 1, 2, …; the last value repeats.
+    pub rewards: Vec<i64>,
+    /// IANA time zone deciding where a day starts.
+    pub timezone: String,
+    /// Days until check-in credits expire; null = never.
+    pub credits_expire_days: Option<u32>,
+}
+
+impl From<CheckinConfig> for CheckinConfigDto {
+    fn from(c: CheckinConfig) -> Self {
+        Self {
+            enabled: c.enabled,
+            rewards: c.rewards,
+            timezone: c.timezone,
+            credits_expire_days: c.credits_expire_days,
+        }
+    }
+}
+
+impl From<CheckinConfigDto> for CheckinConfig {
+    fn from(c: CheckinConfigDto) -> Self {
+        Self {
+            enabled: c.enabled,
+            rewards: c.rewards,
+            timezone: c.timezone,
+            credits_expire_days: c.credits_expire_days,
+        }
+    }
+}
+
+/// `POST /admin/credits/manual`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualAdjustmentRequest {
+    /// Whose balance.
+    pub user_id: String,
+    /// Signed, non-zero credits.
+    pub amount: i64,
+    /// Why (shown in the history).
+    pub description: String,
+    /// Expiry of granted credits (RFC 3339); positive amounts only.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Idempotency key (or the `Idempotency-Key` header).
+    pub idempotency_key: Option<String>,
+    /// Let a negative adjustment take the balance below zero.
+    #[serde(default)]
+    pub allow_negative: bool,
+}
+
+/// `POST /internal/credits/check`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Whose balance.
+    pub user_id: String,
+    /// Credits the call would cost.
+    pub amount: i64,
+}
+
+/// `POST /internal/credits/check` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckDto {
+    /// Whether `available >= amount`.
+    pub sufficient: bool,
+    /// Current balance.
+    pub balance: i64,
+    /// Spendable now.
+    pub available: i64,
+}
+
+/// `POST /internal/credits/consume`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    /// Whose balance.
+    pub user_id: String,
+    /// Positive credits to deduct.
+    pub amount: i64,
+    /// Shown in the history, e.g. "AI chat completion (gpt-4)".
+    pub description: String,
+    /// Required: one key, one charge.
+    pub idempotency_key: Option<String>,
+    /// JSON object stored with the transaction.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// `POST /internal/credits/grant`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Whose balance.
+    pub user_id: String,
+    /// Positive credits to grant.
+    pub amount: i64,
+    /// Shown in the history.
+    pub description: String,
+    /// Required: one key, one grant.
+    pub idempotency_key: Option<String>,
+    /// When the granted credits expire (RFC 3339); absent = never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// JSON object stored with the transaction.
+    pub metadata: Option<serde_json::Value>,
+}

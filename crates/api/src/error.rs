@@ -1,0 +1,216 @@
+//! The JSON envelope and the one error type every handler returns.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tally_ledger::LedgerError;
+
+use crate::telemetry::current_request_id;
+
+/// An error as clients see it: status, stable code, message and optional details.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable SCREAMING_SNAKE code clients branch on.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Extra structured detail (e.g. the offending field).
+    pub details: Option<Value>,
+    /// Extra headers (e.g. `WWW-Authenticate`).
+    pub www_authenticate: bool,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            www_authenticate: false,
+        }
+    }
+
+    /// Attaches details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 401 UNAUTHORIZED.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+        e.www_authenticate = true;
+        e
+    }
+
+    /// 403 FORBIDDEN.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    /// 404 NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    /// 400 VALIDATION_ERROR naming a field.
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("{field}: {message}"),
+        )
+        .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
+    }
+
+    /// 500 INTERNAL; the body repeats the request id so operators can find the log line.
+    pub fn internal() -> Self {
+        let id = current_request_id().unwrap_or_default();
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            format!("internal error; request id {id}"),
+        )
+        .with_details(json!({ "request_id": id }))
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    error: ErrorInner<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorInner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut builder = HttpResponse::build(self.status);
+        if self.www_authenticate {
+            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        builder.json(ErrorBody {
+            success: false,
+            error: ErrorInner {
+                code: self.code,
+                message: &self.message,
+                details: self.details.as_ref(),
+            },
+        })
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Validation { field, message } => Self::validation(field, message),
+            LedgerError::InsufficientCredits {
+                requested,
+                available,
+            } => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_CREDITS",
+                format!("{requested} credits requested, {available} available"),
+            )
+            .with_details(json!({ "requested": requested, "available": available })),
+            LedgerError::IdempotencyKeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this idempotency key was already used with a different request",
+            ),
+            LedgerError::AlreadyCheckedIn { day } => Self::new(
+                StatusCode::CONFLICT,
+                "ALREADY_CHECKED_IN",
+                format!("already checked in on {day}"),
+            )
+            .with_details(json!({ "day": day })),
+            LedgerError::CheckinDisabled => Self::new(
+                StatusCode::CONFLICT,
+                "CHECKIN_DISABLED",
+                "check-in is disabled for this app",
+            ),
+            LedgerError::Overflow => {
+                Self::validation("amount", "the resulting balance is out of range")
+            }
+            LedgerError::Storage(source) => {
+                tracing::error!(error = %tally_chain(&*source), "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+fn tally_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    success: bool,
+    data: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<PageMeta>,
+}
+
+#[derive(Serialize)]
+struct PageMeta {
+    limit: i64,
+    offset: i64,
+    has_more: bool,
+}
+
+/// `{"success": true, "data": …}`.
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope {
+        success: true,
+        data,
+        meta: None,
+    })
+}
+
+/// `{"success": true, "data": […], "meta": {limit, offset, has_more}}`.
+pub fn ok_page<T: Serialize>(
+    data: Vec<T>,
+    limit: i64,
+    offset: i64,
+    has_more: bool,
+) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope {
+        success: true,
+        data,
+        meta: Some(PageMeta {
+            limit,
+            offset,
+            has_more,
+        }),
+    })
+}

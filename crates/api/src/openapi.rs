@@ -1,0 +1,75 @@
+//! The OpenAPI document, generated from the handlers and wire types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{dto, routes};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "service_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Tally's HTTP API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Tally",
+        description = "Self-hosted billing for SaaS and AI products: credits ledger, check-in, service API. \
+Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}."
+    ),
+    paths(
+        routes::credits::balance,
+        routes::credits::transactions,
+        routes::checkin::checkin,
+        routes::checkin::status,
+        routes::admin::transactions,
+        routes::admin::manual,
+        routes::admin::get_checkin_config,
+        routes::admin::put_checkin_config,
+        routes::internal::check,
+        routes::internal::consume,
+        routes::internal::grant,
+        routes::system::healthz,
+        routes::system::readyz,
+        routes::system::metrics,
+        routes::system::openapi,
+    ),
+    components(schemas(
+        dto::BalanceDto,
+        dto::ExpiringDto,
+        dto::TransactionDto,
+        dto::AdminTransactionDto,
+        dto::CheckinDto,
+        dto::CheckinStatusDto,
+        dto::CheckinConfigDto,
+        dto::ManualAdjustmentRequest,
+        dto::CheckRequest,
+        dto::CheckDto,
+        dto::ConsumeRequest,
+        dto::GrantRequest,
+    )),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON (what `docs/openapi.json` holds).
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}

@@ -1,0 +1,70 @@
+//! Handlers, one module per area.
+
+pub mod admin;
+pub mod checkin;
+pub mod credits;
+pub mod internal;
+pub mod system;
+
+use std::future::Future;
+
+use actix_web::HttpRequest;
+use tally_ledger::{LedgerError, TxnType};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// Runs a money path on its own task so that a client hanging up cannot cancel a database
+/// transaction halfway; the handler still waits for the result.
+pub(crate) async fn detached<T: 'static>(
+    fut: impl Future<Output = Result<T, LedgerError>> + 'static,
+) -> Result<T, ApiError> {
+    actix_web::rt::spawn(fut.instrument(tracing::Span::current()))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+}
+
+pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(20);
+    let offset = offset.unwrap_or(0);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    if offset < 0 {
+        return Err(ApiError::validation("offset", "must be 0 or more"));
+    }
+    Ok((limit, offset))
+}
+
+pub(crate) fn txn_type(s: Option<&str>) -> Result<Option<TxnType>, ApiError> {
+    s.map(|s| {
+        TxnType::parse(s).ok_or_else(|| {
+            let all: Vec<_> = TxnType::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::validation("type", format!("must be one of {}", all.join(", ")))
+        })
+    })
+    .transpose()
+}
+
+/// The idempotency key from the `Idempotency-Key` header or the body; both must agree.
+pub(crate) fn idempotency_key(
+    req: &HttpRequest,
+    body: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let header = match req.headers().get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::validation("Idempotency-Key", "must be printable ASCII"))?,
+        ),
+        None => None,
+    };
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(ApiError::validation(
+            "idempotency_key",
+            "differs from the Idempotency-Key header",
+        )),
+        (Some(k), _) | (None, Some(k)) => Ok(Some(k.to_owned())),
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,46 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use actix_web::{HttpResponse, get, web};
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::error::{ApiError, ok};
+use crate::telemetry::Metrics;
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "system", responses((status = 200, description = "Alive")))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    ok(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(tag = "system", responses((status = 200, description = "Ready"), (status = 503, description = "Database unreachable")))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.ledger.repository().ping().await {
+        Ok(()) => ok(json!({ "status": "ready" })),
+        Err(_) => actix_web::ResponseError::error_response(&ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "database unreachable",
+        )),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[get("/metrics")]
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render())
+}
+
+/// This document.
+#[utoipa::path(tag = "system", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[get("/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+}

@@ -1,0 +1,224 @@
+//! Request ids, access logs, Prometheus metrics, and the envelope for responses that did not
+//! come from a handler (unknown routes, wrong methods).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError, web};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Series {
+    count: u64,
+    sum_seconds: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// Pool gauges supplied by the composition root: `(pool, open, idle, max)`.
+pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> + Send + Sync>;
+
+/// Request counters and latency histograms by route, method and status.
+pub struct Metrics {
+    series: Mutex<HashMap<(String, String, u16), Series>>,
+    pools: PoolGauges,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics reading pool gauges from `pools`.
+    pub fn new(pools: PoolGauges) -> Self {
+        Self {
+            series: Mutex::new(HashMap::new()),
+            pools,
+        }
+    }
+
+    fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let s = map
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default();
+        s.count += 1;
+        s.sum_seconds += seconds;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let map = self
+            .series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut keys: Vec<_> = map.keys().cloned().collect();
+        keys.sort();
+        out.push_str("# HELP tally_http_requests_total HTTP requests served.\n");
+        out.push_str("# TYPE tally_http_requests_total counter\n");
+        for k in &keys {
+            let s = &map[k];
+            let _ = writeln!(
+                out,
+                "tally_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                k.0, k.1, k.2, s.count
+            );
+        }
+        out.push_str("# HELP tally_http_request_duration_seconds HTTP request latency.\n");
+        out.push_str("# TYPE tally_http_request_duration_seconds histogram\n");
+        for k in &keys {
+            let s = &map[k];
+            let labels = format!("route=\"{}\",method=\"{}\",status=\"{}\"", k.0, k.1, k.2);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "tally_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+        out.push_str("# HELP tally_db_pool_connections Database pool connections by state.\n");
+        out.push_str("# TYPE tally_db_pool_connections gauge\n");
+        for (pool, open, idle, max) in (self.pools)() {
+            for (state, v) in [("open", open), ("idle", idle), ("max", max)] {
+                let _ = writeln!(
+                    out,
+                    "tally_db_pool_connections{{pool=\"{pool}\",state=\"{state}\"}} {v}"
+                );
+            }
+        }
+        out
+    }
+}
+
+fn incoming_id(req: &ServiceRequest) -> Option<String> {
+    let v = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| v.to_owned())
+}
+
+fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// Error responses that did not come from [`ApiError`] (actix's own 404/405/413 and the like)
+/// get the envelope too.
+fn envelope_for(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed on this route",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "PAYLOAD_TOO_LARGE", "request body too large")
+        }
+        StatusCode::UNAUTHORIZED => ApiError::unauthorized("authentication required"),
+        StatusCode::FORBIDDEN => ApiError::forbidden("not allowed"),
+        s if s.is_client_error() => ApiError::new(s, "VALIDATION_ERROR", "bad request"),
+        _ => ApiError::internal(),
+    }
+}
+
+/// Middleware: request id on every response and log line, one access log line, metrics.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let id = incoming_id(&req).unwrap_or_else(new_id);
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let start = Instant::now();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let result = REQUEST_ID
+        .scope(id.clone(), next.call(req).instrument(span.clone()))
+        .await;
+    let mut res = match result {
+        Ok(res) => {
+            let is_json = res
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            if res.status().as_u16() >= 400 && !is_json {
+                let status = res.status();
+                let body = REQUEST_ID
+                    .scope(id.clone(), async { envelope_for(status) })
+                    .await;
+                res.into_response(body.error_response())
+            } else {
+                res.map_into_boxed_body()
+            }
+        }
+        // Inner services here convert their errors to responses; pass anything else on.
+        Err(e) => return Err(e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let status = res.status().as_u16();
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(m) = metrics {
+        m.record(&route, &method, status, seconds);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = (seconds * 1000.0 * 1000.0).round() / 1000.0,
+            "request served"
+        );
+    });
+    Ok(res)
+}
