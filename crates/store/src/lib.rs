@@ -36,8 +36,10 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// A SQLite connection driven from async code (each call runs on the blocking pool).
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+// `busy_timeout` comes first: the statements after it (`journal_mode` in particular) may need a
+// lock another connection holds, and must wait for it rather than fail with "database is locked".
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
 /// Storage failures, mapped to [`LedgerError`] at the port boundary.
 #[derive(Debug, thiserror::Error)]
@@ -226,9 +228,16 @@ impl Store {
                 .map_err(|e| StoreError::Migration(e.to_string()))?
             }
             Backend::Postgres(url) => {
-                let conn = AsyncPgConnection::establish(url)
+                let mut conn = AsyncPgConnection::establish(url)
                     .await
                     .map_err(|e| StoreError::Connection(e.to_string()))?;
+                // Nodes starting together queue here instead of racing on the same DDL; the
+                // session lock ends with this connection.
+                diesel_async::RunQueryDsl::execute(
+                    diesel::sql_query("SELECT pg_advisory_lock(727411)"),
+                    &mut conn,
+                )
+                .await?;
                 let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
                 let done = harness
                     .run_pending_migrations(POSTGRES_MIGRATIONS)
