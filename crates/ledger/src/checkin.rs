@@ -266,8 +266,10 @@ mod tests {
         assert!(cfg("Mars/Olympus", vec![1]).validate().is_err());
         assert!(cfg("UTC", vec![]).validate().is_err());
         assert!(cfg("UTC", vec![0]).validate().is_err());
-        let mut c = CheckinConfig::default();
-        c.credits_expire_days = Some(0);
+        let c = CheckinConfig {
+            credits_expire_days: Some(0),
+            ..CheckinConfig::default()
+        };
         assert!(c.validate().is_err());
         assert!(CheckinConfig::default().validate().is_ok());
     }

@@ -42,7 +42,7 @@ impl ManualClock {
     /// Moves the clock forward (or backward, with a negative duration).
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now += by;
+        *now = truncate_micros(*now + by);
     }
 
     /// Sets the clock to `to`.

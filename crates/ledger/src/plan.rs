@@ -80,6 +80,19 @@ pub fn plan_movement(
     kind: &MovementKind,
     now: OffsetDateTime,
 ) -> Result<Plan, LedgerError> {
+    if let MovementKind::Grant {
+        expires_at: Some(at),
+        ..
+    }
+    | MovementKind::Adjust {
+        expires_at: Some(at),
+        ..
+    } = *kind
+    {
+        if at <= now {
+            return Err(LedgerError::invalid("expires_at", "must be in the future"));
+        }
+    }
     let mut plan = plan_expiry(state, now);
     let mut live: Vec<_> = state
         .lots

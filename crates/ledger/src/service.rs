@@ -48,23 +48,12 @@ impl Ledger {
         &self.repo
     }
 
-    /// Applies any movement after validating it.
+    /// Applies any movement after validating it. (That an expiry lies in the future is checked
+    /// by [`crate::plan::plan_movement`], after the repository has looked up the idempotency key:
+    /// a replay answers its original even once that instant has passed.)
     pub async fn apply(&self, movement: Movement) -> Result<Transaction, LedgerError> {
         movement.validate()?;
         let now = self.clock.now();
-        if let MovementKind::Grant {
-            expires_at: Some(at),
-            ..
-        }
-        | MovementKind::Adjust {
-            expires_at: Some(at),
-            ..
-        } = movement.kind
-        {
-            if at <= now {
-                return Err(LedgerError::invalid("expires_at", "must be in the future"));
-            }
-        }
         self.repo.apply(movement, now).await
     }
 

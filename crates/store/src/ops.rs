@@ -306,21 +306,31 @@ macro_rules! backend_ops {
                 .transpose()
             }
 
+            /// The account and its live lots in one statement: read outside a transaction, two
+            /// statements could see two states (a balance from before a movement, lots after it).
             pub(crate) async fn account(
                 conn: &mut Conn,
                 account: &AccountRef,
             ) -> Result<AccountView, StoreError> {
-                let row = accounts::table
+                let rows: Vec<(AccountRow, Option<LotRow>)> = accounts::table
+                    .left_join(
+                        lots::table.on(lots::account_id
+                            .eq(accounts::id)
+                            .and(lots::remaining.gt(0))),
+                    )
                     .filter(accounts::app_key.eq(&account.app))
                     .filter(accounts::user_id.eq(&account.user))
-                    .select(AccountRow::as_select())
-                    .first(conn)
-                    .await
-                    .optional()?;
-                match row {
-                    Some(row) => state(conn, &row).await,
-                    None => Ok(AccountView::default()),
+                    .order(lots::id)
+                    .select((AccountRow::as_select(), Option::<LotRow>::as_select()))
+                    .load(conn)
+                    .await?;
+                let mut view = AccountView::default();
+                for (row, lot) in rows {
+                    view.balance = row.balance;
+                    view.held = row.held;
+                    view.lots.extend(lot.map(Into::into));
                 }
+                Ok(view)
             }
 
             pub(crate) async fn transactions(

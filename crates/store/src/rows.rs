@@ -6,9 +6,10 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::schema::{accounts, lots, transactions};
 
-/// Timestamps are stored as UTC without an offset.
+/// Timestamps are stored as UTC without an offset, to the microsecond on both backends (SQLite
+/// would otherwise keep nanoseconds that PostgreSQL drops).
 pub(crate) fn to_db(t: OffsetDateTime) -> PrimitiveDateTime {
-    let utc = t.to_offset(UtcOffset::UTC);
+    let utc = tally_ledger::clock::truncate_micros(t).to_offset(UtcOffset::UTC);
     PrimitiveDateTime::new(utc.date(), utc.time())
 }
 
