@@ -135,7 +135,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                 let store = startup::open_store(&settings)
                     .await
                     .map_err(|e| e.to_string())?;
-                let ledger = Ledger::new(Arc::new(store), Arc::new(SystemClock));
+                let ledger = Ledger::new(store);
                 let violations = ledger.verify().await.map_err(|e| e.to_string())?;
                 if violations.is_empty() {
                     println!("ledger verified: no violations");

@@ -165,7 +165,7 @@ impl Application {
             );
         }
         let store = open_store(&settings).await?;
-        let ledger = Ledger::new(Arc::new(store.clone()), clock);
+        let ledger = Ledger::with_clock(Arc::new(store.clone()), clock);
         let pools: tally_api::PoolGauges = Arc::new(move || {
             store
                 .pool_stats()

@@ -31,6 +31,36 @@ pub enum LedgerError {
     /// Check-in is switched off for this app.
     #[error("check-in is disabled for this app")]
     CheckinDisabled,
+    /// No such hold in the caller's app.
+    #[error("hold not found")]
+    HoldNotFound,
+    /// The hold was already captured or released.
+    #[error("hold is {status}")]
+    HoldNotActive {
+        /// Its status.
+        status: &'static str,
+    },
+    /// The hold's time ran out; its credits are available again.
+    #[error("hold expired")]
+    HoldExpired,
+    /// No such redemption code in the caller's app.
+    #[error("unknown redemption code")]
+    CodeNotFound,
+    /// The code's redemption window closed.
+    #[error("redemption code expired")]
+    CodeExpired,
+    /// The code has no uses left.
+    #[error("redemption code fully used")]
+    CodeExhausted,
+    /// This user already redeemed this code.
+    #[error("redemption code already redeemed by this user")]
+    CodeAlreadyRedeemed,
+    /// Too many failed attempts; try again later.
+    #[error("too many attempts; retry in {retry_after_seconds} s")]
+    RateLimited {
+        /// Seconds until the next attempt is allowed.
+        retry_after_seconds: i64,
+    },
     /// A balance would leave the range the ledger can represent.
     #[error("amount out of range")]
     Overflow,

@@ -7,7 +7,9 @@
 
 pub mod checkin;
 pub mod clock;
+pub mod codes;
 pub mod error;
+pub mod holds;
 pub mod model;
 pub mod plan;
 pub mod repo;
@@ -16,7 +18,9 @@ pub mod verify;
 
 pub use checkin::{CheckinConfig, CheckinOutcome, CheckinRecord, CheckinRequest, CheckinStatus};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codes::{CodeBatchRequest, RedeemRequest, RedemptionCode};
 pub use error::LedgerError;
+pub use holds::{CaptureRequest, Hold, HoldStatus, HoldView, ReserveRequest};
 pub use model::{
     AccountRef, AccountView, BalanceView, ExpiringCredits, LotView, MAX_CREDITS, Movement,
     MovementKind, Transaction, TransactionQuery, TxnType,

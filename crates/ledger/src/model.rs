@@ -174,8 +174,6 @@ pub struct Movement {
 impl Movement {
     /// Checks ranges and sizes; a movement that passes can be stored as is.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        validate_app_key(&self.account.app)?;
-        validate_user_id(&self.account.user)?;
         let credits = match self.kind {
             MovementKind::Grant { credits, .. } | MovementKind::Debit { credits, .. } => {
                 if credits <= 0 {
@@ -196,35 +194,69 @@ impl Movement {
                 format!("must be at most {MAX_CREDITS} in absolute value"),
             ));
         }
-        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
-            return Err(LedgerError::invalid(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            ));
-        }
-        if let Some(key) = &self.idempotency_key {
-            validate_idempotency_key(key)?;
-        }
-        if let Some(meta) = &self.metadata {
-            if !meta.is_object() {
-                return Err(LedgerError::invalid("metadata", "must be a JSON object"));
-            }
-            if meta.to_string().len() > MAX_METADATA_BYTES {
-                return Err(LedgerError::invalid(
-                    "metadata",
-                    format!("must serialise to at most {MAX_METADATA_BYTES} bytes"),
-                ));
-            }
-        }
-        Ok(())
+        validate_common(
+            &self.account,
+            &self.description,
+            self.idempotency_key.as_deref(),
+            self.metadata.as_ref(),
+        )
     }
 
     /// A fingerprint of everything except the idempotency key: same key + same fingerprint is a
     /// replay, same key + another fingerprint is a reuse.
     pub fn request_hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(canonical))
+        fingerprint(self)
     }
+}
+
+/// SHA-256 of a value's JSON form (maps serialise with sorted keys, so it is canonical).
+pub fn fingerprint<T: Serialize>(value: &T) -> String {
+    let canonical = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// The checks every write shares: account, description, key and metadata.
+pub fn validate_common(
+    account: &AccountRef,
+    description: &str,
+    idempotency_key: Option<&str>,
+    metadata: Option<&serde_json::Value>,
+) -> Result<(), LedgerError> {
+    validate_app_key(&account.app)?;
+    validate_user_id(&account.user)?;
+    validate_description(description)?;
+    if let Some(key) = idempotency_key {
+        validate_idempotency_key(key)?;
+    }
+    if let Some(meta) = metadata {
+        validate_metadata(meta)?;
+    }
+    Ok(())
+}
+
+/// Descriptions: at most 500 characters.
+pub fn validate_description(description: &str) -> Result<(), LedgerError> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(LedgerError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Metadata: a JSON object of at most 4 KiB.
+pub fn validate_metadata(meta: &serde_json::Value) -> Result<(), LedgerError> {
+    if !meta.is_object() {
+        return Err(LedgerError::invalid("metadata", "must be a JSON object"));
+    }
+    if meta.to_string().len() > MAX_METADATA_BYTES {
+        return Err(LedgerError::invalid(
+            "metadata",
+            format!("must serialise to at most {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Idempotency keys: 1–255 printable ASCII characters.
@@ -288,6 +320,8 @@ pub struct AccountView {
     pub held: i64,
     /// Lots with a positive remainder, in id order.
     pub lots: Vec<LotView>,
+    /// Active holds (some may be past their expiry but not yet marked).
+    pub holds: Vec<crate::holds::HoldView>,
 }
 
 /// Credits that will expire, grouped by instant.

@@ -46,6 +46,10 @@ pub struct Plan {
     pub new_lot: Option<NewLot>,
     /// The account's balance after everything.
     pub balance: i64,
+    /// The account's held credits after everything.
+    pub held: i64,
+    /// Active holds whose time ran out; they are marked expired.
+    pub expired_holds: Vec<i64>,
 }
 
 /// Order in which lots are consumed: soonest-expiring first, never-expiring last, then oldest.
@@ -53,12 +57,19 @@ pub fn consumption_order(lots: &mut [crate::LotView]) {
     lots.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.id));
 }
 
-/// Expires every lot due at `now`.
+/// Expires every lot and hold due at `now`.
 pub fn plan_expiry(state: &AccountView, now: OffsetDateTime) -> Plan {
     let mut plan = Plan {
         balance: state.balance,
+        held: state.held,
         ..Plan::default()
     };
+    for hold in &state.holds {
+        if hold.expires_at <= now {
+            plan.held -= hold.amount;
+            plan.expired_holds.push(hold.id);
+        }
+    }
     for lot in &state.lots {
         if lot.remaining > 0 && lot.expires_at.is_some_and(|at| at <= now) {
             plan.balance -= lot.remaining;
@@ -109,7 +120,7 @@ pub fn plan_movement(
             expires_at,
         } => grant(&mut plan, balance, txn_type, credits, expires_at)?,
         MovementKind::Debit { txn_type, credits } => {
-            let available = (balance - state.held).max(0);
+            let available = (balance - plan.held).max(0);
             if credits > available {
                 return Err(LedgerError::InsufficientCredits {
                     requested: credits,
@@ -133,7 +144,7 @@ pub fn plan_movement(
                 )?;
             } else {
                 let take = -credits;
-                let available = (balance - state.held).max(0);
+                let available = (balance - plan.held).max(0);
                 if take > available && !allow_negative {
                     return Err(LedgerError::InsufficientCredits {
                         requested: take,
@@ -229,10 +240,16 @@ pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
             }),
         }
     }
+    let held: i64 = state
+        .holds
+        .iter()
+        .filter(|h| h.expires_at > now)
+        .map(|h| h.amount)
+        .sum();
     BalanceView {
         balance,
-        available: (balance - state.held).max(0),
-        held: state.held,
+        available: (balance - held).max(0),
+        held,
         expiring,
     }
 }
@@ -257,6 +274,7 @@ mod tests {
         AccountView {
             balance: lots.iter().map(|l| l.remaining).sum(),
             held: 0,
+            holds: vec![],
             lots,
         }
     }
@@ -340,6 +358,7 @@ mod tests {
         let s = AccountView {
             balance: -30,
             held: 0,
+            holds: vec![],
             lots: vec![],
         };
         let kind = MovementKind::Grant {
@@ -376,6 +395,7 @@ mod tests {
         let s = AccountView {
             balance: MAX_CREDITS,
             held: 0,
+            holds: vec![],
             lots: vec![lot(1, MAX_CREDITS, None)],
         };
         let kind = MovementKind::Grant {

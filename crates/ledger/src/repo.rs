@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::codes::{CodeBatchRequest, RedeemRequest, RedemptionCode};
+use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::{
     AccountAudit, AccountRef, AccountView, CheckinConfig, CheckinRecord, CheckinRequest,
     LedgerError, Movement, Transaction, TransactionQuery,
@@ -47,6 +49,70 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         config: CheckinConfig,
         actor: String,
     ) -> Result<(), LedgerError>;
+
+    /// Reserves credits atomically (see [`crate::holds::plan_reserve`]); idempotent by key.
+    async fn reserve(
+        &self,
+        request: ReserveRequest,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError>;
+
+    /// Settles an active hold (see [`crate::holds::plan_capture`]). A capture repeated with the
+    /// same idempotency key and figures answers the original; any other second capture fails.
+    async fn capture(
+        &self,
+        request: CaptureRequest,
+        idempotency_key: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(Hold, Option<Transaction>), LedgerError>;
+
+    /// Returns an active hold's credits; releasing a released or expired hold answers it as is.
+    async fn release(
+        &self,
+        app: String,
+        hold_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError>;
+
+    /// A hold of the app, if it exists.
+    async fn hold(&self, app: String, hold_id: i64) -> Result<Option<Hold>, LedgerError>;
+
+    /// Stores a batch of freshly generated codes.
+    async fn create_codes(
+        &self,
+        request: CodeBatchRequest,
+        codes: Vec<String>,
+        batch: String,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RedemptionCode>, LedgerError>;
+
+    /// The app's codes, newest first.
+    async fn codes(
+        &self,
+        app: String,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<RedemptionCode>, LedgerError>;
+
+    /// Redeems a code for a user: one use, one `redemption` grant, at most once per user.
+    async fn redeem(
+        &self,
+        request: RedeemRequest,
+    ) -> Result<(RedemptionCode, Transaction), LedgerError>;
+
+    /// Records a failed redemption attempt.
+    async fn record_redeem_failure(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError>;
+
+    /// Failed attempts since `since`, and the oldest of them.
+    async fn redeem_failures(
+        &self,
+        account: AccountRef,
+        since: OffsetDateTime,
+    ) -> Result<(i64, Option<OffsetDateTime>), LedgerError>;
 
     /// Writes expiry transactions for up to `limit` accounts with lots due at `now`; returns the
     /// number of accounts swept.

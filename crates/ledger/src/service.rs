@@ -5,6 +5,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::checkin::{self, CheckinOutcome, CheckinRequest, CheckinStatus};
+use crate::codes::{self, CodeBatchRequest, RedeemRequest, RedemptionCode};
+use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::plan::balance_view;
 use crate::{
     AccountRef, BalanceView, CheckinConfig, Clock, LedgerError, LedgerRepository, Movement,
@@ -33,8 +35,13 @@ pub struct Sufficiency {
 }
 
 impl Ledger {
+    /// A ledger over `repo` on the wall clock.
+    pub fn new(repo: impl LedgerRepository) -> Self {
+        Self::with_clock(Arc::new(repo), Arc::new(crate::SystemClock))
+    }
+
     /// A ledger over `repo`, reading time from `clock`.
-    pub fn new(repo: Arc<dyn LedgerRepository>, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(repo: Arc<dyn LedgerRepository>, clock: Arc<dyn Clock>) -> Self {
         Self { repo, clock }
     }
 
@@ -75,6 +82,30 @@ impl Ledger {
             description,
             idempotency_key,
             metadata,
+            actor: None,
+        })
+        .await
+    }
+
+    /// Grants credits as a service-side `reward`, optionally expiring.
+    pub async fn grant(
+        &self,
+        account: AccountRef,
+        credits: i64,
+        description: String,
+        idempotency_key: Option<String>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<Transaction, LedgerError> {
+        self.apply(Movement {
+            account,
+            kind: MovementKind::Grant {
+                txn_type: TxnType::Reward,
+                credits,
+                expires_at,
+            },
+            description,
+            idempotency_key,
+            metadata: None,
             actor: None,
         })
         .await
@@ -180,6 +211,105 @@ impl Ledger {
         let config = self.checkin_config(&account.app).await?;
         let latest = self.repo.latest_checkin(account).await?;
         checkin::status(&config, latest.as_ref(), self.clock.now())
+    }
+
+    /// Reserves `credits` for at most `ttl_seconds`: they leave `available`, not `balance`.
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<Hold, LedgerError> {
+        request.validate()?;
+        self.repo.reserve(request, self.clock.now()).await
+    }
+
+    /// Settles a hold at its real cost: up to the held amount is charged as `ai_usage`, the rest
+    /// returns. A cost above the hold is charged only if the account can cover the excess at
+    /// that instant; otherwise [`LedgerError::InsufficientCredits`] and the hold stays active.
+    pub async fn capture(
+        &self,
+        request: CaptureRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<(Hold, Option<Transaction>), LedgerError> {
+        request.validate()?;
+        if let Some(key) = &idempotency_key {
+            crate::model::validate_idempotency_key(key)?;
+        }
+        self.repo
+            .capture(request, idempotency_key, self.clock.now())
+            .await
+    }
+
+    /// Returns a hold's credits in full.
+    pub async fn release(&self, app: &str, hold_id: i64) -> Result<Hold, LedgerError> {
+        self.repo
+            .release(app.to_owned(), hold_id, self.clock.now())
+            .await
+    }
+
+    /// A hold of the app, with its status as of now.
+    pub async fn hold(&self, app: &str, hold_id: i64) -> Result<Hold, LedgerError> {
+        let mut hold = self
+            .repo
+            .hold(app.to_owned(), hold_id)
+            .await?
+            .ok_or(LedgerError::HoldNotFound)?;
+        hold.status = hold.status_at(self.clock.now());
+        Ok(hold)
+    }
+
+    /// Generates and stores a batch of redemption codes.
+    pub async fn create_codes(
+        &self,
+        request: CodeBatchRequest,
+    ) -> Result<Vec<RedemptionCode>, LedgerError> {
+        let now = self.clock.now();
+        request.validate(now)?;
+        let codes = (0..request.count)
+            .map(|_| codes::generate(rand::random()))
+            .collect();
+        let batch = format!("batch_{}", hex::encode(rand::random::<[u8; 8]>()));
+        self.repo.create_codes(request, codes, batch, now).await
+    }
+
+    /// The app's codes, newest first.
+    pub async fn codes(
+        &self,
+        app: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<RedemptionCode>, LedgerError> {
+        self.repo.codes(app.to_owned(), limit, offset).await
+    }
+
+    /// Redeems a code. Unknown codes count as wrong guesses; too many in the window answer
+    /// [`LedgerError::RateLimited`] without looking the code up.
+    pub async fn redeem(
+        &self,
+        account: AccountRef,
+        code: &str,
+    ) -> Result<(RedemptionCode, Transaction), LedgerError> {
+        let now = self.clock.now();
+        let since = now - codes::FAILURE_WINDOW;
+        let (failures, oldest) = self.repo.redeem_failures(account.clone(), since).await?;
+        if failures >= codes::MAX_FAILURES {
+            let reopens = oldest.unwrap_or(now) + codes::FAILURE_WINDOW;
+            return Err(LedgerError::RateLimited {
+                retry_after_seconds: (reopens - now).whole_seconds().max(1),
+            });
+        }
+        let result = match codes::normalise(code) {
+            Some(code) => {
+                self.repo
+                    .redeem(RedeemRequest {
+                        account: account.clone(),
+                        code,
+                        now,
+                    })
+                    .await
+            }
+            None => Err(LedgerError::CodeNotFound),
+        };
+        if matches!(result, Err(LedgerError::CodeNotFound)) {
+            self.repo.record_redeem_failure(account, now).await?;
+        }
+        result
     }
 
     /// Writes due expiries for up to `limit` accounts.

@@ -13,6 +13,8 @@ pub struct AccountAudit {
     pub balance: i64,
     /// Cached held credits.
     pub held: i64,
+    /// Sum of the account's active holds.
+    pub active_hold_sum: i64,
     /// Sum of all transaction amounts.
     pub transaction_sum: i64,
     /// Sum of positive lot remainders.

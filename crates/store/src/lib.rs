@@ -1,17 +1,49 @@
 //! Tally's storage adapter: one Diesel implementation of the ledger's repository port for both
 //! SQLite (embedded, the default) and PostgreSQL (pooled, for several stateless nodes).
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use tally_ledger::{AccountRef, Ledger, SystemClock};
+//! Another Rust service links `tally-ledger` and `tally-store` to spend credits against the same
+//! database the server uses, with no HTTP in between:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+//! use tally_ledger::{AccountRef, CaptureRequest, Ledger, ReserveRequest};
 //! use tally_store::Store;
 //!
-//! let store = Store::connect("sqlite://tally.db").await?;
+//! // `url` is what the server uses: sqlite://tally.db or postgres://…
+//! let store = Store::connect(&url).await?;
 //! store.migrate().await?;
-//! let ledger = Ledger::new(Arc::new(store), Arc::new(SystemClock));
-//! let balance = ledger.balance(AccountRef::new("default", "alice")?).await?;
-//! println!("alice holds {} credits", balance.balance);
+//! let ledger = Ledger::new(store);
+//! let alice = AccountRef::new("default", "alice")?;
+//! ledger.grant(alice.clone(), 100, "Welcome".into(), Some("welcome-alice".into()), None).await?;
+//!
+//! // Check, then charge a known cost; the key makes a retry charge once.
+//! assert!(ledger.check(alice.clone(), 30).await?.sufficient);
+//! let charge = ledger.spend(alice.clone(), 30, "Embedding".into(), Some("call-1".into()), None).await?;
+//! assert_eq!(charge.balance_after, 70);
+//!
+//! // A streamed call: reserve an estimate, capture the real cost, the rest returns.
+//! let hold = ledger
+//!     .reserve(ReserveRequest {
+//!         account: alice.clone(),
+//!         credits: 50,
+//!         ttl_seconds: 60,
+//!         description: "Chat completion".into(),
+//!         idempotency_key: Some("call-2".into()),
+//!         metadata: None,
+//!     })
+//!     .await?;
+//! assert_eq!(ledger.balance(alice.clone()).await?.available, 20);
+//! let (_, usage) = ledger
+//!     .capture(
+//!         CaptureRequest { app: "default".into(), hold_id: hold.id, credits: 35, description: None, metadata: None },
+//!         None,
+//!     )
+//!     .await?;
+//! assert_eq!(usage.map(|t| t.amount), Some(-35));
+//! assert_eq!(ledger.balance(alice).await?.available, 35);
 //! # Ok(()) }
 //! ```
 

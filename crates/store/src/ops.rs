@@ -10,6 +10,9 @@ macro_rules! backend_ops {
             use diesel::result::{DatabaseErrorKind, Error as DieselError};
             use diesel_async::RunQueryDsl;
             use tally_ledger::checkin::{streak_for, CheckinRecord, CheckinRequest};
+            use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
+            use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
+            use tally_ledger::{CaptureRequest, Hold, HoldStatus, RedemptionCode, ReserveRequest};
             use tally_ledger::plan::{plan_expiry, plan_movement, Plan};
             use tally_ledger::{
                 AccountAudit, AccountRef, AccountView, CheckinConfig, LedgerError, Movement,
@@ -18,9 +21,13 @@ macro_rules! backend_ops {
             use time::{Date, OffsetDateTime};
 
             use crate::rows::{
-                to_db, AccountRow, AuditRow, LotRow, NewTxn, TxnRow, AUDIT_SQL,
+                from_db, to_db, AccountRow, AuditRow, CodeRow, HoldRow, LotRow, NewTxn, TxnRow,
+                AUDIT_SQL,
             };
-            use crate::schema::{accounts, checkin_configs, checkins, lots, transactions};
+            use crate::schema::{
+                accounts, checkin_configs, checkins, holds, lots, redeem_failures,
+                redemption_codes, redemptions, transactions,
+            };
             use crate::StoreError;
 
             type Conn = $conn;
@@ -75,16 +82,28 @@ macro_rules! backend_ops {
                     .load(conn)
                     .await?;
                 Ok(AccountView {
-                    balance: 0,
-                    held: 0,
                     lots: lots.into_iter().map(Into::into).collect(),
+                    ..AccountView::default()
                 })
+            }
+
+            async fn active_holds(conn: &mut Conn, account_id: i64) -> Result<Vec<HoldRow>, StoreError> {
+                Ok(holds::table
+                    .filter(holds::account_id.eq(account_id))
+                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                    .order(holds::id)
+                    .select(HoldRow::as_select())
+                    .load(conn)
+                    .await?)
             }
 
             async fn state(conn: &mut Conn, account: &AccountRow) -> Result<AccountView, StoreError> {
                 let mut view = live_lots(conn, account.id).await?;
                 view.balance = account.balance;
                 view.held = account.held;
+                if account.held != 0 {
+                    view.holds = active_holds(conn, account.id).await?.iter().map(HoldRow::view).collect();
+                }
                 Ok(view)
             }
 
@@ -176,9 +195,22 @@ macro_rules! backend_ops {
                     }
                     written = Some(Transaction::try_from(row)?);
                 }
-                if plan.balance != account.balance || written.is_some() {
+                for &hold_id in &plan.expired_holds {
+                    diesel::update(holds::table.find(hold_id))
+                        .set((
+                            holds::status.eq(HoldStatus::Expired.as_str()),
+                            holds::updated_at.eq(at),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                if plan.balance != account.balance || plan.held != account.held || written.is_some() {
                     diesel::update(accounts::table.find(account.id))
-                        .set((accounts::balance.eq(plan.balance), accounts::updated_at.eq(at)))
+                        .set((
+                            accounts::balance.eq(plan.balance),
+                            accounts::held.eq(plan.held),
+                            accounts::updated_at.eq(at),
+                        ))
                         .execute(conn)
                         .await?;
                 }
@@ -325,10 +357,15 @@ macro_rules! backend_ops {
                     .load(conn)
                     .await?;
                 let mut view = AccountView::default();
+                let mut account_id = None;
                 for (row, lot) in rows {
                     view.balance = row.balance;
                     view.held = row.held;
+                    account_id = Some(row.id);
                     view.lots.extend(lot.map(Into::into));
+                }
+                if let Some(id) = account_id.filter(|_| view.held != 0) {
+                    view.holds = active_holds(conn, id).await?.iter().map(HoldRow::view).collect();
                 }
                 Ok(view)
             }
@@ -423,14 +460,27 @@ macro_rules! backend_ops {
                 now: OffsetDateTime,
                 limit: i64,
             ) -> Result<Vec<i64>, StoreError> {
-                Ok(lots::table
+                let mut ids: Vec<i64> = lots::table
                     .filter(lots::remaining.gt(0))
                     .filter(lots::expires_at.le(to_db(now)))
                     .select(lots::account_id)
                     .distinct()
                     .limit(limit)
                     .load(conn)
-                    .await?)
+                    .await?;
+                let hold_ids: Vec<i64> = holds::table
+                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                    .filter(holds::expires_at.le(to_db(now)))
+                    .select(holds::account_id)
+                    .distinct()
+                    .limit(limit)
+                    .load(conn)
+                    .await?;
+                ids.extend(hold_ids);
+                ids.sort_unstable();
+                ids.dedup();
+                ids.truncate(usize::try_from(limit).unwrap_or(0));
+                Ok(ids)
             }
 
             /// Writes the due expiries of one account inside the caller's write transaction.
@@ -442,7 +492,7 @@ macro_rules! backend_ops {
                 let account = lock_account_by_id(conn, account_id).await?;
                 let state = state(conn, &account).await?;
                 let plan = plan_expiry(&state, now);
-                if plan.expiries.is_empty() {
+                if plan.expiries.is_empty() && plan.expired_holds.is_empty() {
                     return Ok(false);
                 }
                 write_plan(conn, &account, &plan, None, now).await?;
@@ -458,6 +508,7 @@ macro_rules! backend_ops {
                         user: r.user_id,
                         balance: r.balance,
                         held: r.held,
+                        active_hold_sum: r.active_hold_sum,
                         transaction_sum: r.transaction_sum,
                         live_lot_sum: r.live_lot_sum,
                         malformed_lots: r.malformed_lots,
@@ -467,6 +518,357 @@ macro_rules! backend_ops {
                         duplicate_checkins: r.duplicate_checkins,
                     })
                     .collect())
+            }
+
+            fn unique_violation(e: &DieselError) -> bool {
+                matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+            }
+
+            async fn find_hold(conn: &mut Conn, app: &str, hold_id: i64) -> Result<HoldRow, StoreError> {
+                holds::table
+                    .filter(holds::id.eq(hold_id))
+                    .filter(holds::app_key.eq(app))
+                    .select(HoldRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or(StoreError::Ledger(LedgerError::HoldNotFound))
+            }
+
+            /// Locks the hold's account, then reads the hold again: its status may have changed
+            /// while this transaction waited for the lock.
+            async fn lock_hold(
+                conn: &mut Conn,
+                app: &str,
+                hold_id: i64,
+            ) -> Result<(AccountRow, HoldRow), StoreError> {
+                let first = find_hold(conn, app, hold_id).await?;
+                let account = lock_account_by_id(conn, first.account_id).await?;
+                let hold = find_hold(conn, app, hold_id).await?;
+                Ok((account, hold))
+            }
+
+            async fn set_hold_status(
+                conn: &mut Conn,
+                hold_id: i64,
+                status: HoldStatus,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                diesel::update(holds::table.find(hold_id))
+                    .set((holds::status.eq(status.as_str()), holds::updated_at.eq(to_db(now))))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn reserve(
+                conn: &mut Conn,
+                request: &ReserveRequest,
+                request_hash: &str,
+                now: OffsetDateTime,
+            ) -> Result<Hold, StoreError> {
+                let account = lock_account(conn, &request.account, now).await?;
+                if let Some(key) = &request.idempotency_key {
+                    let stored = holds::table
+                        .filter(holds::account_id.eq(account.id))
+                        .filter(holds::idempotency_key.eq(key))
+                        .select(HoldRow::as_select())
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    if let Some(row) = stored {
+                        return if row.request_hash.as_deref() == Some(request_hash) {
+                            Ok(Hold::try_from(row)?)
+                        } else {
+                            Err(LedgerError::IdempotencyKeyReused.into())
+                        };
+                    }
+                }
+                let state = state(conn, &account).await?;
+                let plan = plan_reserve(&state, request.credits, now)?;
+                write_plan(conn, &account, &plan, None, now).await?;
+                let at = to_db(now);
+                let row: HoldRow = diesel::insert_into(holds::table)
+                    .values((
+                        holds::account_id.eq(account.id),
+                        holds::app_key.eq(&account.app_key),
+                        holds::user_id.eq(&account.user_id),
+                        holds::amount.eq(request.credits),
+                        holds::status.eq(HoldStatus::Active.as_str()),
+                        holds::description.eq(&request.description),
+                        holds::metadata.eq(request.metadata.as_ref().map(|m| m.to_string())),
+                        holds::idempotency_key.eq(request.idempotency_key.as_deref()),
+                        holds::request_hash.eq(request.idempotency_key.as_ref().map(|_| request_hash)),
+                        holds::expires_at.eq(to_db(request.expires_at(now))),
+                        holds::created_at.eq(at),
+                        holds::updated_at.eq(at),
+                    ))
+                    .returning(HoldRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(|e| if unique_violation(&e) { StoreError::IdempotencyRace } else { e.into() })?;
+                Ok(Hold::try_from(row)?)
+            }
+
+            pub(crate) async fn capture(
+                conn: &mut Conn,
+                request: &CaptureRequest,
+                capture_hash: Option<&str>,
+                now: OffsetDateTime,
+            ) -> Result<(Hold, Option<Transaction>), StoreError> {
+                let (account, hold) = lock_hold(conn, &request.app, request.hold_id).await?;
+                match HoldStatus::parse(&hold.status) {
+                    Some(HoldStatus::Active) => {}
+                    Some(HoldStatus::Captured)
+                        if capture_hash.is_some() && hold.capture_hash.as_deref() == capture_hash =>
+                    {
+                        let txn = match hold.transaction_id {
+                            Some(id) => Some(Transaction::try_from(
+                                transactions::table
+                                    .find(id)
+                                    .select(TxnRow::as_select())
+                                    .first(conn)
+                                    .await?,
+                            )?),
+                            None => None,
+                        };
+                        return Ok((Hold::try_from(hold)?, txn));
+                    }
+                    Some(HoldStatus::Expired) => return Err(LedgerError::HoldExpired.into()),
+                    Some(status) => {
+                        return Err(LedgerError::HoldNotActive { status: status.as_str() }.into());
+                    }
+                    None => return Err(StoreError::Invariant("unknown hold status")),
+                }
+                let state = state(conn, &account).await?;
+                let plan = plan_capture(&state, hold.id, request.credits, now)?;
+                let description = request.description.clone().unwrap_or_else(|| hold.description.clone());
+                let metadata = request
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .or_else(|| hold.metadata.clone());
+                let main = MainRow {
+                    description: &description,
+                    idempotency_key: None,
+                    request_hash: None,
+                    metadata,
+                    actor: None,
+                };
+                let txn = write_plan(conn, &account, &plan, Some(main), now).await?;
+                let row: HoldRow = diesel::update(holds::table.find(hold.id))
+                    .set((
+                        holds::status.eq(HoldStatus::Captured.as_str()),
+                        holds::captured.eq(request.credits),
+                        holds::capture_hash.eq(capture_hash),
+                        holds::transaction_id.eq(txn.as_ref().map(|t| t.id)),
+                        holds::updated_at.eq(to_db(now)),
+                    ))
+                    .returning(HoldRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                Ok((Hold::try_from(row)?, txn))
+            }
+
+            pub(crate) async fn release(
+                conn: &mut Conn,
+                app: &str,
+                hold_id: i64,
+                now: OffsetDateTime,
+            ) -> Result<Hold, StoreError> {
+                let (account, hold) = lock_hold(conn, app, hold_id).await?;
+                match HoldStatus::parse(&hold.status) {
+                    Some(HoldStatus::Released | HoldStatus::Expired) => return Ok(Hold::try_from(hold)?),
+                    Some(HoldStatus::Captured) => {
+                        return Err(LedgerError::HoldNotActive { status: "captured" }.into());
+                    }
+                    Some(HoldStatus::Active) => {}
+                    None => return Err(StoreError::Invariant("unknown hold status")),
+                }
+                let state = state(conn, &account).await?;
+                if from_db(hold.expires_at) <= now {
+                    // Its time ran out before the release: expire it (and anything else due).
+                    let plan = plan_expiry(&state, now);
+                    write_plan(conn, &account, &plan, None, now).await?;
+                } else {
+                    let plan = plan_release(&state, hold.id, now)?;
+                    write_plan(conn, &account, &plan, None, now).await?;
+                    set_hold_status(conn, hold.id, HoldStatus::Released, now).await?;
+                }
+                Ok(Hold::try_from(find_hold(conn, app, hold_id).await?)?)
+            }
+
+            pub(crate) async fn hold(conn: &mut Conn, app: &str, hold_id: i64) -> Result<Option<Hold>, StoreError> {
+                match find_hold(conn, app, hold_id).await {
+                    Ok(row) => Ok(Some(Hold::try_from(row)?)),
+                    Err(StoreError::Ledger(LedgerError::HoldNotFound)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+
+            pub(crate) async fn create_codes(
+                conn: &mut Conn,
+                request: &CodeBatchRequest,
+                codes: &[String],
+                batch: &str,
+                now: OffsetDateTime,
+            ) -> Result<Vec<RedemptionCode>, StoreError> {
+                let mut out = Vec::with_capacity(codes.len());
+                let days = request.credits_expire_days.and_then(|d| i32::try_from(d).ok());
+                for code in codes {
+                    let row: CodeRow = diesel::insert_into(redemption_codes::table)
+                        .values((
+                            redemption_codes::app_key.eq(&request.app),
+                            redemption_codes::code.eq(code),
+                            redemption_codes::batch.eq(batch),
+                            redemption_codes::credits.eq(request.credits),
+                            redemption_codes::max_uses.eq(request.max_uses),
+                            redemption_codes::uses.eq(0_i64),
+                            redemption_codes::expires_at.eq(request.expires_at.map(to_db)),
+                            redemption_codes::credits_expire_days.eq(days),
+                            redemption_codes::description.eq(&request.description),
+                            redemption_codes::created_by.eq(&request.created_by),
+                            redemption_codes::created_at.eq(to_db(now)),
+                        ))
+                        .returning(CodeRow::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    out.push(row.into());
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn codes(
+                conn: &mut Conn,
+                app: &str,
+                limit: i64,
+                offset: i64,
+            ) -> Result<Vec<RedemptionCode>, StoreError> {
+                let rows: Vec<CodeRow> = redemption_codes::table
+                    .filter(redemption_codes::app_key.eq(app))
+                    .order(redemption_codes::id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                    .select(CodeRow::as_select())
+                    .load(conn)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            pub(crate) async fn redeem(
+                conn: &mut Conn,
+                request: &RedeemRequest,
+            ) -> Result<(RedemptionCode, Transaction), StoreError> {
+                let now = request.now;
+                let account = lock_account(conn, &request.account, now).await?;
+                let code: CodeRow = redemption_codes::table
+                    .filter(redemption_codes::app_key.eq(&request.account.app))
+                    .filter(redemption_codes::code.eq(&request.code))
+                    .select(CodeRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or(StoreError::Ledger(LedgerError::CodeNotFound))?;
+                if code.expires_at.is_some_and(|at| from_db(at) <= now) {
+                    return Err(LedgerError::CodeExpired.into());
+                }
+                let redeemed: i64 = redemptions::table
+                    .filter(redemptions::code_id.eq(code.id))
+                    .filter(redemptions::user_id.eq(&request.account.user))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if redeemed > 0 {
+                    return Err(LedgerError::CodeAlreadyRedeemed.into());
+                }
+                // The condition makes the last use a race one transaction wins: the row lock
+                // serialises the updates and the loser sees no use left.
+                let claimed = diesel::update(
+                    redemption_codes::table
+                        .filter(redemption_codes::id.eq(code.id))
+                        .filter(redemption_codes::uses.lt(redemption_codes::max_uses)),
+                )
+                .set(redemption_codes::uses.eq(redemption_codes::uses + 1))
+                .execute(conn)
+                .await?;
+                if claimed == 0 {
+                    return Err(LedgerError::CodeExhausted.into());
+                }
+                let kind = MovementKind::Grant {
+                    txn_type: TxnType::Redemption,
+                    credits: code.credits,
+                    expires_at: code
+                        .credits_expire_days
+                        .map(|d| now + time::Duration::days(i64::from(d))),
+                };
+                let state = state(conn, &account).await?;
+                let plan = plan_movement(&state, &kind, now)?;
+                let description = if code.description.is_empty() {
+                    format!("Redeemed code {}", code.code)
+                } else {
+                    code.description.clone()
+                };
+                let main = MainRow {
+                    description: &description,
+                    idempotency_key: None,
+                    request_hash: None,
+                    metadata: Some(format!("{{\"code\":\"{}\"}}", code.code)),
+                    actor: None,
+                };
+                let txn = write_plan(conn, &account, &plan, Some(main), now)
+                    .await?
+                    .ok_or(StoreError::Invariant("redemption wrote no transaction"))?;
+                diesel::insert_into(redemptions::table)
+                    .values((
+                        redemptions::code_id.eq(code.id),
+                        redemptions::app_key.eq(&request.account.app),
+                        redemptions::user_id.eq(&request.account.user),
+                        redemptions::transaction_id.eq(txn.id),
+                        redemptions::created_at.eq(to_db(now)),
+                    ))
+                    .execute(conn)
+                    .await
+                    .map_err(|e| {
+                        if unique_violation(&e) {
+                            StoreError::Ledger(LedgerError::CodeAlreadyRedeemed)
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                let mut code = RedemptionCode::from(code);
+                code.uses += 1;
+                Ok((code, txn))
+            }
+
+            pub(crate) async fn record_redeem_failure(
+                conn: &mut Conn,
+                account: &AccountRef,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                diesel::insert_into(redeem_failures::table)
+                    .values((
+                        redeem_failures::app_key.eq(&account.app),
+                        redeem_failures::user_id.eq(&account.user),
+                        redeem_failures::created_at.eq(to_db(now)),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn redeem_failures(
+                conn: &mut Conn,
+                account: &AccountRef,
+                since: OffsetDateTime,
+            ) -> Result<(i64, Option<OffsetDateTime>), StoreError> {
+                let (count, oldest): (i64, Option<time::PrimitiveDateTime>) = redeem_failures::table
+                    .filter(redeem_failures::app_key.eq(&account.app))
+                    .filter(redeem_failures::user_id.eq(&account.user))
+                    .filter(redeem_failures::created_at.ge(to_db(since)))
+                    .select((diesel::dsl::count_star(), diesel::dsl::min(redeem_failures::created_at)))
+                    .first(conn)
+                    .await?;
+                Ok((count, oldest.map(from_db)))
             }
 
             pub(crate) async fn ping(conn: &mut Conn) -> Result<(), StoreError> {

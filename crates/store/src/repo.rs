@@ -3,10 +3,12 @@
 
 use async_trait::async_trait;
 use tally_ledger::checkin::{CheckinRecord, CheckinRequest};
+use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::{
     AccountAudit, AccountRef, AccountView, CheckinConfig, LedgerError, LedgerRepository, Movement,
     Transaction, TransactionQuery,
 };
+use tally_ledger::{CaptureRequest, Hold, RedemptionCode, ReserveRequest};
 use time::OffsetDateTime;
 
 use crate::ops::{pg, sqlite};
@@ -62,6 +64,34 @@ macro_rules! read {
     };
 }
 
+/// Runs `$body` in a read-only transaction that sees one snapshot: a deferred transaction on
+/// SQLite (WAL readers keep the snapshot of their first read), REPEATABLE READ on PostgreSQL.
+macro_rules! snapshot {
+    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+        match &$store.pools {
+            Pools::Pg(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                c.build_transaction()
+                    .read_only()
+                    .repeatable_read()
+                    .run(async |$conn| {
+                        use pg as $ops;
+                        $body
+                    })
+                    .await
+            }
+            Pools::Sqlite { read, .. } => {
+                let mut c = read.get().await.map_err(pool_error)?;
+                diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
+                    use sqlite as $ops;
+                    $body
+                })
+                .await
+            }
+        }
+    };
+}
+
 impl Store {
     pub(crate) async fn ping_inner(&self) -> Result<(), StoreError> {
         read!(self, |conn, ops| ops::ping(conn).await)
@@ -108,7 +138,7 @@ impl LedgerRepository for Store {
     }
 
     async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError> {
-        read!(self, |conn, ops| ops::account(conn, &account).await).map_err(logged)
+        snapshot!(self, |conn, ops| ops::account(conn, &account).await).map_err(logged)
     }
 
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError> {
@@ -136,6 +166,115 @@ impl LedgerRepository for Store {
         let (app, config, actor) = (&app, &config, &actor);
         write_tx!(self, |conn, ops| ops::put_checkin_config(
             conn, app, config, actor, now
+        )
+        .await)
+        .map_err(logged)
+    }
+
+    async fn reserve(
+        &self,
+        request: ReserveRequest,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError> {
+        let hash = request.request_hash();
+        let (request, hash) = (&request, &hash);
+        match write_tx!(self, |conn, ops| ops::reserve(conn, request, hash, now)
+            .await)
+        {
+            Err(StoreError::IdempotencyRace) => {
+                write_tx!(self, |conn, ops| ops::reserve(conn, request, hash, now)
+                    .await)
+            }
+            other => other,
+        }
+        .map_err(logged)
+    }
+
+    async fn capture(
+        &self,
+        request: CaptureRequest,
+        idempotency_key: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(Hold, Option<Transaction>), LedgerError> {
+        // A repeated capture is a replay only with the same key and the same figures.
+        let capture_hash = idempotency_key
+            .map(|key| tally_ledger::model::fingerprint(&(key, request.request_hash())));
+        let (request, hash) = (&request, capture_hash.as_deref());
+        write_tx!(self, |conn, ops| ops::capture(conn, request, hash, now)
+            .await)
+        .map_err(logged)
+    }
+
+    async fn release(
+        &self,
+        app: String,
+        hold_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError> {
+        let app = &app;
+        write_tx!(self, |conn, ops| ops::release(conn, app, hold_id, now)
+            .await)
+        .map_err(logged)
+    }
+
+    async fn hold(&self, app: String, hold_id: i64) -> Result<Option<Hold>, LedgerError> {
+        read!(self, |conn, ops| ops::hold(conn, &app, hold_id).await).map_err(logged)
+    }
+
+    async fn create_codes(
+        &self,
+        request: CodeBatchRequest,
+        codes: Vec<String>,
+        batch: String,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RedemptionCode>, LedgerError> {
+        let (request, codes, batch) = (&request, &codes, &batch);
+        write_tx!(self, |conn, ops| ops::create_codes(
+            conn, request, codes, batch, now
+        )
+        .await)
+        .map_err(logged)
+    }
+
+    async fn codes(
+        &self,
+        app: String,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<RedemptionCode>, LedgerError> {
+        read!(self, |conn, ops| ops::codes(conn, &app, limit, offset)
+            .await)
+        .map_err(logged)
+    }
+
+    async fn redeem(
+        &self,
+        request: RedeemRequest,
+    ) -> Result<(RedemptionCode, Transaction), LedgerError> {
+        let request = &request;
+        write_tx!(self, |conn, ops| ops::redeem(conn, request).await).map_err(logged)
+    }
+
+    async fn record_redeem_failure(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        let account = &account;
+        write_tx!(self, |conn, ops| ops::record_redeem_failure(
+            conn, account, now
+        )
+        .await)
+        .map_err(logged)
+    }
+
+    async fn redeem_failures(
+        &self,
+        account: AccountRef,
+        since: OffsetDateTime,
+    ) -> Result<(i64, Option<OffsetDateTime>), LedgerError> {
+        read!(self, |conn, ops| ops::redeem_failures(
+            conn, &account, since
         )
         .await)
         .map_err(logged)

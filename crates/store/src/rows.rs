@@ -4,7 +4,8 @@ use diesel::prelude::*;
 use tally_ledger::{LedgerError, LotView, Transaction, TxnType};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-use crate::schema::{accounts, lots, transactions};
+use crate::schema::{accounts, holds, lots, redemption_codes, transactions};
+use tally_ledger::{Hold, HoldStatus, HoldView, RedemptionCode};
 
 /// Timestamps are stored as UTC without an offset, to the microsecond on both backends (SQLite
 /// would otherwise keep nanoseconds that PostgreSQL drops).
@@ -41,6 +42,98 @@ impl From<LotRow> for LotView {
             id: r.id,
             remaining: r.remaining,
             expires_at: r.expires_at.map(from_db),
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = holds)]
+pub(crate) struct HoldRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub app_key: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub captured: Option<i64>,
+    pub status: String,
+    pub description: String,
+    pub metadata: Option<String>,
+    pub request_hash: Option<String>,
+    pub capture_hash: Option<String>,
+    pub transaction_id: Option<i64>,
+    pub expires_at: PrimitiveDateTime,
+    pub created_at: PrimitiveDateTime,
+    pub updated_at: PrimitiveDateTime,
+}
+
+impl HoldRow {
+    pub(crate) fn view(&self) -> HoldView {
+        HoldView {
+            id: self.id,
+            amount: self.amount,
+            expires_at: from_db(self.expires_at),
+        }
+    }
+}
+
+impl TryFrom<HoldRow> for Hold {
+    type Error = LedgerError;
+
+    fn try_from(r: HoldRow) -> Result<Self, LedgerError> {
+        let status = HoldStatus::parse(&r.status).ok_or_else(|| {
+            LedgerError::Storage(format!("unknown hold status '{}'", r.status).into())
+        })?;
+        let metadata = match r.metadata {
+            Some(m) => Some(serde_json::from_str(&m).map_err(LedgerError::storage)?),
+            None => None,
+        };
+        Ok(Hold {
+            id: r.id,
+            app: r.app_key,
+            user: r.user_id,
+            amount: r.amount,
+            captured: r.captured,
+            status,
+            description: r.description,
+            metadata,
+            transaction_id: r.transaction_id,
+            expires_at: from_db(r.expires_at),
+            created_at: from_db(r.created_at),
+            updated_at: from_db(r.updated_at),
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = redemption_codes)]
+pub(crate) struct CodeRow {
+    pub id: i64,
+    pub code: String,
+    pub batch: String,
+    pub credits: i64,
+    pub max_uses: i64,
+    pub uses: i64,
+    pub expires_at: Option<PrimitiveDateTime>,
+    pub credits_expire_days: Option<i32>,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: PrimitiveDateTime,
+}
+
+impl From<CodeRow> for RedemptionCode {
+    fn from(r: CodeRow) -> Self {
+        RedemptionCode {
+            id: r.id,
+            code: r.code,
+            batch: r.batch,
+            credits: r.credits,
+            max_uses: r.max_uses,
+            uses: r.uses,
+            expires_at: r.expires_at.map(from_db),
+            credits_expire_days: r.credits_expire_days.and_then(|d| u32::try_from(d).ok()),
+            description: r.description,
+            created_by: r.created_by,
+            created_at: from_db(r.created_at),
         }
     }
 }
@@ -117,6 +210,8 @@ pub(crate) struct AuditRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub held: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub active_hold_sum: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub transaction_sum: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub live_lot_sum: i64,
@@ -135,6 +230,8 @@ pub(crate) struct AuditRow {
 /// Every figure `tally verify` needs, per account, in SQL both backends accept.
 pub(crate) const AUDIT_SQL: &str = "
 SELECT a.app_key, a.user_id, a.balance, a.held,
+  COALESCE((SELECT CAST(SUM(h.amount) AS BIGINT) FROM holds h
+            WHERE h.account_id = a.id AND h.status = 'active'), 0) AS active_hold_sum,
   COALESCE((SELECT CAST(SUM(t.amount) AS BIGINT) FROM transactions t
             WHERE t.account_id = a.id), 0) AS transaction_sum,
   COALESCE((SELECT CAST(SUM(l.remaining) AS BIGINT) FROM lots l

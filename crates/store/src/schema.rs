@@ -68,6 +68,64 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    holds (id) {
+        id -> BigInt,
+        account_id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        amount -> BigInt,
+        captured -> Nullable<BigInt>,
+        status -> Text,
+        description -> Text,
+        metadata -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
+        capture_hash -> Nullable<Text>,
+        transaction_id -> Nullable<BigInt>,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    redemption_codes (id) {
+        id -> BigInt,
+        app_key -> Text,
+        code -> Text,
+        batch -> Text,
+        credits -> BigInt,
+        max_uses -> BigInt,
+        uses -> BigInt,
+        expires_at -> Nullable<Timestamp>,
+        credits_expire_days -> Nullable<Integer>,
+        description -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    redemptions (id) {
+        id -> BigInt,
+        code_id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        transaction_id -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    redeem_failures (id) {
+        id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(checkins -> transactions (transaction_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

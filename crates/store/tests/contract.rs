@@ -38,7 +38,7 @@ impl Ctx {
     async fn second_node(&self) -> Ledger {
         let store = tally_store::Store::connect(&self.url).await.unwrap();
         assert_eq!(store.migrate().await.unwrap(), 0, "already migrated");
-        Ledger::new(Arc::new(store), self.clock.clone())
+        Ledger::with_clock(Arc::new(store), self.clock.clone())
     }
 }
 

@@ -116,7 +116,7 @@ impl TestDb {
     /// A ledger over a migrated store, with a manual clock stopped at [`START`].
     pub async fn ledger(&self) -> (Ledger, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(START));
-        let ledger = Ledger::new(Arc::new(self.store().await), clock.clone());
+        let ledger = Ledger::with_clock(Arc::new(self.store().await), clock.clone());
         (ledger, clock)
     }
 }
