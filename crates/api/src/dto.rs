@@ -292,3 +292,183 @@ pub struct GrantRequest {
     /// JSON object stored with the transaction.
     pub metadata: Option<serde_json::Value>,
 }
+
+/// A hold.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldDto {
+    /// Hold id.
+    pub id: String,
+    /// Whose credits.
+    pub user_id: String,
+    /// Credits reserved.
+    pub amount: i64,
+    /// Credits charged on capture.
+    pub captured: Option<i64>,
+    /// `active`, `captured`, `released` or `expired`.
+    pub status: String,
+    /// What it is for.
+    pub description: String,
+    /// Metadata given at reservation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// The `ai_usage` transaction of the capture.
+    pub transaction_id: Option<String>,
+    /// When an active hold releases itself (RFC 3339).
+    pub expires_at: String,
+    /// When it was made.
+    pub created_at: String,
+    /// When its status last changed.
+    pub updated_at: String,
+}
+
+impl From<tally_ledger::Hold> for HoldDto {
+    fn from(h: tally_ledger::Hold) -> Self {
+        Self {
+            id: h.id.to_string(),
+            user_id: h.user,
+            amount: h.amount,
+            captured: h.captured,
+            status: h.status.as_str().to_owned(),
+            description: h.description,
+            metadata: h.metadata,
+            transaction_id: h.transaction_id.map(|id| id.to_string()),
+            expires_at: rfc3339(h.expires_at),
+            created_at: rfc3339(h.created_at),
+            updated_at: rfc3339(h.updated_at),
+        }
+    }
+}
+
+/// `POST /internal/credits/holds`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequestDto {
+    /// Whose credits.
+    pub user_id: String,
+    /// Credits to reserve (the estimate).
+    pub amount: i64,
+    /// Seconds until the hold releases itself (1–86400, default 300).
+    pub ttl_seconds: Option<i64>,
+    /// What it is for; also the default description of the capture.
+    #[serde(default)]
+    pub description: String,
+    /// Idempotency key (or the `Idempotency-Key` header).
+    pub idempotency_key: Option<String>,
+    /// JSON object stored with the hold.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// `POST /internal/credits/holds/{id}/capture`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequestDto {
+    /// The real cost, ≥ 0.
+    pub amount: i64,
+    /// Description of the `ai_usage` transaction (default: the hold's).
+    pub description: Option<String>,
+    /// Metadata of the transaction (default: the hold's).
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A settled hold and the usage it charged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptureDto {
+    /// The hold, now `captured`.
+    pub hold: HoldDto,
+    /// The `ai_usage` transaction (absent for a capture of 0).
+    pub transaction: Option<AdminTransactionDto>,
+}
+
+/// `POST /admin/credits/codes`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBatchDto {
+    /// How many codes (1–1000).
+    pub count: i64,
+    /// Credits per redemption.
+    pub credits: i64,
+    /// Redemptions per code (default 1); each user at most once.
+    pub max_uses: Option<i64>,
+    /// When the codes stop redeeming (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Days until redeemed credits expire; null = never.
+    pub credits_expire_days: Option<u32>,
+    /// History description of the grant.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A redemption code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeDto {
+    /// Id.
+    pub id: String,
+    /// The code, `XXXX-XXXX-XXXX`.
+    pub code: String,
+    /// Batch it came from.
+    pub batch: String,
+    /// Credits per redemption.
+    pub credits: i64,
+    /// Redemptions allowed.
+    pub max_uses: i64,
+    /// Redemptions so far.
+    pub uses: i64,
+    /// When it stops redeeming.
+    pub expires_at: Option<String>,
+    /// Days until redeemed credits expire.
+    pub credits_expire_days: Option<u32>,
+    /// History description.
+    pub description: String,
+    /// Admin who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: String,
+}
+
+impl From<tally_ledger::RedemptionCode> for CodeDto {
+    fn from(c: tally_ledger::RedemptionCode) -> Self {
+        Self {
+            id: c.id.to_string(),
+            code: c.code,
+            batch: c.batch,
+            credits: c.credits,
+            max_uses: c.max_uses,
+            uses: c.uses,
+            expires_at: c.expires_at.map(rfc3339),
+            credits_expire_days: c.credits_expire_days,
+            description: c.description,
+            created_by: c.created_by,
+            created_at: rfc3339(c.created_at),
+        }
+    }
+}
+
+/// Pagination.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// ≥ 0, default 0.
+    pub offset: Option<i64>,
+}
+
+/// `POST /credits/redeem`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRequestDto {
+    /// The code; case, spaces and dashes do not matter.
+    pub code: String,
+}
+
+/// A successful redemption.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeemDto {
+    /// Credits granted.
+    pub credits: i64,
+    /// Balance after the grant.
+    pub balance: i64,
+    /// The `redemption` transaction.
+    pub transaction: TransactionDto,
+}

@@ -19,8 +19,10 @@ pub struct ApiError {
     pub message: String,
     /// Extra structured detail (e.g. the offending field).
     pub details: Option<Value>,
-    /// Extra headers (e.g. `WWW-Authenticate`).
+    /// Adds `WWW-Authenticate: Bearer`.
     pub www_authenticate: bool,
+    /// Adds `Retry-After` (seconds).
+    pub retry_after: Option<i64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             www_authenticate: false,
+            retry_after: None,
         }
     }
 
@@ -111,6 +114,9 @@ impl ResponseError for ApiError {
         if self.www_authenticate {
             builder.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            builder.insert_header(("Retry-After", seconds.to_string()));
+        }
         builder.json(ErrorBody {
             success: false,
             error: ErrorInner {
@@ -151,6 +157,50 @@ impl From<LedgerError> for ApiError {
                 "CHECKIN_DISABLED",
                 "check-in is disabled for this app",
             ),
+            LedgerError::HoldNotFound => Self::not_found("no such hold"),
+            LedgerError::HoldNotActive { status } => Self::new(
+                StatusCode::CONFLICT,
+                "HOLD_NOT_ACTIVE",
+                format!("the hold is already {status}"),
+            )
+            .with_details(json!({ "status": status })),
+            LedgerError::HoldExpired => Self::new(
+                StatusCode::CONFLICT,
+                "HOLD_EXPIRED",
+                "the hold expired; its credits were returned",
+            ),
+            LedgerError::CodeNotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "CODE_NOT_FOUND",
+                "no such redemption code",
+            ),
+            LedgerError::CodeExpired => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "CODE_EXPIRED",
+                "this redemption code has expired",
+            ),
+            LedgerError::CodeExhausted => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "CODE_EXHAUSTED",
+                "this redemption code has no uses left",
+            ),
+            LedgerError::CodeAlreadyRedeemed => Self::new(
+                StatusCode::CONFLICT,
+                "CODE_ALREADY_REDEEMED",
+                "you already redeemed this code",
+            ),
+            LedgerError::RateLimited {
+                retry_after_seconds,
+            } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    format!("too many failed attempts; retry in {retry_after_seconds} s"),
+                )
+                .with_details(json!({ "retry_after_seconds": retry_after_seconds }));
+                e.retry_after = Some(retry_after_seconds);
+                e
+            }
             LedgerError::Overflow => {
                 Self::validation("amount", "the resulting balance is out of range")
             }

@@ -31,7 +31,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "Tally",
-        description = "Self-hosted billing for SaaS and AI products: credits ledger, check-in, service API. \
+        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, service API. \
 Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}."
     ),
     paths(
@@ -46,6 +46,13 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::internal::check,
         routes::internal::consume,
         routes::internal::grant,
+        routes::holds::reserve,
+        routes::holds::capture,
+        routes::holds::release,
+        routes::holds::get,
+        routes::codes::create,
+        routes::codes::list,
+        routes::codes::redeem,
         routes::system::healthz,
         routes::system::readyz,
         routes::system::metrics,
@@ -64,6 +71,14 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         dto::CheckDto,
         dto::ConsumeRequest,
         dto::GrantRequest,
+        dto::HoldDto,
+        dto::ReserveRequestDto,
+        dto::CaptureRequestDto,
+        dto::CaptureDto,
+        dto::CodeBatchDto,
+        dto::CodeDto,
+        dto::RedeemRequestDto,
+        dto::RedeemDto,
     )),
     modifiers(&Security)
 )]

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod checkin;
+pub mod codes;
 pub mod credits;
+pub mod holds;
 pub mod internal;
 pub mod system;
 
