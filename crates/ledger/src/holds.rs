@@ -186,7 +186,7 @@ impl CaptureRequest {
     }
 }
 
-fn active<'a>(state: &'a AccountView, hold_id: i64) -> Result<&'a HoldView, LedgerError> {
+fn active(state: &AccountView, hold_id: i64) -> Result<&HoldView, LedgerError> {
     state
         .holds
         .iter()
