@@ -205,22 +205,11 @@ impl From<LedgerError> for ApiError {
                 Self::validation("amount", "the resulting balance is out of range")
             }
             LedgerError::Storage(source) => {
-                tracing::error!(error = %tally_chain(&*source), "storage failure");
+                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
                 Self::internal()
             }
         }
     }
-}
-
-fn tally_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[derive(Serialize)]

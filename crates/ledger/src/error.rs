@@ -83,3 +83,15 @@ impl LedgerError {
         Self::Storage(Box::new(e))
     }
 }
+
+/// Formats an error with its whole `source()` chain, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

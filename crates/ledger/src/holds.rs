@@ -186,12 +186,24 @@ impl CaptureRequest {
     }
 }
 
-fn active(state: &AccountView, hold_id: i64) -> Result<&HoldView, LedgerError> {
-    state
+/// The account as it stands once the active hold `hold_id` has returned its credits.
+fn without_hold(
+    state: &AccountView,
+    hold_id: i64,
+    now: OffsetDateTime,
+) -> Result<AccountView, LedgerError> {
+    let hold = state
         .holds
         .iter()
         .find(|h| h.id == hold_id)
-        .ok_or(LedgerError::HoldNotActive { status: "unknown" })
+        .ok_or(LedgerError::HoldNotActive { status: "unknown" })?;
+    if hold.expires_at <= now {
+        return Err(LedgerError::HoldExpired);
+    }
+    let mut released = state.clone();
+    released.held -= hold.amount;
+    released.holds.retain(|h| h.id != hold_id);
+    Ok(released)
 }
 
 /// Reserving: the credits must be available now (due lots and holds expired first).
@@ -219,13 +231,7 @@ pub fn plan_capture(
     credits: i64,
     now: OffsetDateTime,
 ) -> Result<Plan, LedgerError> {
-    let hold = active(state, hold_id)?;
-    if hold.expires_at <= now {
-        return Err(LedgerError::HoldExpired);
-    }
-    let mut released = state.clone();
-    released.held -= hold.amount;
-    released.holds.retain(|h| h.id != hold_id);
+    let released = without_hold(state, hold_id, now)?;
     if credits == 0 {
         return Ok(plan_expiry(&released, now));
     }
@@ -245,12 +251,5 @@ pub fn plan_release(
     hold_id: i64,
     now: OffsetDateTime,
 ) -> Result<Plan, LedgerError> {
-    let hold = active(state, hold_id)?;
-    if hold.expires_at <= now {
-        return Err(LedgerError::HoldExpired);
-    }
-    let mut released = state.clone();
-    released.held -= hold.amount;
-    released.holds.retain(|h| h.id != hold_id);
-    Ok(plan_expiry(&released, now))
+    Ok(plan_expiry(&without_hold(state, hold_id, now)?, now))
 }

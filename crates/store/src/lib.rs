@@ -322,14 +322,4 @@ fn sqlite_pool(path: &str, size: usize) -> Result<Pool<SqliteConn>, StoreError> 
         .map_err(|e| StoreError::Config(e.to_string()))
 }
 
-/// Formats an error with its whole `source()` chain.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub use tally_ledger::error::error_chain;
