@@ -107,7 +107,7 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<(), LedgerError>;
 
-    /// Failed attempts since `since`, and the oldest of them.
+    /// Failed attempts made after `since` (strictly), and the oldest of them.
     async fn redeem_failures(
         &self,
         account: AccountRef,

@@ -216,7 +216,11 @@ impl Ledger {
     /// Reserves `credits` for at most `ttl_seconds`: they leave `available`, not `balance`.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Hold, LedgerError> {
         request.validate()?;
-        self.repo.reserve(request, self.clock.now()).await
+        let now = self.clock.now();
+        let mut hold = self.repo.reserve(request, now).await?;
+        // A replay may answer a hold whose time has run out since.
+        hold.status = hold.status_at(now);
+        Ok(hold)
     }
 
     /// Settles a hold at its real cost: up to the held amount is charged as `ai_usage`, the rest
@@ -290,8 +294,11 @@ impl Ledger {
         let (failures, oldest) = self.repo.redeem_failures(account.clone(), since).await?;
         if failures >= codes::MAX_FAILURES {
             let reopens = oldest.unwrap_or(now) + codes::FAILURE_WINDOW;
+            // Rounded up: a client that waits this long must find the window reopened.
+            let wait = reopens - now;
+            let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
             return Err(LedgerError::RateLimited {
-                retry_after_seconds: (reopens - now).whole_seconds().max(1),
+                retry_after_seconds: seconds.max(1),
             });
         }
         let result = match codes::normalise(code) {

@@ -864,7 +864,7 @@ macro_rules! backend_ops {
                 let (count, oldest): (i64, Option<time::PrimitiveDateTime>) = redeem_failures::table
                     .filter(redeem_failures::app_key.eq(&account.app))
                     .filter(redeem_failures::user_id.eq(&account.user))
-                    .filter(redeem_failures::created_at.ge(to_db(since)))
+                    .filter(redeem_failures::created_at.gt(to_db(since)))
                     .select((diesel::dsl::count_star(), diesel::dsl::min(redeem_failures::created_at)))
                     .first(conn)
                     .await?;
