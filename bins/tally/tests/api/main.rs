@@ -1,0 +1,15 @@
+//! HTTP behaviour of the API, each test on both SQLite and PostgreSQL, through a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod bad_input;
+mod checkin;
+mod expiry;
+mod failures;
+mod isolation;
+mod startup;
+mod walkthrough;

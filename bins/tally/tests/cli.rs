@@ -1,0 +1,323 @@
+//! The `tally` binary: `verify`, `token`, `migrate`, and two `serve` processes sharing one
+//! PostgreSQL database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use common::{
+    Db, JWT_SECRET, OTHER_SERVICE_KEY, SERVICE_KEY, TestApp, consume_storm, tally_command,
+};
+
+backend_tests!(verify_command, token_command);
+postgres_tests!(two_processes_share_one_database);
+
+async fn run(cmd: &mut tokio::process::Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().await.expect("tally runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn verify_command(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let dir = TempDir::new().unwrap();
+    app.admin_grant("alice", 100).await;
+    let (tally, _) = consume_storm(std::slice::from_ref(&app.address), "alice", 8, 20).await;
+    assert_eq!((tally.ok, tally.insufficient, tally.other), (100, 60, 0));
+
+    let verify = || {
+        let mut cmd = tally_command(dir.path());
+        cmd.arg("verify")
+            .env("TALLY_DATABASE_URL", &app.database_url)
+            .env("TALLY_LOG_LEVEL", "warn");
+        cmd
+    };
+    let (code, stdout, stderr) = run(&mut verify()).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("no violations"), "{stdout}");
+
+    // Break the cached balance behind the ledger's back: verify must notice and fail.
+    app.execute_sql("UPDATE accounts SET balance = balance + 7 WHERE user_id = 'alice'")
+        .await;
+    let (code, stdout, _) = run(&mut verify()).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("VIOLATION app=default user=alice rule=\"balance = sum of transactions\""),
+        "{stdout}"
+    );
+    app.execute_sql("UPDATE accounts SET balance = balance - 7 WHERE user_id = 'alice'")
+        .await;
+    let (code, stdout, _) = run(&mut verify()).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    app.finish().await;
+}
+
+async fn token_command(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let dir = TempDir::new().unwrap();
+    app.admin_grant("alice", 12).await;
+    let mint = |secret: &str, args: &[&str]| {
+        let mut cmd = tally_command(dir.path());
+        cmd.arg("token")
+            .args(args)
+            .env("TALLY_JWT_SECRET", secret)
+            .env("TALLY_DATABASE_URL", &app.database_url);
+        cmd
+    };
+
+    let (code, token, stderr) = run(&mut mint(JWT_SECRET, &["--user", "alice"])).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let (status, body, _) = app.get("/credits/balance", token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["balance"], json!(12));
+    common::assert_error(
+        &app.get("/admin/checkin/config", token).await,
+        403,
+        "FORBIDDEN",
+    );
+
+    let (code, admin, stderr) = run(&mut mint(
+        JWT_SECRET,
+        &["--user", "root", "--role", "admin"],
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(app.get("/admin/checkin/config", admin.trim()).await.0, 200);
+
+    let (code, other, stderr) = run(&mut mint(
+        JWT_SECRET,
+        &["--user", "alice", "--app", "other"],
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, body, _) = app.get("/credits/balance", other.trim()).await;
+    assert_eq!(
+        body["data"]["balance"],
+        json!(0),
+        "app other is another account"
+    );
+
+    // A token minted with another secret is refused.
+    let (code, foreign, _) = run(&mut mint(
+        "some-other-secret-that-is-long-enough-0123456789",
+        &["--user", "alice"],
+    ))
+    .await;
+    assert_eq!(code, Some(0));
+    common::assert_error(
+        &app.get("/credits/balance", foreign.trim()).await,
+        401,
+        "UNAUTHORIZED",
+    );
+    if db == Db::Sqlite {
+        // With no secret configured, the server generates one beside the database, owner-only,
+        // and `tally token` pointed at the same database uses it.
+        let fresh = TestApp::spawn_with(db, |s| s.jwt_secret = None).await;
+        let path = format!(
+            "{}.secret",
+            fresh.database_url.strip_prefix("sqlite://").unwrap()
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{path}");
+        let mut cmd = tally_command(dir.path());
+        cmd.args(["token", "--user", "alice"])
+            .env("TALLY_DATABASE_URL", &fresh.database_url);
+        let (code, token, stderr) = run(&mut cmd).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(fresh.get("/credits/balance", token.trim()).await.0, 200);
+        common::assert_error(
+            &app.get("/credits/balance", token.trim()).await,
+            401,
+            "UNAUTHORIZED",
+        );
+        fresh.finish().await;
+    }
+    if db == Db::Postgres {
+        // Every PostgreSQL node must share one configured secret; none is made up.
+        let mut cmd = tally_command(dir.path());
+        cmd.args(["token", "--user", "alice"])
+            .env("TALLY_DATABASE_URL", &app.database_url);
+        let (code, stdout, stderr) = run(&mut cmd).await;
+        assert_ne!(code, Some(0), "{stdout}");
+        assert!(
+            stderr.contains("TALLY_JWT_SECRET is required with PostgreSQL"),
+            "{stderr}"
+        );
+    }
+    // Nonsense lifetimes are refused.
+    let (code, _, stderr) = run(&mut mint(JWT_SECRET, &["--user", "alice", "--ttl", "0"])).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("--ttl"), "{stderr}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn migrate_command() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let migrate = |url: &str| {
+        let mut cmd = tally_command(dir.path());
+        cmd.arg("migrate").env("TALLY_DATABASE_URL", url);
+        cmd
+    };
+    let (code, stdout, stderr) = run(&mut migrate(&url)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let applied: usize = stdout
+        .trim()
+        .strip_prefix("applied ")
+        .and_then(|s| s.strip_suffix(" migrations"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {stdout}"));
+    assert!(applied > 0, "{stdout}");
+    let (code, stdout, _) = run(&mut migrate(&url)).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("applied 0 migrations"), "{stdout}");
+
+    let (code, stdout, stderr) = run(&mut migrate("mysql://x")).await;
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit {code:?}\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("unsupported scheme 'mysql'"),
+        "stderr: {stderr}"
+    );
+}
+
+/// Kills and reaps the child when the test ends, however it ends.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_node(database_url: &str, dir: &std::path::Path) -> (Node, String) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALLY_") {
+            cmd.env_remove(key);
+        }
+    }
+    let child = cmd
+        .arg("serve")
+        .current_dir(dir)
+        .env("TALLY_BIND", format!("127.0.0.1:{port}"))
+        .env("TALLY_DATABASE_URL", database_url)
+        .env("TALLY_JWT_SECRET", JWT_SECRET)
+        .env(
+            "TALLY_SERVICE_KEYS",
+            format!("{SERVICE_KEY},other={OTHER_SERVICE_KEY}"),
+        )
+        .env("TALLY_SWEEP_INTERVAL_SECONDS", "0")
+        .env("TALLY_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tally serve starts");
+    let mut node = Node(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = common::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            panic!("tally serve exited early: {status}");
+        }
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
+            if res.status() == 200 {
+                return (node, base);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tally serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn two_processes_share_one_database() {
+    // Both nodes start at once on an empty database: they race to migrate it.
+    let (database_url, _, database) = common::fresh_database(Db::Postgres).await;
+    let dir = TempDir::new().unwrap();
+    let ((node_a, a), (node_b, b)) = tokio::join!(
+        start_node(&database_url, dir.path()),
+        start_node(&database_url, dir.path())
+    );
+    let client = common::client();
+    let call = |base: &str, method: reqwest::Method, path: &str, token: String, body| {
+        let (client, base, path) = (client.clone(), base.to_owned(), path.to_owned());
+        async move { common::send(&client, &base, method, &path, Some(&token), &[], body).await }
+    };
+
+    let (status, body, _) = call(
+        &a,
+        reqwest::Method::POST,
+        "/admin/credits/manual",
+        common::admin_token("root"),
+        common::Body::Json(json!({ "user_id": "alice", "amount": 3_000, "description": "pool" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (callers, per_caller) = (32, 125);
+    let (tally, rate) = consume_storm(&[a.clone(), b.clone()], "alice", callers, per_caller).await;
+    eprintln!(
+        "[Postgres] two processes: {callers} callers x {per_caller} consumes: {} ok, {} refused, {rate:.0} requests/s",
+        tally.ok, tally.insufficient
+    );
+    assert_eq!(
+        (tally.ok, tally.insufficient, tally.other),
+        (3_000, 1_000, 0)
+    );
+    for base in [&a, &b] {
+        let token = common::user_token("alice");
+        let (status, body, _) = call(
+            base,
+            reqwest::Method::GET,
+            "/credits/balance",
+            token,
+            common::Body::Empty,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["balance"], json!(0));
+    }
+    let usage = common::rows_of_type_at(&client, &b, "ai_usage").await;
+    assert_eq!(usage.len(), 3_000);
+
+    let mut verify = tally_command(dir.path());
+    verify
+        .arg("verify")
+        .env("TALLY_DATABASE_URL", &database_url);
+    let (code, stdout, stderr) = run(&mut verify).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("no violations"), "{stdout}");
+    // Stop the nodes before the database goes.
+    drop((node_a, node_b));
+    drop(database);
+}

@@ -1,0 +1,688 @@
+//! What every HTTP test shares: [`TestApp`] starts the real server the way the binary does
+//! (`Application::build`, `run_until_stopped`) on a random port over a fresh database, with a
+//! manual clock the test moves; plus token minting and request helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tally::{Application, Secret, Settings};
+use tally_ledger::{Ledger, ManualClock};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// The HS256 secret every test server (and `tally token` in the CLI tests) uses.
+pub const JWT_SECRET: &str = "tally-test-secret-0123456789abcdef-0123456789abcdef";
+/// Service key of the `default` app.
+pub const SERVICE_KEY: &str = "svc-default-0123456789abcdef";
+/// Service key of the `other` app.
+pub const OTHER_SERVICE_KEY: &str = "svc-other-0123456789abcdef";
+/// Gateway secret, when a test turns gateway mode on.
+pub const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdef";
+/// Where every test's clock starts.
+pub const START: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+/// The variable naming the PostgreSQL server for the PostgreSQL variants.
+pub const POSTGRES_ENV: &str = "TALLY_TEST_POSTGRES_URL";
+/// Sent with every skipped PostgreSQL variant.
+pub const POSTGRES_SKIP: &str = "skipping PostgreSQL: TALLY_TEST_POSTGRES_URL not set";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A temp file.
+    Sqlite,
+    /// A fresh database on the server `TALLY_TEST_POSTGRES_URL` names.
+    Postgres,
+}
+
+/// The PostgreSQL server URL, when the environment names one.
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// `backend_tests!(a, b)` writes `a::sqlite`, `a::postgres`, `b::sqlite`, … test functions, each
+/// calling the async fn of that name with a [`Db`]. The PostgreSQL variant passes, with a note on
+/// stderr, when `TALLY_TEST_POSTGRES_URL` is unset.
+#[allow(unused_macros)]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::common::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::common::postgres_url().is_none() {
+                    eprintln!("{}", $crate::common::POSTGRES_SKIP);
+                    return;
+                }
+                super::$name($crate::common::Db::Postgres).await;
+            }
+        }
+    )+};
+}
+
+/// `postgres_tests!(a)` writes `a::postgres` only.
+#[allow(unused_macros)]
+macro_rules! postgres_tests {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::common::postgres_url().is_none() {
+                    eprintln!("{}", $crate::common::POSTGRES_SKIP);
+                    return;
+                }
+                super::$name().await;
+            }
+        }
+    )+};
+}
+
+/// A scratch PostgreSQL database, dropped (connections and all) with the test.
+#[derive(Debug)]
+pub struct PgDatabase {
+    server_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create(server_url: &str) -> Self {
+        let name = format!("tally_h_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut conn = AsyncPgConnection::establish(server_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {POSTGRES_ENV}: {e}"));
+        conn.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("CREATE DATABASE");
+        Self {
+            server_url: server_url.to_owned(),
+            name,
+        }
+    }
+
+    fn url(&self) -> String {
+        database_url_with(&self.server_url, &self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.server_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a thread with its own runtime may block on I/O.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&url).await.ok()?;
+                conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// `server_url` with its database path replaced by `name` (query string kept).
+pub fn database_url_with(server_url: &str, name: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (server_url, None),
+    };
+    let (scheme, rest) = base.split_once("://").expect("URL has a scheme");
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let mut out = format!("{scheme}://{authority}/{name}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A database URL no test has used (not migrated yet), and what keeps the database alive.
+pub async fn fresh_database(db: Db) -> (String, Option<TempDir>, Option<PgDatabase>) {
+    match db {
+        Db::Sqlite => {
+            let dir = TempDir::new().expect("temp dir");
+            let path = dir.path().join("tally.db");
+            (format!("sqlite://{}", path.display()), Some(dir), None)
+        }
+        Db::Postgres => {
+            let server = postgres_url().expect("TALLY_TEST_POSTGRES_URL is set");
+            let pg = PgDatabase::create(&server).await;
+            (pg.url(), None, Some(pg))
+        }
+    }
+}
+
+/// The settings every test server starts from.
+pub fn base_settings(database_url: String) -> Settings {
+    Settings {
+        database_url,
+        bind: "127.0.0.1:0".into(),
+        workers: Some(2),
+        jwt_secret: Some(Secret::new(JWT_SECRET)),
+        service_keys: Some(Secret::new(format!(
+            "{SERVICE_KEY}, other={OTHER_SERVICE_KEY}"
+        ))),
+        sweep_interval_seconds: 0,
+        pg_max_connections: 10,
+        log_level: "warn".into(),
+        ..Settings::default()
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// JSON, sent as `application/json`.
+    Json(Value),
+    /// These bytes with this Content-Type (none when `None`).
+    Raw(Option<&'static str>, Vec<u8>),
+}
+
+/// Status, body (JSON, or a JSON string holding a non-JSON body) and headers.
+pub type Reply = (StatusCode, Value, HeaderMap);
+
+/// A running server over its own database.
+#[derive(Debug)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// The backend.
+    pub db: Db,
+    /// The URL the server was given (CLI tests hand it to the binary).
+    pub database_url: String,
+    /// The server's clock.
+    pub clock: Arc<ManualClock>,
+    /// A client with a timeout, shared by the test's callers.
+    pub client: reqwest::Client,
+    ledger: Ledger,
+    _dir: Option<TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    /// A server with the default test settings.
+    pub async fn spawn(db: Db) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// A server whose settings `configure` adjusts first.
+    pub async fn spawn_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Self {
+        let (database_url, dir, pg) = fresh_database(db).await;
+        let mut settings = base_settings(database_url.clone());
+        configure(&mut settings);
+        let clock = Arc::new(ManualClock::new(START));
+        let app = Application::build(settings, clock.clone())
+            .await
+            .expect("the server starts");
+        let port = app.port();
+        let ledger = app.ledger().clone();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            db,
+            database_url,
+            clock,
+            client: client(),
+            ledger,
+            _dir: dir,
+            _pg: pg,
+        }
+    }
+
+    /// Why the server refuses to start with the test settings as `configure` leaves them.
+    pub async fn startup_error(db: Db, configure: impl FnOnce(&mut Settings)) -> String {
+        let (database_url, _dir, _pg) = fresh_database(db).await;
+        let mut settings = base_settings(database_url);
+        configure(&mut settings);
+        match Application::build(settings, Arc::new(ManualClock::new(START))).await {
+            Ok(app) => panic!("the server started: {app:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The ledger the server uses, for direct checks.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Asserts that no ledger invariant is broken.
+    pub async fn assert_verified(&self) {
+        let violations = self.ledger.verify().await.expect("verify runs");
+        assert!(violations.is_empty(), "ledger violations: {violations:#?}");
+    }
+
+    /// The end of every test: the ledger must verify clean.
+    pub async fn finish(self) {
+        self.assert_verified().await;
+    }
+
+    /// Any request; `token` goes in `Authorization: Bearer`.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Reply {
+        send(
+            &self.client,
+            &self.address,
+            method,
+            path,
+            token,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), &[], Body::Empty)
+            .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(token), &[], Body::Json(body))
+            .await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::PUT, path, Some(token), &[], Body::Json(body))
+            .await
+    }
+
+    /// `POST /checkin` as the bearer of `token`.
+    pub async fn checkin(&self, token: &str) -> Reply {
+        self.request(Method::POST, "/checkin", Some(token), &[], Body::Empty)
+            .await
+    }
+
+    /// The user's balance in the default app, through the API.
+    pub async fn balance(&self, user: &str) -> i64 {
+        self.balance_in(user, "default").await
+    }
+
+    /// The user's balance in `app`, through the API.
+    pub async fn balance_in(&self, user: &str, app: &str) -> i64 {
+        let (status, body, _) = self
+            .get("/credits/balance", &app_token(user, app, None))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["balance"].as_i64().expect("balance")
+    }
+
+    /// An admin of the default app grants `amount` to `user`; returns the transaction.
+    pub async fn admin_grant(&self, user: &str, amount: i64) -> Value {
+        let (status, body, _) = self
+            .post(
+                "/admin/credits/manual",
+                &admin_token("root"),
+                json!({ "user_id": user, "amount": amount, "description": "test grant" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
+    /// The service of the default app consumes `amount` from `user` under `key`.
+    pub async fn consume(&self, user: &str, amount: i64, key: &str) -> Reply {
+        self.post(
+            "/internal/credits/consume",
+            SERVICE_KEY,
+            json!({
+                "user_id": user, "amount": amount, "description": "AI call", "idempotency_key": key,
+            }),
+        )
+        .await
+    }
+
+    /// Every transaction of `app` an admin can page through (at most 100, newest first).
+    pub async fn admin_history(&self, app: &str, query: &str) -> Vec<Value> {
+        let (status, body, _) = self
+            .get(
+                &format!("/admin/credits/transactions?limit=100{query}"),
+                &app_token("root", app, Some("admin")),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().expect("rows").clone()
+    }
+
+    /// Every transaction of `txn_type` in the default app, paged through the admin API.
+    pub async fn rows_of_type(&self, txn_type: &str) -> Vec<Value> {
+        rows_of_type_at(&self.client, &self.address, txn_type).await
+    }
+
+    /// Runs raw SQL against the test database, behind the server's back (for tests that need
+    /// to break the ledger on purpose).
+    pub async fn execute_sql(&self, sql: &str) {
+        match self.db {
+            Db::Postgres => {
+                let mut conn = AsyncPgConnection::establish(&self.database_url)
+                    .await
+                    .expect("connecting");
+                conn.batch_execute(sql).await.expect("SQL runs");
+            }
+            Db::Sqlite => {
+                use diesel::Connection;
+                use diesel::connection::SimpleConnection;
+                let path = self
+                    .database_url
+                    .strip_prefix("sqlite://")
+                    .expect("sqlite URL")
+                    .to_owned();
+                let sql = format!("PRAGMA busy_timeout = 10000; {sql}");
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = diesel::SqliteConnection::establish(&path).expect("opening");
+                    conn.batch_execute(&sql).expect("SQL runs");
+                })
+                .await
+                .expect("blocking task");
+            }
+        }
+    }
+}
+
+/// The `tally` binary with no `TALLY_*` variable inherited, run in `dir`.
+pub fn tally_command(dir: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALLY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(dir).kill_on_drop(true);
+    cmd
+}
+
+/// Every transaction of `txn_type` in the default app of the server at `base`.
+pub async fn rows_of_type_at(client: &reqwest::Client, base: &str, txn_type: &str) -> Vec<Value> {
+    let admin = admin_token("root");
+    let mut rows = Vec::new();
+    loop {
+        let path = format!(
+            "/admin/credits/transactions?limit=100&offset={}&type={txn_type}",
+            rows.len()
+        );
+        let (status, body, _) = send(
+            client,
+            base,
+            Method::GET,
+            &path,
+            Some(&admin),
+            &[],
+            Body::Empty,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        rows.extend(body["data"].as_array().expect("rows").iter().cloned());
+        if body["meta"]["has_more"] != json!(true) {
+            return rows;
+        }
+    }
+}
+
+/// A client with timeouts, so that a hung server fails the test instead of hanging it.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("HTTP client")
+}
+
+/// Sends one request and checks what every response must carry: an `x-request-id`, and on
+/// errors the `{"success": false, "error": {"code", "message"}}` envelope.
+pub async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Reply {
+    let mut req = client.request(method.clone(), format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req = match body {
+        Body::Empty => req,
+        Body::Json(v) => req.json(&v),
+        Body::Raw(content_type, bytes) => {
+            let req = match content_type {
+                Some(ct) => req.header("content-type", ct),
+                None => req,
+            };
+            req.body(bytes)
+        }
+    };
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        !id.is_empty(),
+        "{method} {path} → {status}: no x-request-id header"
+    );
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(
+            body["success"],
+            json!(false),
+            "{method} {path} → {status}: not an error envelope: {body}"
+        );
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{method} {path} → {status}: not an error envelope: {body}"
+        );
+    } else if status == StatusCode::OK && body.is_object() && path != "/openapi.json" {
+        assert_eq!(body["success"], json!(true), "{method} {path}: {body}");
+    }
+    (status, body, headers)
+}
+
+/// Asserts an error reply's status and code.
+#[track_caller]
+pub fn assert_error(reply: &Reply, status: u16, code: &str) {
+    assert_eq!(
+        (reply.0.as_u16(), reply.1["error"]["code"].as_str()),
+        (status, Some(code)),
+        "unexpected reply: {}",
+        reply.1
+    );
+}
+
+/// Seconds since the epoch, by the wall clock (tokens are checked against it).
+pub fn unix_now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Claims for `user`, valid for an hour; `role` and `app` only when given.
+pub fn claims(user: &str, role: Option<&str>, app: Option<&str>) -> Value {
+    let now = unix_now();
+    let mut c = json!({ "sub": user, "iat": now, "exp": now + 3600 });
+    if let Some(r) = role {
+        c["role"] = json!(r);
+    }
+    if let Some(a) = app {
+        c["app"] = json!(a);
+    }
+    c
+}
+
+/// Signs `claims` with `algorithm` and `key`.
+pub fn sign(claims: &Value, algorithm: Algorithm, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&Header::new(algorithm), claims, key).expect("signing")
+}
+
+/// Signs `claims` with HS256 and the test secret.
+pub fn hs256(claims: &Value) -> String {
+    sign(
+        claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+}
+
+/// A user of the default app.
+pub fn user_token(user: &str) -> String {
+    hs256(&claims(user, None, None))
+}
+
+/// An admin of the default app.
+pub fn admin_token(user: &str) -> String {
+    hs256(&claims(user, Some("admin"), None))
+}
+
+/// A caller of `app` with an optional role.
+pub fn app_token(user: &str, app: &str, role: Option<&str>) -> String {
+    hs256(&claims(user, role, Some(app)))
+}
+
+/// base64url without padding, for hand-built tokens.
+pub fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A test key under `tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Sends `request` as is over a new connection; returns everything the server answers.
+pub async fn raw_http(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // The server may answer (and close) before it has read everything; that is fine.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status counts of a batch of replies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// 200s.
+    pub ok: usize,
+    /// 402 INSUFFICIENT_CREDITS.
+    pub insufficient: usize,
+    /// Anything else.
+    pub other: usize,
+}
+
+/// `callers` concurrent tasks, caller `i` sending to `bases[i % bases.len()]`, each consuming
+/// 1 credit from `user` `per_caller` times under unique keys. Returns the counts and the
+/// operations per second.
+pub async fn consume_storm(
+    bases: &[String],
+    user: &str,
+    callers: usize,
+    per_caller: usize,
+) -> (Tally, f64) {
+    let client = client();
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let (client, base, user) = (
+                client.clone(),
+                bases[caller % bases.len()].clone(),
+                user.to_owned(),
+            );
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                for i in 0..per_caller {
+                    let body = json!({
+                        "user_id": user,
+                        "amount": 1,
+                        "description": "AI call",
+                        "idempotency_key": format!("storm-{caller}-{i}"),
+                    });
+                    let (status, body, _) = send(
+                        &client,
+                        &base,
+                        Method::POST,
+                        "/internal/credits/consume",
+                        Some(SERVICE_KEY),
+                        &[],
+                        Body::Json(body),
+                    )
+                    .await;
+                    match (status.as_u16(), body["error"]["code"].as_str()) {
+                        (200, _) => t.ok += 1,
+                        (402, Some("INSUFFICIENT_CREDITS")) => t.insufficient += 1,
+                        (s, _) => {
+                            eprintln!("unexpected consume reply {s}: {body}");
+                            t.other += 1;
+                        }
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for task in futures_util::future::join_all(tasks).await {
+        let t = task.expect("caller task");
+        total.ok += t.ok;
+        total.insufficient += t.insufficient;
+        total.other += t.other;
+    }
+    let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
+    (total, rate)
+}
