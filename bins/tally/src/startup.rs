@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use tally_api::{
     AppState, AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, Metrics, ServiceKeys,
 };
+use tally_catalog::Catalog;
 use tally_ledger::{Clock, Ledger};
 use tally_store::{Store, StoreOptions};
 
@@ -165,6 +166,11 @@ impl Application {
             );
         }
         let store = open_store(&settings).await?;
+        let catalog_clock = clock.clone();
+        let catalog = Catalog::with_clock(
+            Arc::new(store.clone()),
+            Arc::new(move || catalog_clock.now()),
+        );
         let ledger = Ledger::with_clock(Arc::new(store.clone()), clock);
         let pools: tally_api::PoolGauges = Arc::new(move || {
             store
@@ -176,6 +182,7 @@ impl Application {
         let metrics = web::Data::new(Metrics::new(pools));
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
+            catalog,
             auth,
         });
         let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {

@@ -1,6 +1,7 @@
 //! Wire shapes: what the API reads and writes, with their OpenAPI schemas.
 
 use serde::{Deserialize, Serialize};
+use tally_catalog::{Coupon, CouponDuration, CouponSpec, Plan, PlanKind, PlanPatch, PlanSpec};
 use tally_ledger::{BalanceView, CheckinConfig, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -471,4 +472,446 @@ pub struct RedeemDto {
     pub balance: i64,
     /// The `redemption` transaction.
     pub transaction: TransactionDto,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog: plans and coupons
+
+/// Reads a field that may be absent (keep), `null` (clear) or a value (replace).
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Reads a field that may be absent (keep) or a value (replace), but not `null`.
+fn given<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// What a plan sells.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKindDto {
+    /// Recurring, billed monthly or yearly.
+    Subscription,
+    /// A one-time pack of credits.
+    CreditPack,
+}
+
+impl From<PlanKindDto> for PlanKind {
+    fn from(k: PlanKindDto) -> Self {
+        match k {
+            PlanKindDto::Subscription => PlanKind::Subscription,
+            PlanKindDto::CreditPack => PlanKind::CreditPack,
+        }
+    }
+}
+
+/// A plan as users see it (`GET /subscription/plans`); admin views add who wrote it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanDto {
+    /// Plan id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Display description.
+    pub description: String,
+    /// `subscription` or `credit_pack`.
+    pub kind: String,
+    /// Lower-case ISO 4217 code.
+    pub currency: String,
+    /// Monthly price in minor units (subscriptions).
+    pub price_monthly: Option<i64>,
+    /// Yearly price in minor units (subscriptions).
+    pub price_yearly: Option<i64>,
+    /// One-time price in minor units (credit packs).
+    pub price: Option<i64>,
+    /// Credits granted per period (subscriptions) or per pack.
+    pub credits_included: i64,
+    /// Selling points.
+    pub features: Vec<String>,
+    /// Stripe price of the monthly subscription.
+    pub stripe_price_id_monthly: Option<String>,
+    /// Stripe price of the yearly subscription.
+    pub stripe_price_id_yearly: Option<String>,
+    /// Stripe price of the pack.
+    pub stripe_price_id: Option<String>,
+    /// Creem product of the monthly subscription.
+    pub creem_product_id_monthly: Option<String>,
+    /// Creem product of the yearly subscription.
+    pub creem_product_id_yearly: Option<String>,
+    /// Creem product of the pack.
+    pub creem_product_id: Option<String>,
+    /// Whether users see and may buy it.
+    pub active: bool,
+    /// Position in listings, ascending.
+    pub sort_order: i64,
+    /// Days until granted credits expire; null = never.
+    pub credits_expire_days: Option<u32>,
+    /// RFC 3339 instant.
+    pub created_at: String,
+    /// RFC 3339 instant.
+    pub updated_at: String,
+}
+
+impl From<Plan> for PlanDto {
+    fn from(p: Plan) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            description: p.description,
+            kind: p.kind.as_str().to_owned(),
+            currency: p.currency,
+            price_monthly: p.price_monthly,
+            price_yearly: p.price_yearly,
+            price: p.price,
+            credits_included: p.credits_included,
+            features: p.features,
+            stripe_price_id_monthly: p.stripe_price_id_monthly,
+            stripe_price_id_yearly: p.stripe_price_id_yearly,
+            stripe_price_id: p.stripe_price_id,
+            creem_product_id_monthly: p.creem_product_id_monthly,
+            creem_product_id_yearly: p.creem_product_id_yearly,
+            creem_product_id: p.creem_product_id,
+            active: p.active,
+            sort_order: p.sort_order,
+            credits_expire_days: p.credits_expire_days,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// A plan as admins see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminPlanDto {
+    /// The plan.
+    #[serde(flatten)]
+    pub plan: PlanDto,
+    /// The admin who created it.
+    pub created_by: String,
+    /// The admin who changed it last.
+    pub updated_by: String,
+}
+
+impl From<Plan> for AdminPlanDto {
+    fn from(p: Plan) -> Self {
+        let (created_by, updated_by) = (p.created_by.clone(), p.updated_by.clone());
+        Self {
+            plan: p.into(),
+            created_by,
+            updated_by,
+        }
+    }
+}
+
+/// `POST /admin/billing/plans`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanRequest {
+    /// Display name, 1–100 characters.
+    pub name: String,
+    /// Up to 1000 characters; default empty.
+    #[serde(default)]
+    pub description: String,
+    /// `subscription` (needs `price_monthly` and/or `price_yearly`) or `credit_pack` (needs
+    /// `price`).
+    pub kind: PlanKindDto,
+    /// Lower-case ISO 4217 code (upper case is accepted and lowered).
+    pub currency: String,
+    /// Monthly price in minor units, ≥ 0.
+    pub price_monthly: Option<i64>,
+    /// Yearly price in minor units, ≥ 0.
+    pub price_yearly: Option<i64>,
+    /// Pack price in minor units, ≥ 0.
+    pub price: Option<i64>,
+    /// Credits per period or pack, ≥ 0; default 0.
+    #[serde(default)]
+    pub credits_included: i64,
+    /// Selling points, at most 50; default none.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Stripe price of the monthly subscription.
+    pub stripe_price_id_monthly: Option<String>,
+    /// Stripe price of the yearly subscription.
+    pub stripe_price_id_yearly: Option<String>,
+    /// Stripe price of the pack.
+    pub stripe_price_id: Option<String>,
+    /// Creem product of the monthly subscription.
+    pub creem_product_id_monthly: Option<String>,
+    /// Creem product of the yearly subscription.
+    pub creem_product_id_yearly: Option<String>,
+    /// Creem product of the pack.
+    pub creem_product_id: Option<String>,
+    /// Default true.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Default 0.
+    #[serde(default)]
+    pub sort_order: i64,
+    /// 1–3650 days, or null (default) for never.
+    pub credits_expire_days: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<CreatePlanRequest> for PlanSpec {
+    fn from(r: CreatePlanRequest) -> Self {
+        Self {
+            name: r.name,
+            description: r.description,
+            kind: r.kind.into(),
+            currency: r.currency,
+            price_monthly: r.price_monthly,
+            price_yearly: r.price_yearly,
+            price: r.price,
+            credits_included: r.credits_included,
+            features: r.features,
+            stripe_price_id_monthly: r.stripe_price_id_monthly,
+            stripe_price_id_yearly: r.stripe_price_id_yearly,
+            stripe_price_id: r.stripe_price_id,
+            creem_product_id_monthly: r.creem_product_id_monthly,
+            creem_product_id_yearly: r.creem_product_id_yearly,
+            creem_product_id: r.creem_product_id,
+            active: r.active,
+            sort_order: r.sort_order,
+            credits_expire_days: r.credits_expire_days,
+        }
+    }
+}
+
+/// `PUT /admin/billing/plans/{id}`: fields given replace, fields omitted stay; `null` clears a
+/// nullable field (and is refused for the others). The merged plan must be valid as a whole.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlanRequest {
+    /// Display name.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String, required = false)]
+    pub name: Option<String>,
+    /// Display description.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String, required = false)]
+    pub description: Option<String>,
+    /// Kind; the other kind's prices must be cleared in the same request.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = PlanKindDto, required = false)]
+    pub kind: Option<PlanKindDto>,
+    /// Currency.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String, required = false)]
+    pub currency: Option<String>,
+    /// Monthly price, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub price_monthly: Option<Option<i64>>,
+    /// Yearly price, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub price_yearly: Option<Option<i64>>,
+    /// Pack price, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub price: Option<Option<i64>>,
+    /// Credits per period or pack.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = i64, required = false)]
+    pub credits_included: Option<i64>,
+    /// The whole new list.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub features: Option<Vec<String>>,
+    /// Stripe monthly price id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub stripe_price_id_monthly: Option<Option<String>>,
+    /// Stripe yearly price id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub stripe_price_id_yearly: Option<Option<String>>,
+    /// Stripe pack price id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub stripe_price_id: Option<Option<String>>,
+    /// Creem monthly product id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub creem_product_id_monthly: Option<Option<String>>,
+    /// Creem yearly product id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub creem_product_id_yearly: Option<Option<String>>,
+    /// Creem pack product id, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub creem_product_id: Option<Option<String>>,
+    /// Visibility.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = bool, required = false)]
+    pub active: Option<bool>,
+    /// Position.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = i64, required = false)]
+    pub sort_order: Option<i64>,
+    /// 1–3650 days, or null for never.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub credits_expire_days: Option<Option<u32>>,
+}
+
+impl From<UpdatePlanRequest> for PlanPatch {
+    fn from(r: UpdatePlanRequest) -> Self {
+        Self {
+            name: r.name,
+            description: r.description,
+            kind: r.kind.map(Into::into),
+            currency: r.currency,
+            price_monthly: r.price_monthly,
+            price_yearly: r.price_yearly,
+            price: r.price,
+            credits_included: r.credits_included,
+            features: r.features,
+            stripe_price_id_monthly: r.stripe_price_id_monthly,
+            stripe_price_id_yearly: r.stripe_price_id_yearly,
+            stripe_price_id: r.stripe_price_id,
+            creem_product_id_monthly: r.creem_product_id_monthly,
+            creem_product_id_yearly: r.creem_product_id_yearly,
+            creem_product_id: r.creem_product_id,
+            active: r.active,
+            sort_order: r.sort_order,
+            credits_expire_days: r.credits_expire_days,
+        }
+    }
+}
+
+/// How long a coupon's discount lasts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CouponDurationDto {
+    /// The first payment only.
+    Once,
+    /// The first `duration_months` months.
+    Repeating,
+    /// Every payment.
+    Forever,
+}
+
+impl From<CouponDurationDto> for CouponDuration {
+    fn from(d: CouponDurationDto) -> Self {
+        match d {
+            CouponDurationDto::Once => CouponDuration::Once,
+            CouponDurationDto::Repeating => CouponDuration::Repeating,
+            CouponDurationDto::Forever => CouponDuration::Forever,
+        }
+    }
+}
+
+/// `POST /admin/billing/coupons`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCouponRequest {
+    /// 1–64 of `A-Z a-z 0-9 _ -`; stored upper-case; unique within the app.
+    pub code: String,
+    /// 1–100; exclusive with `amount_off`.
+    pub percent_off: Option<i64>,
+    /// Minor units off, > 0; exclusive with `percent_off`; needs `currency`.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off` (lower-case ISO 4217).
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: CouponDurationDto,
+    /// 1–36; required iff `duration` is `repeating`.
+    pub duration_months: Option<u32>,
+    /// ≥ 1; absent = unlimited.
+    pub max_redemptions: Option<i64>,
+    /// RFC 3339, in the future; absent = never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Plans of the app it applies to; empty or absent = all.
+    #[serde(default)]
+    pub plan_ids: Vec<String>,
+    /// Default true.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+impl From<CreateCouponRequest> for CouponSpec {
+    fn from(r: CreateCouponRequest) -> Self {
+        Self {
+            code: r.code,
+            percent_off: r.percent_off,
+            amount_off: r.amount_off,
+            currency: r.currency,
+            duration: r.duration.into(),
+            duration_months: r.duration_months,
+            max_redemptions: r.max_redemptions,
+            expires_at: r.expires_at,
+            plan_ids: r.plan_ids,
+            active: r.active,
+        }
+    }
+}
+
+/// A coupon.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponDto {
+    /// Coupon id.
+    pub id: String,
+    /// Upper-case code.
+    pub code: String,
+    /// Percentage off.
+    pub percent_off: Option<i64>,
+    /// Minor units off.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off`.
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: String,
+    /// Months, for `repeating`.
+    pub duration_months: Option<u32>,
+    /// Total redemptions allowed; null = unlimited.
+    pub max_redemptions: Option<i64>,
+    /// Redemptions so far.
+    pub times_redeemed: i64,
+    /// RFC 3339 instant; null = never.
+    pub expires_at: Option<String>,
+    /// Plans it applies to; empty = all.
+    pub plan_ids: Vec<String>,
+    /// Whether it may be redeemed.
+    pub active: bool,
+    /// The admin who created it.
+    pub created_by: String,
+    /// RFC 3339 instant.
+    pub created_at: String,
+}
+
+impl From<Coupon> for CouponDto {
+    fn from(c: Coupon) -> Self {
+        Self {
+            id: c.id,
+            code: c.code,
+            percent_off: c.percent_off,
+            amount_off: c.amount_off,
+            currency: c.currency,
+            duration: c.duration.as_str().to_owned(),
+            duration_months: c.duration_months,
+            max_redemptions: c.max_redemptions,
+            times_redeemed: c.times_redeemed,
+            expires_at: c.expires_at.map(rfc3339),
+            plan_ids: c.plan_ids,
+            active: c.active,
+            created_by: c.created_by,
+            created_at: rfc3339(c.created_at),
+        }
+    }
 }

@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tally_catalog::CatalogError;
 use tally_ledger::LedgerError;
 
 use crate::telemetry::current_request_id;
@@ -205,6 +206,32 @@ impl From<LedgerError> for ApiError {
                 Self::validation("amount", "the resulting balance is out of range")
             }
             LedgerError::Storage(source) => {
+                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Validation(fields) => {
+                let message = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let fields: Vec<Value> = fields
+                    .into_iter()
+                    .map(|f| json!({ "field": f.field, "message": f.message }))
+                    .collect();
+                Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+                    .with_details(json!({ "fields": fields }))
+            }
+            CatalogError::Conflict(message) => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
+            CatalogError::PlanNotFound => Self::not_found("no such plan"),
+            CatalogError::Storage(source) => {
                 tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
                 Self::internal()
             }

@@ -21,6 +21,8 @@ pub use telemetry::{Metrics, PoolGauges, observe};
 pub struct AppState {
     /// The credits ledger.
     pub ledger: Ledger,
+    /// Plans and coupons.
+    pub catalog: tally_catalog::Catalog,
     /// Identity configuration.
     pub auth: AuthConfig,
 }
@@ -92,6 +94,12 @@ pub fn configure(
         .service(routes::codes::create)
         .service(routes::codes::list)
         .service(routes::codes::redeem)
+        .service(routes::catalog::public_plans)
+        .service(routes::catalog::list_plans)
+        .service(routes::catalog::create_plan)
+        .service(routes::catalog::update_plan)
+        .service(routes::catalog::list_coupons)
+        .service(routes::catalog::create_coupon)
         .service(routes::system::healthz)
         .service(routes::system::readyz)
         .service(routes::system::metrics)

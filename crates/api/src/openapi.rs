@@ -31,7 +31,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "Tally",
-        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, service API. \
+        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, plans and coupons, service API. \
 Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}."
     ),
     paths(
@@ -53,6 +53,12 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::codes::create,
         routes::codes::list,
         routes::codes::redeem,
+        routes::catalog::public_plans,
+        routes::catalog::list_plans,
+        routes::catalog::create_plan,
+        routes::catalog::update_plan,
+        routes::catalog::list_coupons,
+        routes::catalog::create_coupon,
         routes::system::healthz,
         routes::system::readyz,
         routes::system::metrics,
@@ -79,6 +85,14 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         dto::CodeDto,
         dto::RedeemRequestDto,
         dto::RedeemDto,
+        dto::PlanKindDto,
+        dto::PlanDto,
+        dto::AdminPlanDto,
+        dto::CreatePlanRequest,
+        dto::UpdatePlanRequest,
+        dto::CouponDurationDto,
+        dto::CreateCouponRequest,
+        dto::CouponDto,
     )),
     modifiers(&Security)
 )]

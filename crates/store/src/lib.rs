@@ -1,5 +1,6 @@
-//! Tally's storage adapter: one Diesel implementation of the ledger's repository port for both
-//! SQLite (embedded, the default) and PostgreSQL (pooled, for several stateless nodes).
+//! Tally's storage adapter: one Diesel implementation of the ledger's and the catalog's repository
+//! ports for both SQLite (embedded, the default) and PostgreSQL (pooled, for several stateless
+//! nodes).
 //!
 //! Another Rust service links `tally-ledger` and `tally-store` to spend credits against the same
 //! database the server uses, with no HTTP in between:
@@ -47,17 +48,25 @@
 //! # Ok(()) }
 //! ```
 
+mod catalog_ops;
+mod catalog_repo;
+mod catalog_rows;
 mod ops;
+mod predicates;
 mod repo;
 mod rows;
 pub mod schema;
+mod sqlite_rt;
 
 use diesel::{Connection, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tally_catalog::CatalogError;
 use tally_ledger::LedgerError;
 
 /// Migrations for PostgreSQL, embedded in the binary.
@@ -65,8 +74,12 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../mig
 /// Migrations for SQLite, embedded in the binary.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// A SQLite connection driven from async code (each call runs on the blocking pool).
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub use sqlite_rt::SqliteRuntime;
+
+/// A SQLite connection driven from async code: each statement runs on tokio's blocking pool, or
+/// inline when the whole store operation was already moved onto a blocking thread (see
+/// [`SqliteRuntime`]).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, SqliteRuntime>;
 
 // `busy_timeout` comes first: the statements after it (`journal_mode` in particular) may need a
 // lock another connection holds, and must wait for it rather than fail with "database is locked".
@@ -79,6 +92,9 @@ pub enum StoreError {
     /// A domain rule refused the operation.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A catalog rule refused the operation.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// The database refused or failed a statement.
     #[error("database error")]
     Db(#[from] diesel::result::Error),
@@ -104,6 +120,15 @@ impl From<StoreError> for LedgerError {
         match e {
             StoreError::Ledger(e) => e,
             other => LedgerError::storage(other),
+        }
+    }
+}
+
+impl From<StoreError> for CatalogError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Catalog(e) => e,
+            other => CatalogError::storage(other),
         }
     }
 }
@@ -207,7 +232,14 @@ impl Store {
         let backend = Backend::from_url(url)?;
         let pools = match &backend {
             Backend::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                // No `SELECT 1` round trip on every checkout: a connection the server closed is
+                // noticed (and replaced) through `is_broken`, any other failure on first use.
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    url.as_str(),
+                    config,
+                );
                 let pool = Pool::builder(manager)
                     .max_size(options.pg_max_connections.max(1))
                     .build()
@@ -305,6 +337,8 @@ impl Store {
 
 fn sqlite_pool(path: &str, size: usize) -> Result<Pool<SqliteConn>, StoreError> {
     let mut config = ManagerConfig::<SqliteConn>::default();
+    // A local file does not drop connections: no `SELECT 1` on every checkout.
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(|url| {
         let url = url.to_owned();
         Box::pin(async move {

@@ -28,6 +28,7 @@ macro_rules! backend_ops {
                 accounts, checkin_configs, checkins, holds, lots, redeem_failures,
                 redemption_codes, redemptions, transactions,
             };
+            use crate::predicates::{ActiveHold, LiveLot};
             use crate::StoreError;
 
             type Conn = $conn;
@@ -76,7 +77,7 @@ macro_rules! backend_ops {
             async fn live_lots(conn: &mut Conn, account_id: i64) -> Result<AccountView, StoreError> {
                 let lots = lots::table
                     .filter(lots::account_id.eq(account_id))
-                    .filter(lots::remaining.gt(0))
+                    .filter(LiveLot)
                     .order(lots::id)
                     .select(LotRow::as_select())
                     .load(conn)
@@ -90,7 +91,7 @@ macro_rules! backend_ops {
             async fn active_holds(conn: &mut Conn, account_id: i64) -> Result<Vec<HoldRow>, StoreError> {
                 Ok(holds::table
                     .filter(holds::account_id.eq(account_id))
-                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                    .filter(ActiveHold)
                     .order(holds::id)
                     .select(HoldRow::as_select())
                     .load(conn)
@@ -340,15 +341,36 @@ macro_rules! backend_ops {
 
             /// The account and its live lots in one statement: read outside a transaction, two
             /// statements could see two states (a balance from before a movement, lots after it).
+            /// Active holds are not read: with `held` non-zero, read [`account`] in a snapshot.
+            pub(crate) async fn account_and_lots(
+                conn: &mut Conn,
+                account: &AccountRef,
+            ) -> Result<AccountView, StoreError> {
+                Ok(account_row_and_lots(conn, account).await?.0)
+            }
+
+            /// The account, its live lots and its active holds; the caller provides the
+            /// snapshot that makes the two statements agree.
             pub(crate) async fn account(
                 conn: &mut Conn,
                 account: &AccountRef,
             ) -> Result<AccountView, StoreError> {
+                let (mut view, account_id) = account_row_and_lots(conn, account).await?;
+                if let Some(id) = account_id.filter(|_| view.held != 0) {
+                    view.holds = active_holds(conn, id).await?.iter().map(HoldRow::view).collect();
+                }
+                Ok(view)
+            }
+
+            async fn account_row_and_lots(
+                conn: &mut Conn,
+                account: &AccountRef,
+            ) -> Result<(AccountView, Option<i64>), StoreError> {
                 let rows: Vec<(AccountRow, Option<LotRow>)> = accounts::table
                     .left_join(
                         lots::table.on(lots::account_id
                             .eq(accounts::id)
-                            .and(lots::remaining.gt(0))),
+                            .and(LiveLot)),
                     )
                     .filter(accounts::app_key.eq(&account.app))
                     .filter(accounts::user_id.eq(&account.user))
@@ -364,10 +386,7 @@ macro_rules! backend_ops {
                     account_id = Some(row.id);
                     view.lots.extend(lot.map(Into::into));
                 }
-                if let Some(id) = account_id.filter(|_| view.held != 0) {
-                    view.holds = active_holds(conn, id).await?.iter().map(HoldRow::view).collect();
-                }
-                Ok(view)
+                Ok((view, account_id))
             }
 
             pub(crate) async fn transactions(
@@ -375,15 +394,24 @@ macro_rules! backend_ops {
                 query: &TransactionQuery,
             ) -> Result<Vec<Transaction>, StoreError> {
                 let mut q = transactions::table
-                    .filter(transactions::app_key.eq(&query.app))
                     .select(TxnRow::as_select())
                     .order(transactions::id.desc())
                     .limit(query.limit)
                     .offset(query.offset)
                     .into_boxed();
-                if let Some(user) = &query.user {
-                    q = q.filter(transactions::user_id.eq(user));
-                }
+                q = match &query.user {
+                    // One user's history: through the account, so that the (account_id, id)
+                    // index answers it. Filtering on app and user instead walks the app's
+                    // (app_key, id) index over every user's rows until it finds this user's.
+                    Some(user) => q.filter(
+                        transactions::account_id.nullable().eq(accounts::table
+                            .filter(accounts::app_key.eq(&query.app))
+                            .filter(accounts::user_id.eq(user))
+                            .select(accounts::id)
+                            .single_value()),
+                    ),
+                    None => q.filter(transactions::app_key.eq(&query.app)),
+                };
                 if let Some(t) = query.txn_type {
                     q = q.filter(transactions::txn_type.eq(t.as_str()));
                 }
@@ -461,7 +489,7 @@ macro_rules! backend_ops {
                 limit: i64,
             ) -> Result<Vec<i64>, StoreError> {
                 let mut ids: Vec<i64> = lots::table
-                    .filter(lots::remaining.gt(0))
+                    .filter(LiveLot)
                     .filter(lots::expires_at.le(to_db(now)))
                     .select(lots::account_id)
                     .distinct()
@@ -469,7 +497,7 @@ macro_rules! backend_ops {
                     .load(conn)
                     .await?;
                 let hold_ids: Vec<i64> = holds::table
-                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                    .filter(ActiveHold)
                     .filter(holds::expires_at.le(to_db(now)))
                     .select(holds::account_id)
                     .distinct()

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::ops::{pg, sqlite};
 use crate::{Pools, Store, StoreError, error_chain};
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn pool_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Connection(e.to_string())
 }
 
@@ -34,7 +34,7 @@ macro_rules! write_tx {
             }
             Pools::Sqlite { write, .. } => {
                 let mut c = write.get().await.map_err(pool_error)?;
-                c.immediate_transaction(async |$conn| {
+                $crate::sqlite_rt::immediate_transaction(&mut c, async |$conn| {
                     use sqlite as $ops;
                     $body
                 })
@@ -92,6 +92,9 @@ macro_rules! snapshot {
     };
 }
 
+// The catalog's repository opens its transactions the same way.
+pub(crate) use {read, write_tx};
+
 impl Store {
     pub(crate) async fn ping_inner(&self) -> Result<(), StoreError> {
         read!(self, |conn, ops| ops::ping(conn).await)
@@ -115,6 +118,12 @@ fn logged(e: StoreError) -> LedgerError {
     e.into()
 }
 
+/// History pages starting at most this deep count as short reads (see [`Store::run_read`]).
+const SHORT_READ_OFFSET: i64 = 1_000;
+
+// Every operation goes through `Store::run` (on SQLite: one blocking call, its statements inline
+// there) or, when it is a short read, `Store::run_read` (on SQLite: inline where it is awaited);
+// on PostgreSQL both simply run. See `sqlite_rt.rs`.
 #[async_trait]
 impl LedgerRepository for Store {
     async fn apply(
@@ -123,37 +132,74 @@ impl LedgerRepository for Store {
         now: OffsetDateTime,
     ) -> Result<Transaction, LedgerError> {
         let hash = movement.request_hash();
-        match self.apply_once(&movement, &hash, now).await {
-            // The account lock serialises one key's requests, so this race is rare (two first
-            // requests creating the account at once); the retry finds the winner's row.
-            Err(StoreError::IdempotencyRace) => self.apply_once(&movement, &hash, now).await,
-            other => other,
-        }
+        self.run(move |store| async move {
+            match store.apply_once(&movement, &hash, now).await {
+                // The account lock serialises one key's requests, so this race is rare (two
+                // first requests creating the account at once); the retry finds the winner's row.
+                Err(StoreError::IdempotencyRace) => store.apply_once(&movement, &hash, now).await,
+                other => other,
+            }
+        })
+        .await
         .map_err(logged)
     }
 
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError> {
-        let request = &request;
-        write_tx!(self, |conn, ops| ops::checkin(conn, request).await).map_err(logged)
+        self.run(move |store| async move {
+            let request = &request;
+            write_tx!(store, |conn, ops| ops::checkin(conn, request).await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError> {
-        snapshot!(self, |conn, ops| ops::account(conn, &account).await).map_err(logged)
+        let account = &account;
+        self.run_read(async {
+            // One statement reads the account and its lots consistently. Only an account with
+            // holds needs a second statement, and so a snapshot around both.
+            let view = read!(self, |conn, ops| ops::account_and_lots(conn, account).await)?;
+            if view.held == 0 {
+                return Ok(view);
+            }
+            snapshot!(self, |conn, ops| ops::account(conn, account).await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError> {
-        read!(self, |conn, ops| ops::transactions(conn, &query).await).map_err(logged)
+        // One user's page near the top walks at most `offset + limit` index entries: a short
+        // read. App-wide listings and deep pages may walk far more.
+        if query.user.is_some() && query.offset <= SHORT_READ_OFFSET {
+            let query = &query;
+            return self
+                .run_read(async { read!(self, |conn, ops| ops::transactions(conn, query).await) })
+                .await
+                .map_err(logged);
+        }
+        self.run(move |store| async move {
+            read!(store, |conn, ops| ops::transactions(conn, &query).await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn latest_checkin(
         &self,
         account: AccountRef,
     ) -> Result<Option<CheckinRecord>, LedgerError> {
-        read!(self, |conn, ops| ops::latest_checkin(conn, &account).await).map_err(logged)
+        let account = &account;
+        self.run_read(async { read!(self, |conn, ops| ops::latest_checkin(conn, account).await) })
+            .await
+            .map_err(logged)
     }
 
     async fn checkin_config(&self, app: String) -> Result<Option<CheckinConfig>, LedgerError> {
-        read!(self, |conn, ops| ops::checkin_config(conn, &app).await).map_err(logged)
+        let app = &app;
+        self.run_read(async { read!(self, |conn, ops| ops::checkin_config(conn, app).await) })
+            .await
+            .map_err(logged)
     }
 
     async fn put_checkin_config(
@@ -163,11 +209,14 @@ impl LedgerRepository for Store {
         actor: String,
     ) -> Result<(), LedgerError> {
         let now = tally_ledger::clock::truncate_micros(OffsetDateTime::now_utc());
-        let (app, config, actor) = (&app, &config, &actor);
-        write_tx!(self, |conn, ops| ops::put_checkin_config(
-            conn, app, config, actor, now
-        )
-        .await)
+        self.run(move |store| async move {
+            let (app, config, actor) = (&app, &config, &actor);
+            write_tx!(store, |conn, ops| ops::put_checkin_config(
+                conn, app, config, actor, now
+            )
+            .await)
+        })
+        .await
         .map_err(logged)
     }
 
@@ -177,16 +226,19 @@ impl LedgerRepository for Store {
         now: OffsetDateTime,
     ) -> Result<Hold, LedgerError> {
         let hash = request.request_hash();
-        let (request, hash) = (&request, &hash);
-        match write_tx!(self, |conn, ops| ops::reserve(conn, request, hash, now)
-            .await)
-        {
-            Err(StoreError::IdempotencyRace) => {
-                write_tx!(self, |conn, ops| ops::reserve(conn, request, hash, now)
-                    .await)
+        self.run(move |store| async move {
+            let (request, hash) = (&request, &hash);
+            match write_tx!(store, |conn, ops| ops::reserve(conn, request, hash, now)
+                .await)
+            {
+                Err(StoreError::IdempotencyRace) => {
+                    write_tx!(store, |conn, ops| ops::reserve(conn, request, hash, now)
+                        .await)
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
+        .await
         .map_err(logged)
     }
 
@@ -199,9 +251,12 @@ impl LedgerRepository for Store {
         // A repeated capture is a replay only with the same key and the same figures.
         let capture_hash = idempotency_key
             .map(|key| tally_ledger::model::fingerprint(&(key, request.request_hash())));
-        let (request, hash) = (&request, capture_hash.as_deref());
-        write_tx!(self, |conn, ops| ops::capture(conn, request, hash, now)
-            .await)
+        self.run(move |store| async move {
+            let (request, hash) = (&request, capture_hash.as_deref());
+            write_tx!(store, |conn, ops| ops::capture(conn, request, hash, now)
+                .await)
+        })
+        .await
         .map_err(logged)
     }
 
@@ -211,14 +266,20 @@ impl LedgerRepository for Store {
         hold_id: i64,
         now: OffsetDateTime,
     ) -> Result<Hold, LedgerError> {
-        let app = &app;
-        write_tx!(self, |conn, ops| ops::release(conn, app, hold_id, now)
-            .await)
+        self.run(move |store| async move {
+            let app = &app;
+            write_tx!(store, |conn, ops| ops::release(conn, app, hold_id, now)
+                .await)
+        })
+        .await
         .map_err(logged)
     }
 
     async fn hold(&self, app: String, hold_id: i64) -> Result<Option<Hold>, LedgerError> {
-        read!(self, |conn, ops| ops::hold(conn, &app, hold_id).await).map_err(logged)
+        let app = &app;
+        self.run_read(async { read!(self, |conn, ops| ops::hold(conn, app, hold_id).await) })
+            .await
+            .map_err(logged)
     }
 
     async fn create_codes(
@@ -228,11 +289,14 @@ impl LedgerRepository for Store {
         batch: String,
         now: OffsetDateTime,
     ) -> Result<Vec<RedemptionCode>, LedgerError> {
-        let (request, codes, batch) = (&request, &codes, &batch);
-        write_tx!(self, |conn, ops| ops::create_codes(
-            conn, request, codes, batch, now
-        )
-        .await)
+        self.run(move |store| async move {
+            let (request, codes, batch) = (&request, &codes, &batch);
+            write_tx!(store, |conn, ops| ops::create_codes(
+                conn, request, codes, batch, now
+            )
+            .await)
+        })
+        .await
         .map_err(logged)
     }
 
@@ -242,8 +306,11 @@ impl LedgerRepository for Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<RedemptionCode>, LedgerError> {
-        read!(self, |conn, ops| ops::codes(conn, &app, limit, offset)
-            .await)
+        self.run(move |store| async move {
+            read!(store, |conn, ops| ops::codes(conn, &app, limit, offset)
+                .await)
+        })
+        .await
         .map_err(logged)
     }
 
@@ -251,8 +318,12 @@ impl LedgerRepository for Store {
         &self,
         request: RedeemRequest,
     ) -> Result<(RedemptionCode, Transaction), LedgerError> {
-        let request = &request;
-        write_tx!(self, |conn, ops| ops::redeem(conn, request).await).map_err(logged)
+        self.run(move |store| async move {
+            let request = &request;
+            write_tx!(store, |conn, ops| ops::redeem(conn, request).await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn record_redeem_failure(
@@ -260,11 +331,14 @@ impl LedgerRepository for Store {
         account: AccountRef,
         now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
-        let account = &account;
-        write_tx!(self, |conn, ops| ops::record_redeem_failure(
-            conn, account, now
-        )
-        .await)
+        self.run(move |store| async move {
+            let account = &account;
+            write_tx!(store, |conn, ops| ops::record_redeem_failure(
+                conn, account, now
+            )
+            .await)
+        })
+        .await
         .map_err(logged)
     }
 
@@ -273,22 +347,32 @@ impl LedgerRepository for Store {
         account: AccountRef,
         since: OffsetDateTime,
     ) -> Result<(i64, Option<OffsetDateTime>), LedgerError> {
-        read!(self, |conn, ops| ops::redeem_failures(
-            conn, &account, since
-        )
-        .await)
+        let account = &account;
+        self.run_read(async {
+            read!(self, |conn, ops| ops::redeem_failures(conn, account, since)
+                .await)
+        })
+        .await
         .map_err(logged)
     }
 
     async fn expire_due(&self, now: OffsetDateTime, limit: i64) -> Result<u64, LedgerError> {
-        let ids = read!(self, |conn, ops| ops::accounts_with_due_lots(
-            conn, now, limit
-        )
-        .await)
-        .map_err(logged)?;
+        let ids = self
+            .run(move |store| async move {
+                read!(store, |conn, ops| ops::accounts_with_due_lots(
+                    conn, now, limit
+                )
+                .await)
+            })
+            .await
+            .map_err(logged)?;
         let mut swept = 0;
         for id in ids {
-            let done = write_tx!(self, |conn, ops| ops::expire_account(conn, id, now).await)
+            let done = self
+                .run(move |store| async move {
+                    write_tx!(store, |conn, ops| ops::expire_account(conn, id, now).await)
+                })
+                .await
                 .map_err(logged)?;
             swept += u64::from(done);
         }
@@ -296,10 +380,12 @@ impl LedgerRepository for Store {
     }
 
     async fn audit(&self) -> Result<Vec<AccountAudit>, LedgerError> {
-        read!(self, |conn, ops| ops::audit(conn).await).map_err(logged)
+        self.run(move |store| async move { read!(store, |conn, ops| ops::audit(conn).await) })
+            .await
+            .map_err(logged)
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {
-        self.ping_inner().await.map_err(logged)
+        self.run_read(self.ping_inner()).await.map_err(logged)
     }
 }

@@ -126,6 +126,55 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plans (id) {
+        id -> BigInt,
+        app_key -> Text,
+        name -> Text,
+        description -> Text,
+        kind -> Text,
+        currency -> Text,
+        price_monthly -> Nullable<BigInt>,
+        price_yearly -> Nullable<BigInt>,
+        price -> Nullable<BigInt>,
+        credits_included -> BigInt,
+        features -> Text,
+        stripe_price_id_monthly -> Nullable<Text>,
+        stripe_price_id_yearly -> Nullable<Text>,
+        stripe_price_id -> Nullable<Text>,
+        creem_product_id_monthly -> Nullable<Text>,
+        creem_product_id_yearly -> Nullable<Text>,
+        creem_product_id -> Nullable<Text>,
+        active -> Bool,
+        sort_order -> BigInt,
+        credits_expire_days -> Nullable<Integer>,
+        created_by -> Text,
+        updated_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    coupons (id) {
+        id -> BigInt,
+        app_key -> Text,
+        code -> Text,
+        percent_off -> Nullable<BigInt>,
+        amount_off -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+        duration -> Text,
+        duration_months -> Nullable<Integer>,
+        max_redemptions -> Nullable<BigInt>,
+        times_redeemed -> BigInt,
+        expires_at -> Nullable<Timestamp>,
+        plan_ids -> Text,
+        active -> Bool,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(checkins -> transactions (transaction_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

@@ -1,6 +1,7 @@
 //! Handlers, one module per area.
 
 pub mod admin;
+pub mod catalog;
 pub mod checkin;
 pub mod codes;
 pub mod credits;
@@ -11,16 +12,19 @@ pub mod system;
 use std::future::Future;
 
 use actix_web::HttpRequest;
-use tally_ledger::{LedgerError, TxnType};
+use tally_ledger::TxnType;
 use tracing::Instrument;
 
 use crate::error::ApiError;
 
 /// Runs a money path on its own task so that a client hanging up cannot cancel a database
 /// transaction halfway; the handler still waits for the result.
-pub(crate) async fn detached<T: 'static>(
-    fut: impl Future<Output = Result<T, LedgerError>> + 'static,
-) -> Result<T, ApiError> {
+pub(crate) async fn detached<T: 'static, E: 'static>(
+    fut: impl Future<Output = Result<T, E>> + 'static,
+) -> Result<T, ApiError>
+where
+    ApiError: From<E>,
+{
     actix_web::rt::spawn(fut.instrument(tracing::Span::current()))
         .await
         .map_err(|_| ApiError::internal())?

@@ -1,0 +1,171 @@
+//! What each HTTP scenario sends, and the users and tokens it sends it for.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+use crate::load::Rng;
+
+/// The user id of user `i`; the same in the HTTP seed and the bulk preload.
+pub fn user_id(i: usize) -> String {
+    format!("user-{i:05}")
+}
+
+/// The user every `consume-hot` request charges.
+pub const HOT_USER: usize = 0;
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: i64,
+}
+
+/// HS256 bearer tokens (`sub`, `exp`) for users `0..users`, ready to send.
+pub fn mint_tokens(secret: &str, users: usize) -> Result<Vec<HeaderValue>, String> {
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let header = Header::new(Algorithm::HS256);
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 24 * 3600;
+    (0..users)
+        .map(|i| {
+            let sub = user_id(i);
+            let token = jsonwebtoken::encode(&header, &Claims { sub: &sub, exp }, &key)
+                .map_err(|e| format!("signing a token: {e}"))?;
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| format!("token header: {e}"))
+        })
+        .collect()
+}
+
+/// The requests of one scenario.
+#[derive(Debug)]
+pub enum Workload {
+    /// `GET /credits/balance` as a random user (also what the bare baseline server answers).
+    Balance {
+        host: HeaderValue,
+        tokens: Vec<HeaderValue>,
+    },
+    /// `GET /credits/transactions?limit=20` as a random user.
+    History {
+        host: HeaderValue,
+        tokens: Vec<HeaderValue>,
+    },
+    /// `POST /internal/credits/consume` of 1 credit, on a random user or always on [`HOT_USER`],
+    /// each with its own idempotency key.
+    Consume {
+        host: HeaderValue,
+        service_key: HeaderValue,
+        users: usize,
+        hot: bool,
+        run: String,
+    },
+    /// `POST /checkin`, each user once, then nothing left.
+    Checkin {
+        host: HeaderValue,
+        tokens: Vec<HeaderValue>,
+        next: AtomicUsize,
+    },
+    /// `POST /internal/credits/grant` of `amount` to each user once (the seed).
+    Grant {
+        host: HeaderValue,
+        service_key: HeaderValue,
+        users: usize,
+        amount: i64,
+        next: AtomicUsize,
+    },
+}
+
+fn get(
+    host: &HeaderValue,
+    path: &'static str,
+    auth: &HeaderValue,
+) -> Result<Request<Full<Bytes>>, String> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(HOST, host.clone())
+        .header(AUTHORIZATION, auth.clone())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("building a request: {e}"))
+}
+
+fn post(
+    host: &HeaderValue,
+    path: &'static str,
+    auth: &HeaderValue,
+    body: Option<String>,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(HOST, host.clone())
+        .header(AUTHORIZATION, auth.clone());
+    if body.is_some() {
+        b = b.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    b.body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+        .map_err(|e| format!("building a request: {e}"))
+}
+
+impl Workload {
+    /// The next request for `worker`'s `seq`-th call; `None` when there is nothing left to do.
+    pub fn request(
+        &self,
+        rng: &mut Rng,
+        worker: usize,
+        seq: u64,
+    ) -> Option<Result<Request<Full<Bytes>>, String>> {
+        Some(match self {
+            Workload::Balance { host, tokens } => {
+                get(host, "/credits/balance", &tokens[rng.below(tokens.len())])
+            }
+            Workload::History { host, tokens } => get(
+                host,
+                "/credits/transactions?limit=20",
+                &tokens[rng.below(tokens.len())],
+            ),
+            Workload::Consume {
+                host,
+                service_key,
+                users,
+                hot,
+                run,
+            } => {
+                let user = if *hot { HOT_USER } else { rng.below(*users) };
+                let body = format!(
+                    "{{\"user_id\":\"{}\",\"amount\":1,\"description\":\"AI chat completion (benchmark)\",\
+                     \"idempotency_key\":\"{run}-{worker}-{seq}\",\"metadata\":{{\"model\":\"bench\"}}}}",
+                    user_id(user)
+                );
+                post(host, "/internal/credits/consume", service_key, Some(body))
+            }
+            Workload::Checkin { host, tokens, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let token = tokens.get(i)?;
+                post(host, "/checkin", token, None)
+            }
+            Workload::Grant {
+                host,
+                service_key,
+                users,
+                amount,
+                next,
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= *users {
+                    return None;
+                }
+                let body = format!(
+                    "{{\"user_id\":\"{}\",\"amount\":{amount},\"description\":\"Benchmark seed\",\
+                     \"idempotency_key\":\"seed\"}}",
+                    user_id(i)
+                );
+                post(host, "/internal/credits/grant", service_key, Some(body))
+            }
+        })
+    }
+}

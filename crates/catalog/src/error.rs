@@ -1,0 +1,80 @@
+//! Domain errors. They know nothing of HTTP; the API shell maps them to status codes.
+
+/// One problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The offending field, as the wire names it (e.g. `price_monthly`, `features[2]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Everything a catalog operation can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The request is malformed or out of range; every problem found names its field.
+    #[error("invalid {}", summary(.0))]
+    Validation(Vec<FieldError>),
+    /// A unique value is already taken, e.g. a coupon code within the app.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No such plan in the caller's app.
+    #[error("plan not found")]
+    PlanNotFound,
+    /// The storage backend failed; the source carries the detail (never shown to clients).
+    #[error("storage failure")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn summary(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl CatalogError {
+    /// A validation error about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    /// Wraps a storage error.
+    pub fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(Box::new(e))
+    }
+}
+
+/// Collects field problems so that one answer lists all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<FieldError>);
+
+impl Problems {
+    /// Records `message` against `field` unless `ok`.
+    pub(crate) fn check(&mut self, ok: bool, field: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.add(field, message);
+        }
+    }
+
+    /// Records a problem.
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// `Ok` when nothing was recorded.
+    pub(crate) fn finish(self) -> Result<(), CatalogError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CatalogError::Validation(self.0))
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The storage port. The `tally-store` crate implements it for SQLite and PostgreSQL.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{CatalogError, Coupon, CouponSpec, Plan, PlanPatch, PlanSpec};
+
+/// A validated plan to store.
+#[derive(Debug, Clone)]
+pub struct NewPlan {
+    /// App key.
+    pub app: String,
+    /// The validated fields.
+    pub spec: PlanSpec,
+    /// The acting admin.
+    pub actor: String,
+    /// Creation instant.
+    pub now: OffsetDateTime,
+}
+
+/// A partial update of one plan.
+#[derive(Debug, Clone)]
+pub struct PlanUpdate {
+    /// App key; a plan of another app is not found.
+    pub app: String,
+    /// Plan id.
+    pub id: String,
+    /// The fields to replace; merged with [`PlanPatch::merge`] under the row lock.
+    pub patch: PlanPatch,
+    /// The acting admin.
+    pub actor: String,
+    /// Update instant.
+    pub now: OffsetDateTime,
+}
+
+/// One plan of one app.
+#[derive(Debug, Clone)]
+pub struct PlanKey {
+    /// App key.
+    pub app: String,
+    /// Plan id.
+    pub id: String,
+}
+
+/// Which plans to list: always ordered by `sort_order`, then id.
+#[derive(Debug, Clone)]
+pub struct PlanQuery {
+    /// App key.
+    pub app: String,
+    /// Only plans with `active = true`.
+    pub active_only: bool,
+}
+
+/// A validated coupon to store.
+#[derive(Debug, Clone)]
+pub struct NewCoupon {
+    /// App key.
+    pub app: String,
+    /// The validated fields (plan ids already checked against the app's plans).
+    pub spec: CouponSpec,
+    /// The acting admin.
+    pub actor: String,
+    /// Creation instant.
+    pub now: OffsetDateTime,
+}
+
+/// A page of an app's coupons, newest first.
+#[derive(Debug, Clone)]
+pub struct CouponQuery {
+    /// App key.
+    pub app: String,
+    /// Rows to fetch.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// Everything the catalog needs from a database. Each write is one database transaction.
+#[async_trait]
+pub trait CatalogRepository: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new plan.
+    async fn insert_plan(&self, plan: NewPlan) -> Result<Plan, CatalogError>;
+
+    /// Locks the plan, merges the patch with [`PlanPatch::merge`] (which re-validates the
+    /// whole plan) and stores the result; [`CatalogError::PlanNotFound`] when the app has no
+    /// such plan.
+    async fn update_plan(&self, update: PlanUpdate) -> Result<Plan, CatalogError>;
+
+    /// One plan of the app, if it exists.
+    async fn plan(&self, key: PlanKey) -> Result<Option<Plan>, CatalogError>;
+
+    /// The app's plans, by `sort_order` then id.
+    async fn plans(&self, query: PlanQuery) -> Result<Vec<Plan>, CatalogError>;
+
+    /// Stores a new coupon; a code the app already has is a [`CatalogError::Conflict`].
+    async fn insert_coupon(&self, coupon: NewCoupon) -> Result<Coupon, CatalogError>;
+
+    /// A page of the app's coupons, newest first.
+    async fn coupons(&self, query: CouponQuery) -> Result<Vec<Coupon>, CatalogError>;
+}

@@ -1,0 +1,189 @@
+//! The catalog service: validation, the clock, and the checks that span several records.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::error::Problems;
+use crate::validate::{truncate_micros, validate_app};
+use crate::{
+    CatalogError, CatalogRepository, Coupon, CouponQuery, CouponSpec, NewCoupon, NewPlan, Plan,
+    PlanKey, PlanPatch, PlanQuery, PlanSpec, PlanUpdate,
+};
+
+/// Reads the current instant.
+pub type Now = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+/// Plans and coupons of every app, over any [`CatalogRepository`].
+#[derive(Clone)]
+pub struct Catalog {
+    repo: Arc<dyn CatalogRepository>,
+    now: Now,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("repo", &self.repo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// A catalog over `repo` on the wall clock.
+    pub fn new(repo: impl CatalogRepository) -> Self {
+        Self::with_clock(Arc::new(repo), Arc::new(OffsetDateTime::now_utc))
+    }
+
+    /// A catalog over `repo`, reading time from `now` (so that it can share the ledger's clock).
+    pub fn with_clock(repo: Arc<dyn CatalogRepository>, now: Now) -> Self {
+        Self { repo, now }
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        truncate_micros((self.now)())
+    }
+
+    /// Creates a plan in `app`, recording `actor`.
+    pub async fn create_plan(
+        &self,
+        app: &str,
+        spec: PlanSpec,
+        actor: &str,
+    ) -> Result<Plan, CatalogError> {
+        validate_app(app)?;
+        let spec = spec.validated()?;
+        self.repo
+            .insert_plan(NewPlan {
+                app: app.to_owned(),
+                spec,
+                actor: actor.to_owned(),
+                now: self.now(),
+            })
+            .await
+    }
+
+    /// Applies a partial update; the merged plan must be valid as a whole. An empty patch
+    /// answers the plan unchanged.
+    pub async fn update_plan(
+        &self,
+        app: &str,
+        id: &str,
+        patch: PlanPatch,
+        actor: &str,
+    ) -> Result<Plan, CatalogError> {
+        validate_app(app)?;
+        if patch.is_empty() {
+            return self.plan(app, id).await?.ok_or(CatalogError::PlanNotFound);
+        }
+        self.repo
+            .update_plan(PlanUpdate {
+                app: app.to_owned(),
+                id: id.to_owned(),
+                patch,
+                actor: actor.to_owned(),
+                now: self.now(),
+            })
+            .await
+    }
+
+    /// One plan of the app, active or not.
+    pub async fn plan(&self, app: &str, id: &str) -> Result<Option<Plan>, CatalogError> {
+        validate_app(app)?;
+        self.repo
+            .plan(PlanKey {
+                app: app.to_owned(),
+                id: id.to_owned(),
+            })
+            .await
+    }
+
+    /// Every plan of the app (admin view), by `sort_order` then id.
+    pub async fn plans(&self, app: &str) -> Result<Vec<Plan>, CatalogError> {
+        self.list(app, false).await
+    }
+
+    /// The plans users may buy: active ones only, by `sort_order` then id.
+    pub async fn public_plans(&self, app: &str) -> Result<Vec<Plan>, CatalogError> {
+        self.list(app, true).await
+    }
+
+    async fn list(&self, app: &str, active_only: bool) -> Result<Vec<Plan>, CatalogError> {
+        validate_app(app)?;
+        self.repo
+            .plans(PlanQuery {
+                app: app.to_owned(),
+                active_only,
+            })
+            .await
+    }
+
+    /// Creates a coupon in `app`, recording `actor`. Every plan id must name a plan of the app;
+    /// an `amount_off` coupon must be in the currency of the plans it is restricted to.
+    pub async fn create_coupon(
+        &self,
+        app: &str,
+        spec: CouponSpec,
+        actor: &str,
+    ) -> Result<Coupon, CatalogError> {
+        validate_app(app)?;
+        let now = self.now();
+        let spec = spec.validated(now)?;
+        if !spec.plan_ids.is_empty() {
+            let plans = self.plans(app).await?;
+            let mut p = Problems::default();
+            for (i, id) in spec.plan_ids.iter().enumerate() {
+                match plans.iter().find(|plan| &plan.id == id) {
+                    None => p.add(
+                        format!("plan_ids[{i}]"),
+                        format!("no plan '{id}' in this app"),
+                    ),
+                    Some(plan) => {
+                        if let Some(currency) = &spec.currency {
+                            p.check(
+                                &plan.currency == currency,
+                                format!("plan_ids[{i}]"),
+                                format!(
+                                    "plan '{id}' is priced in {}, not {currency}",
+                                    plan.currency
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            p.finish()?;
+        }
+        self.repo
+            .insert_coupon(NewCoupon {
+                app: app.to_owned(),
+                spec,
+                actor: actor.to_owned(),
+                now,
+            })
+            .await
+    }
+
+    /// A page of the app's coupons, newest first.
+    pub async fn coupons(
+        &self,
+        app: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Coupon>, CatalogError> {
+        validate_app(app)?;
+        if !(1..=1000).contains(&limit) {
+            return Err(CatalogError::invalid("limit", "must be between 1 and 1000"));
+        }
+        if offset < 0 {
+            return Err(CatalogError::invalid("offset", "must be 0 or more"));
+        }
+        self.repo
+            .coupons(CouponQuery {
+                app: app.to_owned(),
+                limit,
+                offset,
+            })
+            .await
+    }
+}

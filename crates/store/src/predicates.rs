@@ -1,0 +1,53 @@
+//! The fixed predicates of the partial indexes, written into the statement text rather than
+//! bound as parameters.
+//!
+//! `lots_live`/`lots_due` are defined `WHERE remaining > 0` and `holds_active`/`holds_due`
+//! `WHERE status = 'active'`. With the constant bound as a parameter (`remaining > ?`), SQLite
+//! decides whether the partial index applies by peeking at the bound value, and so marks the
+//! prepared statement to be prepared again every time that parameter is bound — every execution;
+//! PostgreSQL's generic plans cannot use such an index at all. Diesel's `sql()` literal would
+//! keep the constant in the text but turns statement caching off, so these are small expression
+//! types of their own: constant SQL, cacheable.
+
+use diesel::backend::Backend;
+use diesel::expression::{AppearsOnTable, Expression, ValidGrouping, is_aggregate};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::result::QueryResult;
+use diesel::sql_types::Bool;
+
+macro_rules! fixed_predicate {
+    ($(#[$doc:meta])* $name:ident, $sql:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, QueryId)]
+        pub(crate) struct $name;
+
+        impl Expression for $name {
+            type SqlType = Bool;
+        }
+
+        impl<QS> AppearsOnTable<QS> for $name {}
+
+        impl<GB> ValidGrouping<GB> for $name {
+            type IsAggregate = is_aggregate::Never;
+        }
+
+        impl<DB: Backend> QueryFragment<DB> for $name {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+    };
+}
+
+fixed_predicate!(
+    /// `lots.remaining > 0`: a lot with credits left (the `lots_live` and `lots_due` indexes).
+    LiveLot,
+    "\"lots\".\"remaining\" > 0"
+);
+
+fixed_predicate!(
+    /// `holds.status = 'active'` (the `holds_active` and `holds_due` indexes).
+    ActiveHold,
+    "\"holds\".\"status\" = 'active'"
+);
