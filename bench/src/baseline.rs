@@ -5,11 +5,14 @@
 //!   response's size — what HTTP alone costs on this machine.
 //! - `baseline-db`: the SQL statements of a write endpoint's transaction — the same Diesel
 //!   queries `tally-store` issues, against the same schema — through a pool of the size the
-//!   server uses, with nothing else around them. On SQLite a whole transaction runs in one
+//!   server uses, with nothing else around them (for check-in, also the configuration read that
+//!   precedes its transaction, on a reader connection). On SQLite a whole transaction runs in one
 //!   blocking call on the single writer connection (the least overhead the pool allows); on
 //!   PostgreSQL each statement is a round trip on a pooled `AsyncPgConnection`, as in the server.
 //!   (SQLite's pool of one is the connection behind a mutex, taken on a blocking thread per
 //!   transaction: one hand-off between transactions, the least any pool of one can cost.)
+//! - `baseline-db:balance`: the balance `SELECT` alone on connections like the server's readers
+//!   (informational: how much of a balance request is the database).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,7 +93,7 @@ macro_rules! write_ops {
             use tally_ledger::checkin::{streak_for, CheckinConfig, CheckinRecord};
             use tally_ledger::plan::{plan_movement, Plan};
             use tally_ledger::{AccountView, LotView, MovementKind, TxnType};
-            use tally_store::schema::{accounts, checkins, lots, transactions};
+            use tally_store::schema::{accounts, checkin_configs, checkins, lots, transactions};
             use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
             use super::{LiveLot, OpError};
@@ -260,8 +263,23 @@ macro_rules! write_ops {
                 Ok(())
             }
 
-            /// `POST /checkin` for `day` (the check-in configuration is read before the
-            /// transaction and is not part of it).
+            /// The check-in configuration read that precedes `POST /checkin`'s transaction.
+            pub(crate) $($kw)? fn checkin_config(conn: &mut Conn) -> Result<(), OpError> {
+                let _config: Option<(bool, String, String, Option<i32>)> = checkin_configs::table
+                    .find("default")
+                    .select((
+                        checkin_configs::enabled,
+                        checkin_configs::rewards,
+                        checkin_configs::timezone,
+                        checkin_configs::credits_expire_days,
+                    ))
+                    .first(conn)
+                    $($aw)*
+                    .optional()?;
+                Ok(())
+            }
+
+            /// `POST /checkin`'s transaction for `day`.
             pub(crate) $($kw)? fn checkin(conn: &mut Conn, user: &str, day: Date) -> Result<(), OpError> {
                 let now = OffsetDateTime::now_utc();
                 let account = lock_account(conn, user)$($aw)*?;
@@ -355,7 +373,12 @@ const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode =
 pub enum DbPool {
     /// The single SQLite writer: each transaction takes it on a blocking thread and runs
     /// whole there, the least a pool of one can cost.
-    Sqlite(Arc<std::sync::Mutex<SqliteConnection>>),
+    Sqlite {
+        /// The writer.
+        writer: Arc<std::sync::Mutex<SqliteConnection>>,
+        /// Readers, for the reads an endpoint makes before its transaction.
+        readers: Arc<Vec<std::sync::Mutex<SqliteConnection>>>,
+    },
     /// PostgreSQL connections.
     Pg(Pool<AsyncPgConnection>),
     /// SQLite reader connections, used synchronously right where the worker runs (as the
@@ -366,7 +389,7 @@ pub enum DbPool {
 impl std::fmt::Debug for DbPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            DbPool::Sqlite(_) => "DbPool::Sqlite",
+            DbPool::Sqlite { .. } => "DbPool::Sqlite",
             DbPool::Pg(_) => "DbPool::Pg",
             DbPool::SqliteRead(_) => "DbPool::SqliteRead",
         })
@@ -375,7 +398,12 @@ impl std::fmt::Debug for DbPool {
 
 impl DbPool {
     /// Opens the pool and all of its connections.
-    pub async fn open(kind: DbKind, url: &str, pg_pool: usize) -> Result<(Self, usize), String> {
+    pub async fn open(
+        kind: DbKind,
+        url: &str,
+        pg_pool: usize,
+        sqlite_readers: usize,
+    ) -> Result<(Self, usize), String> {
         let (pool, size) = match kind {
             DbKind::Sqlite => {
                 let path = url
@@ -387,8 +415,9 @@ impl DbPool {
                     .map_err(|e| format!("opening {path}: {e}"))?;
                 conn.batch_execute(SQLITE_PRAGMAS)
                     .map_err(|e| format!("pragmas: {e}"))?;
-                let pool = Arc::new(std::sync::Mutex::new(conn));
-                (DbPool::Sqlite(pool), 1)
+                let writer = Arc::new(std::sync::Mutex::new(conn));
+                let readers = Arc::new(sqlite_readers_for(url, sqlite_readers)?);
+                (DbPool::Sqlite { writer, readers }, 1)
             }
             DbKind::Postgres => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
@@ -412,21 +441,9 @@ impl DbPool {
         pg_pool: usize,
     ) -> Result<(Self, usize), String> {
         match kind {
-            DbKind::Postgres => Self::open(kind, url, pg_pool).await,
+            DbKind::Postgres => Self::open(kind, url, pg_pool, readers).await,
             DbKind::Sqlite => {
-                use diesel::Connection;
-                use diesel::connection::SimpleConnection;
-                let path = url
-                    .strip_prefix("sqlite://")
-                    .ok_or_else(|| format!("not an SQLite URL: {url}"))?;
-                let mut conns = Vec::new();
-                for _ in 0..readers.max(1) {
-                    let mut c = SqliteConnection::establish(path)
-                        .map_err(|e| format!("opening {path}: {e}"))?;
-                    c.batch_execute(SQLITE_PRAGMAS)
-                        .map_err(|e| format!("pragmas: {e}"))?;
-                    conns.push(std::sync::Mutex::new(c));
-                }
+                let conns = sqlite_readers_for(url, readers)?;
                 let n = conns.len();
                 Ok((DbPool::SqliteRead(Arc::new(conns)), n))
             }
@@ -448,7 +465,7 @@ impl DbPool {
             }};
         }
         match self {
-            DbPool::Sqlite(_) => {}
+            DbPool::Sqlite { .. } => {}
             DbPool::Pg(p) => warm!(p),
             DbPool::SqliteRead(_) => {}
         }
@@ -507,6 +524,41 @@ impl DbDriver {
     }
 }
 
+/// `n` SQLite connections with the server's settings.
+fn sqlite_readers_for(
+    url: &str,
+    n: usize,
+) -> Result<Vec<std::sync::Mutex<SqliteConnection>>, String> {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let path = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| format!("not an SQLite URL: {url}"))?;
+    (0..n.max(1))
+        .map(|_| {
+            let mut c =
+                SqliteConnection::establish(path).map_err(|e| format!("opening {path}: {e}"))?;
+            c.batch_execute(SQLITE_PRAGMAS)
+                .map_err(|e| format!("pragmas: {e}"))?;
+            Ok(std::sync::Mutex::new(c))
+        })
+        .collect()
+}
+
+/// The first free connection of `conns`, else waits for one.
+fn take(
+    conns: &[std::sync::Mutex<SqliteConnection>],
+) -> Result<std::sync::MutexGuard<'_, SqliteConnection>, OpError> {
+    if let Some(c) = conns.iter().find_map(|c| c.try_lock().ok()) {
+        return Ok(c);
+    }
+    conns
+        .first()
+        .ok_or_else(|| OpError("no connection".into()))?
+        .lock()
+        .map_err(|_| OpError("connection lock poisoned".into()))
+}
+
 enum Args {
     Balance { user: String },
     Consume { user: String, key: String },
@@ -547,9 +599,13 @@ impl Driver for DbDriver {
         };
         self.seq += 1;
         let result: Result<(), OpError> = match &self.pool {
-            DbPool::Sqlite(conn) => {
-                let conn = conn.clone();
+            DbPool::Sqlite { writer, readers } => {
+                let (conn, readers) = (writer.clone(), readers.clone());
                 tokio::task::spawn_blocking(move || {
+                    if let Args::Checkin { .. } = &args {
+                        let mut r = take(&readers)?;
+                        sqlite_ops::checkin_config(&mut r)?;
+                    }
                     let mut c = conn
                         .lock()
                         .map_err(|_| OpError("connection lock poisoned".into()))?;
@@ -570,12 +626,25 @@ impl Driver for DbDriver {
                         // A read is one statement, outside any transaction, as in the server.
                         Args::Balance { user } => pg_ops::balance(&mut conn, user).await,
                         _ => {
-                            AsyncConnection::transaction(&mut *conn, async |c| match args {
-                                Args::Balance { user } => pg_ops::balance(c, user).await,
-                                Args::Consume { user, key } => pg_ops::consume(c, user, key).await,
-                                Args::Checkin { user, day } => pg_ops::checkin(c, user, *day).await,
-                            })
-                            .await
+                            let config = match args {
+                                Args::Checkin { .. } => pg_ops::checkin_config(&mut conn).await,
+                                _ => Ok(()),
+                            };
+                            match config {
+                                Err(e) => Err(e),
+                                Ok(()) => {
+                                    AsyncConnection::transaction(&mut *conn, async |c| match args {
+                                        Args::Balance { user } => pg_ops::balance(c, user).await,
+                                        Args::Consume { user, key } => {
+                                            pg_ops::consume(c, user, key).await
+                                        }
+                                        Args::Checkin { user, day } => {
+                                            pg_ops::checkin(c, user, *day).await
+                                        }
+                                    })
+                                    .await
+                                }
+                            }
                         }
                     }
                 }
@@ -585,18 +654,8 @@ impl Driver for DbDriver {
                 let Args::Balance { user } = &args else {
                     return Outcome::Error("writes go through the writer pool".into());
                 };
-                let i = self.worker % conns.len();
-                // A worker thread takes the first free connection; the query runs right here.
-                let slot = (0..conns.len())
-                    .map(|k| (i + k) % conns.len())
-                    .find_map(|k| conns[k].try_lock().ok());
-                match slot {
-                    Some(mut c) => sqlite_ops::balance(&mut c, user),
-                    None => match conns[i].lock() {
-                        Ok(mut c) => sqlite_ops::balance(&mut c, user),
-                        Err(_) => Err(OpError("connection lock poisoned".into())),
-                    },
-                }
+                // The query runs right here, on the worker's thread.
+                take(conns).and_then(|mut c| sqlite_ops::balance(&mut c, user))
             }
         };
         match result {

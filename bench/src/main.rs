@@ -583,7 +583,8 @@ async fn bench(
                 cli.users,
                 pre.as_secs_f64()
             ));
-            let (pool, size) = DbPool::open(kind, &base_url, cli.pg_pool).await?;
+            let (pool, size) =
+                DbPool::open(kind, &base_url, cli.pg_pool, cli.sqlite_readers).await?;
             report.setup.push(format!(
                 "baseline-db pool: {size} connection(s), as the server's write pool"
             ));
