@@ -64,6 +64,37 @@ pub struct Settings {
     pub pg_max_connections: usize,
     /// SQLite reader connections.
     pub sqlite_readers: usize,
+    /// Stripe secret API key (`sk_test_…`/`sk_live_…`); the Stripe channel is off without it.
+    pub stripe_secret_key: Option<Secret>,
+    /// Stripe webhook endpoint secret (`whsec_…`).
+    pub stripe_webhook_secret: Option<Secret>,
+    /// Stripe API base URL.
+    pub stripe_api_base: String,
+    /// Creem API key (`creem_test_…` or `creem_…`); the Creem channel is off without it.
+    pub creem_api_key: Option<Secret>,
+    /// Creem webhook secret.
+    pub creem_webhook_secret: Option<Secret>,
+    /// Creem API base URL; default: the test host for `creem_test_` keys, else the live host.
+    pub creem_api_base: Option<String>,
+    /// Enables the `sandbox` channel (a local test checkout page; never in production).
+    pub sandbox_enabled: bool,
+    /// Secret the sandbox signs its events with; random per start when absent.
+    pub sandbox_webhook_secret: Option<Secret>,
+    /// Public base URL of this server, for links it hands out (the sandbox page); default:
+    /// `http://` + the bound address.
+    pub public_url: Option<String>,
+    /// Comma-separated hosts that redirect URLs may point at (`*.example.com` allows
+    /// sub-domains).
+    pub allowed_redirect_hosts: String,
+    /// Timeout of one call to a payment provider, seconds.
+    pub provider_timeout_seconds: u64,
+    /// Attempts per provider call (retries on network errors, 409, 429 and 5xx).
+    pub provider_max_attempts: u32,
+    /// Comma-separated browser origins allowed to call the API (`https://app.example`, or `*`);
+    /// none by default.
+    pub cors_origins: String,
+    /// Sends `Access-Control-Allow-Credentials: true` to allowed origins (not with `*`).
+    pub cors_allow_credentials: bool,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Default log filter when `RUST_LOG` is unset.
@@ -88,6 +119,20 @@ impl Default for Settings {
             sweep_interval_seconds: 60,
             pg_max_connections: 16,
             sqlite_readers: 4,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            creem_api_key: None,
+            creem_webhook_secret: None,
+            creem_api_base: None,
+            sandbox_enabled: false,
+            sandbox_webhook_secret: None,
+            public_url: None,
+            allowed_redirect_hosts: "localhost,127.0.0.1".into(),
+            provider_timeout_seconds: 15,
+            provider_max_attempts: 3,
+            cors_origins: String::new(),
+            cors_allow_credentials: false,
             log_format: "json".into(),
             log_level: "info".into(),
         }
@@ -110,6 +155,20 @@ const KEYS: &[&str] = &[
     "sweep_interval_seconds",
     "pg_max_connections",
     "sqlite_readers",
+    "stripe_secret_key",
+    "stripe_webhook_secret",
+    "stripe_api_base",
+    "creem_api_key",
+    "creem_webhook_secret",
+    "creem_api_base",
+    "sandbox_enabled",
+    "sandbox_webhook_secret",
+    "public_url",
+    "allowed_redirect_hosts",
+    "provider_timeout_seconds",
+    "provider_max_attempts",
+    "cors_origins",
+    "cors_allow_credentials",
     "log_format",
     "log_level",
 ];
@@ -139,10 +198,42 @@ impl Settings {
         if self.body_limit_bytes < 1024 {
             return Err("body_limit_bytes (TALLY_BODY_LIMIT_BYTES) must be at least 1024".into());
         }
+        if self.provider_timeout_seconds == 0 {
+            return Err(
+                "provider_timeout_seconds (TALLY_PROVIDER_TIMEOUT_SECONDS) must be at least 1"
+                    .into(),
+            );
+        }
+        if !(1..=10).contains(&self.provider_max_attempts) {
+            return Err("provider_max_attempts (TALLY_PROVIDER_MAX_ATTEMPTS) must be 1-10".into());
+        }
+        self.cors().validate()?;
         if self.workers == Some(0) {
             return Err("workers (TALLY_WORKERS) must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The CORS configuration.
+    pub fn cors(&self) -> tally_api::CorsConfig {
+        tally_api::CorsConfig {
+            origins: self
+                .cors_origins
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            allow_credentials: self.cors_allow_credentials,
+        }
+    }
+
+    /// The allowed redirect hosts as a list.
+    pub fn redirect_hosts(&self) -> Vec<String> {
+        self.allowed_redirect_hosts
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect()
     }
 
     /// Where a generated JWT secret lives: beside the SQLite database file.

@@ -12,7 +12,12 @@ use tally_api::{
     AppState, AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, Metrics, ServiceKeys,
 };
 use tally_catalog::Catalog;
+use tally_checkout::{Checkout, CheckoutConfig, Providers, SandboxDriver};
 use tally_ledger::{Clock, Ledger};
+use tally_providers::{
+    CreemConfig, CreemProvider, HttpClient, HttpConfig, SandboxConfig, SandboxProvider,
+    StripeConfig, StripeProvider,
+};
 use tally_store::{Store, StoreOptions};
 
 use crate::Settings;
@@ -144,6 +149,78 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     Ok(store)
 }
 
+/// The configured payment channels: a provider whose credentials are absent stays off.
+fn payment_providers(
+    settings: &Settings,
+    port: u16,
+) -> Result<(Providers, Option<Arc<dyn SandboxDriver>>), StartupError> {
+    let client = HttpClient::new(HttpConfig {
+        request_timeout: Duration::from_secs(settings.provider_timeout_seconds),
+        max_attempts: settings.provider_max_attempts,
+        ..HttpConfig::default()
+    })
+    .map_err(|e| StartupError::Config(format!("payment providers: {e}")))?;
+    let expose = |s: &Option<crate::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+    let mut providers = Providers::default();
+    if settings.stripe_secret_key.is_some() || settings.stripe_webhook_secret.is_some() {
+        providers = providers.with(Arc::new(StripeProvider::new(
+            StripeConfig {
+                secret_key: expose(&settings.stripe_secret_key),
+                webhook_secret: expose(&settings.stripe_webhook_secret),
+                api_base: settings.stripe_api_base.trim_end_matches('/').to_owned(),
+                ..StripeConfig::default()
+            },
+            client.clone(),
+        )));
+    }
+    if settings.creem_api_key.is_some() || settings.creem_webhook_secret.is_some() {
+        let mut config = CreemConfig::new(
+            expose(&settings.creem_api_key),
+            expose(&settings.creem_webhook_secret),
+        );
+        if let Some(base) = &settings.creem_api_base {
+            config.api_base = base.trim_end_matches('/').to_owned();
+        }
+        providers = providers.with(Arc::new(CreemProvider::new(config, client)));
+    }
+    let mut sandbox: Option<Arc<dyn SandboxDriver>> = None;
+    if settings.sandbox_enabled {
+        let public_base_url = match &settings.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = settings
+                    .bind
+                    .rsplit_once(':')
+                    .map_or("127.0.0.1", |(host, _)| host);
+                let host = if host == "0.0.0.0" || host == "[::]" {
+                    "127.0.0.1"
+                } else {
+                    host
+                };
+                format!("http://{host}:{port}")
+            }
+        };
+        let webhook_secret = match &settings.sandbox_webhook_secret {
+            Some(s) => s.expose().to_owned(),
+            None => {
+                let bytes: [u8; 24] = rand::random();
+                format!("whsec_sandbox_{}", hex::encode(bytes))
+            }
+        };
+        let provider = SandboxProvider::new(SandboxConfig {
+            public_base_url: public_base_url.clone(),
+            webhook_secret,
+        });
+        providers = providers.with(Arc::new(provider.clone()));
+        sandbox = Some(Arc::new(provider));
+        tracing::warn!(
+            page = %format!("{public_base_url}/payment/sandbox/…"),
+            "the sandbox payment channel is enabled: anyone who can reach this server can \"pay\" sandbox orders; never enable it in production"
+        );
+    }
+    Ok((providers, sandbox))
+}
+
 impl Application {
     /// Connects, migrates, binds. Port 0 picks a free port (see [`Application::port`]).
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
@@ -166,11 +243,13 @@ impl Application {
             );
         }
         let store = open_store(&settings).await?;
+        let store_for_checkout = store.clone();
         let catalog_clock = clock.clone();
         let catalog = Catalog::with_clock(
             Arc::new(store.clone()),
             Arc::new(move || catalog_clock.now()),
         );
+        let checkout_clock = clock.clone();
         let ledger = Ledger::with_clock(Arc::new(store.clone()), clock);
         let pools: tally_api::PoolGauges = Arc::new(move || {
             store
@@ -180,11 +259,6 @@ impl Application {
                 .collect()
         });
         let metrics = web::Data::new(Metrics::new(pools));
-        let state = web::Data::new(AppState {
-            ledger: ledger.clone(),
-            catalog,
-            auth,
-        });
         let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
             addr: settings.bind.clone(),
             source,
@@ -196,13 +270,37 @@ impl Application {
                 source,
             })?
             .port();
+        let (providers, sandbox) = payment_providers(&settings, port)?;
+        let channels: Vec<&str> = providers.channels().iter().map(|c| c.as_str()).collect();
+        tracing::info!(channels = %channels.join(","), "payment channels");
+        let checkout = Checkout::new(
+            Arc::new(store_for_checkout),
+            catalog.clone(),
+            providers,
+            CheckoutConfig {
+                allowed_redirect_hosts: settings.redirect_hosts(),
+            },
+            Arc::new(move || checkout_clock.now()),
+        );
+        let state = web::Data::new(AppState {
+            ledger: ledger.clone(),
+            catalog,
+            checkout,
+            sandbox,
+            auth,
+        });
         let body_limit = settings.body_limit_bytes;
         let workers = settings
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let cors = settings.cors();
+        cors.validate().map_err(StartupError::Config)?;
+        let cors = web::Data::new(cors);
         let server = HttpServer::new(move || {
             let (state, metrics) = (state.clone(), metrics.clone());
             App::new()
+                .app_data(cors.clone())
+                .wrap(from_fn(tally_api::cors))
                 .wrap(from_fn(tally_api::observe))
                 .configure(move |cfg| tally_api::configure(cfg, state, metrics, body_limit))
         })

@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tally_catalog::CatalogError;
+use tally_checkout::CheckoutError;
 use tally_ledger::LedgerError;
 
 use crate::telemetry::current_request_id;
@@ -232,6 +233,47 @@ impl From<CatalogError> for ApiError {
             CatalogError::Conflict(message) => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
             CatalogError::PlanNotFound => Self::not_found("no such plan"),
             CatalogError::Storage(source) => {
+                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<CheckoutError> for ApiError {
+    fn from(e: CheckoutError) -> Self {
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+        match e {
+            CheckoutError::Validation(fields) => CatalogError::Validation(fields).into(),
+            CheckoutError::PlanNotFound => Self::not_found("no such plan"),
+            CheckoutError::PlanNotPurchasable(m) => {
+                Self::new(unprocessable, "PLAN_NOT_PURCHASABLE", m)
+            }
+            CheckoutError::CouponInvalid(m) => Self::new(unprocessable, "COUPON_INVALID", m),
+            CheckoutError::ProviderNotConfigured(channel) => Self::new(
+                unprocessable,
+                "PROVIDER_NOT_CONFIGURED",
+                format!("the {channel} channel is not configured"),
+            ),
+            CheckoutError::Provider(m) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "PROVIDER_ERROR",
+                format!("the payment provider failed: {m}"),
+            ),
+            CheckoutError::InvalidSignature(m) => {
+                Self::new(StatusCode::BAD_REQUEST, "INVALID_SIGNATURE", m)
+            }
+            CheckoutError::OrderNotFound => Self::not_found("no such order"),
+            CheckoutError::NoCustomer(m) => {
+                Self::new(StatusCode::NOT_FOUND, "NO_BILLING_CUSTOMER", m)
+            }
+            CheckoutError::IdempotencyKeyReused => LedgerError::IdempotencyKeyReused.into(),
+            CheckoutError::IdempotencyInProgress => Self::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_IN_PROGRESS",
+                "a request with this idempotency key is still running",
+            ),
+            CheckoutError::Storage(source) => {
                 tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
                 Self::internal()
             }

@@ -2,6 +2,8 @@
 //! JSON envelope and error mapping, request telemetry and the OpenAPI document.
 
 pub mod auth;
+pub mod checkout_dto;
+pub mod cors;
 pub mod dto;
 pub mod error;
 pub mod openapi;
@@ -13,6 +15,7 @@ use actix_web::{HttpRequest, ResponseError, web};
 use tally_ledger::Ledger;
 
 pub use auth::{AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, ServiceKeys};
+pub use cors::{CorsConfig, cors};
 pub use error::ApiError;
 pub use telemetry::{Metrics, PoolGauges, observe};
 
@@ -23,6 +26,10 @@ pub struct AppState {
     pub ledger: Ledger,
     /// Plans and coupons.
     pub catalog: tally_catalog::Catalog,
+    /// Orders, subscriptions, payment sessions and provider events.
+    pub checkout: tally_checkout::Checkout,
+    /// The sandbox channel's event source, when the sandbox is enabled.
+    pub sandbox: Option<std::sync::Arc<dyn tally_checkout::SandboxDriver>>,
     /// Identity configuration.
     pub auth: AuthConfig,
 }
@@ -100,6 +107,16 @@ pub fn configure(
         .service(routes::catalog::update_plan)
         .service(routes::catalog::list_coupons)
         .service(routes::catalog::create_coupon)
+        .service(routes::orders::list)
+        .service(routes::orders::get)
+        .service(routes::orders::subscription)
+        .service(routes::orders::portal)
+        .service(routes::payment::create_session)
+        .service(routes::payment::webhook)
+        .service(routes::payment::admin_events)
+        .service(routes::payment::sandbox_page)
+        .service(routes::payment::sandbox_pay)
+        .service(routes::payment::sandbox_cancel)
         .service(routes::system::healthz)
         .service(routes::system::readyz)
         .service(routes::system::metrics)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dto, routes};
+use crate::{checkout_dto, dto, routes};
 
 struct Security;
 
@@ -31,7 +31,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "Tally",
-        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, plans and coupons, service API. \
+        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, plans and coupons, orders and subscriptions paid through Stripe, Creem or a local sandbox, service API. \
 Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}."
     ),
     paths(
@@ -59,6 +59,16 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::catalog::update_plan,
         routes::catalog::list_coupons,
         routes::catalog::create_coupon,
+        routes::orders::list,
+        routes::orders::get,
+        routes::orders::subscription,
+        routes::orders::portal,
+        routes::payment::create_session,
+        routes::payment::webhook,
+        routes::payment::admin_events,
+        routes::payment::sandbox_page,
+        routes::payment::sandbox_pay,
+        routes::payment::sandbox_cancel,
         routes::system::healthz,
         routes::system::readyz,
         routes::system::metrics,
@@ -93,6 +103,14 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         dto::CouponDurationDto,
         dto::CreateCouponRequest,
         dto::CouponDto,
+        checkout_dto::OrderDto,
+        checkout_dto::SubscriptionDto,
+        checkout_dto::CreateSessionRequest,
+        checkout_dto::SessionDto,
+        checkout_dto::PortalRequestDto,
+        checkout_dto::UrlDto,
+        checkout_dto::WebhookAckDto,
+        checkout_dto::BillingEventDto,
     )),
     modifiers(&Security)
 )]

@@ -97,4 +97,11 @@ pub trait CatalogRepository: Send + Sync + std::fmt::Debug + 'static {
 
     /// A page of the app's coupons, newest first.
     async fn coupons(&self, query: CouponQuery) -> Result<Vec<Coupon>, CatalogError>;
+
+    /// The app's coupon with this (upper-case) code, if any.
+    async fn coupon_by_code(
+        &self,
+        app: String,
+        code: String,
+    ) -> Result<Option<Coupon>, CatalogError>;
 }

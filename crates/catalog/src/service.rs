@@ -186,4 +186,17 @@ impl Catalog {
             })
             .await
     }
+
+    /// The app's coupon with this code (matched case-insensitively), if any.
+    pub async fn coupon(&self, app: &str, code: &str) -> Result<Option<Coupon>, CatalogError> {
+        validate_app(app)?;
+        self.repo
+            .coupon_by_code(app.to_owned(), code.trim().to_ascii_uppercase())
+            .await
+    }
+
+    /// The current instant on the catalog's clock.
+    pub fn clock(&self) -> OffsetDateTime {
+        self.now()
+    }
 }

@@ -151,6 +151,12 @@ pub enum MovementKind {
         #[serde(with = "time::serde::rfc3339::option")]
         expires_at: Option<OffsetDateTime>,
     },
+    /// Takes back credits a refunded payment granted, as a `refund` transaction; may take the
+    /// balance below zero (the debt is repaid first by the next grant).
+    Clawback {
+        /// Positive number of credits.
+        credits: i64,
+    },
 }
 
 /// A request to move credits, as the repository receives it.
@@ -175,7 +181,9 @@ impl Movement {
     /// Checks ranges and sizes; a movement that passes can be stored as is.
     pub fn validate(&self) -> Result<(), LedgerError> {
         let credits = match self.kind {
-            MovementKind::Grant { credits, .. } | MovementKind::Debit { credits, .. } => {
+            MovementKind::Grant { credits, .. }
+            | MovementKind::Debit { credits, .. }
+            | MovementKind::Clawback { credits } => {
                 if credits <= 0 {
                     return Err(LedgerError::invalid("amount", "must be a positive integer"));
                 }

@@ -157,6 +157,12 @@ pub fn plan_movement(
                 debit(&mut plan, &live, balance, TxnType::AdminAdjustment, take);
             }
         }
+        MovementKind::Clawback { credits } => {
+            if balance - credits < -MAX_CREDITS {
+                return Err(LedgerError::Overflow);
+            }
+            debit(&mut plan, &live, balance, TxnType::Refund, credits);
+        }
     }
     Ok(plan)
 }
@@ -284,6 +290,32 @@ mod tests {
             txn_type: TxnType::AiUsage,
             credits,
         }
+    }
+
+    #[test]
+    fn clawback_takes_lots_then_goes_into_debt() {
+        let s = state(vec![lot(1, 30, Some(5)), lot(2, 20, None)]);
+        let plan = plan_movement(&s, &MovementKind::Clawback { credits: 80 }, NOW).unwrap();
+        assert_eq!(plan.lot_updates, vec![(1, 0), (2, 0)]);
+        let main = plan.main.as_ref().unwrap();
+        assert_eq!(
+            (main.txn_type, main.amount, main.balance_after),
+            (TxnType::Refund, -80, -30)
+        );
+        assert_eq!(plan.balance, -30);
+        // The next grant repays the debt before it becomes spendable.
+        let debt = AccountView {
+            balance: -30,
+            ..state(vec![])
+        };
+        let grant = MovementKind::Grant {
+            txn_type: TxnType::Purchase,
+            credits: 50,
+            expires_at: None,
+        };
+        let plan = plan_movement(&debt, &grant, NOW).unwrap();
+        assert_eq!(plan.new_lot.as_ref().unwrap().remaining, 20);
+        assert_eq!(plan.balance, 20);
     }
 
     #[test]

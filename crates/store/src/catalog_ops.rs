@@ -136,6 +136,17 @@ macro_rules! catalog_ops {
                     .await?;
                 rows.into_iter().map(Coupon::try_from).collect()
             }
+
+            pub(crate) async fn coupon_by_code(conn: &mut Conn, app: &str, code: &str) -> Result<Option<Coupon>, StoreError> {
+                let row: Option<CouponRow> = coupons::table
+                    .filter(coupons::app_key.eq(app))
+                    .filter(coupons::code.eq(code))
+                    .select(CouponRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?;
+                row.map(Coupon::try_from).transpose()
+            }
         }
     };
 }

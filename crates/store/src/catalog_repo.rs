@@ -46,4 +46,14 @@ impl CatalogRepository for Store {
     async fn coupons(&self, query: CouponQuery) -> Result<Vec<Coupon>, CatalogError> {
         read!(self, |conn, ops| ops::coupons(conn, &query).await).map_err(logged)
     }
+
+    async fn coupon_by_code(
+        &self,
+        app: String,
+        code: String,
+    ) -> Result<Option<Coupon>, CatalogError> {
+        read!(self, |conn, ops| ops::coupon_by_code(conn, &app, &code)
+            .await)
+        .map_err(logged)
+    }
 }

@@ -1,6 +1,6 @@
-//! Tally's storage adapter: one Diesel implementation of the ledger's and the catalog's repository
-//! ports for both SQLite (embedded, the default) and PostgreSQL (pooled, for several stateless
-//! nodes).
+//! Tally's storage adapter: one Diesel implementation of the ledger's, the catalog's and
+//! checkout's repository ports for both SQLite (embedded, the default) and PostgreSQL (pooled, for
+//! several stateless nodes).
 //!
 //! Another Rust service links `tally-ledger` and `tally-store` to spend credits against the same
 //! database the server uses, with no HTTP in between:
@@ -51,6 +51,9 @@
 mod catalog_ops;
 mod catalog_repo;
 mod catalog_rows;
+mod checkout_ops;
+mod checkout_repo;
+mod checkout_rows;
 mod ops;
 mod predicates;
 mod repo;
@@ -67,6 +70,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tally_catalog::CatalogError;
+use tally_checkout::CheckoutError;
 use tally_ledger::LedgerError;
 
 /// Migrations for PostgreSQL, embedded in the binary.
@@ -95,6 +99,9 @@ pub enum StoreError {
     /// A catalog rule refused the operation.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A checkout rule refused the operation.
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
     /// The database refused or failed a statement.
     #[error("database error")]
     Db(#[from] diesel::result::Error),
@@ -129,6 +136,16 @@ impl From<StoreError> for CatalogError {
         match e {
             StoreError::Catalog(e) => e,
             other => CatalogError::storage(other),
+        }
+    }
+}
+
+impl From<StoreError> for CheckoutError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Checkout(e) => e,
+            StoreError::Catalog(e) => e.into(),
+            other => CheckoutError::storage(other),
         }
     }
 }

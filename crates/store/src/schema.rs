@@ -175,6 +175,132 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    orders (id) {
+        id -> Text,
+        app_key -> Text,
+        user_id -> Text,
+        order_type -> Text,
+        status -> Text,
+        plan_id -> Text,
+        billing_interval -> Nullable<Text>,
+        channel -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        discount_minor -> BigInt,
+        coupon_code -> Nullable<Text>,
+        credits -> BigInt,
+        credits_expire_days -> Nullable<Integer>,
+        provider_session_id -> Nullable<Text>,
+        checkout_url -> Nullable<Text>,
+        provider_customer_id -> Nullable<Text>,
+        provider_subscription_id -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Text,
+        created_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        plan_id -> Text,
+        billing_interval -> Text,
+        channel -> Text,
+        order_id -> Text,
+        provider_subscription_id -> Text,
+        provider_customer_id -> Nullable<Text>,
+        status -> Text,
+        current_period_start -> Nullable<Timestamp>,
+        current_period_end -> Nullable<Timestamp>,
+        cancel_at_period_end -> Bool,
+        credits_per_period -> BigInt,
+        credits_expire -> Bool,
+        status_changed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    billing_customers (app_key, user_id, channel) {
+        app_key -> Text,
+        user_id -> Text,
+        channel -> Text,
+        customer_id -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    provider_coupons (app_key, code, channel, price_ref) {
+        app_key -> Text,
+        code -> Text,
+        channel -> Text,
+        price_ref -> Text,
+        provider_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    billing_events (id) {
+        id -> BigInt,
+        channel -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        app_key -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        order_id -> Nullable<Text>,
+        outcome -> Text,
+        detail -> Text,
+        payload -> Text,
+        provider_created_at -> Nullable<Timestamp>,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> BigInt,
+        channel -> Text,
+        payment_id -> Text,
+        app_key -> Text,
+        user_id -> Text,
+        order_id -> Nullable<Text>,
+        subscription_id -> Nullable<BigInt>,
+        credits_granted -> BigInt,
+        amount_paid_minor -> BigInt,
+        refunded_minor -> BigInt,
+        clawed_back -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payment_refs (channel, payment_ref) {
+        channel -> Text,
+        payment_ref -> Text,
+        payment -> BigInt,
+    }
+}
+
+diesel::table! {
+    refunds (channel, refund_key) {
+        channel -> Text,
+        refund_key -> Text,
+        payment -> BigInt,
+        amount_minor -> BigInt,
+        credits -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(checkins -> transactions (transaction_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

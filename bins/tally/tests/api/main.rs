@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod checkin;
 mod codes;
+mod cors;
 mod expiry;
 mod failures;
 mod holds;

@@ -7,6 +7,8 @@ pub mod codes;
 pub mod credits;
 pub mod holds;
 pub mod internal;
+pub mod orders;
+pub mod payment;
 pub mod system;
 
 use std::future::Future;

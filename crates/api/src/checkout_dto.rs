@@ -1,0 +1,206 @@
+//! Wire shapes of orders, subscriptions, payment sessions and provider events.
+
+use serde::{Deserialize, Serialize};
+use tally_checkout::{BillingEvent, Order, Subscription};
+use utoipa::ToSchema;
+
+use crate::dto::rfc3339;
+
+/// An order: one attempt to buy a plan or a credit pack.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDto {
+    /// `ord_…`.
+    pub id: String,
+    /// `credits` or `subscription`.
+    #[serde(rename = "type")]
+    pub order_type: String,
+    /// `pending`, `completed`, `failed`, `expired` or `refunded`.
+    pub status: String,
+    /// The plan or pack.
+    pub plan_id: String,
+    /// `month` or `year` (subscriptions).
+    pub interval: Option<String>,
+    /// `stripe`, `creem` or `sandbox`.
+    pub channel: String,
+    /// List price, minor units.
+    pub amount: i64,
+    /// Lower-case ISO 4217.
+    pub currency: String,
+    /// Coupon discount on the first payment, minor units.
+    pub discount_amount: i64,
+    /// Coupon applied.
+    pub coupon_code: Option<String>,
+    /// Credits granted (per paid period for subscriptions).
+    pub credits: i64,
+    /// Where the customer pays (while pending).
+    pub checkout_url: Option<String>,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, once paid.
+    pub completed_at: Option<String>,
+}
+
+impl From<Order> for OrderDto {
+    fn from(o: Order) -> Self {
+        Self {
+            id: o.id,
+            order_type: o.order_type.as_str().to_owned(),
+            status: o.status.as_str().to_owned(),
+            plan_id: o.plan_id,
+            interval: o.interval.map(|i| i.as_str().to_owned()),
+            channel: o.channel.as_str().to_owned(),
+            amount: o.amount_minor,
+            currency: o.currency,
+            discount_amount: o.discount_minor,
+            coupon_code: o.coupon_code,
+            credits: o.credits,
+            checkout_url: o.checkout_url.filter(|_| o.status.as_str() == "pending"),
+            failure_reason: o.failure_reason,
+            created_at: rfc3339(o.created_at),
+            completed_at: o.completed_at.map(rfc3339),
+        }
+    }
+}
+
+/// The caller's subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionDto {
+    /// Tally subscription id.
+    pub id: String,
+    /// The plan.
+    pub plan_id: String,
+    /// `month` or `year`.
+    pub interval: String,
+    /// `stripe`, `creem` or `sandbox`.
+    pub channel: String,
+    /// `active`, `trialing`, `past_due`, `canceled` or `expired`.
+    pub status: String,
+    /// RFC 3339.
+    pub current_period_start: Option<String>,
+    /// RFC 3339.
+    pub current_period_end: Option<String>,
+    /// Ends at `current_period_end` instead of renewing.
+    pub cancel_at_period_end: bool,
+    /// Credits granted per paid period.
+    pub credits_per_period: i64,
+    /// The order that started it.
+    pub order_id: String,
+}
+
+impl From<Subscription> for SubscriptionDto {
+    fn from(s: Subscription) -> Self {
+        Self {
+            id: s.id,
+            plan_id: s.plan_id,
+            interval: s.interval.as_str().to_owned(),
+            channel: s.channel.as_str().to_owned(),
+            status: s.status.as_str().to_owned(),
+            current_period_start: s.current_period_start.map(rfc3339),
+            current_period_end: s.current_period_end.map(rfc3339),
+            cancel_at_period_end: s.cancel_at_period_end,
+            credits_per_period: s.credits_per_period,
+            order_id: s.order_id,
+        }
+    }
+}
+
+/// `POST /payment/create-session`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// `stripe`, `creem` or `sandbox` (when enabled).
+    pub channel: String,
+    /// `subscription` or `credits`.
+    #[serde(rename = "type")]
+    pub order_type: String,
+    /// Plan or credit-pack id.
+    pub plan_id: String,
+    /// `month` (default) or `year`; subscriptions only.
+    pub interval: Option<String>,
+    /// Coupon code.
+    pub coupon_code: Option<String>,
+    /// Where to send the customer after paying; its host must be allowed.
+    pub success_url: String,
+    /// Where to send a customer who gives up; its host must be allowed.
+    pub cancel_url: Option<String>,
+}
+
+/// An opened payment session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDto {
+    /// Tally order id.
+    pub order_id: String,
+    /// Provider session id.
+    pub session_id: String,
+    /// Redirect the customer here.
+    pub url: String,
+}
+
+/// `POST /subscription/portal`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalRequestDto {
+    /// Where the portal's back link leads; its host must be allowed.
+    pub return_url: Option<String>,
+}
+
+/// A billing-portal session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UrlDto {
+    /// Redirect the customer here.
+    pub url: String,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAckDto {
+    /// Always true: the event was recorded (or had been).
+    pub received: bool,
+    /// `applied`, `duplicate`, `ignored` or `unmatched`.
+    pub outcome: String,
+}
+
+/// A received provider event (admin).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingEventDto {
+    /// Tally's id of the record.
+    pub id: String,
+    /// `stripe`, `creem` or `sandbox`.
+    pub channel: String,
+    /// The provider's event id.
+    pub event_id: String,
+    /// The provider's event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// User the event was traced to.
+    pub user_id: Option<String>,
+    /// Order the event was traced to.
+    pub order_id: Option<String>,
+    /// `applied`, `ignored` or `unmatched`.
+    pub outcome: String,
+    /// What was done.
+    pub detail: String,
+    /// RFC 3339: when the provider created it.
+    pub created_at: Option<String>,
+    /// RFC 3339: when Tally received it.
+    pub received_at: String,
+}
+
+impl From<BillingEvent> for BillingEventDto {
+    fn from(e: BillingEvent) -> Self {
+        Self {
+            id: e.id,
+            channel: e.channel.as_str().to_owned(),
+            event_id: e.event_id,
+            event_type: e.event_type,
+            user_id: e.user,
+            order_id: e.order_id,
+            outcome: e.outcome,
+            detail: e.detail,
+            created_at: e.provider_created_at.map(rfc3339),
+            received_at: rfc3339(e.received_at),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The payment-provider port. `tally-providers` implements it for Stripe, Creem and the sandbox.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{Channel, PaymentEvent};
+
+/// Whether a checkout starts a subscription or takes one payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutMode {
+    /// Recurring: Stripe `mode=subscription`.
+    Subscription,
+    /// One-time: Stripe `mode=payment`.
+    Payment,
+}
+
+/// A checkout session to open with the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutRequest {
+    /// Tally order id: Stripe `client_reference_id` and `metadata[order_id]`, Creem
+    /// `request_id` and `metadata.order_id`.
+    pub order_id: String,
+    /// App key, carried in metadata.
+    pub app: String,
+    /// Buyer, carried in metadata.
+    pub user: String,
+    /// Subscription or one payment.
+    pub mode: CheckoutMode,
+    /// Stripe price id or Creem product id for the plan (and interval).
+    pub price_ref: String,
+    /// Where the provider sends the customer after paying.
+    pub success_url: String,
+    /// Where the provider sends the customer who gives up.
+    pub cancel_url: Option<String>,
+    /// The provider customer id when the user already has one (Stripe `customer`).
+    pub customer_id: Option<String>,
+    /// The provider-side discount: Stripe coupon id, Creem discount code.
+    pub discount: Option<String>,
+    /// Sent as the provider's idempotency key (Stripe `Idempotency-Key`).
+    pub idempotency_key: String,
+    /// Price after discount, minor units (the sandbox shows and charges it).
+    pub amount_minor: i64,
+    /// Lower-case ISO 4217.
+    pub currency: String,
+    /// Plan name, for the sandbox page.
+    pub plan_name: String,
+    /// Credits the order grants, carried in metadata.
+    pub credits: i64,
+}
+
+/// An opened checkout session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    /// Provider session id (`cs_…`, `ch_…`, `sbx_…`).
+    pub session_id: String,
+    /// Where to send the customer's browser.
+    pub url: String,
+}
+
+/// A billing-portal session to open for a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalRequest {
+    /// The provider customer id.
+    pub customer_id: String,
+    /// Where the portal's back link leads.
+    pub return_url: Option<String>,
+}
+
+/// A coupon to create on the provider side (Stripe coupon, Creem discount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponRequest {
+    /// App key (carried in the provider-side coupon's metadata where the provider has it).
+    pub app: String,
+    /// Upper-case code.
+    pub code: String,
+    /// Percentage off.
+    pub percent_off: Option<i64>,
+    /// Minor units off.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off`.
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: String,
+    /// Months, for `repeating`.
+    pub duration_months: Option<u32>,
+    /// The price or product it is used with (Creem discounts name their products).
+    pub price_ref: String,
+    /// Sent as the provider's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// Request headers of a webhook delivery, names lower-case.
+pub type WebhookHeaders = Vec<(String, String)>;
+
+/// What a provider call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The channel has no credentials configured.
+    #[error("{0} is not configured")]
+    NotConfigured(Channel),
+    /// The provider answered an error, or could not be reached in time (after retries).
+    #[error("{0}")]
+    Upstream(String),
+    /// The webhook's signature is missing, wrong or too old.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// The webhook is signed but is not an event Tally can read.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// One payment provider.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + std::fmt::Debug + 'static {
+    /// Which channel it serves.
+    fn channel(&self) -> Channel;
+
+    /// Opens a checkout session.
+    async fn create_checkout(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<CheckoutSession, ProviderError>;
+
+    /// Opens a billing-portal session; answers its URL.
+    async fn create_portal(&self, request: &PortalRequest) -> Result<String, ProviderError>;
+
+    /// Creates the provider-side coupon; answers what [`CheckoutRequest::discount`] needs.
+    async fn create_coupon(&self, request: &CouponRequest) -> Result<String, ProviderError>;
+
+    /// Verifies a delivery's signature over the raw `body` (at `now`), then parses it.
+    fn parse_webhook(
+        &self,
+        headers: &WebhookHeaders,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<PaymentEvent, ProviderError>;
+}
+
+/// The sandbox channel's stand-in for a provider's servers: the signed deliveries it sends when
+/// its page's Pay or Cancel button is pressed, fed through the same webhook path as a real
+/// provider's.
+pub trait SandboxDriver: Send + Sync + std::fmt::Debug + 'static {
+    /// Deliveries for paying (`pay`) or abandoning the order's checkout at `now`.
+    fn deliveries(
+        &self,
+        order: &crate::Order,
+        pay: bool,
+        now: OffsetDateTime,
+    ) -> Vec<(WebhookHeaders, Vec<u8>)>;
+}
