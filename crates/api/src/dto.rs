@@ -7,6 +7,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::error::ApiError;
+
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -116,13 +118,31 @@ impl From<Transaction> for AdminTransactionDto {
     }
 }
 
+/// The `before` cursor of a history page: a transaction id as the API writes it (a positive
+/// integer in a string).
+pub(crate) fn before_cursor(before: Option<&str>) -> Result<Option<i64>, ApiError> {
+    before
+        .map(|s| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| s.parse::<i64>().ok())
+                .flatten()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| ApiError::validation("before", "must be a transaction id"))
+        })
+        .transpose()
+}
+
 /// Pagination and filters of `GET /credits/transactions`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct HistoryQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
-    /// ≥ 0, default 0.
+    /// ≥ 0, default 0. Must be 0 or absent with `before`.
     pub offset: Option<i64>,
+    /// Keyset cursor: a transaction id (`meta.next_before` of the previous page); the page
+    /// holds the rows older than it.
+    pub before: Option<String>,
     /// Only this transaction type.
     #[serde(rename = "type")]
     #[param(rename = "type")]
@@ -134,8 +154,11 @@ pub struct HistoryQuery {
 pub struct AdminHistoryQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
-    /// ≥ 0, default 0.
+    /// ≥ 0, default 0. Must be 0 or absent with `before`.
     pub offset: Option<i64>,
+    /// Keyset cursor: a transaction id (`meta.next_before` of the previous page); the page
+    /// holds the rows older than it.
+    pub before: Option<String>,
     /// Only this transaction type.
     #[serde(rename = "type")]
     #[param(rename = "type")]

@@ -294,6 +294,14 @@ struct PageMeta {
     limit: i64,
     offset: i64,
     has_more: bool,
+    /// Only on keyset-paged lists (where it is written even when null).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    cursor: Option<Cursor>,
+}
+
+#[derive(Serialize)]
+struct Cursor {
+    next_before: Option<String>,
 }
 
 /// `{"success": true, "data": …}`.
@@ -319,6 +327,28 @@ pub fn ok_page<T: Serialize>(
             limit,
             offset,
             has_more,
+            cursor: None,
+        }),
+    })
+}
+
+/// [`ok_page`] for a list that can also be paged by cursor: `meta` adds `next_before`, the
+/// `before` value of the next page (`None`, written as null, when there is none).
+pub fn ok_cursor_page<T: Serialize>(
+    data: Vec<T>,
+    limit: i64,
+    offset: i64,
+    has_more: bool,
+    next_before: Option<String>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope {
+        success: true,
+        data,
+        meta: Some(PageMeta {
+            limit,
+            offset,
+            has_more,
+            cursor: Some(Cursor { next_before }),
         }),
     })
 }

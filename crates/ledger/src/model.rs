@@ -371,4 +371,7 @@ pub struct TransactionQuery {
     pub limit: i64,
     /// Rows to skip.
     pub offset: i64,
+    /// Keyset cursor: only rows with a smaller id than this one (strictly older), read from the
+    /// index without skipping rows. Excludes a non-zero `offset`.
+    pub before: Option<i64>,
 }

@@ -134,7 +134,9 @@ impl Ledger {
         })
     }
 
-    /// A page of history, newest first, and whether more rows follow.
+    /// A page of history, newest first, and whether more rows follow. The page starts either
+    /// `offset` rows down or, with `before`, right below that transaction id (keyset paging:
+    /// the next page's `before` is the last row's id).
     pub async fn transactions(
         &self,
         mut query: TransactionQuery,
@@ -147,6 +149,17 @@ impl Ledger {
                 "offset",
                 format!("must be between 0 and {MAX_OFFSET}"),
             ));
+        }
+        if let Some(before) = query.before {
+            if before <= 0 {
+                return Err(LedgerError::invalid("before", "must be a transaction id"));
+            }
+            if query.offset != 0 {
+                return Err(LedgerError::invalid(
+                    "before",
+                    "cannot be combined with a non-zero offset",
+                ));
+            }
         }
         let limit = query.limit;
         query.limit += 1;

@@ -412,6 +412,11 @@ macro_rules! backend_ops {
                     ),
                     None => q.filter(transactions::app_key.eq(&query.app)),
                 };
+                // Keyset paging: the index walk starts right below the cursor instead of
+                // stepping over `offset` entries.
+                if let Some(before) = query.before {
+                    q = q.filter(transactions::id.lt(before));
+                }
                 if let Some(t) = query.txn_type {
                     q = q.filter(transactions::txn_type.eq(t.as_str()));
                 }

@@ -169,8 +169,10 @@ impl LedgerRepository for Store {
     }
 
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError> {
-        // One user's page near the top walks at most `offset + limit` index entries: a short
-        // read. App-wide listings and deep pages may walk far more.
+        // One user's page near the top, or below a `before` cursor (offset 0), walks at most
+        // `offset + limit` index entries: a short read. App-wide listings and deep pages may walk
+        // far more (even below a cursor: the planner may walk the primary key past other apps'
+        // rows).
         if query.user.is_some() && query.offset <= SHORT_READ_OFFSET {
             let query = &query;
             return self

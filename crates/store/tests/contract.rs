@@ -82,6 +82,8 @@ contract! {
     grant_then_spend => sqlite_grant_then_spend, postgres_grant_then_spend;
     history_is_newest_first_and_paginated =>
         sqlite_history_is_newest_first_and_paginated, postgres_history_is_newest_first_and_paginated;
+    history_pages_by_cursor =>
+        sqlite_history_pages_by_cursor, postgres_history_pages_by_cursor;
     spend_never_overdraws => sqlite_spend_never_overdraws, postgres_spend_never_overdraws;
     lots_are_consumed_soonest_expiring_then_oldest =>
         sqlite_lots_are_consumed_soonest_expiring_then_oldest,
@@ -186,6 +188,46 @@ async fn history(l: &Ledger, a: &AccountRef) -> Vec<Transaction> {
         all.extend(rows);
         if !more {
             return all;
+        }
+    }
+}
+
+/// Every page of `q` (its `limit`, filters and scope), following the `before` cursor from the
+/// top: each page starts below the previous page's last row.
+async fn pages_by_cursor(l: &Ledger, q: &TransactionQuery) -> Vec<Vec<Transaction>> {
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let (rows, more) = l
+            .transactions(TransactionQuery {
+                before,
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        before = rows.last().map(|r| r.id);
+        pages.push(rows);
+        if !more {
+            return pages;
+        }
+        assert!(before.is_some(), "more rows follow an empty page");
+    }
+}
+
+/// Every page of `q`, stepping `offset` by `limit` from the top.
+async fn pages_by_offset(l: &Ledger, q: &TransactionQuery) -> Vec<Vec<Transaction>> {
+    let mut pages = Vec::new();
+    loop {
+        let (rows, more) = l
+            .transactions(TransactionQuery {
+                offset: pages.len() as i64 * q.limit,
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        pages.push(rows);
+        if !more {
+            return pages;
         }
     }
 }
@@ -349,6 +391,158 @@ async fn history_is_newest_first_and_paginated(t: Ctx) {
         l.transactions(query(&a, 101, 0)).await,
         Err(LedgerError::Validation { field: "limit", .. })
     ));
+}
+
+async fn history_pages_by_cursor(t: Ctx) {
+    let l = &t.ledger;
+    let a = acct("app", "alice");
+    let bob = acct("app", "bob");
+    // 250 rows for alice, one second apart, alternating purchases and usage, with bob's rows
+    // in between so that alice's ids are not contiguous.
+    grant(l, &a, 1_000, None).await;
+    for i in 1..250 {
+        t.clock.advance(Duration::seconds(1));
+        if i % 2 == 0 {
+            grant(l, &a, 1, None).await;
+        } else {
+            spend(l, &a, 1).await.unwrap();
+        }
+        if i % 10 == 0 {
+            grant(l, &bob, 1, None).await;
+        }
+    }
+    let all = history(l, &a).await;
+    assert_eq!(all.len(), 250);
+
+    // Following the cursor yields every row exactly once, newest first, and the same pages as
+    // stepping the offset; a page that ends at the last row says no more follow.
+    for limit in [1, 7, 10, 100] {
+        let q = query(&a, limit, 0);
+        let by_cursor = pages_by_cursor(l, &q).await;
+        assert_eq!(by_cursor, pages_by_offset(l, &q).await, "limit {limit}");
+        assert_eq!(by_cursor.len(), 250_usize.div_ceil(limit as usize));
+        assert!(by_cursor.iter().all(|p| !p.is_empty()), "no empty page");
+        let rows = by_cursor.concat();
+        assert_eq!(rows, all, "limit {limit}");
+        assert!(rows.windows(2).all(|w| w[0].id > w[1].id));
+        let ids: BTreeSet<i64> = rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 250);
+    }
+
+    // The cursor need not be one of the user's rows, nor exist at all.
+    let newest = all[0].id;
+    let (rows, more) = l
+        .transactions(TransactionQuery {
+            before: Some(newest + 1_000),
+            ..query(&a, 3, 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!((rows.as_slice(), more), (&all[..3], true));
+    let bobs = history(l, &bob).await;
+    let cut = bobs[2].id;
+    let (rows, _) = l
+        .transactions(TransactionQuery {
+            before: Some(cut),
+            ..query(&a, 100, 0)
+        })
+        .await
+        .unwrap();
+    let older: Vec<Transaction> = all.iter().filter(|r| r.id < cut).cloned().collect();
+    assert_eq!(rows, older[..100.min(older.len())]);
+    let oldest = all[249].id;
+    assert_eq!(
+        l.transactions(TransactionQuery {
+            before: Some(oldest),
+            ..query(&a, 10, 0)
+        })
+        .await
+        .unwrap(),
+        (vec![], false)
+    );
+
+    // With filters, for one user and app-wide: the same rows as the offset pages.
+    let window = (
+        START + Duration::seconds(40),
+        START + Duration::seconds(200),
+    );
+    let app_wide = TransactionQuery {
+        user: None,
+        ..query(&a, 9, 0)
+    };
+    for q in [
+        TransactionQuery {
+            txn_type: Some(TxnType::AiUsage),
+            ..query(&a, 9, 0)
+        },
+        TransactionQuery {
+            from: Some(window.0),
+            to: Some(window.1),
+            ..query(&a, 9, 0)
+        },
+        app_wide.clone(),
+        TransactionQuery {
+            txn_type: Some(TxnType::Purchase),
+            ..app_wide.clone()
+        },
+        TransactionQuery {
+            txn_type: Some(TxnType::Purchase),
+            from: Some(window.0),
+            to: Some(window.1),
+            ..app_wide.clone()
+        },
+    ] {
+        let by_cursor = pages_by_cursor(l, &q).await;
+        assert_eq!(by_cursor, pages_by_offset(l, &q).await, "{q:?}");
+        let rows = by_cursor.concat();
+        assert!(!rows.is_empty(), "{q:?}");
+        assert!(rows.windows(2).all(|w| w[0].id > w[1].id), "{q:?}");
+        assert!(
+            rows.iter()
+                .all(|r| q.txn_type.is_none_or(|t| r.txn_type == t)
+                    && q.from.is_none_or(|f| r.created_at >= f)
+                    && q.to.is_none_or(|to| r.created_at < to)),
+            "{q:?}"
+        );
+    }
+    let app_rows = pages_by_cursor(l, &app_wide).await.concat();
+    assert_eq!(app_rows.len(), 250 + 24);
+    let purchases_in_window = pages_by_cursor(
+        l,
+        &TransactionQuery {
+            txn_type: Some(TxnType::Purchase),
+            from: Some(window.0),
+            to: Some(window.1),
+            ..app_wide.clone()
+        },
+    )
+    .await
+    .concat();
+    let expected: Vec<Transaction> = app_rows
+        .into_iter()
+        .filter(|r| {
+            r.txn_type == TxnType::Purchase && r.created_at >= window.0 && r.created_at < window.1
+        })
+        .collect();
+    assert_eq!(purchases_in_window, expected);
+
+    // A cursor excludes a non-zero offset, and must be a positive id.
+    for (before, offset) in [(Some(newest), 5), (Some(0), 0), (Some(-1), 0)] {
+        assert!(
+            matches!(
+                l.transactions(TransactionQuery {
+                    before,
+                    ..query(&a, 10, offset)
+                })
+                .await,
+                Err(LedgerError::Validation {
+                    field: "before",
+                    ..
+                })
+            ),
+            "before {before:?}, offset {offset}"
+        );
+    }
 }
 
 async fn spend_never_overdraws(t: Ctx) {

@@ -12,6 +12,7 @@ mod codes;
 mod cors;
 mod expiry;
 mod failures;
+mod history_pages;
 mod holds;
 mod isolation;
 mod startup;

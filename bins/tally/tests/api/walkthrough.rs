@@ -180,7 +180,7 @@ async fn walk_through(db: Db) {
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "ids {ids:?}");
     assert_eq!(
         body["meta"],
-        json!({ "limit": 20, "offset": 0, "has_more": false })
+        json!({ "limit": 20, "offset": 0, "has_more": false, "next_before": null })
     );
     // Users see their own rows without the admin-only fields.
     assert!(rows[0].get("user_id").is_none() && rows[0].get("actor").is_none());
@@ -189,7 +189,7 @@ async fn walk_through(db: Db) {
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     assert_eq!(
         body["meta"],
-        json!({ "limit": 2, "offset": 0, "has_more": true })
+        json!({ "limit": 2, "offset": 0, "has_more": true, "next_before": body["data"][1]["id"] })
     );
     let (_, body, _) = app
         .get("/credits/transactions?limit=2&offset=4", &alice)

@@ -9,8 +9,9 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::dto::{
     AdminHistoryQuery, AdminTransactionDto, CheckinConfigDto, ManualAdjustmentRequest,
+    before_cursor,
 };
-use crate::error::{ApiError, ok, ok_page};
+use crate::error::{ApiError, ok, ok_cursor_page};
 use crate::routes::{detached, idempotency_key, page, txn_type};
 
 fn instant(field: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
@@ -26,7 +27,7 @@ fn instant(field: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiEr
     tag = "admin",
     security(("bearer" = [])),
     params(AdminHistoryQuery),
-    responses((status = 200, description = "A page of transactions", body = [AdminTransactionDto]), (status = 403, description = "Not an admin"))
+    responses((status = 200, description = "A page of transactions; `meta.next_before` is the cursor of the next page", body = [AdminTransactionDto]), (status = 400, description = "Bad pagination, cursor or filter"), (status = 403, description = "Not an admin"))
 )]
 #[get("/admin/credits/transactions")]
 pub async fn transactions(
@@ -45,10 +46,14 @@ pub async fn transactions(
             to: instant("to", query.to.as_deref())?,
             limit,
             offset,
+            before: before_cursor(query.before.as_deref())?,
         })
         .await?;
     let rows: Vec<AdminTransactionDto> = rows.into_iter().map(Into::into).collect();
-    Ok(ok_page(rows, limit, offset, has_more))
+    let next_before = has_more
+        .then(|| rows.last().map(|r| r.transaction.id.clone()))
+        .flatten();
+    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
 }
 
 /// Grants or deducts credits by hand.

@@ -5,8 +5,8 @@ use tally_ledger::TransactionQuery;
 
 use crate::AppState;
 use crate::auth::User;
-use crate::dto::{BalanceDto, HistoryQuery, TransactionDto};
-use crate::error::{ApiError, ok, ok_page};
+use crate::dto::{BalanceDto, HistoryQuery, TransactionDto, before_cursor};
+use crate::error::{ApiError, ok, ok_cursor_page};
 use crate::routes::{page, txn_type};
 
 /// The caller's balance.
@@ -29,7 +29,7 @@ pub async fn balance(
     tag = "credits",
     security(("bearer" = [])),
     params(HistoryQuery),
-    responses((status = 200, description = "A page of transactions", body = [TransactionDto]), (status = 400, description = "Bad pagination or type"))
+    responses((status = 200, description = "A page of transactions; `meta.next_before` is the cursor of the next page", body = [TransactionDto]), (status = 400, description = "Bad pagination, cursor or type"))
 )]
 #[get("/credits/transactions")]
 pub async fn transactions(
@@ -46,9 +46,13 @@ pub async fn transactions(
             txn_type: txn_type(query.txn_type.as_deref())?,
             limit,
             offset,
+            before: before_cursor(query.before.as_deref())?,
             ..TransactionQuery::default()
         })
         .await?;
     let rows: Vec<TransactionDto> = rows.into_iter().map(Into::into).collect();
-    Ok(ok_page(rows, limit, offset, has_more))
+    let next_before = has_more
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
 }
