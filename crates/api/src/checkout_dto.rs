@@ -56,7 +56,9 @@ impl From<Order> for OrderDto {
             discount_amount: o.discount_minor,
             coupon_code: o.coupon_code,
             credits: o.credits,
-            checkout_url: o.checkout_url.filter(|_| o.status.as_str() == "pending"),
+            checkout_url: o
+                .checkout_url
+                .filter(|_| o.status == tally_checkout::OrderStatus::Pending),
             failure_reason: o.failure_reason,
             created_at: rfc3339(o.created_at),
             completed_at: o.completed_at.map(rfc3339),

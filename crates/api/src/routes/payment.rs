@@ -167,12 +167,12 @@ fn escape(s: &str) -> String {
 }
 
 fn money(minor: i64, currency: &str) -> String {
-    format!(
-        "{}.{:02} {}",
-        minor / 100,
-        (minor % 100).abs(),
-        currency.to_ascii_uppercase()
-    )
+    let code = currency.to_ascii_uppercase();
+    // Zero-decimal currencies count whole units.
+    if matches!(currency, "jpy" | "krw") {
+        return format!("{minor} {code}");
+    }
+    format!("{}.{:02} {code}", minor / 100, (minor % 100).abs())
 }
 
 fn page_html(title: &str, body: &str) -> HttpResponse {
