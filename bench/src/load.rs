@@ -275,7 +275,7 @@ impl Driver for HttpDriver {
             return Outcome::Error("no connection".into());
         };
         match send(sender, req).await {
-            Ok((status, _)) if status == StatusCode::OK => Outcome::Ok,
+            Ok((status, body)) if status == StatusCode::OK => self.workload.accept(&body),
             Ok((status, body)) => {
                 let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
                 Outcome::Error(format!("HTTP {status}: {body}"))

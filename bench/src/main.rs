@@ -10,6 +10,7 @@
 //! ```
 
 mod baseline;
+mod commerce;
 mod db;
 mod load;
 mod report;
@@ -69,7 +70,7 @@ enum Scenario {
     Checkin,
     /// balance, history and consume again after preloading the history.
     Growth,
-    /// Commerce webhooks (not built yet: listed as skipped).
+    /// Stripe-signed invoice.paid renewals for distinct subscriptions.
     Webhook,
 }
 
@@ -131,6 +132,9 @@ struct Cli {
     /// Internal: serve the bare baseline on this port and exit when stopped.
     #[arg(long, hide = true)]
     serve_baseline_http: Option<u16>,
+    /// Internal: serve the Stripe double on this port and exit when stopped.
+    #[arg(long, hide = true)]
+    serve_stripe_double: Option<u16>,
     /// Internal: the bare baseline's body size.
     #[arg(long, hide = true, default_value_t = 0)]
     body_bytes: usize,
@@ -148,6 +152,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tally-bench: baseline server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(port) = cli.serve_stripe_double {
+        return match commerce::serve_stripe_double(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tally-bench: Stripe double: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -300,9 +313,15 @@ impl Ctx<'_> {
         }
     }
 
-    async fn start_tally(&self, url: &str, log: PathBuf) -> Result<ServerProcess, String> {
+    /// Starts `tally serve` on `url` with the run's settings plus `extra` environment.
+    async fn start_tally(
+        &self,
+        url: &str,
+        log: PathBuf,
+        extra: &[(&str, String)],
+    ) -> Result<ServerProcess, String> {
         let port = server::free_port()?;
-        let env = vec![
+        let mut env = vec![
             ("TALLY_DATABASE_URL".to_owned(), url.to_owned()),
             ("TALLY_BIND".to_owned(), format!("127.0.0.1:{port}")),
             ("TALLY_JWT_SECRET".to_owned(), self.secret.clone()),
@@ -319,6 +338,7 @@ impl Ctx<'_> {
                 self.cli.sqlite_readers.to_string(),
             ),
         ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         ServerProcess::start(Spawn {
             name: "tally",
             program: self.tally,
@@ -363,6 +383,49 @@ impl Ctx<'_> {
         let row = Row::measured(name, &result, server::peak_rss_kib(pid));
         progress(&row);
         Ok(row)
+    }
+
+    /// Runs the bare actix-web server (answering a `body_bytes` JSON body) as a child, drives
+    /// it like `balance`, and stops it.
+    async fn baseline_http_row(
+        &self,
+        dir: &Path,
+        body_bytes: usize,
+        tokens: &[HeaderValue],
+        body_is: &str,
+    ) -> Result<Row, String> {
+        let port = server::free_port()?;
+        let me = std::env::current_exe().map_err(|e| format!("locating tally-bench: {e}"))?;
+        let bare = ServerProcess::start(Spawn {
+            name: "baseline-http server",
+            program: &me,
+            args: vec![
+                "--serve-baseline-http".into(),
+                port.to_string(),
+                "--body-bytes".into(),
+                body_bytes.to_string(),
+                "--workers".into(),
+                self.workers.to_string(),
+            ],
+            env: Vec::new(),
+            port,
+            ready_path: "/healthz",
+            log: dir.join("baseline-http.log"),
+        })
+        .await?;
+        let wl = Workload::Balance {
+            host: Ctx::host(bare.addr)?,
+            tokens: tokens.to_vec(),
+        };
+        let mut row = self.http_row("baseline-http", &bare, wl, true).await;
+        if let Ok(r) = &mut row {
+            r.note = Some(format!(
+                "bare actix-web, {} workers, {body_bytes}-byte JSON body ({body_is})",
+                self.workers
+            ));
+        }
+        bare.stop().await?;
+        row
     }
 
     /// Drives a baseline-db transaction and turns the result into a row.
@@ -432,7 +495,7 @@ async fn bench(
     if main_scenarios.iter().any(|s| has(*s)) {
         let url = dbs.create("main").await?;
         let srv = ctx
-            .start_tally(&url, dbs.dir().join("tally-main.log"))
+            .start_tally(&url, dbs.dir().join("tally-main.log"), &[])
             .await?;
         let host = Ctx::host(srv.addr)?;
 
@@ -489,38 +552,15 @@ async fn bench(
         let body_bytes = body.len();
 
         if has(S::BaselineHttp) || has(S::Balance) {
-            let port = server::free_port()?;
-            let me = std::env::current_exe().map_err(|e| format!("locating tally-bench: {e}"))?;
-            let bare = ServerProcess::start(Spawn {
-                name: "baseline-http server",
-                program: &me,
-                args: vec![
-                    "--serve-baseline-http".into(),
-                    port.to_string(),
-                    "--body-bytes".into(),
-                    body_bytes.to_string(),
-                    "--workers".into(),
-                    ctx.workers.to_string(),
-                ],
-                env: Vec::new(),
-                port,
-                ready_path: "/healthz",
-                log: dbs.dir().join("baseline-http.log"),
-            })
-            .await?;
-            let wl = Workload::Balance {
-                host: Ctx::host(bare.addr)?,
-                tokens: tokens.clone(),
-            };
-            let mut row = ctx.http_row("baseline-http", &bare, wl, true).await;
-            if let Ok(r) = &mut row {
-                r.note = Some(format!(
-                    "bare actix-web, {} workers, {body_bytes}-byte JSON body (the balance response's size)",
-                    ctx.workers
-                ));
-            }
-            bare.stop().await?;
-            report.rows.push(row?);
+            let row = ctx
+                .baseline_http_row(
+                    dbs.dir(),
+                    body_bytes,
+                    &tokens,
+                    "the balance response's size",
+                )
+                .await?;
+            report.rows.push(row);
         }
         if has(S::Balance) {
             let wl = Workload::Balance {
@@ -704,7 +744,7 @@ async fn bench(
         let mut loaded = pre;
         if page < per_user {
             let srv = ctx
-                .start_tally(&url, dbs.dir().join("tally-growth-page.log"))
+                .start_tally(&url, dbs.dir().join("tally-growth-page.log"), &[])
                 .await?;
             let wl = Workload::History {
                 host: Ctx::host(srv.addr)?,
@@ -732,7 +772,7 @@ async fn bench(
         );
         verify(ctx, report, "growth (after the preload)", &url).await?;
         let srv = ctx
-            .start_tally(&url, dbs.dir().join("tally-growth.log"))
+            .start_tally(&url, dbs.dir().join("tally-growth.log"), &[])
             .await?;
         let host = Ctx::host(srv.addr)?;
         let wl = Workload::Balance {
@@ -780,10 +820,7 @@ async fn bench(
     }
 
     if has(S::Webhook) {
-        report.rows.push(Row::skipped(
-            "webhook",
-            "not applicable yet: commerce (checkout and its webhooks) is not built",
-        ));
+        commerce::scenario(ctx, dbs, report, &tokens).await?;
     }
     report.setup.push(format!(
         "whole run: {:.0} s",

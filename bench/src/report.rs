@@ -82,31 +82,6 @@ impl Row {
         }
     }
 
-    /// A row for a scenario that did not run.
-    pub fn skipped(scenario: &str, why: &str) -> Self {
-        Self {
-            scenario: scenario.to_owned(),
-            status: format!("skipped: {why}"),
-            requests: 0,
-            window_seconds: 0.0,
-            requests_per_second: None,
-            p50_ms: None,
-            p90_ms: None,
-            p99_ms: None,
-            max_ms: None,
-            errors: 0,
-            error_samples: Vec::new(),
-            baseline: None,
-            baseline_requests_per_second: None,
-            ratio: None,
-            target_ratio: None,
-            target_met: None,
-            peak_rss_mib: None,
-            cpu_seconds_per_1000: None,
-            note: None,
-        }
-    }
-
     /// Compares with `baseline` (when it ran) against a target ratio.
     pub fn compare(&mut self, baseline: Option<&Row>, name: &str, target: Option<f64>) {
         self.baseline = Some(name.to_owned());

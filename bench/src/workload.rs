@@ -9,7 +9,7 @@ use hyper::{Method, Request};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::load::Rng;
+use crate::load::{Outcome, Rng};
 
 /// The user id of user `i`; the same in the HTTP seed and the bulk preload.
 pub fn user_id(i: usize) -> String {
@@ -77,6 +77,8 @@ pub enum Workload {
         amount: i64,
         next: AtomicUsize,
     },
+    /// `POST /payment/webhook/stripe`: a signed `invoice.paid` for a random seeded subscription.
+    Webhook(crate::commerce::Renewals),
 }
 
 fn get(
@@ -166,6 +168,15 @@ impl Workload {
                 );
                 post(host, "/internal/credits/grant", service_key, Some(body))
             }
+            Workload::Webhook(renewals) => renewals.request(rng),
         })
+    }
+
+    /// What a 200 answer's body comes to (only the webhook looks at it).
+    pub fn accept(&self, body: &[u8]) -> Outcome {
+        match self {
+            Workload::Webhook(renewals) => renewals.accept(body),
+            _ => Outcome::Ok,
+        }
     }
 }
