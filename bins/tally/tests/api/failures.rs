@@ -111,7 +111,10 @@ async fn storage_failures_change_nothing(db: Db) {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert!(ready.is_some(), "/readyz never recovered after the connections dropped");
+        assert!(
+            ready.is_some(),
+            "/readyz never recovered after the connections dropped"
+        );
         assert_eq!(app.balance("alice").await, 70);
     }
     app.finish().await;
