@@ -63,7 +63,7 @@ pub(crate) fn check_external_id(p: &mut Problems, field: &str, v: Option<&str>) 
 }
 
 /// Timestamps keep microseconds, as both databases do.
-pub(crate) fn truncate_micros(t: OffsetDateTime) -> OffsetDateTime {
+pub fn truncate_micros(t: OffsetDateTime) -> OffsetDateTime {
     let nanos = t.nanosecond() / 1_000 * 1_000;
     t.replace_nanosecond(nanos).unwrap_or(t)
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use serde::Serialize;
+use tally_catalog::validate::truncate_micros;
 use tally_catalog::{Catalog, Coupon, Plan, PlanKind};
 use time::OffsetDateTime;
 
@@ -126,9 +127,7 @@ impl Checkout {
 
     /// The current instant on the service's clock, truncated to microseconds.
     pub fn now(&self) -> OffsetDateTime {
-        let now = (self.now)();
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
+        truncate_micros((self.now)())
     }
 
     /// The configured channels.
