@@ -95,6 +95,19 @@ pub struct Settings {
     pub cors_origins: String,
     /// Sends `Access-Control-Allow-Credentials: true` to allowed origins (not with `*`).
     pub cors_allow_credentials: bool,
+    /// Runs the outbound-webhook dispatcher in this process.
+    pub webhooks_enabled: bool,
+    /// Lets webhook endpoints point at loopback, private and link-local addresses (development
+    /// and tests only).
+    pub webhook_allow_private_urls: bool,
+    /// How often the dispatcher looks for due deliveries when idle, milliseconds.
+    pub webhook_poll_ms: u64,
+    /// Timeout of one delivery attempt, seconds.
+    pub webhook_timeout_seconds: u64,
+    /// How long a claimed delivery is reserved for the process that claimed it, seconds.
+    pub webhook_lease_seconds: u64,
+    /// Deliveries claimed and sent concurrently per round.
+    pub webhook_batch: i64,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Default log filter when `RUST_LOG` is unset.
@@ -133,6 +146,12 @@ impl Default for Settings {
             provider_max_attempts: 3,
             cors_origins: String::new(),
             cors_allow_credentials: false,
+            webhooks_enabled: true,
+            webhook_allow_private_urls: false,
+            webhook_poll_ms: 500,
+            webhook_timeout_seconds: 15,
+            webhook_lease_seconds: 60,
+            webhook_batch: 32,
             log_format: "json".into(),
             log_level: "info".into(),
         }
@@ -169,6 +188,12 @@ const KEYS: &[&str] = &[
     "provider_max_attempts",
     "cors_origins",
     "cors_allow_credentials",
+    "webhooks_enabled",
+    "webhook_allow_private_urls",
+    "webhook_poll_ms",
+    "webhook_timeout_seconds",
+    "webhook_lease_seconds",
+    "webhook_batch",
     "log_format",
     "log_level",
 ];
@@ -206,6 +231,23 @@ impl Settings {
         }
         if !(1..=10).contains(&self.provider_max_attempts) {
             return Err("provider_max_attempts (TALLY_PROVIDER_MAX_ATTEMPTS) must be 1-10".into());
+        }
+        if !(1..=300).contains(&self.webhook_timeout_seconds) {
+            return Err(
+                "webhook_timeout_seconds (TALLY_WEBHOOK_TIMEOUT_SECONDS) must be 1-300".into(),
+            );
+        }
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds {
+            return Err(
+                "webhook_lease_seconds (TALLY_WEBHOOK_LEASE_SECONDS) must exceed webhook_timeout_seconds"
+                    .into(),
+            );
+        }
+        if !(1..=1000).contains(&self.webhook_batch) {
+            return Err("webhook_batch (TALLY_WEBHOOK_BATCH) must be 1-1000".into());
+        }
+        if self.webhook_poll_ms == 0 {
+            return Err("webhook_poll_ms (TALLY_WEBHOOK_POLL_MS) must be at least 1".into());
         }
         self.cors().validate()?;
         if self.workers == Some(0) {

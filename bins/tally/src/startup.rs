@@ -19,6 +19,7 @@ use tally_providers::{
     StripeConfig, StripeProvider,
 };
 use tally_store::{Store, StoreOptions};
+use tally_webhooks::{Dispatcher, DispatcherConfig, Webhooks};
 
 use crate::Settings;
 use crate::token::{SecretSource, resolve_secret};
@@ -48,6 +49,7 @@ pub struct Application {
     port: u16,
     ledger: Ledger,
     sweep_interval: Duration,
+    dispatcher: Option<Dispatcher>,
 }
 
 impl std::fmt::Debug for Application {
@@ -250,6 +252,32 @@ impl Application {
             Arc::new(move || catalog_clock.now()),
         );
         let checkout_clock = clock.clone();
+        let webhook_clock = clock.clone();
+        let webhook_now: tally_webhooks::service::Now = Arc::new(move || webhook_clock.now());
+        let webhooks = Webhooks::new(
+            Arc::new(store.clone()),
+            webhook_now.clone(),
+            settings.webhook_allow_private_urls,
+        );
+        let dispatcher = if settings.webhooks_enabled {
+            let config = DispatcherConfig {
+                poll_interval: Duration::from_millis(settings.webhook_poll_ms),
+                batch: settings.webhook_batch,
+                lease: Duration::from_secs(settings.webhook_lease_seconds),
+                timeout: Duration::from_secs(settings.webhook_timeout_seconds),
+                allow_private_urls: settings.webhook_allow_private_urls,
+            };
+            let dispatcher = Dispatcher::new(webhooks.repo(), webhook_now, config)
+                .map_err(|e| StartupError::Config(format!("webhook HTTP client: {e}")))?;
+            Some(dispatcher)
+        } else {
+            None
+        };
+        if settings.webhook_allow_private_urls {
+            tracing::warn!(
+                "TALLY_WEBHOOK_ALLOW_PRIVATE_URLS is on: webhook endpoints may point into this network; never enable it in production"
+            );
+        }
         let ledger = Ledger::with_clock(Arc::new(store.clone()), clock);
         let pools: tally_api::PoolGauges = Arc::new(move || {
             store
@@ -288,6 +316,7 @@ impl Application {
             checkout,
             sandbox,
             auth,
+            webhooks,
         });
         let body_limit = settings.body_limit_bytes;
         let workers = settings
@@ -318,6 +347,7 @@ impl Application {
             port,
             ledger,
             sweep_interval: Duration::from_secs(settings.sweep_interval_seconds),
+            dispatcher,
         })
     }
 
@@ -348,9 +378,22 @@ impl Application {
                 }
             })
         });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let dispatcher = self.dispatcher.map(|d| tokio::spawn(d.run(stopped)));
         let result = self.server.await;
         if let Some(s) = sweeper {
             s.abort();
+        }
+        let _ = stop.send(true);
+        if let Some(d) = dispatcher {
+            // A round in flight finishes (its attempts are recorded); one stuck past the
+            // timeout is left to be retried after its lease.
+            if tokio::time::timeout(Duration::from_secs(20), d)
+                .await
+                .is_err()
+            {
+                tracing::warn!("webhook dispatcher did not stop in time");
+            }
         }
         tracing::info!("tally stopped");
         result

@@ -510,7 +510,7 @@ where
 }
 
 /// Reads a field that may be absent (keep) or a value (replace), but not `null`.
-fn given<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn given<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
 where
     T: Deserialize<'de>,
     D: serde::Deserializer<'de>,

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tally_catalog::CatalogError;
 use tally_checkout::CheckoutError;
 use tally_ledger::LedgerError;
+use tally_webhooks::{RepoError, WebhookError};
 
 use crate::telemetry::current_request_id;
 
@@ -281,6 +282,42 @@ impl From<CheckoutError> for ApiError {
     }
 }
 
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Validation(message) => {
+                let field = webhook_field(&message);
+                Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.clone())
+                    .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
+            }
+            WebhookError::InvalidUrl(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_WEBHOOK_URL",
+                e.to_string(),
+            ),
+            WebhookError::NotFound => Self::not_found("no such webhook endpoint or delivery"),
+            WebhookError::Storage(RepoError::Storage(source)) => {
+                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+/// The request field a webhook validation message is about: the domain names the field at the
+/// start of its messages, except for an unknown event type name.
+fn webhook_field(message: &str) -> &'static str {
+    ["event_types", "description", "low_balance_threshold", "url"]
+        .into_iter()
+        .find(|field| message.starts_with(field))
+        .or_else(|| {
+            message
+                .starts_with("unknown event type")
+                .then_some("event_types")
+        })
+        .unwrap_or("body")
+}
+
 #[derive(Serialize)]
 struct Envelope<T> {
     success: bool,
@@ -307,6 +344,15 @@ struct Cursor {
 /// `{"success": true, "data": …}`.
 pub fn ok<T: Serialize>(data: T) -> HttpResponse {
     HttpResponse::Ok().json(Envelope {
+        success: true,
+        data,
+        meta: None,
+    })
+}
+
+/// `201 Created` with `{"success": true, "data": …}`.
+pub fn created<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Created().json(Envelope {
         success: true,
         data,
         meta: None,
@@ -351,4 +397,44 @@ pub fn ok_cursor_page<T: Serialize>(
             cursor: Some(Cursor { next_before }),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_webhooks::UrlError;
+
+    use super::*;
+
+    #[test]
+    fn webhook_errors_map_to_codes() {
+        let e = ApiError::from(WebhookError::InvalidUrl(UrlError::UnsupportedScheme));
+        assert_eq!(
+            (e.status, e.code, e.message.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_WEBHOOK_URL",
+                "URL scheme must be http or https"
+            )
+        );
+        let e = ApiError::from(WebhookError::NotFound);
+        assert_eq!((e.status, e.code), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        let e = ApiError::from(WebhookError::Validation("unknown event type `x.y`".into()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        );
+        assert_eq!(
+            e.details,
+            Some(
+                json!({"fields": [{"field": "event_types", "message": "unknown event type `x.y`"}]})
+            )
+        );
+        let e = ApiError::from(WebhookError::Validation(
+            "low_balance_threshold must be between 0 and 10^12".into(),
+        ));
+        assert_eq!(
+            e.details.as_ref().map(|d| d["fields"][0]["field"].clone()),
+            Some(json!("low_balance_threshold"))
+        );
+    }
 }

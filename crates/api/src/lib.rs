@@ -9,6 +9,7 @@ pub mod error;
 pub mod openapi;
 pub mod routes;
 pub mod telemetry;
+pub mod webhook_dto;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, ResponseError, web};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub sandbox: Option<std::sync::Arc<dyn tally_checkout::SandboxDriver>>,
     /// Identity configuration.
     pub auth: AuthConfig,
+    /// Outbound webhook endpoints, deliveries and settings.
+    pub webhooks: tally_webhooks::Webhooks,
 }
 
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -117,6 +120,16 @@ pub fn configure(
         .service(routes::payment::sandbox_page)
         .service(routes::payment::sandbox_pay)
         .service(routes::payment::sandbox_cancel)
+        .service(routes::webhooks::list_endpoints)
+        .service(routes::webhooks::create_endpoint)
+        .service(routes::webhooks::get_endpoint)
+        .service(routes::webhooks::update_endpoint)
+        .service(routes::webhooks::delete_endpoint)
+        .service(routes::webhooks::list_deliveries)
+        .service(routes::webhooks::get_delivery)
+        .service(routes::webhooks::retry_delivery)
+        .service(routes::webhooks::get_settings)
+        .service(routes::webhooks::put_settings)
         .service(routes::system::healthz)
         .service(routes::system::readyz)
         .service(routes::system::metrics)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{checkout_dto, dto, routes};
+use crate::{checkout_dto, dto, routes, webhook_dto};
 
 struct Security;
 
@@ -31,7 +31,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "Tally",
-        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, plans and coupons, orders and subscriptions paid through Stripe, Creem or a local sandbox, service API. \
+        description = "Self-hosted billing for SaaS and AI products: credits ledger, holds for streamed usage, redemption codes, check-in, plans and coupons, orders and subscriptions paid through Stripe, Creem or a local sandbox, outbound webhooks, service API. \
 Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\": false, \"error\": {\"code\", \"message\", \"details\"}}."
     ),
     paths(
@@ -69,6 +69,16 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::payment::sandbox_page,
         routes::payment::sandbox_pay,
         routes::payment::sandbox_cancel,
+        routes::webhooks::list_endpoints,
+        routes::webhooks::create_endpoint,
+        routes::webhooks::get_endpoint,
+        routes::webhooks::update_endpoint,
+        routes::webhooks::delete_endpoint,
+        routes::webhooks::list_deliveries,
+        routes::webhooks::get_delivery,
+        routes::webhooks::retry_delivery,
+        routes::webhooks::get_settings,
+        routes::webhooks::put_settings,
         routes::system::healthz,
         routes::system::readyz,
         routes::system::metrics,
@@ -111,6 +121,16 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         checkout_dto::UrlDto,
         checkout_dto::WebhookAckDto,
         checkout_dto::BillingEventDto,
+        webhook_dto::WebhookEndpointDto,
+        webhook_dto::WebhookEndpointWithSecretDto,
+        webhook_dto::UpdatedWebhookEndpointDto,
+        webhook_dto::CreateWebhookEndpointRequest,
+        webhook_dto::UpdateWebhookEndpointRequest,
+        webhook_dto::DeletedDto,
+        webhook_dto::WebhookDeliveryDto,
+        webhook_dto::WebhookAttemptDto,
+        webhook_dto::WebhookDeliveryDetailDto,
+        webhook_dto::WebhookSettingsDto,
     )),
     modifiers(&Security)
 )]

@@ -31,6 +31,9 @@ macro_rules! checkout_ops {
                 SubscriptionChanges, SubscriptionRow, Trace,
             };
             use crate::ops::$ledger as ledger;
+            use crate::outbox::$ledger as outbox;
+            use serde_json::json;
+            use tally_webhooks::EventType;
             use crate::rows::{from_db, to_db};
             use crate::schema::{
                 billing_customers, billing_events, coupons, orders, payment_refs, payments,
@@ -41,6 +44,72 @@ macro_rules! checkout_ops {
             type Conn = $conn;
 
             const INACTIVE: [&str; 2] = ["canceled", "expired"];
+
+            fn rfc3339(t: Option<time::PrimitiveDateTime>) -> serde_json::Value {
+                t.map(from_db)
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .map_or(serde_json::Value::Null, serde_json::Value::String)
+            }
+
+            /// Reports an order's change to the outbox, with the order as it now is.
+            async fn order_event(
+                conn: &mut Conn,
+                event_type: EventType,
+                order_id: &str,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let o: OrderRow = orders::table
+                    .find(order_id)
+                    .select(OrderRow::as_select())
+                    .first(conn)
+                    .await?;
+                let mut data = json!({
+                    "order_id": o.id,
+                    "type": o.order_type,
+                    "status": o.status,
+                    "plan_id": o.plan_id,
+                    "channel": o.channel,
+                    "amount_minor": o.amount_minor,
+                    "discount_minor": o.discount_minor,
+                    "currency": o.currency,
+                    "credits": o.credits,
+                });
+                if event_type == EventType::OrderFailed {
+                    data["failure_reason"] = json!(o.failure_reason);
+                }
+                outbox::emit(conn, event_type, (&o.app_key, Some(&o.user_id)), data, now).await
+            }
+
+            /// Reports a subscription's change to the outbox, with the subscription as it now is.
+            async fn subscription_event(
+                conn: &mut Conn,
+                event_type: EventType,
+                id: i64,
+                extra: serde_json::Value,
+                now: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let s: SubscriptionRow = subscriptions::table
+                    .find(id)
+                    .select(SubscriptionRow::as_select())
+                    .first(conn)
+                    .await?;
+                let mut data = json!({
+                    "subscription_id": s.id,
+                    "order_id": s.order_id,
+                    "plan_id": s.plan_id,
+                    "interval": s.billing_interval,
+                    "channel": s.channel,
+                    "status": s.status,
+                    "current_period_start": rfc3339(s.current_period_start),
+                    "current_period_end": rfc3339(s.current_period_end),
+                    "cancel_at_period_end": s.cancel_at_period_end,
+                    "credits_per_period": s.credits_per_period,
+                });
+                if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+                    data.extend(extra);
+                }
+                outbox::emit(conn, event_type, (&s.app_key, Some(&s.user_id)), data, now).await
+            }
 
             // ---------------------------------------------------------------------------------
             // Orders, customers, coupons
@@ -123,6 +192,7 @@ macro_rules! checkout_ops {
                     .returning(OrderRow::as_returning())
                     .get_result(conn)
                     .await?;
+                order_event(conn, EventType::OrderFailed, order_id, now).await?;
                 Order::try_from(row)
             }
 
@@ -447,6 +517,7 @@ macro_rules! checkout_ops {
                     .execute(conn)
                     .await?;
                 if transition {
+                    order_event(conn, EventType::OrderCompleted, &order.id, now).await?;
                     if let Some(code) = &order.coupon_code {
                         diesel::update(
                             coupons::table
@@ -663,6 +734,9 @@ macro_rules! checkout_ops {
                 }
                 let reason = (to == OrderStatus::Failed).then_some("payment failed");
                 set_order_status(conn, &order.id, to, reason, now).await?;
+                if to == OrderStatus::Failed {
+                    order_event(conn, EventType::OrderFailed, &order.id, now).await?;
+                }
                 Ok(applied(format!("order {to}")))
             }
 
@@ -725,7 +799,7 @@ macro_rules! checkout_ops {
                     .as_deref()
                     .ok_or(StoreError::Invariant("subscription order without an interval"))?;
                 let at = to_db(now);
-                diesel::insert_into(subscriptions::table)
+                let inserted = diesel::insert_into(subscriptions::table)
                     .values((
                         subscriptions::app_key.eq(&order.app_key),
                         subscriptions::user_id.eq(&order.user_id),
@@ -747,6 +821,7 @@ macro_rules! checkout_ops {
                     .do_nothing()
                     .execute(conn)
                     .await?;
+                let created = inserted > 0;
                 if order.provider_subscription_id.is_none() {
                     diesel::update(orders::table.find(&order.id))
                         .set((
@@ -756,9 +831,13 @@ macro_rules! checkout_ops {
                         .execute(conn)
                         .await?;
                 }
-                lock_subscription(conn, channel, provider_id)
+                let sub = lock_subscription(conn, channel, provider_id)
                     .await?
-                    .ok_or(StoreError::Invariant("subscription vanished after insert"))
+                    .ok_or(StoreError::Invariant("subscription vanished after insert"))?;
+                if created {
+                    subscription_event(conn, EventType::SubscriptionCreated, sub.id, json!({}), now).await?;
+                }
+                Ok(sub)
             }
 
             /// The subscription an event names, locked after its order; created from the order the
@@ -881,6 +960,13 @@ macro_rules! checkout_ops {
                 if !new {
                     return Ok(ignored("payment already granted"));
                 }
+                if earlier > 0 {
+                    let extra = json!({
+                        "payment_id": payment_id,
+                        "credits_granted": sub.credits_per_period,
+                    });
+                    subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
+                }
                 let period_end = period_end.or(sub.current_period_end.map(from_db));
                 let name = match &order {
                     Some(order) => plan_name(conn, order).await?,
@@ -960,6 +1046,25 @@ macro_rules! checkout_ops {
                 let now_status = changes.status.unwrap_or(sub.status.as_str()).to_owned();
                 let ending = changes.cancel_at_period_end.unwrap_or(sub.cancel_at_period_end);
                 update_subscription(conn, sub.id, changes).await?;
+                let after: SubscriptionRow = subscriptions::table
+                    .find(sub.id)
+                    .select(SubscriptionRow::as_select())
+                    .first(conn)
+                    .await?;
+                let changed = after.status != sub.status
+                    || after.cancel_at_period_end != sub.cancel_at_period_end
+                    || after.current_period_start != sub.current_period_start
+                    || after.current_period_end != sub.current_period_end
+                    || after.plan_id != sub.plan_id;
+                if changed {
+                    let event_type = if after.status == "canceled" && sub.status != "canceled" {
+                        EventType::SubscriptionCanceled
+                    } else {
+                        EventType::SubscriptionUpdated
+                    };
+                    let extra = json!({ "previous_status": sub.status });
+                    subscription_event(conn, event_type, sub.id, extra, now).await?;
+                }
                 Ok(applied(if ending && now_status != "canceled" {
                     format!("subscription {now_status}, ends at period end")
                 } else {
@@ -1115,6 +1220,16 @@ macro_rules! checkout_ops {
                     let movement = clawback_movement(&payment, channel, refund_key, credits)?;
                     ledger::apply(conn, &movement, &movement.request_hash(), now).await?;
                 }
+                let data = json!({
+                    "order_id": payment.order_id,
+                    "payment_id": payment.payment_id,
+                    "channel": channel.as_str(),
+                    "refunded_minor": total - payment.refunded_minor,
+                    "refunded_total_minor": total,
+                    "amount_paid_minor": payment.amount_paid_minor,
+                    "credits_clawed_back": credits,
+                });
+                outbox::emit(conn, EventType::OrderRefunded, (&payment.app_key, Some(&payment.user_id)), data, now).await?;
                 if let Some(order) = order {
                     if order.status()? != OrderStatus::Refunded {
                         set_order_status(conn, &order.id, OrderStatus::Refunded, None, now).await?;

@@ -55,11 +55,13 @@ mod checkout_ops;
 mod checkout_repo;
 mod checkout_rows;
 mod ops;
+mod outbox;
 mod predicates;
 mod repo;
 mod rows;
 pub mod schema;
 mod sqlite_rt;
+mod webhook_repo;
 
 use diesel::{Connection, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::Pool;

@@ -215,6 +215,7 @@ macro_rules! backend_ops {
                         .execute(conn)
                         .await?;
                 }
+                crate::outbox::$module::ledger_events(conn, account, plan, written.as_ref(), now).await?;
                 Ok(written)
             }
 
@@ -304,6 +305,21 @@ macro_rules! backend_ops {
                         }
                         e => e.into(),
                     })?;
+                let data = serde_json::json!({
+                    "day": day,
+                    "streak": streak,
+                    "awarded": reward,
+                    "balance_after": txn.balance_after,
+                    "transaction_id": txn.id,
+                });
+                crate::outbox::$module::emit(
+                    conn,
+                    tally_webhooks::EventType::CheckinCompleted,
+                    (&request.account.app, Some(&request.account.user)),
+                    data,
+                    request.now,
+                )
+                .await?;
                 Ok(CheckinRecord {
                     day: request.day,
                     streak,

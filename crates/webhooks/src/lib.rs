@@ -12,14 +12,27 @@
 //!   address it connects to with [`is_public_ip`] against DNS rebinding.
 //! - [`retry`]: the delivery schedule ([`next_delay`], [`MAX_ATTEMPTS`]) and when an endpoint that
 //!   keeps failing is disabled ([`DISABLE_AFTER`]).
+//! - [`repo`]: the storage port ([`WebhookRepository`]): endpoints, the outbox fan-out, claims
+//!   and the record of every attempt.
+//! - [`service`]: the admin operations ([`Webhooks`]).
+//! - [`dispatcher`]: the delivery loop ([`Dispatcher`]) that runs inside `tally serve`.
 
+pub mod dispatcher;
 pub mod event;
+pub mod repo;
 pub mod retry;
+pub mod service;
 pub mod signing;
 pub mod ssrf;
 
+pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use event::{EventType, OutboundEvent, new_event_id};
+pub use repo::{
+    Attempt, AttemptResult, ClaimedDelivery, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
+    EndpointChanges, NewEndpoint, RepoError, WebhookRepository,
+};
 pub use retry::{DISABLE_AFTER, MAX_ATTEMPTS, NO_JITTER, SCHEDULE, next_delay};
+pub use service::{CreateEndpoint, UpdateEndpoint, WebhookError, Webhooks};
 pub use signing::{
     DEFAULT_TOLERANCE_SECONDS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SecretError,
     VerifyError, WebhookSecret, sign, verify,

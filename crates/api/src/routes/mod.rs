@@ -10,6 +10,7 @@ pub mod internal;
 pub mod orders;
 pub mod payment;
 pub mod system;
+pub mod webhooks;
 
 use std::future::Future;
 
