@@ -93,7 +93,10 @@ macro_rules! write_ops {
             use tally_ledger::checkin::{streak_for, CheckinConfig, CheckinRecord};
             use tally_ledger::plan::{plan_movement, Plan};
             use tally_ledger::{AccountView, LotView, MovementKind, TxnType};
-            use tally_store::schema::{accounts, checkin_configs, checkins, lots, transactions};
+            use tally_store::schema::{
+                accounts, checkin_configs, checkins, lots, transactions, webhook_endpoints, webhook_events,
+                webhook_settings,
+            };
             use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
             use super::{LiveLot, OpError};
@@ -209,7 +212,51 @@ macro_rules! write_ops {
                     ))
                     .execute(conn)
                     $($aw)*?;
+                // The outbox: a lowered balance reads the app's low-balance threshold and whether
+                // an endpoint wants `credits.spent`; a grant writes its `credits.granted` event.
+                if plan.balance - plan.held < account.3 - account.4 {
+                    let threshold = webhook_settings::table
+                        .filter(webhook_settings::app_key.eq(&account.1))
+                        .select(webhook_settings::low_balance_threshold)
+                        .single_value();
+                    let wants_spent = diesel::dsl::exists(
+                        webhook_endpoints::table
+                            .filter(webhook_endpoints::app_key.eq(&account.1))
+                            .filter(webhook_endpoints::enabled.eq(true))
+                            .filter(webhook_endpoints::wants_spent.eq(true)),
+                    );
+                    let _: (Option<i64>, bool) = diesel::select((threshold, wants_spent))
+                        .get_result(conn)
+                        $($aw)*?;
+                }
+                if entry.amount > 0 {
+                    let payload = super::event_payload("credits.granted", &account.2, row.0);
+                    outbox(conn, &account.1, &account.2, "credits.granted", &payload, at)$($aw)*?;
+                }
                 Ok(row.0)
+            }
+
+            $($kw)? fn outbox(
+                conn: &mut Conn,
+                app: &str,
+                user: &str,
+                event_type: &str,
+                payload: &str,
+                at: PrimitiveDateTime,
+            ) -> Result<(), OpError> {
+                diesel::insert_into(webhook_events::table)
+                    .values((
+                        webhook_events::id.eq(tally_webhooks::new_event_id()),
+                        webhook_events::app_key.eq(app),
+                        webhook_events::user_id.eq(user),
+                        webhook_events::event_type.eq(event_type),
+                        webhook_events::payload.eq(payload),
+                        webhook_events::fanned_out.eq(false),
+                        webhook_events::created_at.eq(at),
+                    ))
+                    .execute(conn)
+                    $($aw)*?;
+                Ok(())
             }
 
             /// `GET /credits/balance`'s one statement: the account with its live lots.
@@ -322,10 +369,28 @@ macro_rules! write_ops {
                     ))
                     .execute(conn)
                     $($aw)*?;
+                let payload = super::event_payload("checkin.completed", user, txn_id);
+                outbox(conn, "default", user, "checkin.completed", &payload, to_db(now))$($aw)*?;
                 Ok(())
             }
         }
     };
+}
+
+/// An outbox payload of the size and shape the server writes.
+pub(crate) fn event_payload(event_type: &str, user: &str, txn_id: i64) -> String {
+    tally_webhooks::OutboundEvent::new(
+        tally_webhooks::EventType::parse(event_type)
+            .unwrap_or(tally_webhooks::EventType::CreditsGranted),
+        "default",
+        Some(user.to_owned()),
+        time::OffsetDateTime::now_utc(),
+        serde_json::json!({
+            "transaction_id": txn_id, "type": "checkin", "credits": 10, "balance_after": 110,
+            "description": "Daily check-in (streak day 1)", "expires_at": null,
+        }),
+    )
+    .payload()
 }
 
 /// `"lots"."remaining" > 0` as the server writes it (in the statement text, cacheable).
