@@ -10,6 +10,8 @@ mod common;
 mod bad_input;
 mod creem;
 mod doubles;
+#[path = "../webhooks/receiver.rs"]
+mod receiver;
 mod sandbox;
 mod stripe;
 
@@ -43,8 +45,48 @@ pub async fn spawn(db: Db, stripe: Option<&Double>, creem: Option<&Double>) -> T
         s.allowed_redirect_hosts = "app.example,*.example.org".into();
         s.provider_timeout_seconds = 1;
         s.provider_max_attempts = 2;
+        s.webhook_allow_private_urls = true;
+        s.webhook_poll_ms = 20;
     })
     .await
+}
+
+/// A receiver registered for every default event type of the default app.
+pub async fn watch(app: &TestApp) -> receiver::Receiver {
+    let receiver = receiver::Receiver::ok().await;
+    let (status, body, _) = app
+        .request(
+            Method::POST,
+            "/admin/webhooks/endpoints",
+            Some(&admin_token("root")),
+            &[],
+            Body::Json(json!({ "url": receiver.url })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    receiver
+}
+
+/// Waits for `n` deliveries, then a moment for any extra; answers (type, data) in creation
+/// order.
+pub async fn outbound(receiver: &receiver::Receiver, n: usize) -> Vec<(String, Value)> {
+    receiver.wait_for(n, 20).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut events: Vec<Value> = receiver.received().iter().map(|r| r.json()).collect();
+    events.sort_by(|a, b| {
+        (
+            a["created_at"].as_str(),
+            a["data"]["transaction_id"].as_i64(),
+        )
+            .cmp(&(
+                b["created_at"].as_str(),
+                b["data"]["transaction_id"].as_i64(),
+            ))
+    });
+    events
+        .into_iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"].clone()))
+        .collect()
 }
 
 /// The `Pro` subscription plan (1,000 credits a period) and the `Pack` credit pack (500

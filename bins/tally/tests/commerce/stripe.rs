@@ -81,6 +81,7 @@ async fn subscribe(app: &TestApp, user: &str, plan: &str) -> String {
 async fn subscription_lifecycle(db: Db) {
     let stripe = doubles::stripe().await;
     let app = spawn(db, Some(&stripe), None).await;
+    let watcher = crate::watch(&app).await;
     let (pro, _) = seed_plans(&app).await;
 
     let (status, body) = create_session(
@@ -283,12 +284,36 @@ async fn subscription_lifecycle(db: Db) {
             .iter()
             .any(|e| e["event_id"] == "evt_in2" && e["outcome"] == "applied")
     );
+    // The host app was told each change once, in the provider's transaction.
+    let told = crate::outbound(&watcher, 7).await;
+    let types: std::collections::BTreeMap<&str, usize> =
+        told.iter().fold(Default::default(), |mut m, (t, _)| {
+            *m.entry(t.as_str()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        types,
+        std::collections::BTreeMap::from([
+            ("credits.granted", 2),
+            ("order.completed", 1),
+            ("subscription.canceled", 1),
+            ("subscription.created", 1),
+            ("subscription.renewed", 1),
+            ("subscription.updated", 1),
+        ])
+    );
+    let data = |t: &str| told.iter().find(|(x, _)| x == t).unwrap().1.clone();
+    assert_eq!(data("order.completed")["order_id"], order.as_str());
+    assert_eq!(data("subscription.renewed")["payment_id"], "in_2");
+    assert_eq!(data("subscription.updated")["cancel_at_period_end"], true);
+    assert_eq!(data("subscription.canceled")["previous_status"], "active");
     app.finish().await;
 }
 
 async fn credit_pack_and_refunds(db: Db) {
     let stripe = doubles::stripe().await;
     let app = spawn(db, Some(&stripe), None).await;
+    let watcher = crate::watch(&app).await;
     let (_, pack) = seed_plans(&app).await;
     let (status, body) = create_session(
         &app,
@@ -360,6 +385,31 @@ async fn credit_pack_and_refunds(db: Db) {
     // The debt is repaid first by the next grant.
     app.admin_grant("alice", 1000).await;
     assert_eq!(app.balance("alice").await, 600);
+    // Two refunds applied, two `order.refunded`; the repeated one told nothing.
+    let told = crate::outbound(&watcher, 5).await;
+    let refunds: Vec<_> = told.iter().filter(|(t, _)| t == "order.refunded").collect();
+    assert_eq!(refunds.len(), 2, "{told:#?}");
+    let mut amounts: Vec<_> = refunds
+        .iter()
+        .map(|(_, d)| {
+            (
+                d["refunded_minor"].as_i64(),
+                d["credits_clawed_back"].as_i64(),
+            )
+        })
+        .collect();
+    amounts.sort();
+    assert_eq!(amounts, [(Some(249), Some(250)), (Some(250), Some(250))]);
+    assert!(refunds.iter().all(|(_, d)| d["order_id"] == order.as_str()));
+    assert_eq!(
+        told.iter().filter(|(t, _)| t == "order.completed").count(),
+        1
+    );
+    assert_eq!(
+        told.iter().filter(|(t, _)| t == "credits.granted").count(),
+        2
+    );
+    assert_eq!(told.len(), 5);
     app.finish().await;
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{Body, Db, admin_token, user_token};
+use crate::common::{Body, Db, SERVICE_KEY, admin_token, user_token};
 use crate::receiver::Receiver;
 use crate::{
     create_endpoint, delivery, parse_time, spawn, verify, verify_with_python, wait_deliveries,
@@ -19,6 +19,7 @@ backend_tests!(
     retries_back_off_then_succeed,
     failing_receiver_is_bounded_then_disabled,
     checkout_reports_orders_and_subscriptions,
+    expiry_and_holds_report_when_swept,
 );
 
 fn count_types(received: &[crate::receiver::Received]) -> BTreeMap<String, usize> {
@@ -53,8 +54,11 @@ async fn deliveries_verify_and_report_only_committed_changes(db: Db) {
     let (status, body, _) = app.checkin(&user_token("alice")).await;
     assert_eq!(status, 200, "{body}");
 
-    // Not committed, or nothing new: a replay, an overdraw, a refused provider webhook, a
-    // refused admin request.
+    // Not committed, or nothing new: a second check-in the same day (its reward was planned,
+    // then the day's unique key rolled the transaction back), a replay, an overdraw, a refused
+    // provider webhook, a refused admin request.
+    let reply = app.checkin(&user_token("alice")).await;
+    crate::common::assert_error(&reply, 409, "ALREADY_CHECKED_IN");
     let (status, _, _) = app.consume("alice", 60, "call-1").await;
     assert_eq!(status, 200);
     let (status, body, _) = app.consume("alice", 10_000, "call-2").await;
@@ -400,5 +404,85 @@ async fn checkout_reports_orders_and_subscriptions(db: Db) {
         .json();
     assert_eq!(sub["data"]["status"], "active");
     assert_eq!(sub["data"]["order_id"], order["data"]["order_id"]);
+    app.finish().await;
+}
+
+async fn expiry_and_holds_report_when_swept(db: Db) {
+    let app = spawn(db).await;
+    let receiver = Receiver::ok().await;
+    create_endpoint(
+        &app,
+        &receiver.url,
+        Some(&["credits.expired", "hold.expired", "credits.low"]),
+    )
+    .await;
+    let (status, body, _) = app
+        .put(
+            "/admin/webhooks/settings",
+            &admin_token("root"),
+            json!({ "low_balance_threshold": 20 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = app
+        .post(
+            "/admin/credits/manual",
+            &admin_token("root"),
+            json!({
+                "user_id": "frank", "amount": 100, "description": "Trial",
+                "expires_at": "2026-03-01T13:00:00Z",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = app
+        .post(
+            "/internal/credits/holds",
+            SERVICE_KEY,
+            json!({ "user_id": "frank", "amount": 30, "ttl_seconds": 60, "description": "stream" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let hold_id = body["data"]["id"].clone();
+    // Nothing has happened yet that a receiver subscribed to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty());
+
+    // Two hours on, the sweep writes the expiry and the run-out hold in one transaction.
+    app.clock.advance(time::Duration::hours(2));
+    assert_eq!(app.ledger().sweep_expired(100).await.unwrap(), 1);
+    receiver.wait_for(3, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = receiver.received();
+    assert_eq!(
+        count_types(&received),
+        BTreeMap::from([
+            ("credits.expired".to_owned(), 1),
+            ("credits.low".to_owned(), 1),
+            ("hold.expired".to_owned(), 1),
+        ])
+    );
+    let data = |t: &str| {
+        received
+            .iter()
+            .find(|r| r.event_type() == t)
+            .unwrap()
+            .json()["data"]
+            .clone()
+    };
+    assert_eq!(data("credits.expired")["credits"], 100);
+    assert_eq!(data("credits.expired")["balance_after"], 0);
+    assert_eq!(
+        data("hold.expired")["hold_id"]
+            .to_string()
+            .trim_matches('"'),
+        hold_id.to_string().trim_matches('"')
+    );
+    assert_eq!(data("credits.low")["available_before"], 70);
+    assert_eq!(data("credits.low")["available_after"], 0);
+    // A second sweep finds nothing and tells nothing.
+    assert_eq!(app.ledger().sweep_expired(100).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 3);
     app.finish().await;
 }
