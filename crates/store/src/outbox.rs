@@ -504,6 +504,24 @@ macro_rules! outbox_ops {
                 delivery(conn, app, id).await
             }
 
+            /// Whether a dispatcher round has anything to do: a new event, or a due delivery.
+            /// Read on a reader connection first, so that an idle dispatcher never takes
+            /// SQLite's write lock.
+            pub(crate) async fn has_work(conn: &mut Conn, now: OffsetDateTime) -> Result<bool, StoreError> {
+                let new_events = exists(webhook_events::table.filter(webhook_events::fanned_out.eq(false)));
+                let enabled = webhook_endpoints::table
+                    .filter(webhook_endpoints::enabled.eq(true))
+                    .select(webhook_endpoints::id);
+                let due = exists(
+                    webhook_deliveries::table
+                        .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+                        .filter(webhook_deliveries::next_attempt_at.le(to_db(now)))
+                        .filter(webhook_deliveries::endpoint_id.eq_any(enabled)),
+                );
+                let (new_events, due): (bool, bool) = diesel::select((new_events, due)).get_result(conn).await?;
+                Ok(new_events || due)
+            }
+
             /// Fans up to `limit` new events out to the endpoints subscribed to them; an event no
             /// endpoint wants is dropped from the outbox at once.
             pub(crate) async fn fan_out(conn: &mut Conn, now: OffsetDateTime, limit: i64) -> Result<usize, StoreError> {

@@ -124,6 +124,12 @@ impl WebhookRepository for Store {
         .map_err(logged)
     }
 
+    async fn has_work(&self, now: OffsetDateTime) -> Result<bool, RepoError> {
+        self.run_read(async { read!(self, |conn, ops| ops::has_work(conn, now).await) })
+            .await
+            .map_err(logged)
+    }
+
     async fn fan_out(&self, now: OffsetDateTime, limit: i64) -> Result<usize, RepoError> {
         self.run(move |store| async move {
             write_tx!(store, |conn, ops| ops::fan_out(conn, now, limit).await)

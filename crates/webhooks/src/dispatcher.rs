@@ -112,6 +112,9 @@ impl Dispatcher {
     /// concurrently and record the results. Answers how many attempts were made.
     pub async fn run_once(&self) -> Result<usize, RepoError> {
         let now = (self.now)();
+        if !self.repo.has_work(now).await? {
+            return Ok(0);
+        }
         while self.repo.fan_out(now, 500).await? == 500 {}
         let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MINUTE);
         let claimed = self.repo.claim(now, lease, self.config.batch).await?;

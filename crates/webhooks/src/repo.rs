@@ -252,6 +252,9 @@ pub trait WebhookRepository: Send + Sync + std::fmt::Debug {
         threshold: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<(), RepoError>;
+    /// Whether there is a new outbox event or a due delivery (a cheap read that lets an idle
+    /// dispatcher skip its write transactions).
+    async fn has_work(&self, now: OffsetDateTime) -> Result<bool, RepoError>;
     /// Turns up to `limit` new outbox events into one pending delivery per enabled endpoint
     /// subscribed to their type; answers how many events were processed.
     async fn fan_out(&self, now: OffsetDateTime, limit: i64) -> Result<usize, RepoError>;
