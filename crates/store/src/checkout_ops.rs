@@ -94,7 +94,7 @@ macro_rules! checkout_ops {
                     .first(conn)
                     .await?;
                 let mut data = json!({
-                    "subscription_id": s.id,
+                    "subscription_id": s.id.to_string(),
                     "order_id": s.order_id,
                     "plan_id": s.plan_id,
                     "interval": s.billing_interval,

@@ -310,7 +310,7 @@ macro_rules! backend_ops {
                     "streak": streak,
                     "awarded": reward,
                     "balance_after": txn.balance_after,
-                    "transaction_id": txn.id,
+                    "transaction_id": txn.id.to_string(),
                 });
                 crate::outbox::$module::emit(
                     conn,

@@ -218,7 +218,7 @@ macro_rules! outbox_ops {
                 let who = (account.app_key.as_str(), Some(account.user_id.as_str()));
                 for entry in &plan.expiries {
                     let data = json!({
-                        "lot_id": entry.expired_lot,
+                        "lot_id": entry.expired_lot.map(|id| id.to_string()),
                         "credits": entry.amount.abs(),
                         "balance_after": entry.balance_after,
                     });
@@ -234,7 +234,7 @@ macro_rules! outbox_ops {
                 };
                 if let Some(txn) = written {
                     let data = json!({
-                        "transaction_id": txn.id,
+                        "transaction_id": txn.id.to_string(),
                         "type": txn.txn_type.as_str(),
                         "credits": txn.amount.abs(),
                         "balance_after": txn.balance_after,
@@ -250,7 +250,7 @@ macro_rules! outbox_ops {
                     }
                 }
                 for &hold_id in &plan.expired_holds {
-                    emit(conn, EventType::HoldExpired, who, json!({ "hold_id": hold_id }), now).await?;
+                    emit(conn, EventType::HoldExpired, who, json!({ "hold_id": hold_id.to_string() }), now).await?;
                 }
                 if let Some(threshold) = threshold {
                     if before >= threshold && after < threshold {

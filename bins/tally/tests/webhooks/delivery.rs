@@ -472,12 +472,7 @@ async fn expiry_and_holds_report_when_swept(db: Db) {
     };
     assert_eq!(data("credits.expired")["credits"], 100);
     assert_eq!(data("credits.expired")["balance_after"], 0);
-    assert_eq!(
-        data("hold.expired")["hold_id"]
-            .to_string()
-            .trim_matches('"'),
-        hold_id.to_string().trim_matches('"')
-    );
+    assert_eq!(data("hold.expired")["hold_id"], hold_id);
     assert_eq!(data("credits.low")["available_before"], 70);
     assert_eq!(data("credits.low")["available_after"], 0);
     // A second sweep finds nothing and tells nothing.
