@@ -109,7 +109,7 @@ struct AdminClaims<'a> {
 }
 
 /// An HS256 admin token of the default app.
-fn admin_token(secret: &str) -> Result<HeaderValue, String> {
+pub fn admin_token(secret: &str) -> Result<HeaderValue, String> {
     let claims = AdminClaims {
         sub: "bench-admin",
         role: "admin",
@@ -125,7 +125,7 @@ fn admin_token(secret: &str) -> Result<HeaderValue, String> {
 }
 
 /// One request with a JSON answer on `sender`'s connection.
-async fn call_json(
+pub async fn call_json(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: &HeaderValue,
     method: Method,

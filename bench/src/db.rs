@@ -158,7 +158,8 @@ pub async fn migrate(url: &str) -> Result<(), String> {
 
 const REQUEST_HASH: &str = "5e1f4b0a6c3d2e8f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
 
-fn timestamp(t: time::OffsetDateTime) -> String {
+/// `t` in UTC as `YYYY-MM-DD HH:MM:SS`, the text both backends read as a `TIMESTAMP`.
+pub fn timestamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",

@@ -12,6 +12,7 @@
 mod baseline;
 mod commerce;
 mod db;
+mod delivery;
 mod load;
 mod report;
 mod server;
@@ -72,6 +73,8 @@ enum Scenario {
     Growth,
     /// Stripe-signed invoice.paid renewals for distinct subscriptions.
     Webhook,
+    /// Outbound webhooks: outbox events fanned out, signed and POSTed to a local receiver.
+    Deliver,
 }
 
 #[derive(Debug, Parser)]
@@ -80,7 +83,7 @@ enum Scenario {
     version,
     about = "Load-test the release tally binary against in-run baselines",
     after_help = "Scenarios (default: all): baseline-http balance history baseline-db consume \
-                  consume-hot checkin growth webhook.\nBuild first: cargo build --release -p tally -p tally-bench"
+                  consume-hot checkin growth webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
 )]
 struct Cli {
     /// Scenarios to run; none means all.
@@ -135,6 +138,9 @@ struct Cli {
     /// Internal: serve the Stripe double on this port and exit when stopped.
     #[arg(long, hide = true)]
     serve_stripe_double: Option<u16>,
+    /// Internal: serve the webhook receiver on this port and exit when stopped.
+    #[arg(long, hide = true)]
+    serve_receiver: Option<u16>,
     /// Internal: the bare baseline's body size.
     #[arg(long, hide = true, default_value_t = 0)]
     body_bytes: usize,
@@ -161,6 +167,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tally-bench: Stripe double: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(port) = cli.serve_receiver {
+        return match delivery::serve_receiver(port, cli.workers.unwrap_or_else(cores)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tally-bench: webhook receiver: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -821,6 +836,9 @@ async fn bench(
 
     if has(S::Webhook) {
         commerce::scenario(ctx, dbs, report, &tokens).await?;
+    }
+    if has(S::Deliver) {
+        delivery::scenario(ctx, dbs, report).await?;
     }
     report.setup.push(format!(
         "whole run: {:.0} s",

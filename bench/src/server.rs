@@ -144,6 +144,18 @@ impl ServerProcess {
         self.pid
     }
 
+    /// Whether the child has exited, with its exit status and last lines if so.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "{} exited ({status}); its output:\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            _ => None,
+        }
+    }
+
     /// The last lines the child printed.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -152,6 +152,7 @@ macro_rules! outbox_ops {
             use time::OffsetDateTime;
 
             use super::{join_types, AttemptRow, DeliveryRow, EndpointRow};
+            use crate::predicates::{NewEvent, PendingDelivery};
             use crate::rows::{from_db, to_db, AccountRow};
             use crate::schema::{
                 webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_events,
@@ -508,13 +509,13 @@ macro_rules! outbox_ops {
             /// Read on a reader connection first, so that an idle dispatcher never takes
             /// SQLite's write lock.
             pub(crate) async fn has_work(conn: &mut Conn, now: OffsetDateTime) -> Result<bool, StoreError> {
-                let new_events = exists(webhook_events::table.filter(webhook_events::fanned_out.eq(false)));
+                let new_events = exists(webhook_events::table.filter(NewEvent));
                 let enabled = webhook_endpoints::table
                     .filter(webhook_endpoints::enabled.eq(true))
                     .select(webhook_endpoints::id);
                 let due = exists(
                     webhook_deliveries::table
-                        .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+                        .filter(PendingDelivery)
                         .filter(webhook_deliveries::next_attempt_at.le(to_db(now)))
                         .filter(webhook_deliveries::endpoint_id.eq_any(enabled)),
                 );
@@ -526,7 +527,7 @@ macro_rules! outbox_ops {
             /// endpoint wants is dropped from the outbox at once.
             pub(crate) async fn fan_out(conn: &mut Conn, now: OffsetDateTime, limit: i64) -> Result<usize, StoreError> {
                 let events: Vec<(i64, String, String)> = webhook_events::table
-                    .filter(webhook_events::fanned_out.eq(false))
+                    .filter(NewEvent)
                     .order(webhook_events::seq)
                     .limit(limit)
                     .select((webhook_events::seq, webhook_events::app_key, webhook_events::event_type))
@@ -595,7 +596,7 @@ macro_rules! outbox_ops {
                     .filter(webhook_endpoints::enabled.eq(true))
                     .select(webhook_endpoints::id);
                 let ids: Vec<i64> = webhook_deliveries::table
-                    .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+                    .filter(PendingDelivery)
                     .filter(webhook_deliveries::next_attempt_at.le(to_db(now)))
                     .filter(webhook_deliveries::endpoint_id.eq_any(enabled))
                     .order(webhook_deliveries::next_attempt_at)

@@ -1,8 +1,9 @@
 //! The fixed predicates of the partial indexes, written into the statement text rather than
 //! bound as parameters.
 //!
-//! `lots_live`/`lots_due` are defined `WHERE remaining > 0` and `holds_active`/`holds_due`
-//! `WHERE status = 'active'`. With the constant bound as a parameter (`remaining > ?`), SQLite
+//! `lots_live`/`lots_due` are defined `WHERE remaining > 0`, `holds_active`/`holds_due`
+//! `WHERE status = 'active'`, and the webhook outbox's `WHERE NOT fanned_out` and
+//! `WHERE status = 'pending'`. With the constant bound as a parameter (`remaining > ?`), SQLite
 //! decides whether the partial index applies by peeking at the bound value, and so marks the
 //! prepared statement to be prepared again every time that parameter is bound — every execution;
 //! PostgreSQL's generic plans cannot use such an index at all. Diesel's `sql()` literal would
@@ -50,4 +51,17 @@ fixed_predicate!(
     /// `holds.status = 'active'` (the `holds_active` and `holds_due` indexes).
     ActiveHold,
     "\"holds\".\"status\" = 'active'"
+);
+
+fixed_predicate!(
+    /// `NOT webhook_events.fanned_out`: an outbox event not yet fanned out (the
+    /// `webhook_events_pending` index).
+    NewEvent,
+    "NOT \"webhook_events\".\"fanned_out\""
+);
+
+fixed_predicate!(
+    /// `webhook_deliveries.status = 'pending'` (the `webhook_deliveries_due` index).
+    PendingDelivery,
+    "\"webhook_deliveries\".\"status\" = 'pending'"
 );
