@@ -5,15 +5,10 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 use tempfile::TempDir;
 
-use common::{
-    Db, JWT_SECRET, OTHER_SERVICE_KEY, SERVICE_KEY, TestApp, consume_storm, tally_command,
-};
+use common::{Db, JWT_SECRET, TestApp, consume_storm, start_node, tally_command};
 
 backend_tests!(verify_command, token_command);
 postgres_tests!(two_processes_share_one_database);
@@ -197,76 +192,13 @@ async fn migrate_command() {
     );
 }
 
-/// Kills and reaps the child when the test ends, however it ends.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_node(database_url: &str, dir: &std::path::Path) -> (Node, String) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TALLY_") {
-            cmd.env_remove(key);
-        }
-    }
-    let child = cmd
-        .arg("serve")
-        .current_dir(dir)
-        .env("TALLY_BIND", format!("127.0.0.1:{port}"))
-        .env("TALLY_DATABASE_URL", database_url)
-        .env("TALLY_JWT_SECRET", JWT_SECRET)
-        .env(
-            "TALLY_SERVICE_KEYS",
-            format!("{SERVICE_KEY},other={OTHER_SERVICE_KEY}"),
-        )
-        .env("TALLY_SWEEP_INTERVAL_SECONDS", "0")
-        .env("TALLY_LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tally serve starts");
-    let mut node = Node(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = common::client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            panic!("tally serve exited early: {status}");
-        }
-        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
-            if res.status() == 200 {
-                return (node, base);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tally serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn two_processes_share_one_database() {
     // Both nodes start at once on an empty database: they race to migrate it.
     let (database_url, _, database) = common::fresh_database(Db::Postgres).await;
     let dir = TempDir::new().unwrap();
     let ((node_a, a), (node_b, b)) = tokio::join!(
-        start_node(&database_url, dir.path()),
-        start_node(&database_url, dir.path())
+        start_node(&database_url, dir.path(), &[]),
+        start_node(&database_url, dir.path(), &[])
     );
     let client = common::client();
     let call = |base: &str, method: reqwest::Method, path: &str, token: String, body| {

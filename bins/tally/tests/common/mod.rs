@@ -686,3 +686,78 @@ pub async fn consume_storm(
     let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
     (total, rate)
 }
+
+/// A `tally serve` child process; killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct Node(pub std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// Starts the `tally` binary's `serve` on `database_url` with the test secrets, no inherited
+/// `TALLY_*` variable, and `env` on top; waits for `/readyz`. Answers the process and its base
+/// URL.
+pub async fn start_node(
+    database_url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Node, String) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALLY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("serve")
+        .current_dir(dir)
+        .env("TALLY_BIND", format!("127.0.0.1:{port}"))
+        .env("TALLY_DATABASE_URL", database_url)
+        .env("TALLY_JWT_SECRET", JWT_SECRET)
+        .env(
+            "TALLY_SERVICE_KEYS",
+            format!("{SERVICE_KEY},other={OTHER_SERVICE_KEY}"),
+        )
+        .env("TALLY_SWEEP_INTERVAL_SECONDS", "0")
+        .env("TALLY_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tally serve starts");
+    let mut node = Node(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = node.0.try_wait().expect("child status") {
+            panic!("tally serve exited early: {status}");
+        }
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
+            if res.status() == 200 {
+                return (node, base);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tally serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -2,90 +2,25 @@
 //! two processes draining one PostgreSQL outbox.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{
-    self, Body, Db, JWT_SECRET, OTHER_SERVICE_KEY, SERVICE_KEY, admin_token, fresh_database, send,
-};
+use crate::common::{self, Body, Db, Node, admin_token, fresh_database, send, start_node};
 use crate::receiver::{Received, Receiver};
 
-backend_tests!(sigkill_loses_nothing, outbox_drains_once_each,);
+backend_tests!(sigkill_loses_nothing, outbox_drains_once_each);
 
-/// Kills (SIGKILL) and reaps the child when dropped.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_node(
-    database_url: &str,
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (Node, String) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TALLY_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("serve")
-        .current_dir(dir)
-        .env("TALLY_BIND", format!("127.0.0.1:{port}"))
-        .env("TALLY_DATABASE_URL", database_url)
-        .env("TALLY_JWT_SECRET", JWT_SECRET)
-        .env(
-            "TALLY_SERVICE_KEYS",
-            format!("{SERVICE_KEY},other={OTHER_SERVICE_KEY}"),
-        )
-        .env("TALLY_SWEEP_INTERVAL_SECONDS", "0")
-        .env("TALLY_LOG_LEVEL", "warn")
-        .env("TALLY_WEBHOOK_ALLOW_PRIVATE_URLS", "true")
-        .env("TALLY_WEBHOOK_POLL_MS", "20");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tally serve starts");
-    let mut node = Node(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = common::client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            panic!("tally serve exited early: {status}");
-        }
-        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
-            if res.status() == 200 {
-                return (node, base);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tally serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `tally serve` with the dispatcher allowed to call the local receiver, polling often.
+async fn start(database_url: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> (Node, String) {
+    let mut all = vec![
+        ("TALLY_WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+        ("TALLY_WEBHOOK_POLL_MS", "20"),
+    ];
+    all.extend_from_slice(env);
+    start_node(database_url, dir, &all).await
 }
 
 async fn register(base: &str, url: &str) {
@@ -171,7 +106,7 @@ async fn sigkill_loses_nothing(db: Db) {
         ("TALLY_WEBHOOK_LEASE_SECONDS", "3"),
         ("TALLY_WEBHOOK_TIMEOUT_SECONDS", "2"),
     ];
-    let (node, base) = start_node(&url, work.path(), &env).await;
+    let (node, base) = start(&url, work.path(), &env).await;
     register(&base, &receiver.url).await;
     grants(std::slice::from_ref(&base), EVENTS).await;
     receiver.wait_for(6, 30).await;
@@ -182,7 +117,7 @@ async fn sigkill_loses_nothing(db: Db) {
         "everything was delivered before the kill"
     );
 
-    let (_node, base) = start_node(&url, work.path(), &env).await;
+    let (_node, base) = start(&url, work.path(), &env).await;
     assert_eq!(wait_distinct(&receiver, EVENTS, 60).await.len(), EVENTS);
     // Everything is recorded as delivered in the end.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,8 +170,7 @@ async fn outbox_drains_once_each(db: Db) {
     let _keep = dir;
     let receiver = Receiver::ok().await;
     // The events are written while no process dispatches; they wait in the outbox.
-    let (writer, base) =
-        start_node(&url, work.path(), &[("TALLY_WEBHOOKS_ENABLED", "false")]).await;
+    let (writer, base) = start(&url, work.path(), &[("TALLY_WEBHOOKS_ENABLED", "false")]).await;
     register(&base, &receiver.url).await;
     grants(std::slice::from_ref(&base), EVENTS).await;
     drop(writer);
@@ -247,7 +181,7 @@ async fn outbox_drains_once_each(db: Db) {
     let started = Instant::now();
     let mut nodes = Vec::new();
     for _ in 0..processes {
-        nodes.push(start_node(&url, work.path(), &[]).await);
+        nodes.push(start(&url, work.path(), &[]).await);
     }
     let counts = wait_distinct(&receiver, EVENTS, 120).await;
     let elapsed = started.elapsed().as_secs_f64();
