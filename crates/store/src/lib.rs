@@ -209,6 +209,8 @@ pub(crate) enum Pools {
     Sqlite {
         write: Pool<SqliteConn>,
         read: Pool<SqliteConn>,
+        /// The money paths' writes, committed in groups on `write` (see `sqlite_rt.rs`).
+        group: sqlite_rt::GroupCommit,
     },
 }
 
@@ -274,9 +276,14 @@ impl Store {
                         )));
                     }
                 }
+                let write = sqlite_pool(path, 1)?;
+                let group = sqlite_rt::GroupCommit::start(write.clone()).map_err(|e| {
+                    StoreError::Connection(format!("starting the SQLite writer: {e}"))
+                })?;
                 Pools::Sqlite {
-                    write: sqlite_pool(path, 1)?,
+                    write,
                     read: sqlite_pool(path, options.sqlite_readers.max(1))?,
+                    group,
                 }
             }
         };
@@ -344,7 +351,7 @@ impl Store {
         }
         match &self.pools {
             Pools::Pg(p) => vec![("postgres", stats!(p))],
-            Pools::Sqlite { write, read } => {
+            Pools::Sqlite { write, read, .. } => {
                 vec![
                     ("sqlite_write", stats!(write)),
                     ("sqlite_read", stats!(read)),

@@ -1,6 +1,8 @@
 //! [`LedgerRepository`] on the pools: pick the backend, open the right kind of transaction, and
 //! call the same query code (see `ops.rs`) for either database.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tally_ledger::checkin::{CheckinRecord, CheckinRequest};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
@@ -39,6 +41,32 @@ macro_rules! write_tx {
                     $body
                 })
                 .await
+            }
+        }
+    };
+}
+
+/// Like [`write_tx!`], for the money paths (movements, holds, check-ins): on SQLite the
+/// transaction joins the writer's next group commit (see `sqlite_rt.rs`). `$body` owns what it
+/// uses there, since it runs on the writer thread.
+macro_rules! grouped_tx {
+    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+        match &$store.pools {
+            Pools::Pg(pool) => {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
+                    use pg as $ops;
+                    $body
+                })
+                .await
+            }
+            Pools::Sqlite { group, .. } => {
+                group
+                    .submit(async move |$conn: &mut $crate::SqliteConn| {
+                        use sqlite as $ops;
+                        $body
+                    })
+                    .await
             }
         }
     };
@@ -100,13 +128,16 @@ impl Store {
         read!(self, |conn, ops| ops::ping(conn).await)
     }
 
+    /// One attempt at a movement. The account lock serialises one key's requests, so
+    /// [`StoreError::IdempotencyRace`] is rare (two first requests creating the account at
+    /// once); the caller retries once and finds the winner's row.
     async fn apply_once(
         &self,
-        movement: &Movement,
-        hash: &str,
+        movement: Arc<Movement>,
+        hash: Arc<str>,
         now: OffsetDateTime,
     ) -> Result<Transaction, StoreError> {
-        write_tx!(self, |conn, ops| ops::apply(conn, movement, hash, now)
+        grouped_tx!(self, |conn, ops| ops::apply(conn, &movement, &hash, now)
             .await)
     }
 }
@@ -131,26 +162,19 @@ impl LedgerRepository for Store {
         movement: Movement,
         now: OffsetDateTime,
     ) -> Result<Transaction, LedgerError> {
-        let hash = movement.request_hash();
-        self.run(move |store| async move {
-            match store.apply_once(&movement, &hash, now).await {
-                // The account lock serialises one key's requests, so this race is rare (two
-                // first requests creating the account at once); the retry finds the winner's row.
-                Err(StoreError::IdempotencyRace) => store.apply_once(&movement, &hash, now).await,
-                other => other,
-            }
-        })
-        .await
+        let hash: Arc<str> = movement.request_hash().into();
+        let movement = Arc::new(movement);
+        match self.apply_once(movement.clone(), hash.clone(), now).await {
+            Err(StoreError::IdempotencyRace) => self.apply_once(movement, hash, now).await,
+            other => other,
+        }
         .map_err(logged)
     }
 
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError> {
-        self.run(move |store| async move {
-            let request = &request;
-            write_tx!(store, |conn, ops| ops::checkin(conn, request).await)
-        })
-        .await
-        .map_err(logged)
+        async { grouped_tx!(self, |conn, ops| ops::checkin(conn, &request).await) }
+            .await
+            .map_err(logged)
     }
 
     async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError> {
@@ -227,20 +251,16 @@ impl LedgerRepository for Store {
         request: ReserveRequest,
         now: OffsetDateTime,
     ) -> Result<Hold, LedgerError> {
-        let hash = request.request_hash();
-        self.run(move |store| async move {
-            let (request, hash) = (&request, &hash);
-            match write_tx!(store, |conn, ops| ops::reserve(conn, request, hash, now)
+        let hash: Arc<str> = request.request_hash().into();
+        let request = Arc::new(request);
+        let once = |request: Arc<ReserveRequest>, hash: Arc<str>| async move {
+            grouped_tx!(self, |conn, ops| ops::reserve(conn, &request, &hash, now)
                 .await)
-            {
-                Err(StoreError::IdempotencyRace) => {
-                    write_tx!(store, |conn, ops| ops::reserve(conn, request, hash, now)
-                        .await)
-                }
-                other => other,
-            }
-        })
-        .await
+        };
+        match once(request.clone(), hash.clone()).await {
+            Err(StoreError::IdempotencyRace) => once(request, hash).await,
+            other => other,
+        }
         .map_err(logged)
     }
 
@@ -251,13 +271,17 @@ impl LedgerRepository for Store {
         now: OffsetDateTime,
     ) -> Result<(Hold, Option<Transaction>), LedgerError> {
         // A repeated capture is a replay only with the same key and the same figures.
-        let capture_hash = idempotency_key
+        let hash = idempotency_key
             .map(|key| tally_ledger::model::fingerprint(&(key, request.request_hash())));
-        self.run(move |store| async move {
-            let (request, hash) = (&request, capture_hash.as_deref());
-            write_tx!(store, |conn, ops| ops::capture(conn, request, hash, now)
-                .await)
-        })
+        async {
+            grouped_tx!(self, |conn, ops| ops::capture(
+                conn,
+                &request,
+                hash.as_deref(),
+                now
+            )
+            .await)
+        }
         .await
         .map_err(logged)
     }
@@ -268,11 +292,10 @@ impl LedgerRepository for Store {
         hold_id: i64,
         now: OffsetDateTime,
     ) -> Result<Hold, LedgerError> {
-        self.run(move |store| async move {
-            let app = &app;
-            write_tx!(store, |conn, ops| ops::release(conn, app, hold_id, now)
+        async {
+            grouped_tx!(self, |conn, ops| ops::release(conn, &app, hold_id, now)
                 .await)
-        })
+        }
         .await
         .map_err(logged)
     }

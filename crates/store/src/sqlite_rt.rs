@@ -21,6 +21,7 @@ use std::pin::Pin;
 
 use diesel::connection::AnsiTransactionManager;
 use diesel_async::TransactionManager as _;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncTransactionManagerWrapper};
 
 use crate::{Pools, SqliteConn, Store, StoreError};
@@ -162,5 +163,192 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+/// Group commit for SQLite's money paths (ledger movements, holds, check-ins).
+///
+/// SQLite writes one transaction at a time, and with `synchronous = FULL` every commit syncs the
+/// WAL to disk, rewrites the pages every transaction touches (the account, the history table's
+/// last leaf and each of its indexes') and hands the single writer connection to the next
+/// waiting thread. Instead one writer thread takes every write queued while the previous group
+/// committed, runs each in a `SAVEPOINT` of one `BEGIN IMMEDIATE` transaction, and commits them
+/// together: one sync and one write of each shared page per group.
+///
+/// Each write keeps its own outcome. One that fails (an overdraw, a replay with other figures)
+/// rolls back to its savepoint, leaving the others untouched, exactly as its own transaction
+/// would have; the writes after it see what the writes before it did, as they would have one
+/// after another. Nobody hears of success before the group's `COMMIT` returns: when that
+/// fails, every write in the group fails with it and none of them happened. A panic inside a
+/// write aborts its group (the connection is dropped, which rolls the transaction back); the
+/// others fail with an error and the panic continues in the caller.
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// The most writes one group commits.
+const MAX_GROUP: usize = 64;
+
+/// A queued write: runs in its savepoint on the writer's connection and answers whether the
+/// connection is still at the group's transaction level; the [`Finish`] it leaves reports the
+/// outcome once the group's commit is known.
+type Job = Box<dyn FnOnce(&mut SqliteConn, &tokio::runtime::Handle) -> (Finish, bool) + Send>;
+
+/// Reports a write's outcome; the argument is the group's commit error, if any.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+type Txm = SyncTransactionManagerWrapper<AnsiTransactionManager>;
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the writer thread on `pool` (the single writer connection); it ends when the last
+    /// clone of the returned handle is dropped.
+    pub(crate) fn start(pool: Pool<SqliteConn>) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let handle = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("tally-sqlite-writer".into())
+            .spawn(move || {
+                let _inline = InlineGuard::enter();
+                while let Ok(first) = queue.recv() {
+                    let mut group = Vec::with_capacity(MAX_GROUP);
+                    group.push(first);
+                    while group.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&pool, &handle, group);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `op` as one write of the next group and returns its outcome after the group's
+    /// commit. `op` owns what it uses: the write outlives the caller if the caller goes away.
+    pub(crate) async fn submit<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut SqliteConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, outcome) =
+            tokio::sync::oneshot::channel::<Result<Result<T, StoreError>, Panic>>();
+        let job: Job = Box::new(move |conn, handle| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle.block_on(savepoint(conn, op))
+            }));
+            let clean = result.is_ok() && at_group_level(conn);
+            let finish: Finish = Box::new(move |commit_error| {
+                let result = match result {
+                    Ok(Ok(value)) => match commit_error {
+                        None => Ok(Ok(value)),
+                        Some(e) => Ok(Err(StoreError::Connection(format!(
+                            "the write's group commit failed: {e}"
+                        )))),
+                    },
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(panic) => Err(panic),
+                };
+                let _ = answer.send(result);
+            });
+            (finish, clean)
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(StoreError::Connection(
+                "the SQLite writer has stopped".into(),
+            ));
+        }
+        match outcome.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(StoreError::Connection(
+                "the write was not attempted: its group was aborted (see the log)".into(),
+            )),
+        }
+    }
+}
+
+/// `op` inside a savepoint: released when it succeeds, rolled back to when it fails.
+async fn savepoint<T, F>(conn: &mut SqliteConn, op: F) -> Result<T, StoreError>
+where
+    F: AsyncFnOnce(&mut SqliteConn) -> Result<T, StoreError>,
+{
+    Txm::begin_transaction(conn).await?;
+    match op(&mut *conn).await {
+        Ok(value) => {
+            Txm::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            Txm::rollback_transaction(conn).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Whether `conn` is back at the group's own transaction (depth 1) and usable (the depth is an
+/// error when the transaction manager is in an error state).
+fn at_group_level(conn: &mut SqliteConn) -> bool {
+    matches!(
+        Txm::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(Some(depth)) if depth.get() == 1
+    )
+}
+
+fn commit_group(pool: &Pool<SqliteConn>, handle: &tokio::runtime::Handle, group: Vec<Job>) {
+    // Jobs dropped without running tell their callers so (their answer channel closes).
+    let mut conn = match handle.block_on(pool.get()) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, writes = group.len(), "SQLite writer: no connection; the group was not attempted");
+            return;
+        }
+    };
+    let begin =
+        handle.block_on(conn.spawn_blocking(|c| {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+        }));
+    if let Err(e) = begin {
+        tracing::error!(error = %e, writes = group.len(), "SQLite writer: BEGIN IMMEDIATE failed; the group was not attempted");
+        return;
+    }
+    let mut finishes = Vec::with_capacity(group.len());
+    let mut clean = true;
+    for job in group {
+        if !clean {
+            break; // dropped: not attempted
+        }
+        let (finish, ok) = job(&mut conn, handle);
+        finishes.push(finish);
+        clean = ok;
+    }
+    let commit_error = if clean {
+        handle
+            .block_on(Txm::commit_transaction(&mut *conn))
+            .err()
+            .map(|e| {
+                tracing::error!(error = %e, writes = finishes.len(), "SQLite writer: the group's COMMIT failed");
+                e.to_string()
+            })
+    } else {
+        // Closing the connection rolls its transaction back; the pool opens a new one.
+        tracing::error!(
+            writes = finishes.len(),
+            "SQLite writer: a write left the transaction unusable; the group was rolled back"
+        );
+        drop(Object::take(conn));
+        Some("the group was rolled back".to_owned())
+    };
+    for finish in finishes {
+        finish(commit_error.as_deref());
     }
 }
