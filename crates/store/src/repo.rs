@@ -182,7 +182,20 @@ impl LedgerRepository for Store {
         self.run_read(async {
             // One statement reads the account and its lots consistently. Only an account with
             // holds needs a second statement, and so a snapshot around both.
-            let view = read!(self, |conn, ops| ops::account_and_lots(conn, account).await)?;
+            let view = match &self.pools {
+                Pools::Sqlite { read, .. } => {
+                    let mut c = read.get().await.map_err(pool_error)?;
+                    let (app, user) = (account.app.clone(), account.user.clone());
+                    c.spawn_blocking(move |conn| {
+                        crate::ops::sqlite_sync::account_and_lots(conn, &app, &user)
+                    })
+                    .await?
+                    .0
+                }
+                Pools::Pg(_) => {
+                    read!(self, |conn, ops| ops::account_and_lots(conn, account).await)?
+                }
+            };
             if view.held == 0 {
                 return Ok(view);
             }
