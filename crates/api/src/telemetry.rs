@@ -1,14 +1,15 @@
 //! Request ids, access logs, Prometheus metrics, and the envelope for responses that did not
 //! come from a handler (unknown routes, wrong methods).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError, web};
 use tracing::Instrument;
@@ -40,9 +41,23 @@ struct Series {
 pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> + Send + Sync>;
 
 /// Request counters and latency histograms by route, method and status.
+///
+/// Each server thread records into a shard of its own (a thread picks one the first time it
+/// records), so the workers never wait on each other's lock; a scrape merges the shards.
 pub struct Metrics {
-    series: Mutex<HashMap<(String, String, u16), Series>>,
+    shards: Box<[Mutex<Shard>]>,
     pools: PoolGauges,
+}
+
+/// One shard: route → (method, status, series). A request finds its entry without allocating.
+type Shard = HashMap<String, Vec<(Method, u16, Series)>>;
+
+const SHARDS: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,16 +70,29 @@ impl Metrics {
     /// Empty metrics reading pool gauges from `pools`.
     pub fn new(pools: PoolGauges) -> Self {
         Self {
-            series: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             pools,
         }
     }
 
-    fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let s = map
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default();
+    fn record(&self, route: String, method: &Method, status: u16, seconds: f64) {
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = match map.get_mut(route.as_str()) {
+            Some(entries) => entries,
+            None => map.entry(route).or_default(),
+        };
+        let i = match entries
+            .iter()
+            .position(|(m, st, _)| m == method && *st == status)
+        {
+            Some(i) => i,
+            None => {
+                entries.push((method.clone(), status, Series::default()));
+                entries.len() - 1
+            }
+        };
+        let s = &mut entries[i].2;
         s.count += 1;
         s.sum_seconds += seconds;
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -74,17 +102,33 @@ impl Metrics {
         }
     }
 
+    /// Every series, merged over the shards.
+    fn merged(&self) -> BTreeMap<(String, String, u16), Series> {
+        let mut all: BTreeMap<(String, String, u16), Series> = BTreeMap::new();
+        for shard in self.shards.iter() {
+            let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (route, entries) in map.iter() {
+                for (method, status, s) in entries {
+                    let t = all
+                        .entry((route.clone(), method.as_str().to_owned(), *status))
+                        .or_default();
+                    t.count += s.count;
+                    t.sum_seconds += s.sum_seconds;
+                    for (a, b) in t.buckets.iter_mut().zip(s.buckets) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+        all
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut keys: Vec<_> = map.keys().cloned().collect();
-        keys.sort();
+        let map = self.merged();
+        let keys: Vec<_> = map.keys().cloned().collect();
         out.push_str("# HELP tally_http_requests_total HTTP requests served.\n");
         out.push_str("# TYPE tally_http_requests_total counter\n");
         for k in &keys {
@@ -179,7 +223,7 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let start = Instant::now();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
@@ -211,7 +255,7 @@ pub async fn observe(
     let status = res.status().as_u16();
     let seconds = start.elapsed().as_secs_f64();
     if let Some(m) = metrics {
-        m.record(&route, &method, status, seconds);
+        m.record(route, &method, status, seconds);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -221,4 +265,73 @@ pub async fn observe(
         );
     });
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use actix_web::http::Method;
+
+    use super::Metrics;
+
+    #[test]
+    fn series_recorded_on_many_threads_add_up() {
+        let metrics = Arc::new(Metrics::new(Arc::new(Vec::new)));
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let m = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        m.record("/credits/balance".into(), &Method::GET, 200, 0.0007);
+                    }
+                    if i == 0 {
+                        m.record("/credits/balance".into(), &Method::GET, 401, 3.0);
+                        m.record("/checkin".into(), &Method::POST, 200, 0.02);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = metrics.render();
+        let ok = "route=\"/credits/balance\",method=\"GET\",status=\"200\"";
+        assert!(
+            text.contains(&format!("tally_http_requests_total{{{ok}}} 1000\n")),
+            "{text}"
+        );
+        // 0.0007 s falls in every bucket from 1 ms up, none below.
+        assert!(
+            text.contains(&format!(
+                "tally_http_request_duration_seconds_bucket{{{ok},le=\"0.0005\"}} 0\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tally_http_request_duration_seconds_bucket{{{ok},le=\"0.001\"}} 1000\n"
+            )),
+            "{text}"
+        );
+        let slow = "route=\"/credits/balance\",method=\"GET\",status=\"401\"";
+        assert!(
+            text.contains(&format!(
+                "tally_http_request_duration_seconds_bucket{{{slow},le=\"+Inf\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tally_http_requests_total{route=\"/checkin\",method=\"POST\",status=\"200\"} 1\n"
+            ),
+            "{text}"
+        );
+        // Series come out sorted: /checkin before /credits/balance.
+        let checkin = text.find("route=\"/checkin\"").unwrap();
+        let balance = text.find("route=\"/credits/balance\"").unwrap();
+        assert!(checkin < balance, "{text}");
+    }
 }
