@@ -20,20 +20,26 @@ pub(crate) fn pool_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Connection(e.to_string())
 }
 
+/// PostgreSQL's write transaction, the same in [`write_tx!`] and [`grouped_tx!`]: a plain
+/// transaction on a pooled connection (row locks are taken by the statements).
+macro_rules! pg_tx {
+    ($pool:expr, |$conn:ident, $ops:ident| $body:expr) => {{
+        let mut c = $pool.get().await.map_err(pool_error)?;
+        diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
+            use pg as $ops;
+            $body
+        })
+        .await
+    }};
+}
+
 /// Runs `$body` in one write transaction: `BEGIN IMMEDIATE` on SQLite (writers queue up front
 /// instead of failing with "database is locked"), a plain transaction plus row locks on
 /// PostgreSQL. Inside `$body`, `$ops` names the backend's query module.
 macro_rules! write_tx {
     ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => {
-                let mut c = pool.get().await.map_err(pool_error)?;
-                diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
-                    use pg as $ops;
-                    $body
-                })
-                .await
-            }
+            Pools::Pg(pool) => $crate::repo::pg_tx!(pool, |$conn, $ops| $body),
             Pools::Sqlite { write, .. } => {
                 let mut c = write.get().await.map_err(pool_error)?;
                 $crate::sqlite_rt::immediate_transaction(&mut c, async |$conn| {
@@ -52,14 +58,7 @@ macro_rules! write_tx {
 macro_rules! grouped_tx {
     ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => {
-                let mut c = pool.get().await.map_err(pool_error)?;
-                diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
-                    use pg as $ops;
-                    $body
-                })
-                .await
-            }
+            Pools::Pg(pool) => $crate::repo::pg_tx!(pool, |$conn, $ops| $body),
             Pools::Sqlite { group, .. } => {
                 group
                     .submit(async move |$conn: &mut $crate::SqliteConn| {
@@ -121,7 +120,7 @@ macro_rules! snapshot {
 }
 
 // The catalog's repository opens its transactions the same way.
-pub(crate) use {read, write_tx};
+pub(crate) use {pg_tx, read, write_tx};
 
 impl Store {
     pub(crate) async fn ping_inner(&self) -> Result<(), StoreError> {
