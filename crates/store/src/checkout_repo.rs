@@ -1,5 +1,5 @@
 //! [`CheckoutRepository`] on the pools: the same transaction macros as the ledger's repository,
-//! over checkout's query modules (see `checkout_ops.rs`). Writes run as one operation on a
+//! over checkout's queries (see `queries/checkout.rs`). Writes run as one operation on a
 //! blocking thread on SQLite (like the ledger's), short reads inline.
 
 use async_trait::async_trait;
@@ -9,9 +9,8 @@ use tally_checkout::{
 };
 use time::OffsetDateTime;
 
-use crate::checkout_ops::{pg, sqlite};
-use crate::repo::{pool_error, read, write_tx};
-use crate::{Pools, Store, StoreError, error_chain};
+use crate::repo::{read, write_tx};
+use crate::{Store, StoreError, error_chain};
 
 fn logged(e: StoreError) -> CheckoutError {
     if !matches!(e, StoreError::Checkout(_)) {
@@ -25,7 +24,8 @@ impl CheckoutRepository for Store {
     async fn insert_order(&self, order: NewOrder) -> Result<(Order, String), CheckoutError> {
         self.run(move |store| async move {
             let order = &order;
-            write_tx!(store, |conn, ops| ops::insert_order(conn, order).await)
+            write_tx!(store, checkout, |conn, ops| ops::insert_order(conn, order)
+                .await)
         })
         .await
         .map_err(logged)
@@ -34,7 +34,10 @@ impl CheckoutRepository for Store {
     async fn attach_session(&self, session: SessionAttached) -> Result<Order, CheckoutError> {
         self.run(move |store| async move {
             let session = &session;
-            write_tx!(store, |conn, ops| ops::attach_session(conn, session).await)
+            write_tx!(store, checkout, |conn, ops| ops::attach_session(
+                conn, session
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -48,7 +51,7 @@ impl CheckoutRepository for Store {
     ) -> Result<Order, CheckoutError> {
         self.run(move |store| async move {
             let (order_id, reason) = (&order_id, &reason);
-            write_tx!(store, |conn, ops| ops::fail_order(
+            write_tx!(store, checkout, |conn, ops| ops::fail_order(
                 conn, order_id, reason, now
             )
             .await)
@@ -59,14 +62,14 @@ impl CheckoutRepository for Store {
 
     async fn order(&self, id: String) -> Result<Option<Order>, CheckoutError> {
         let id = &id;
-        self.run_read(async { read!(self, |conn, ops| ops::order(conn, id).await) })
+        self.run_read(async { read!(self, checkout, |conn, ops| ops::order(conn, id).await) })
             .await
             .map_err(logged)
     }
 
     async fn orders(&self, query: OrderQuery) -> Result<Vec<Order>, CheckoutError> {
         let query = &query;
-        self.run_read(async { read!(self, |conn, ops| ops::orders(conn, query).await) })
+        self.run_read(async { read!(self, checkout, |conn, ops| ops::orders(conn, query).await) })
             .await
             .map_err(logged)
     }
@@ -77,9 +80,14 @@ impl CheckoutRepository for Store {
         user: String,
     ) -> Result<Option<Subscription>, CheckoutError> {
         let (app, user) = (&app, &user);
-        self.run_read(async { read!(self, |conn, ops| ops::subscription(conn, app, user).await) })
-            .await
-            .map_err(logged)
+        self.run_read(async {
+            read!(self, checkout, |conn, ops| ops::subscription(
+                conn, app, user
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn customer(
@@ -90,8 +98,10 @@ impl CheckoutRepository for Store {
     ) -> Result<Option<String>, CheckoutError> {
         let (app, user) = (&app, &user);
         self.run_read(async {
-            read!(self, |conn, ops| ops::customer(conn, app, user, channel)
-                .await)
+            read!(self, checkout, |conn, ops| ops::customer(
+                conn, app, user, channel
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -106,7 +116,7 @@ impl CheckoutRepository for Store {
     ) -> Result<Option<String>, CheckoutError> {
         let (app, code, price_ref) = (&app, &code, &price_ref);
         self.run_read(async {
-            read!(self, |conn, ops| ops::provider_coupon(
+            read!(self, checkout, |conn, ops| ops::provider_coupon(
                 conn, app, code, channel, price_ref
             )
             .await)
@@ -127,7 +137,7 @@ impl CheckoutRepository for Store {
         self.run(move |store| async move {
             let key = (app.as_str(), code.as_str(), channel, price_ref.as_str());
             let provider_id = &provider_id;
-            write_tx!(store, |conn, ops| ops::put_provider_coupon(
+            write_tx!(store, checkout, |conn, ops| ops::put_provider_coupon(
                 conn,
                 key,
                 provider_id,
@@ -147,7 +157,7 @@ impl CheckoutRepository for Store {
     ) -> Result<EventOutcome, CheckoutError> {
         self.run(move |store| async move {
             let (event, payload) = (&event, &payload);
-            match write_tx!(store, |conn, ops| ops::apply_event(
+            match write_tx!(store, checkout, |conn, ops| ops::apply_event(
                 conn, event, payload, now
             )
             .await)
@@ -155,7 +165,7 @@ impl CheckoutRepository for Store {
                 // The ledger's account lock makes this rare (two first movements of a new
                 // account at once); the whole event is retried, from its own insert.
                 Err(StoreError::IdempotencyRace) => {
-                    write_tx!(store, |conn, ops| ops::apply_event(
+                    write_tx!(store, checkout, |conn, ops| ops::apply_event(
                         conn, event, payload, now
                     )
                     .await)
@@ -168,9 +178,9 @@ impl CheckoutRepository for Store {
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<BillingEvent>, CheckoutError> {
-        self.run(
-            move |store| async move { read!(store, |conn, ops| ops::events(conn, &query).await) },
-        )
+        self.run(move |store| async move {
+            read!(store, checkout, |conn, ops| ops::events(conn, &query).await)
+        })
         .await
         .map_err(logged)
     }

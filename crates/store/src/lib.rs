@@ -48,18 +48,18 @@
 //! # Ok(()) }
 //! ```
 
-mod catalog_ops;
 mod catalog_repo;
 mod catalog_rows;
-mod checkout_ops;
 mod checkout_repo;
 mod checkout_rows;
 mod ops;
 mod outbox;
+mod pg;
 mod predicates;
 mod repo;
 mod rows;
 pub mod schema;
+mod sqlite;
 mod sqlite_rt;
 mod webhook_repo;
 

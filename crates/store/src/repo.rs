@@ -1,5 +1,5 @@
 //! [`LedgerRepository`] on the pools: pick the backend, open the right kind of transaction, and
-//! call the same query code (see `ops.rs`) for either database.
+//! call the same query code (see `queries/ledger.rs`) for either database.
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use tally_ledger::{
 use tally_ledger::{CaptureRequest, Hold, RedemptionCode, ReserveRequest};
 use time::OffsetDateTime;
 
-use crate::ops::{pg, sqlite};
 use crate::{Pools, Store, StoreError, error_chain};
 
 pub(crate) fn pool_error(e: impl std::fmt::Display) -> StoreError {
@@ -23,10 +22,10 @@ pub(crate) fn pool_error(e: impl std::fmt::Display) -> StoreError {
 /// PostgreSQL's write transaction, the same in [`write_tx!`] and [`grouped_tx!`]: a plain
 /// transaction on a pooled connection (row locks are taken by the statements).
 macro_rules! pg_tx {
-    ($pool:expr, |$conn:ident, $ops:ident| $body:expr) => {{
-        let mut c = $pool.get().await.map_err(pool_error)?;
+    ($pool:expr, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {{
+        let mut c = $pool.get().await.map_err($crate::repo::pool_error)?;
         diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
-            use pg as $ops;
+            use $crate::pg::$queries as $ops;
             $body
         })
         .await
@@ -35,15 +34,17 @@ macro_rules! pg_tx {
 
 /// Runs `$body` in one write transaction: `BEGIN IMMEDIATE` on SQLite (writers queue up front
 /// instead of failing with "database is locked"), a plain transaction plus row locks on
-/// PostgreSQL. Inside `$body`, `$ops` names the backend's query module.
+/// PostgreSQL. Inside `$body`, `$ops` names the query module `$queries` (`ledger`, `checkout`,
+/// `catalog` or `outbox`) compiled for the pool's backend: `crate::pg::$queries` or
+/// `crate::sqlite::$queries`.
 macro_rules! write_tx {
-    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+    ($store:expr, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => $crate::repo::pg_tx!(pool, |$conn, $ops| $body),
-            Pools::Sqlite { write, .. } => {
-                let mut c = write.get().await.map_err(pool_error)?;
+            $crate::Pools::Pg(pool) => $crate::repo::pg_tx!(pool, $queries, |$conn, $ops| $body),
+            $crate::Pools::Sqlite { write, .. } => {
+                let mut c = write.get().await.map_err($crate::repo::pool_error)?;
                 $crate::sqlite_rt::immediate_transaction(&mut c, async |$conn| {
-                    use sqlite as $ops;
+                    use $crate::sqlite::$queries as $ops;
                     $body
                 })
                 .await
@@ -56,13 +57,13 @@ macro_rules! write_tx {
 /// transaction joins the writer's next group commit (see `sqlite_rt.rs`). `$body` owns what it
 /// uses there, since it runs on the writer thread.
 macro_rules! grouped_tx {
-    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+    ($store:expr, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => $crate::repo::pg_tx!(pool, |$conn, $ops| $body),
-            Pools::Sqlite { group, .. } => {
+            $crate::Pools::Pg(pool) => $crate::repo::pg_tx!(pool, $queries, |$conn, $ops| $body),
+            $crate::Pools::Sqlite { group, .. } => {
                 group
                     .submit(async move |$conn: &mut $crate::SqliteConn| {
-                        use sqlite as $ops;
+                        use $crate::sqlite::$queries as $ops;
                         $body
                     })
                     .await
@@ -73,18 +74,18 @@ macro_rules! grouped_tx {
 
 /// Runs `$body` on a reader connection, outside any explicit transaction.
 macro_rules! read {
-    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+    ($store:expr, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => {
-                let mut c = pool.get().await.map_err(pool_error)?;
+            $crate::Pools::Pg(pool) => {
+                let mut c = pool.get().await.map_err($crate::repo::pool_error)?;
                 let $conn = &mut *c;
-                use pg as $ops;
+                use $crate::pg::$queries as $ops;
                 $body
             }
-            Pools::Sqlite { read, .. } => {
-                let mut c = read.get().await.map_err(pool_error)?;
+            $crate::Pools::Sqlite { read, .. } => {
+                let mut c = read.get().await.map_err($crate::repo::pool_error)?;
                 let $conn = &mut *c;
-                use sqlite as $ops;
+                use $crate::sqlite::$queries as $ops;
                 $body
             }
         }
@@ -94,23 +95,23 @@ macro_rules! read {
 /// Runs `$body` in a read-only transaction that sees one snapshot: a deferred transaction on
 /// SQLite (WAL readers keep the snapshot of their first read), REPEATABLE READ on PostgreSQL.
 macro_rules! snapshot {
-    ($store:expr, |$conn:ident, $ops:ident| $body:expr) => {
+    ($store:expr, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Pg(pool) => {
-                let mut c = pool.get().await.map_err(pool_error)?;
+            $crate::Pools::Pg(pool) => {
+                let mut c = pool.get().await.map_err($crate::repo::pool_error)?;
                 c.build_transaction()
                     .read_only()
                     .repeatable_read()
                     .run(async |$conn| {
-                        use pg as $ops;
+                        use $crate::pg::$queries as $ops;
                         $body
                     })
                     .await
             }
-            Pools::Sqlite { read, .. } => {
-                let mut c = read.get().await.map_err(pool_error)?;
+            $crate::Pools::Sqlite { read, .. } => {
+                let mut c = read.get().await.map_err($crate::repo::pool_error)?;
                 diesel_async::AsyncConnection::transaction(&mut *c, async |$conn| {
-                    use sqlite as $ops;
+                    use $crate::sqlite::$queries as $ops;
                     $body
                 })
                 .await
@@ -124,7 +125,7 @@ pub(crate) use {pg_tx, read, write_tx};
 
 impl Store {
     pub(crate) async fn ping_inner(&self) -> Result<(), StoreError> {
-        read!(self, |conn, ops| ops::ping(conn).await)
+        read!(self, ledger, |conn, ops| ops::ping(conn).await)
     }
 
     /// One attempt at a movement. The account lock serialises one key's requests, so
@@ -136,8 +137,10 @@ impl Store {
         hash: Arc<str>,
         now: OffsetDateTime,
     ) -> Result<Transaction, StoreError> {
-        grouped_tx!(self, |conn, ops| ops::apply(conn, &movement, &hash, now)
-            .await)
+        grouped_tx!(self, ledger, |conn, ops| ops::apply(
+            conn, &movement, &hash, now
+        )
+        .await)
     }
 }
 
@@ -171,7 +174,7 @@ impl LedgerRepository for Store {
     }
 
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError> {
-        async { grouped_tx!(self, |conn, ops| ops::checkin(conn, &request).await) }
+        async { grouped_tx!(self, ledger, |conn, ops| ops::checkin(conn, &request).await) }
             .await
             .map_err(logged)
     }
@@ -191,14 +194,15 @@ impl LedgerRepository for Store {
                     .await?
                     .0
                 }
-                Pools::Pg(_) => {
-                    read!(self, |conn, ops| ops::account_and_lots(conn, account).await)?
-                }
+                Pools::Pg(_) => read!(self, ledger, |conn, ops| ops::account_and_lots(
+                    conn, account
+                )
+                .await)?,
             };
             if view.held == 0 {
                 return Ok(view);
             }
-            snapshot!(self, |conn, ops| ops::account(conn, account).await)
+            snapshot!(self, ledger, |conn, ops| ops::account(conn, account).await)
         })
         .await
         .map_err(logged)
@@ -212,12 +216,16 @@ impl LedgerRepository for Store {
         if query.user.is_some() && query.offset <= SHORT_READ_OFFSET {
             let query = &query;
             return self
-                .run_read(async { read!(self, |conn, ops| ops::transactions(conn, query).await) })
+                .run_read(async {
+                    read!(self, ledger, |conn, ops| ops::transactions(conn, query)
+                        .await)
+                })
                 .await
                 .map_err(logged);
         }
         self.run(move |store| async move {
-            read!(store, |conn, ops| ops::transactions(conn, &query).await)
+            read!(store, ledger, |conn, ops| ops::transactions(conn, &query)
+                .await)
         })
         .await
         .map_err(logged)
@@ -228,16 +236,22 @@ impl LedgerRepository for Store {
         account: AccountRef,
     ) -> Result<Option<CheckinRecord>, LedgerError> {
         let account = &account;
-        self.run_read(async { read!(self, |conn, ops| ops::latest_checkin(conn, account).await) })
-            .await
-            .map_err(logged)
+        self.run_read(async {
+            read!(self, ledger, |conn, ops| ops::latest_checkin(conn, account)
+                .await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn checkin_config(&self, app: String) -> Result<Option<CheckinConfig>, LedgerError> {
         let app = &app;
-        self.run_read(async { read!(self, |conn, ops| ops::checkin_config(conn, app).await) })
-            .await
-            .map_err(logged)
+        self.run_read(async {
+            read!(self, ledger, |conn, ops| ops::checkin_config(conn, app)
+                .await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn put_checkin_config(
@@ -249,7 +263,7 @@ impl LedgerRepository for Store {
         let now = tally_ledger::clock::truncate_micros(OffsetDateTime::now_utc());
         self.run(move |store| async move {
             let (app, config, actor) = (&app, &config, &actor);
-            write_tx!(store, |conn, ops| ops::put_checkin_config(
+            write_tx!(store, ledger, |conn, ops| ops::put_checkin_config(
                 conn, app, config, actor, now
             )
             .await)
@@ -266,8 +280,10 @@ impl LedgerRepository for Store {
         let hash: Arc<str> = request.request_hash().into();
         let request = Arc::new(request);
         let once = |request: Arc<ReserveRequest>, hash: Arc<str>| async move {
-            grouped_tx!(self, |conn, ops| ops::reserve(conn, &request, &hash, now)
-                .await)
+            grouped_tx!(self, ledger, |conn, ops| ops::reserve(
+                conn, &request, &hash, now
+            )
+            .await)
         };
         match once(request.clone(), hash.clone()).await {
             Err(StoreError::IdempotencyRace) => once(request, hash).await,
@@ -286,7 +302,7 @@ impl LedgerRepository for Store {
         let hash = idempotency_key
             .map(|key| tally_ledger::model::fingerprint(&(key, request.request_hash())));
         async {
-            grouped_tx!(self, |conn, ops| ops::capture(
+            grouped_tx!(self, ledger, |conn, ops| ops::capture(
                 conn,
                 &request,
                 hash.as_deref(),
@@ -305,8 +321,10 @@ impl LedgerRepository for Store {
         now: OffsetDateTime,
     ) -> Result<Hold, LedgerError> {
         async {
-            grouped_tx!(self, |conn, ops| ops::release(conn, &app, hold_id, now)
-                .await)
+            grouped_tx!(self, ledger, |conn, ops| ops::release(
+                conn, &app, hold_id, now
+            )
+            .await)
         }
         .await
         .map_err(logged)
@@ -314,9 +332,12 @@ impl LedgerRepository for Store {
 
     async fn hold(&self, app: String, hold_id: i64) -> Result<Option<Hold>, LedgerError> {
         let app = &app;
-        self.run_read(async { read!(self, |conn, ops| ops::hold(conn, app, hold_id).await) })
-            .await
-            .map_err(logged)
+        self.run_read(async {
+            read!(self, ledger, |conn, ops| ops::hold(conn, app, hold_id)
+                .await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn create_codes(
@@ -328,7 +349,7 @@ impl LedgerRepository for Store {
     ) -> Result<Vec<RedemptionCode>, LedgerError> {
         self.run(move |store| async move {
             let (request, codes, batch) = (&request, &codes, &batch);
-            write_tx!(store, |conn, ops| ops::create_codes(
+            write_tx!(store, ledger, |conn, ops| ops::create_codes(
                 conn, request, codes, batch, now
             )
             .await)
@@ -344,8 +365,10 @@ impl LedgerRepository for Store {
         offset: i64,
     ) -> Result<Vec<RedemptionCode>, LedgerError> {
         self.run(move |store| async move {
-            read!(store, |conn, ops| ops::codes(conn, &app, limit, offset)
-                .await)
+            read!(store, ledger, |conn, ops| ops::codes(
+                conn, &app, limit, offset
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -357,7 +380,7 @@ impl LedgerRepository for Store {
     ) -> Result<(RedemptionCode, Transaction), LedgerError> {
         self.run(move |store| async move {
             let request = &request;
-            write_tx!(store, |conn, ops| ops::redeem(conn, request).await)
+            write_tx!(store, ledger, |conn, ops| ops::redeem(conn, request).await)
         })
         .await
         .map_err(logged)
@@ -370,7 +393,7 @@ impl LedgerRepository for Store {
     ) -> Result<(), LedgerError> {
         self.run(move |store| async move {
             let account = &account;
-            write_tx!(store, |conn, ops| ops::record_redeem_failure(
+            write_tx!(store, ledger, |conn, ops| ops::record_redeem_failure(
                 conn, account, now
             )
             .await)
@@ -386,8 +409,10 @@ impl LedgerRepository for Store {
     ) -> Result<(i64, Option<OffsetDateTime>), LedgerError> {
         let account = &account;
         self.run_read(async {
-            read!(self, |conn, ops| ops::redeem_failures(conn, account, since)
-                .await)
+            read!(self, ledger, |conn, ops| ops::redeem_failures(
+                conn, account, since
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -396,7 +421,7 @@ impl LedgerRepository for Store {
     async fn expire_due(&self, now: OffsetDateTime, limit: i64) -> Result<u64, LedgerError> {
         let ids = self
             .run(move |store| async move {
-                read!(store, |conn, ops| ops::accounts_with_due_lots(
+                read!(store, ledger, |conn, ops| ops::accounts_with_due_lots(
                     conn, now, limit
                 )
                 .await)
@@ -407,7 +432,10 @@ impl LedgerRepository for Store {
         for id in ids {
             let done = self
                 .run(move |store| async move {
-                    write_tx!(store, |conn, ops| ops::expire_account(conn, id, now).await)
+                    write_tx!(store, ledger, |conn, ops| ops::expire_account(
+                        conn, id, now
+                    )
+                    .await)
                 })
                 .await
                 .map_err(logged)?;
@@ -417,9 +445,11 @@ impl LedgerRepository for Store {
     }
 
     async fn audit(&self) -> Result<Vec<AccountAudit>, LedgerError> {
-        self.run(move |store| async move { read!(store, |conn, ops| ops::audit(conn).await) })
-            .await
-            .map_err(logged)
+        self.run(
+            move |store| async move { read!(store, ledger, |conn, ops| ops::audit(conn).await) },
+        )
+        .await
+        .map_err(logged)
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

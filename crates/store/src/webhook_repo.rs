@@ -1,5 +1,5 @@
 //! [`WebhookRepository`] on the pools: the same transaction macros as the ledger's repository,
-//! over the outbox query modules (see `outbox.rs`).
+//! over the outbox queries (see `queries/outbox.rs`).
 
 use async_trait::async_trait;
 use tally_webhooks::{
@@ -8,9 +8,8 @@ use tally_webhooks::{
 };
 use time::OffsetDateTime;
 
-use crate::outbox::{pg, sqlite};
-use crate::repo::{pool_error, read, write_tx};
-use crate::{Pools, Store, StoreError, error_chain};
+use crate::repo::{read, write_tx};
+use crate::{Store, StoreError, error_chain};
 
 fn logged(e: StoreError) -> RepoError {
     tracing::error!(error = %error_chain(&e), "webhook storage operation failed");
@@ -22,20 +21,21 @@ impl WebhookRepository for Store {
     async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint, RepoError> {
         self.run(move |store| async move {
             let new = &new;
-            write_tx!(store, |conn, ops| ops::create_endpoint(conn, new).await)
+            write_tx!(store, outbox, |conn, ops| ops::create_endpoint(conn, new)
+                .await)
         })
         .await
         .map_err(logged)
     }
 
     async fn endpoints(&self, app: &str) -> Result<Vec<Endpoint>, RepoError> {
-        self.run_read(async { read!(self, |conn, ops| ops::endpoints(conn, app).await) })
+        self.run_read(async { read!(self, outbox, |conn, ops| ops::endpoints(conn, app).await) })
             .await
             .map_err(logged)
     }
 
     async fn endpoint(&self, app: &str, id: &str) -> Result<Option<Endpoint>, RepoError> {
-        self.run_read(async { read!(self, |conn, ops| ops::endpoint(conn, app, id).await) })
+        self.run_read(async { read!(self, outbox, |conn, ops| ops::endpoint(conn, app, id).await) })
             .await
             .map_err(logged)
     }
@@ -50,7 +50,7 @@ impl WebhookRepository for Store {
         let (app, id) = (app.to_owned(), id.to_owned());
         self.run(move |store| async move {
             let (key, changes) = ((app.as_str(), id.as_str()), &changes);
-            write_tx!(store, |conn, ops| ops::update_endpoint(
+            write_tx!(store, outbox, |conn, ops| ops::update_endpoint(
                 conn, key, changes, now
             )
             .await)
@@ -63,20 +63,23 @@ impl WebhookRepository for Store {
         let (app, id) = (app.to_owned(), id.to_owned());
         self.run(move |store| async move {
             let (app, id) = (&app, &id);
-            write_tx!(store, |conn, ops| ops::delete_endpoint(conn, app, id).await)
+            write_tx!(store, outbox, |conn, ops| ops::delete_endpoint(
+                conn, app, id
+            )
+            .await)
         })
         .await
         .map_err(logged)
     }
 
     async fn deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, RepoError> {
-        self.run_read(async { read!(self, |conn, ops| ops::deliveries(conn, query).await) })
+        self.run_read(async { read!(self, outbox, |conn, ops| ops::deliveries(conn, query).await) })
             .await
             .map_err(logged)
     }
 
     async fn delivery(&self, app: &str, id: i64) -> Result<Option<Delivery>, RepoError> {
-        self.run_read(async { read!(self, |conn, ops| ops::delivery(conn, app, id).await) })
+        self.run_read(async { read!(self, outbox, |conn, ops| ops::delivery(conn, app, id).await) })
             .await
             .map_err(logged)
     }
@@ -90,8 +93,10 @@ impl WebhookRepository for Store {
         let app = app.to_owned();
         self.run(move |store| async move {
             let app = &app;
-            write_tx!(store, |conn, ops| ops::retry_delivery(conn, app, id, now)
-                .await)
+            write_tx!(store, outbox, |conn, ops| ops::retry_delivery(
+                conn, app, id, now
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -99,8 +104,10 @@ impl WebhookRepository for Store {
 
     async fn low_balance_threshold(&self, app: &str) -> Result<Option<i64>, RepoError> {
         self.run_read(async {
-            read!(self, |conn, ops| ops::low_balance_threshold(conn, app)
-                .await)
+            read!(self, outbox, |conn, ops| ops::low_balance_threshold(
+                conn, app
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -115,7 +122,7 @@ impl WebhookRepository for Store {
         let app = app.to_owned();
         self.run(move |store| async move {
             let app = &app;
-            write_tx!(store, |conn, ops| ops::set_low_balance_threshold(
+            write_tx!(store, outbox, |conn, ops| ops::set_low_balance_threshold(
                 conn, app, threshold, now
             )
             .await)
@@ -125,14 +132,15 @@ impl WebhookRepository for Store {
     }
 
     async fn has_work(&self, now: OffsetDateTime) -> Result<bool, RepoError> {
-        self.run_read(async { read!(self, |conn, ops| ops::has_work(conn, now).await) })
+        self.run_read(async { read!(self, outbox, |conn, ops| ops::has_work(conn, now).await) })
             .await
             .map_err(logged)
     }
 
     async fn fan_out(&self, now: OffsetDateTime, limit: i64) -> Result<usize, RepoError> {
         self.run(move |store| async move {
-            write_tx!(store, |conn, ops| ops::fan_out(conn, now, limit).await)
+            write_tx!(store, outbox, |conn, ops| ops::fan_out(conn, now, limit)
+                .await)
         })
         .await
         .map_err(logged)
@@ -145,7 +153,10 @@ impl WebhookRepository for Store {
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, RepoError> {
         self.run(move |store| async move {
-            write_tx!(store, |conn, ops| ops::claim(conn, now, lease, limit).await)
+            write_tx!(store, outbox, |conn, ops| ops::claim(
+                conn, now, lease, limit
+            )
+            .await)
         })
         .await
         .map_err(logged)
@@ -154,7 +165,8 @@ impl WebhookRepository for Store {
     async fn record_attempt(&self, result: AttemptResult) -> Result<(), RepoError> {
         self.run(move |store| async move {
             let result = &result;
-            write_tx!(store, |conn, ops| ops::record_attempt(conn, result).await)
+            write_tx!(store, outbox, |conn, ops| ops::record_attempt(conn, result)
+                .await)
         })
         .await
         .map_err(logged)

@@ -1,0 +1,30 @@
+//! The queries compiled for PostgreSQL. Each file under `queries/` is compiled twice, here and in
+//! `sqlite.rs`, so a construct one dialect lacks fails to build at its own line. The only
+//! difference the files see is [`locked!`]: PostgreSQL takes row locks (`FOR UPDATE`), since
+//! several nodes and pooled connections write at once.
+
+/// Conn is the connection every query here runs on.
+pub(crate) type Conn = diesel_async::AsyncPgConnection;
+
+/// Locks the rows the query reads until the transaction ends.
+macro_rules! locked {
+    ($query:expr) => {
+        $query.for_update()
+    };
+}
+
+/// Locks the rows the query reads, skipping rows another transaction holds (a queue's claim).
+macro_rules! locked_skip {
+    ($query:expr) => {
+        $query.for_update().skip_locked()
+    };
+}
+
+#[path = "queries/catalog.rs"]
+pub(crate) mod catalog;
+#[path = "queries/checkout.rs"]
+pub(crate) mod checkout;
+#[path = "queries/ledger.rs"]
+pub(crate) mod ledger;
+#[path = "queries/outbox.rs"]
+pub(crate) mod outbox;

@@ -1,0 +1,1335 @@
+//! Checkout's queries.
+//!
+//! A provider event is recorded and applied in one transaction. Credits move through the ledger's
+//! own `apply` inside that transaction, so an event is either fully applied (event row, order,
+//! subscription, payment, ledger movement) or not recorded at all, and a retry starts afresh.
+//!
+//! Every path takes its row locks in one order — order, subscription, payment, then the ledger's
+//! account — so that two events about one purchase wait for each other instead of deadlocking.
+//! Rows whose lock must come later are first read without a lock to learn which order to lock.
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use tally_checkout::refund::clawback_credits;
+use tally_checkout::{
+    BillingEvent, Channel, CheckoutError, EventKind, EventOutcome, EventQuery, NewOrder, Order,
+    OrderQuery, OrderStatus, OrderType, PaymentEvent, SessionAttached, Subscription,
+    SubscriptionStatus,
+};
+use tally_ledger::TxnType;
+use time::OffsetDateTime;
+
+use super::ledger;
+use super::outbox;
+use crate::StoreError;
+use crate::checkout_rows::{
+    EventRow, NewOrderRow, NewPayment, OrderChanges, OrderRow, Paid, PaymentGrant, PaymentRow,
+    SubscriptionChanges, SubscriptionRow, Trace, applied, clawback_movement, ignored,
+    outcome_detail, pack_expiry, period_description, period_expiry, refs, refunded_total,
+    unmatched,
+};
+use crate::rows::{from_db, to_db};
+use crate::schema::{
+    billing_customers, billing_events, coupons, orders, payment_refs, payments, plans,
+    provider_coupons, refunds, subscriptions,
+};
+use serde_json::json;
+use tally_webhooks::EventType;
+
+use super::Conn;
+
+const INACTIVE: [&str; 2] = ["canceled", "expired"];
+
+fn rfc3339(t: Option<time::PrimitiveDateTime>) -> serde_json::Value {
+    t.map(from_db)
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// Reports an order's change to the outbox, with the order as it now is.
+async fn order_event(
+    conn: &mut Conn,
+    event_type: EventType,
+    order_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let o: OrderRow = orders::table
+        .find(order_id)
+        .select(OrderRow::as_select())
+        .first(conn)
+        .await?;
+    let mut data = json!({
+        "order_id": o.id,
+        "type": o.order_type,
+        "status": o.status,
+        "plan_id": o.plan_id,
+        "channel": o.channel,
+        "amount_minor": o.amount_minor,
+        "discount_minor": o.discount_minor,
+        "currency": o.currency,
+        "credits": o.credits,
+    });
+    if event_type == EventType::OrderFailed {
+        data["failure_reason"] = json!(o.failure_reason);
+    }
+    outbox::emit(conn, event_type, (&o.app_key, Some(&o.user_id)), data, now).await
+}
+
+/// Reports a subscription's change to the outbox, with the subscription as it now is.
+async fn subscription_event(
+    conn: &mut Conn,
+    event_type: EventType,
+    id: i64,
+    extra: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let s: SubscriptionRow = subscriptions::table
+        .find(id)
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await?;
+    let mut data = json!({
+        "subscription_id": s.id.to_string(),
+        "order_id": s.order_id,
+        "plan_id": s.plan_id,
+        "interval": s.billing_interval,
+        "channel": s.channel,
+        "status": s.status,
+        "current_period_start": rfc3339(s.current_period_start),
+        "current_period_end": rfc3339(s.current_period_end),
+        "cancel_at_period_end": s.cancel_at_period_end,
+        "credits_per_period": s.credits_per_period,
+    });
+    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    outbox::emit(conn, event_type, (&s.app_key, Some(&s.user_id)), data, now).await
+}
+
+// ---------------------------------------------------------------------------------
+// Orders, customers, coupons
+
+pub(crate) async fn insert_order(
+    conn: &mut Conn,
+    new: &NewOrder,
+) -> Result<(Order, String), StoreError> {
+    let key = new.idempotency_key.as_deref();
+    let inserted = diesel::insert_into(orders::table)
+        .values(NewOrderRow::new(&new.order, key, &new.request_hash))
+        .on_conflict((orders::app_key, orders::user_id, orders::idempotency_key))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    let row: OrderRow = if inserted == 1 {
+        orders::table
+            .find(&new.order.id)
+            .select(OrderRow::as_select())
+            .first(conn)
+            .await?
+    } else {
+        // Only the idempotency key can conflict without an error.
+        let key = key.ok_or(StoreError::Invariant(
+            "order insert conflicted without a key",
+        ))?;
+        orders::table
+            .filter(orders::app_key.eq(&new.order.app))
+            .filter(orders::user_id.eq(&new.order.user))
+            .filter(orders::idempotency_key.eq(key))
+            .select(OrderRow::as_select())
+            .first(conn)
+            .await?
+    };
+    let hash = row.request_hash.clone();
+    Ok((Order::try_from(row)?, hash))
+}
+
+pub(crate) async fn attach_session(
+    conn: &mut Conn,
+    session: &SessionAttached,
+) -> Result<Order, StoreError> {
+    let changes = OrderChanges {
+        provider_session_id: Some(&session.session_id),
+        checkout_url: Some(&session.url),
+        ..OrderChanges::at(session.now)
+    };
+    let row: OrderRow = diesel::update(orders::table.find(&session.order_id))
+        .set(changes)
+        .returning(OrderRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::Checkout(CheckoutError::OrderNotFound))?;
+    Order::try_from(row)
+}
+
+pub(crate) async fn fail_order(
+    conn: &mut Conn,
+    order_id: &str,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<Order, StoreError> {
+    let row = locked!(orders::table.find(order_id).select(OrderRow::as_select()))
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::Checkout(CheckoutError::OrderNotFound))?;
+    if row.status()? != OrderStatus::Pending {
+        return Order::try_from(row);
+    }
+    let changes = OrderChanges {
+        status: Some(OrderStatus::Failed.as_str()),
+        failure_reason: Some(Some(reason)),
+        ..OrderChanges::at(now)
+    };
+    let row: OrderRow = diesel::update(orders::table.find(order_id))
+        .set(changes)
+        .returning(OrderRow::as_returning())
+        .get_result(conn)
+        .await?;
+    order_event(conn, EventType::OrderFailed, order_id, now).await?;
+    Order::try_from(row)
+}
+
+pub(crate) async fn order(conn: &mut Conn, id: &str) -> Result<Option<Order>, StoreError> {
+    orders::table
+        .find(id)
+        .select(OrderRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(Order::try_from)
+        .transpose()
+}
+
+pub(crate) async fn orders(conn: &mut Conn, query: &OrderQuery) -> Result<Vec<Order>, StoreError> {
+    let rows: Vec<OrderRow> = orders::table
+        .filter(orders::app_key.eq(&query.app))
+        .filter(orders::user_id.eq(&query.user))
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .limit(query.limit)
+        .offset(query.offset)
+        .select(OrderRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(Order::try_from).collect()
+}
+
+pub(crate) async fn subscription(
+    conn: &mut Conn,
+    app: &str,
+    user: &str,
+) -> Result<Option<Subscription>, StoreError> {
+    let mine = || {
+        subscriptions::table
+            .filter(subscriptions::app_key.eq(app))
+            .filter(subscriptions::user_id.eq(user))
+            .order(subscriptions::id.desc())
+            .select(SubscriptionRow::as_select())
+    };
+    let current = mine()
+        .filter(subscriptions::status.ne_all(INACTIVE))
+        .first(conn)
+        .await
+        .optional()?;
+    let row = match current {
+        Some(row) => Some(row),
+        None => mine().first(conn).await.optional()?,
+    };
+    row.map(Subscription::try_from).transpose()
+}
+
+pub(crate) async fn customer(
+    conn: &mut Conn,
+    app: &str,
+    user: &str,
+    channel: Channel,
+) -> Result<Option<String>, StoreError> {
+    Ok(billing_customers::table
+        .find((app, user, channel.as_str()))
+        .select(billing_customers::customer_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub(crate) async fn provider_coupon(
+    conn: &mut Conn,
+    app: &str,
+    code: &str,
+    channel: Channel,
+    price_ref: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(provider_coupons::table
+        .find((app, code, channel.as_str(), price_ref))
+        .select(provider_coupons::provider_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub(crate) async fn put_provider_coupon(
+    conn: &mut Conn,
+    (app, code, channel, price_ref): (&str, &str, Channel, &str),
+    provider_id: &str,
+    now: OffsetDateTime,
+) -> Result<String, StoreError> {
+    diesel::insert_into(provider_coupons::table)
+        .values((
+            provider_coupons::app_key.eq(app),
+            provider_coupons::code.eq(code),
+            provider_coupons::channel.eq(channel.as_str()),
+            provider_coupons::price_ref.eq(price_ref),
+            provider_coupons::provider_id.eq(provider_id),
+            provider_coupons::created_at.eq(to_db(now)),
+        ))
+        .on_conflict((
+            provider_coupons::app_key,
+            provider_coupons::code,
+            provider_coupons::channel,
+            provider_coupons::price_ref,
+        ))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(provider_coupons::table
+        .find((app, code, channel.as_str(), price_ref))
+        .select(provider_coupons::provider_id)
+        .first(conn)
+        .await?)
+}
+
+pub(crate) async fn events(
+    conn: &mut Conn,
+    query: &EventQuery,
+) -> Result<Vec<BillingEvent>, StoreError> {
+    let rows: Vec<EventRow> = billing_events::table
+        .filter(
+            billing_events::app_key
+                .eq(&query.app)
+                .or(billing_events::app_key.is_null()),
+        )
+        .order(billing_events::id.desc())
+        .limit(query.limit)
+        .offset(query.offset)
+        .select(EventRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(BillingEvent::try_from).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Provider events
+
+/// Records the event and applies it, inside the caller's write transaction.
+pub(crate) async fn apply_event(
+    conn: &mut Conn,
+    event: &PaymentEvent,
+    payload: &str,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let channel = event.channel;
+    // The unique key is the deduplication: a concurrent second delivery waits here
+    // for the first transaction (PostgreSQL) or queues for the write lock (SQLite),
+    // then inserts nothing.
+    let inserted = diesel::insert_into(billing_events::table)
+        .values((
+            billing_events::channel.eq(channel.as_str()),
+            billing_events::event_id.eq(&event.id),
+            billing_events::event_type.eq(&event.event_type),
+            billing_events::outcome.eq("received"),
+            billing_events::detail.eq(""),
+            billing_events::payload.eq(payload),
+            billing_events::provider_created_at.eq(event.created_at.map(to_db)),
+            billing_events::received_at.eq(to_db(now)),
+        ))
+        .on_conflict((billing_events::channel, billing_events::event_id))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 0 {
+        return Ok(EventOutcome::Duplicate);
+    }
+    let mut trace = Trace::default();
+    let outcome = match &event.kind {
+        EventKind::CheckoutCompleted {
+            order_id,
+            session_id,
+            customer_id,
+            subscription_id,
+            paid,
+            amount_paid_minor,
+            payment_refs,
+        } => {
+            let paid_event = Paid {
+                order_id: order_id.as_deref(),
+                session_id,
+                customer_id: customer_id.as_deref(),
+                subscription_id: subscription_id.as_deref(),
+                amount_paid_minor: *amount_paid_minor,
+                payment_refs,
+            };
+            if *paid {
+                checkout_paid(conn, channel, paid_event, &mut trace, now).await?
+            } else {
+                checkout_unpaid(conn, channel, paid_event, &mut trace, now).await?
+            }
+        }
+        EventKind::CheckoutPaymentSucceeded {
+            order_id,
+            session_id,
+            amount_paid_minor,
+            payment_refs,
+        } => {
+            let paid_event = Paid {
+                order_id: order_id.as_deref(),
+                session_id,
+                customer_id: None,
+                subscription_id: None,
+                amount_paid_minor: *amount_paid_minor,
+                payment_refs,
+            };
+            checkout_paid(conn, channel, paid_event, &mut trace, now).await?
+        }
+        EventKind::CheckoutFailed {
+            order_id,
+            session_id,
+        } => {
+            checkout_ended(
+                conn,
+                channel,
+                (order_id.as_deref(), session_id),
+                OrderStatus::Failed,
+                &mut trace,
+                now,
+            )
+            .await?
+        }
+        EventKind::CheckoutExpired {
+            order_id,
+            session_id,
+        } => {
+            checkout_ended(
+                conn,
+                channel,
+                (order_id.as_deref(), session_id),
+                OrderStatus::Expired,
+                &mut trace,
+                now,
+            )
+            .await?
+        }
+        EventKind::PeriodPaid { .. } => {
+            period_paid(conn, channel, &event.kind, &mut trace, now).await?
+        }
+        EventKind::SubscriptionChanged { .. } => {
+            subscription_changed(conn, channel, event, &mut trace, now).await?
+        }
+        EventKind::Refunded {
+            refund_key,
+            payment_refs,
+            refunded_total_minor,
+            refund_minor,
+        } => {
+            refunded(
+                conn,
+                channel,
+                (refund_key, payment_refs),
+                (*refunded_total_minor, *refund_minor),
+                &mut trace,
+                now,
+            )
+            .await?
+        }
+        EventKind::Disputed {
+            payment_refs,
+            amount_minor,
+            ..
+        } => match payment_by_refs(conn, channel, payment_refs).await? {
+            Some(payment) => {
+                trace.set(
+                    &payment.app_key,
+                    &payment.user_id,
+                    payment.order_id.as_deref(),
+                );
+                applied(format!(
+                    "dispute recorded ({amount_minor} minor units of payment {})",
+                    payment.payment_id
+                ))
+            }
+            None => unmatched(format!("no payment known as {}", payment_refs.join(", "))),
+        },
+        EventKind::Ignored => ignored("event type not handled"),
+    };
+    diesel::update(
+        billing_events::table
+            .filter(billing_events::channel.eq(channel.as_str()))
+            .filter(billing_events::event_id.eq(&event.id)),
+    )
+    .set((
+        billing_events::outcome.eq(outcome.as_str()),
+        billing_events::detail.eq(outcome_detail(&outcome)),
+        billing_events::app_key.eq(trace.app.as_deref()),
+        billing_events::user_id.eq(trace.user.as_deref()),
+        billing_events::order_id.eq(trace.order_id.as_deref()),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(outcome)
+}
+
+/// The order an event names: by Tally's id, else by the provider session, and only on
+/// the event's channel. Locked.
+async fn lock_order(
+    conn: &mut Conn,
+    channel: Channel,
+    order_id: Option<&str>,
+    session_id: Option<&str>,
+) -> Result<Option<OrderRow>, StoreError> {
+    if let Some(id) = order_id {
+        let row = locked!(
+            orders::table
+                .filter(orders::id.eq(id))
+                .filter(orders::channel.eq(channel.as_str()))
+                .select(OrderRow::as_select())
+        )
+        .first(conn)
+        .await
+        .optional()?;
+        if row.is_some() {
+            return Ok(row);
+        }
+    }
+    let Some(session) = session_id.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(locked!(
+        orders::table
+            .filter(orders::channel.eq(channel.as_str()))
+            .filter(orders::provider_session_id.eq(session))
+            .select(OrderRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()?)
+}
+
+/// Records what a checkout event tells about the order and, with `complete`, marks
+/// it paid. Answers whether this was the transition to `completed` (which counts a
+/// redemption of its coupon).
+async fn update_order(
+    conn: &mut Conn,
+    order: &OrderRow,
+    paid: &Paid<'_>,
+    complete: bool,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let status = order.status()?;
+    // Money arrived: a pending, failed or expired order completes all the same.
+    let transition = complete && !matches!(status, OrderStatus::Completed | OrderStatus::Refunded);
+    let mut changes = OrderChanges::at(now);
+    if transition {
+        changes.status = Some(OrderStatus::Completed.as_str());
+        changes.completed_at = Some(to_db(now));
+        changes.failure_reason = Some(None);
+    }
+    if order.provider_session_id.is_none() && !paid.session_id.is_empty() {
+        changes.provider_session_id = Some(paid.session_id);
+    }
+    if paid.customer_id.is_some() && paid.customer_id != order.provider_customer_id.as_deref() {
+        changes.provider_customer_id = paid.customer_id;
+    }
+    if order.provider_subscription_id.is_none() {
+        changes.provider_subscription_id = paid.subscription_id;
+    }
+    diesel::update(orders::table.find(&order.id))
+        .set(changes)
+        .execute(conn)
+        .await?;
+    if transition {
+        order_event(conn, EventType::OrderCompleted, &order.id, now).await?;
+        if let Some(code) = &order.coupon_code {
+            diesel::update(
+                coupons::table
+                    .filter(coupons::app_key.eq(&order.app_key))
+                    .filter(coupons::code.eq(code)),
+            )
+            .set(coupons::times_redeemed.eq(coupons::times_redeemed + 1_i64))
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(transition)
+}
+
+async fn set_order_status(
+    conn: &mut Conn,
+    order_id: &str,
+    status: OrderStatus,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let changes = OrderChanges {
+        status: Some(status.as_str()),
+        failure_reason: reason.map(Some),
+        ..OrderChanges::at(now)
+    };
+    diesel::update(orders::table.find(order_id))
+        .set(changes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Remembers the user's customer id at the provider (the latest one told wins).
+async fn remember_customer(
+    conn: &mut Conn,
+    (app, user): (&str, &str),
+    channel: Channel,
+    customer_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let Some(customer_id) = customer_id.filter(|c| !c.is_empty()) else {
+        return Ok(());
+    };
+    diesel::insert_into(billing_customers::table)
+        .values((
+            billing_customers::app_key.eq(app),
+            billing_customers::user_id.eq(user),
+            billing_customers::channel.eq(channel.as_str()),
+            billing_customers::customer_id.eq(customer_id),
+            billing_customers::updated_at.eq(to_db(now)),
+        ))
+        .on_conflict((
+            billing_customers::app_key,
+            billing_customers::user_id,
+            billing_customers::channel,
+        ))
+        .do_update()
+        .set((
+            billing_customers::customer_id.eq(customer_id),
+            billing_customers::updated_at.eq(to_db(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The plan's name for ledger descriptions; its id if the plan is gone.
+async fn plan_name(conn: &mut Conn, order: &OrderRow) -> Result<String, StoreError> {
+    let Ok(id) = order.plan_id.parse::<i64>() else {
+        return Ok(order.plan_id.clone());
+    };
+    let name: Option<String> = plans::table
+        .filter(plans::id.eq(id))
+        .filter(plans::app_key.eq(&order.app_key))
+        .select(plans::name)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(name.unwrap_or_else(|| order.plan_id.clone()))
+}
+
+async fn checkout_unpaid(
+    conn: &mut Conn,
+    channel: Channel,
+    paid: Paid<'_>,
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let Some(order) = lock_order(conn, channel, paid.order_id, Some(paid.session_id)).await? else {
+        return Ok(no_order(&paid));
+    };
+    trace.set(&order.app_key, &order.user_id, Some(&order.id));
+    remember_customer(
+        conn,
+        (&order.app_key, &order.user_id),
+        channel,
+        paid.customer_id,
+        now,
+    )
+    .await?;
+    update_order(conn, &order, &paid, false, now).await?;
+    Ok(applied("awaiting payment"))
+}
+
+fn no_order(paid: &Paid<'_>) -> EventOutcome {
+    unmatched(format!(
+        "no order {} or session {}",
+        paid.order_id.unwrap_or("-"),
+        paid.session_id
+    ))
+}
+
+async fn checkout_paid(
+    conn: &mut Conn,
+    channel: Channel,
+    paid: Paid<'_>,
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let Some(order) = lock_order(conn, channel, paid.order_id, Some(paid.session_id)).await? else {
+        return Ok(no_order(&paid));
+    };
+    trace.set(&order.app_key, &order.user_id, Some(&order.id));
+    remember_customer(
+        conn,
+        (&order.app_key, &order.user_id),
+        channel,
+        paid.customer_id,
+        now,
+    )
+    .await?;
+    let completed = update_order(conn, &order, &paid, true, now).await?;
+    match order.order_type()? {
+        OrderType::Credits => {
+            // One payment per order: two events about one pack grant once.
+            let payment_id = format!("order:{}", order.id);
+            let amount = paid
+                .amount_paid_minor
+                .unwrap_or(order.amount_minor - order.discount_minor);
+            let (payment, new) = insert_payment(
+                conn,
+                NewPayment {
+                    channel: channel.as_str(),
+                    payment_id: &payment_id,
+                    app_key: &order.app_key,
+                    user_id: &order.user_id,
+                    order_id: Some(&order.id),
+                    subscription_id: None,
+                    credits_granted: order.credits,
+                    amount_paid_minor: amount.max(0),
+                    refunded_minor: 0,
+                    clawed_back: 0,
+                    created_at: to_db(now),
+                },
+            )
+            .await?;
+            let ids = std::iter::once(payment_id.as_str())
+                .chain(paid.payment_refs.iter().map(String::as_str))
+                .chain(std::iter::once(paid.session_id));
+            add_refs(conn, channel, payment, ids).await?;
+            if !new {
+                return Ok(ignored("payment already granted"));
+            }
+            let name = plan_name(conn, &order).await?;
+            grant(
+                conn,
+                PaymentGrant {
+                    app: &order.app_key,
+                    user: &order.user_id,
+                    channel,
+                    payment_id: &payment_id,
+                    order_id: Some(&order.id),
+                    txn_type: TxnType::Purchase,
+                    credits: order.credits,
+                    expires_at: pack_expiry(order.credits_expire_days, now),
+                    description: format!("Credit pack: {name}"),
+                },
+                now,
+            )
+            .await?;
+            Ok(applied(format!(
+                "order completed; granted {} credits",
+                order.credits
+            )))
+        }
+        OrderType::Subscription => {
+            let mut detail = if completed {
+                "order completed".to_owned()
+            } else {
+                format!("order already {}", order.status)
+            };
+            if let Some(sub_id) = paid.subscription_id {
+                match lock_subscription(conn, channel, sub_id).await? {
+                    Some(sub) => {
+                        let mut changes = SubscriptionChanges::at(now);
+                        changes.customer(sub.provider_customer_id.as_deref(), paid.customer_id);
+                        if changes.provider_customer_id.is_some() {
+                            update_subscription(conn, sub.id, changes).await?;
+                        }
+                    }
+                    None => {
+                        subscription_from_order(
+                            conn,
+                            channel,
+                            &order,
+                            sub_id,
+                            paid.customer_id,
+                            now,
+                        )
+                        .await?;
+                    }
+                }
+                detail.push_str(&format!("; subscription {sub_id} linked"));
+            }
+            Ok(applied(detail))
+        }
+    }
+}
+
+async fn checkout_ended(
+    conn: &mut Conn,
+    channel: Channel,
+    (order_id, session_id): (Option<&str>, &str),
+    to: OrderStatus,
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let Some(order) = lock_order(conn, channel, order_id, Some(session_id)).await? else {
+        return Ok(unmatched(format!(
+            "no order {} or session {session_id}",
+            order_id.unwrap_or("-")
+        )));
+    };
+    trace.set(&order.app_key, &order.user_id, Some(&order.id));
+    let status = order.status()?;
+    if status != OrderStatus::Pending {
+        return Ok(ignored(format!("order is {status}")));
+    }
+    let reason = (to == OrderStatus::Failed).then_some("payment failed");
+    set_order_status(conn, &order.id, to, reason, now).await?;
+    if to == OrderStatus::Failed {
+        order_event(conn, EventType::OrderFailed, &order.id, now).await?;
+    }
+    Ok(applied(format!("order {to}")))
+}
+
+// ---------------------------------------------------------------------------------
+// Subscriptions
+
+async fn peek_subscription(
+    conn: &mut Conn,
+    channel: Channel,
+    provider_id: &str,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::channel.eq(channel.as_str()))
+        .filter(subscriptions::provider_subscription_id.eq(provider_id))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+async fn lock_subscription(
+    conn: &mut Conn,
+    channel: Channel,
+    provider_id: &str,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    Ok(locked!(
+        subscriptions::table
+            .filter(subscriptions::channel.eq(channel.as_str()))
+            .filter(subscriptions::provider_subscription_id.eq(provider_id))
+            .select(SubscriptionRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()?)
+}
+
+async fn update_subscription(
+    conn: &mut Conn,
+    id: i64,
+    changes: SubscriptionChanges<'_>,
+) -> Result<(), StoreError> {
+    diesel::update(subscriptions::table.find(id))
+        .set(changes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Creates the subscription a subscription order started (unless it exists) and
+/// links it to the order. Answers it, locked.
+async fn subscription_from_order(
+    conn: &mut Conn,
+    channel: Channel,
+    order: &OrderRow,
+    provider_id: &str,
+    customer_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<SubscriptionRow, StoreError> {
+    let interval = order
+        .billing_interval
+        .as_deref()
+        .ok_or(StoreError::Invariant(
+            "subscription order without an interval",
+        ))?;
+    let at = to_db(now);
+    let inserted = diesel::insert_into(subscriptions::table)
+        .values((
+            subscriptions::app_key.eq(&order.app_key),
+            subscriptions::user_id.eq(&order.user_id),
+            subscriptions::plan_id.eq(&order.plan_id),
+            subscriptions::billing_interval.eq(interval),
+            subscriptions::channel.eq(channel.as_str()),
+            subscriptions::order_id.eq(&order.id),
+            subscriptions::provider_subscription_id.eq(provider_id),
+            subscriptions::provider_customer_id
+                .eq(customer_id.or(order.provider_customer_id.as_deref())),
+            subscriptions::status.eq(SubscriptionStatus::Active.as_str()),
+            subscriptions::cancel_at_period_end.eq(false),
+            subscriptions::credits_per_period.eq(order.credits),
+            subscriptions::credits_expire.eq(order.credits_expire_days.is_some()),
+            subscriptions::created_at.eq(at),
+            subscriptions::updated_at.eq(at),
+        ))
+        .on_conflict((
+            subscriptions::channel,
+            subscriptions::provider_subscription_id,
+        ))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    let created = inserted > 0;
+    if order.provider_subscription_id.is_none() {
+        diesel::update(orders::table.find(&order.id))
+            .set((
+                orders::provider_subscription_id.eq(provider_id),
+                orders::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    let sub = lock_subscription(conn, channel, provider_id)
+        .await?
+        .ok_or(StoreError::Invariant("subscription vanished after insert"))?;
+    if created {
+        subscription_event(conn, EventType::SubscriptionCreated, sub.id, json!({}), now).await?;
+    }
+    Ok(sub)
+}
+
+/// The subscription an event names, locked after its order; created from the order the
+/// metadata names when the provider id is new. `Err` is the outcome when neither is
+/// known.
+async fn resolve_subscription(
+    conn: &mut Conn,
+    channel: Channel,
+    provider_id: &str,
+    order_id: Option<&str>,
+    customer_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Result<(SubscriptionRow, Option<OrderRow>), EventOutcome>, StoreError> {
+    let known = peek_subscription(conn, channel, provider_id).await?;
+    let order_key = known.as_ref().map(|s| s.order_id.as_str()).or(order_id);
+    let order = match order_key {
+        Some(id) => lock_order(conn, channel, Some(id), None).await?,
+        None => None,
+    };
+    if let Some(sub) = lock_subscription(conn, channel, provider_id).await? {
+        // Its own order, whatever the metadata says.
+        let order = order.filter(|o| o.id == sub.order_id);
+        return Ok(Ok((sub, order)));
+    }
+    let Some(order) = order else {
+        return Ok(Err(unmatched(format!(
+            "no subscription {provider_id} and no order {}",
+            order_id.unwrap_or("-")
+        ))));
+    };
+    if order.order_type()? != OrderType::Subscription {
+        return Ok(Err(unmatched(format!(
+            "order {} is not a subscription order",
+            order.id
+        ))));
+    }
+    let sub = subscription_from_order(conn, channel, &order, provider_id, customer_id, now).await?;
+    Ok(Ok((sub, Some(order))))
+}
+
+async fn period_paid(
+    conn: &mut Conn,
+    channel: Channel,
+    kind: &EventKind,
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let EventKind::PeriodPaid {
+        payment_id,
+        subscription_id,
+        customer_id,
+        order_id,
+        period_start,
+        period_end,
+        amount_paid_minor,
+        payment_refs,
+    } = kind
+    else {
+        return Err(StoreError::Invariant(
+            "period_paid called with another event",
+        ));
+    };
+    let customer_id = customer_id.as_deref();
+    let (sub, order) = match resolve_subscription(
+        conn,
+        channel,
+        subscription_id,
+        order_id.as_deref(),
+        customer_id,
+        now,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
+    remember_customer(
+        conn,
+        (&sub.app_key, &sub.user_id),
+        channel,
+        customer_id,
+        now,
+    )
+    .await?;
+    if let Some(order) = &order {
+        let link = Paid {
+            order_id: Some(&order.id),
+            session_id: "",
+            customer_id,
+            subscription_id: Some(subscription_id),
+            amount_paid_minor: Some(*amount_paid_minor),
+            payment_refs,
+        };
+        update_order(conn, order, &link, true, now).await?;
+    }
+    // The subscription's first payment is the order's: refunding it refunds the order.
+    let earlier: i64 = payments::table
+        .filter(payments::subscription_id.eq(sub.id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let (payment, new) = insert_payment(
+        conn,
+        NewPayment {
+            channel: channel.as_str(),
+            payment_id,
+            app_key: &sub.app_key,
+            user_id: &sub.user_id,
+            order_id: (earlier == 0).then_some(sub.order_id.as_str()),
+            subscription_id: Some(sub.id),
+            credits_granted: sub.credits_per_period,
+            amount_paid_minor: (*amount_paid_minor).max(0),
+            refunded_minor: 0,
+            clawed_back: 0,
+            created_at: to_db(now),
+        },
+    )
+    .await?;
+    let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
+    add_refs(conn, channel, payment, ids).await?;
+
+    let mut changes = SubscriptionChanges::at(now);
+    changes.period(sub.current_period_end, *period_start, *period_end);
+    changes.status(sub.status()?, SubscriptionStatus::Active);
+    changes.customer(sub.provider_customer_id.as_deref(), customer_id);
+    update_subscription(conn, sub.id, changes).await?;
+    if !new {
+        return Ok(ignored("payment already granted"));
+    }
+    if earlier > 0 {
+        let extra = json!({
+            "payment_id": payment_id,
+            "credits_granted": sub.credits_per_period,
+        });
+        subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
+    }
+    let period_end = period_end.or(sub.current_period_end.map(from_db));
+    let name = match &order {
+        Some(order) => plan_name(conn, order).await?,
+        None => sub.plan_id.clone(),
+    };
+    grant(
+        conn,
+        PaymentGrant {
+            app: &sub.app_key,
+            user: &sub.user_id,
+            channel,
+            payment_id,
+            order_id: Some(&sub.order_id),
+            txn_type: TxnType::Subscription,
+            credits: sub.credits_per_period,
+            expires_at: period_expiry(sub.credits_expire, period_end, now),
+            description: period_description(&name, &sub.billing_interval),
+        },
+        now,
+    )
+    .await?;
+    Ok(applied(format!(
+        "period paid; granted {} credits",
+        sub.credits_per_period
+    )))
+}
+
+async fn subscription_changed(
+    conn: &mut Conn,
+    channel: Channel,
+    event: &PaymentEvent,
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let EventKind::SubscriptionChanged {
+        subscription_id,
+        customer_id,
+        order_id,
+        status,
+        cancel_at_period_end,
+        period_start,
+        period_end,
+    } = &event.kind
+    else {
+        return Err(StoreError::Invariant(
+            "subscription_changed called with another event",
+        ));
+    };
+    let customer_id = customer_id.as_deref();
+    let (sub, _order) = match resolve_subscription(
+        conn,
+        channel,
+        subscription_id,
+        order_id.as_deref(),
+        customer_id,
+        now,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
+    if let (Some(at), Some(last)) = (event.created_at, sub.status_changed_at) {
+        if to_db(at) < last {
+            return Ok(ignored("older than the last applied change"));
+        }
+    }
+    remember_customer(
+        conn,
+        (&sub.app_key, &sub.user_id),
+        channel,
+        customer_id,
+        now,
+    )
+    .await?;
+    let current = sub.status()?;
+    let mut changes = SubscriptionChanges::at(now);
+    if let Some(status) = status {
+        changes.status(current, *status);
+    }
+    changes.cancel_at_period_end = *cancel_at_period_end;
+    changes.period(sub.current_period_end, *period_start, *period_end);
+    changes.customer(sub.provider_customer_id.as_deref(), customer_id);
+    changes.status_changed_at = event.created_at.map(to_db);
+    let now_status = changes.status.unwrap_or(sub.status.as_str()).to_owned();
+    let ending = changes
+        .cancel_at_period_end
+        .unwrap_or(sub.cancel_at_period_end);
+    update_subscription(conn, sub.id, changes).await?;
+    let after: SubscriptionRow = subscriptions::table
+        .find(sub.id)
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await?;
+    let changed = after.status != sub.status
+        || after.cancel_at_period_end != sub.cancel_at_period_end
+        || after.current_period_start != sub.current_period_start
+        || after.current_period_end != sub.current_period_end
+        || after.plan_id != sub.plan_id;
+    if changed {
+        let event_type = if after.status == "canceled" && sub.status != "canceled" {
+            EventType::SubscriptionCanceled
+        } else {
+            EventType::SubscriptionUpdated
+        };
+        let extra = json!({ "previous_status": sub.status });
+        subscription_event(conn, event_type, sub.id, extra, now).await?;
+    }
+    Ok(applied(if ending && now_status != "canceled" {
+        format!("subscription {now_status}, ends at period end")
+    } else {
+        format!("subscription {now_status}")
+    }))
+}
+
+// ---------------------------------------------------------------------------------
+// Payments, refunds, credits
+
+/// Records a payment once per (channel, payment id): answers its id and whether it
+/// is new (only a new payment grants).
+async fn insert_payment(conn: &mut Conn, new: NewPayment<'_>) -> Result<(i64, bool), StoreError> {
+    let inserted: Option<i64> = diesel::insert_into(payments::table)
+        .values(&new)
+        .on_conflict((payments::channel, payments::payment_id))
+        .do_nothing()
+        .returning(payments::id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(id) = inserted {
+        return Ok((id, true));
+    }
+    let id = payments::table
+        .filter(payments::channel.eq(new.channel))
+        .filter(payments::payment_id.eq(new.payment_id))
+        .select(payments::id)
+        .first(conn)
+        .await?;
+    Ok((id, false))
+}
+
+/// Remembers every id a refund may name the payment by (the first payment named so
+/// keeps an id).
+async fn add_refs<'a>(
+    conn: &mut Conn,
+    channel: Channel,
+    payment: i64,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    for id in refs(ids) {
+        diesel::insert_into(payment_refs::table)
+            .values((
+                payment_refs::channel.eq(channel.as_str()),
+                payment_refs::payment_ref.eq(id),
+                payment_refs::payment.eq(payment),
+            ))
+            .on_conflict((payment_refs::channel, payment_refs::payment_ref))
+            .do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn payment_by_refs(
+    conn: &mut Conn,
+    channel: Channel,
+    ids: &[String],
+) -> Result<Option<PaymentRow>, StoreError> {
+    let ids = refs(ids.iter().map(String::as_str));
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let found: Option<i64> = payment_refs::table
+        .filter(payment_refs::channel.eq(channel.as_str()))
+        .filter(payment_refs::payment_ref.eq_any(ids))
+        .order(payment_refs::payment)
+        .select(payment_refs::payment)
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(id) = found else {
+        return Ok(None);
+    };
+    Ok(Some(
+        payments::table
+            .find(id)
+            .select(PaymentRow::as_select())
+            .first(conn)
+            .await?,
+    ))
+}
+
+async fn grant(
+    conn: &mut Conn,
+    g: PaymentGrant<'_>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if g.credits <= 0 {
+        return Ok(());
+    }
+    let movement = g.movement()?;
+    ledger::apply(conn, &movement, &movement.request_hash(), now).await?;
+    Ok(())
+}
+
+async fn refunded(
+    conn: &mut Conn,
+    channel: Channel,
+    (refund_key, ids): (&str, &[String]),
+    (total_minor, this_minor): (Option<i64>, Option<i64>),
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<EventOutcome, StoreError> {
+    let Some(known) = payment_by_refs(conn, channel, ids).await? else {
+        return Ok(unmatched(format!("no payment known as {}", ids.join(", "))));
+    };
+    trace.set(&known.app_key, &known.user_id, known.order_id.as_deref());
+    let order = match &known.order_id {
+        Some(id) => lock_order(conn, channel, Some(id), None).await?,
+        None => None,
+    };
+    let payment: PaymentRow = locked!(
+        payments::table
+            .find(known.id)
+            .select(PaymentRow::as_select())
+    )
+    .first(conn)
+    .await?;
+    let total = refunded_total(
+        payment.refunded_minor,
+        payment.amount_paid_minor,
+        total_minor,
+        this_minor,
+    );
+    let credits = clawback_credits(
+        payment.credits_granted,
+        payment.amount_paid_minor,
+        total,
+        payment.clawed_back,
+    );
+    let inserted = diesel::insert_into(refunds::table)
+        .values((
+            refunds::channel.eq(channel.as_str()),
+            refunds::refund_key.eq(refund_key),
+            refunds::payment.eq(payment.id),
+            refunds::amount_minor.eq(total - payment.refunded_minor),
+            refunds::credits.eq(credits),
+            refunds::created_at.eq(to_db(now)),
+        ))
+        .on_conflict((refunds::channel, refunds::refund_key))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 0 {
+        return Ok(ignored("refund already applied"));
+    }
+    diesel::update(payments::table.find(payment.id))
+        .set((
+            payments::refunded_minor.eq(total),
+            payments::clawed_back.eq(payments::clawed_back + credits),
+        ))
+        .execute(conn)
+        .await?;
+    if credits > 0 {
+        let movement = clawback_movement(&payment, channel, refund_key, credits)?;
+        ledger::apply(conn, &movement, &movement.request_hash(), now).await?;
+    }
+    let data = json!({
+        "order_id": payment.order_id,
+        "payment_id": payment.payment_id,
+        "channel": channel.as_str(),
+        "refunded_minor": total - payment.refunded_minor,
+        "refunded_total_minor": total,
+        "amount_paid_minor": payment.amount_paid_minor,
+        "credits_clawed_back": credits,
+    });
+    outbox::emit(
+        conn,
+        EventType::OrderRefunded,
+        (&payment.app_key, Some(&payment.user_id)),
+        data,
+        now,
+    )
+    .await?;
+    if let Some(order) = order {
+        if order.status()? != OrderStatus::Refunded {
+            set_order_status(conn, &order.id, OrderStatus::Refunded, None, now).await?;
+        }
+    }
+    Ok(applied(format!(
+        "clawed back {credits} credits ({total} of {} refunded)",
+        payment.amount_paid_minor
+    )))
+}

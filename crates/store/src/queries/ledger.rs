@@ -1,0 +1,949 @@
+//! The ledger's queries: movements, holds, check-ins, redemption codes, expiry and the audit. The
+//! rules come from the ledger's planning functions (`plan_movement` and its siblings); this file
+//! reads what they need and writes the plan they return.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+use tally_ledger::checkin::{CheckinRecord, CheckinRequest, streak_for};
+use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
+use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
+use tally_ledger::plan::{Plan, plan_expiry, plan_movement};
+use tally_ledger::{
+    AccountAudit, AccountRef, AccountView, CheckinConfig, LedgerError, Movement, MovementKind,
+    Transaction, TransactionQuery, TxnType,
+};
+use tally_ledger::{CaptureRequest, Hold, HoldStatus, RedemptionCode, ReserveRequest};
+use time::{Date, OffsetDateTime};
+
+use crate::StoreError;
+use crate::predicates::{ActiveHold, LiveLot};
+use crate::rows::{
+    AUDIT_SQL, AccountRow, AuditRow, CodeRow, HoldRow, LotRow, NewTxn, TxnRow, from_db, to_db,
+};
+use crate::schema::{
+    accounts, checkin_configs, checkins, holds, lots, redeem_failures, redemption_codes,
+    redemptions, transactions,
+};
+
+use super::Conn;
+use crate::ops::{account_and_lots_query, fold_account};
+
+/// Locks the account row for this transaction, creating it on first use.
+async fn lock_account(
+    conn: &mut Conn,
+    account: &AccountRef,
+    now: OffsetDateTime,
+) -> Result<AccountRow, StoreError> {
+    let find = || {
+        locked!(
+            accounts::table
+                .filter(accounts::app_key.eq(&account.app))
+                .filter(accounts::user_id.eq(&account.user))
+                .select(AccountRow::as_select())
+        )
+    };
+    if let Some(row) = find().first(conn).await.optional()? {
+        return Ok(row);
+    }
+    diesel::insert_into(accounts::table)
+        .values((
+            accounts::app_key.eq(&account.app),
+            accounts::user_id.eq(&account.user),
+            accounts::balance.eq(0_i64),
+            accounts::held.eq(0_i64),
+            accounts::created_at.eq(to_db(now)),
+            accounts::updated_at.eq(to_db(now)),
+        ))
+        .on_conflict((accounts::app_key, accounts::user_id))
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(find().first(conn).await?)
+}
+
+async fn lock_account_by_id(conn: &mut Conn, id: i64) -> Result<AccountRow, StoreError> {
+    Ok(
+        locked!(accounts::table.find(id).select(AccountRow::as_select()))
+            .first(conn)
+            .await?,
+    )
+}
+
+async fn live_lots(conn: &mut Conn, account_id: i64) -> Result<AccountView, StoreError> {
+    let lots = lots::table
+        .filter(lots::account_id.eq(account_id))
+        .filter(LiveLot)
+        .order(lots::id)
+        .select(LotRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(AccountView {
+        lots: lots.into_iter().map(Into::into).collect(),
+        ..AccountView::default()
+    })
+}
+
+async fn active_holds(conn: &mut Conn, account_id: i64) -> Result<Vec<HoldRow>, StoreError> {
+    Ok(holds::table
+        .filter(holds::account_id.eq(account_id))
+        .filter(ActiveHold)
+        .order(holds::id)
+        .select(HoldRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+async fn state(conn: &mut Conn, account: &AccountRow) -> Result<AccountView, StoreError> {
+    let mut view = live_lots(conn, account.id).await?;
+    view.balance = account.balance;
+    view.held = account.held;
+    if account.held != 0 {
+        view.holds = active_holds(conn, account.id)
+            .await?
+            .iter()
+            .map(HoldRow::view)
+            .collect();
+    }
+    Ok(view)
+}
+
+/// What the movement's own row carries besides the plan's figures.
+pub(crate) struct MainRow<'a> {
+    pub description: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<&'a str>,
+    pub metadata: Option<String>,
+    pub actor: Option<&'a str>,
+}
+
+/// Writes a plan; returns the movement's own transaction, if the plan has one.
+async fn write_plan(
+    conn: &mut Conn,
+    account: &AccountRow,
+    plan: &Plan,
+    main: Option<MainRow<'_>>,
+    now: OffsetDateTime,
+) -> Result<Option<Transaction>, StoreError> {
+    let at = to_db(now);
+    for &(lot_id, remaining) in &plan.lot_updates {
+        diesel::update(lots::table.find(lot_id))
+            .set(lots::remaining.eq(remaining))
+            .execute(conn)
+            .await?;
+    }
+    for entry in &plan.expiries {
+        let metadata = entry.expired_lot.map(|id| format!("{{\"lot_id\":{id}}}"));
+        diesel::insert_into(transactions::table)
+            .values(NewTxn {
+                account_id: account.id,
+                app_key: &account.app_key,
+                user_id: &account.user_id,
+                txn_type: TxnType::Expiry.as_str(),
+                amount: entry.amount,
+                balance_after: entry.balance_after,
+                description: "Credits expired",
+                idempotency_key: None,
+                request_hash: None,
+                metadata,
+                actor: None,
+                created_at: at,
+            })
+            .execute(conn)
+            .await?;
+    }
+    let mut written = None;
+    if let (Some(entry), Some(main)) = (&plan.main, main) {
+        let row: TxnRow = diesel::insert_into(transactions::table)
+            .values(NewTxn {
+                account_id: account.id,
+                app_key: &account.app_key,
+                user_id: &account.user_id,
+                txn_type: entry.txn_type.as_str(),
+                amount: entry.amount,
+                balance_after: entry.balance_after,
+                description: main.description,
+                idempotency_key: main.idempotency_key,
+                request_hash: main.request_hash,
+                metadata: main.metadata,
+                actor: main.actor,
+                created_at: at,
+            })
+            .returning(TxnRow::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    StoreError::IdempotencyRace
+                }
+                e => e.into(),
+            })?;
+        if let Some(lot) = &plan.new_lot {
+            if lot.amount > 0 {
+                diesel::insert_into(lots::table)
+                    .values((
+                        lots::account_id.eq(account.id),
+                        lots::transaction_id.eq(row.id),
+                        lots::source.eq(lot.source.as_str()),
+                        lots::amount.eq(lot.amount),
+                        lots::remaining.eq(lot.remaining),
+                        lots::expires_at.eq(lot.expires_at.map(to_db)),
+                        lots::created_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        written = Some(Transaction::try_from(row)?);
+    }
+    for &hold_id in &plan.expired_holds {
+        diesel::update(holds::table.find(hold_id))
+            .set((
+                holds::status.eq(HoldStatus::Expired.as_str()),
+                holds::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    if plan.balance != account.balance || plan.held != account.held || written.is_some() {
+        diesel::update(accounts::table.find(account.id))
+            .set((
+                accounts::balance.eq(plan.balance),
+                accounts::held.eq(plan.held),
+                accounts::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    super::outbox::ledger_events(conn, account, plan, written.as_ref(), now).await?;
+    Ok(written)
+}
+
+/// Applies a movement inside the caller's write transaction.
+pub(crate) async fn apply(
+    conn: &mut Conn,
+    movement: &Movement,
+    request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<Transaction, StoreError> {
+    let account = lock_account(conn, &movement.account, now).await?;
+    if let Some(key) = &movement.idempotency_key {
+        let stored = transactions::table
+            .filter(transactions::account_id.eq(account.id))
+            .filter(transactions::idempotency_key.eq(key))
+            .select(TxnRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(row) = stored {
+            return if row.request_hash.as_deref() == Some(request_hash) {
+                Ok(Transaction::try_from(row)?)
+            } else {
+                Err(LedgerError::IdempotencyKeyReused.into())
+            };
+        }
+    }
+    let state = state(conn, &account).await?;
+    let plan = plan_movement(&state, &movement.kind, now)?;
+    let metadata = movement.metadata.as_ref().map(|m| m.to_string());
+    let main = MainRow {
+        description: &movement.description,
+        idempotency_key: movement.idempotency_key.as_deref(),
+        request_hash: movement.idempotency_key.as_ref().map(|_| request_hash),
+        metadata,
+        actor: movement.actor.as_deref(),
+    };
+    write_plan(conn, &account, &plan, Some(main), now)
+        .await?
+        .ok_or_else(|| StoreError::Invariant("movement wrote no transaction"))
+}
+
+/// Claims the local day and grants the reward inside the caller's write transaction.
+pub(crate) async fn checkin(
+    conn: &mut Conn,
+    request: &CheckinRequest,
+) -> Result<CheckinRecord, StoreError> {
+    let account = lock_account(conn, &request.account, request.now).await?;
+    let previous = latest_checkin(conn, &request.account).await?;
+    let streak = streak_for(request.day, previous.as_ref());
+    let reward = request.config.reward_for(streak);
+    let kind = MovementKind::Grant {
+        txn_type: TxnType::Checkin,
+        credits: reward,
+        expires_at: request.config.expiry_for(request.now),
+    };
+    let state = state(conn, &account).await?;
+    let plan = plan_movement(&state, &kind, request.now)?;
+    let description = format!("Daily check-in (streak day {streak})");
+    let main = MainRow {
+        description: &description,
+        idempotency_key: None,
+        request_hash: None,
+        metadata: None,
+        actor: None,
+    };
+    let txn = write_plan(conn, &account, &plan, Some(main), request.now)
+        .await?
+        .ok_or_else(|| StoreError::Invariant("check-in wrote no transaction"))?;
+    let day = request.day.to_string();
+    // The unique constraint on (app, user, day) is what makes this once per day.
+    diesel::insert_into(checkins::table)
+        .values((
+            checkins::app_key.eq(&request.account.app),
+            checkins::user_id.eq(&request.account.user),
+            checkins::day.eq(&day),
+            checkins::streak.eq(streak),
+            checkins::awarded.eq(reward),
+            checkins::transaction_id.eq(txn.id),
+            checkins::created_at.eq(to_db(request.now)),
+        ))
+        .execute(conn)
+        .await
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::Ledger(LedgerError::AlreadyCheckedIn { day: day.clone() })
+            }
+            e => e.into(),
+        })?;
+    let data = serde_json::json!({
+        "day": day,
+        "streak": streak,
+        "awarded": reward,
+        "balance_after": txn.balance_after,
+        "transaction_id": txn.id.to_string(),
+    });
+    super::outbox::emit(
+        conn,
+        tally_webhooks::EventType::CheckinCompleted,
+        (&request.account.app, Some(&request.account.user)),
+        data,
+        request.now,
+    )
+    .await?;
+    Ok(CheckinRecord {
+        day: request.day,
+        streak,
+        awarded: reward,
+        balance_after: txn.balance_after,
+    })
+}
+
+pub(crate) async fn latest_checkin(
+    conn: &mut Conn,
+    account: &AccountRef,
+) -> Result<Option<CheckinRecord>, StoreError> {
+    let row: Option<(String, i64, i64, i64)> = checkins::table
+        .inner_join(transactions::table)
+        .filter(checkins::app_key.eq(&account.app))
+        .filter(checkins::user_id.eq(&account.user))
+        .order(checkins::day.desc())
+        .select((
+            checkins::day,
+            checkins::streak,
+            checkins::awarded,
+            transactions::balance_after,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|(day, streak, awarded, balance_after)| {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = Date::parse(&day, format)
+            .map_err(|_| StoreError::Invariant("stored check-in day is malformed"))?;
+        Ok(CheckinRecord {
+            day,
+            streak,
+            awarded,
+            balance_after,
+        })
+    })
+    .transpose()
+}
+
+/// The account and its live lots in one statement: read outside a transaction, two
+/// statements could see two states (a balance from before a movement, lots after it).
+/// Active holds are not read: with `held` non-zero, read [`account`] in a snapshot.
+#[allow(dead_code, reason = "SQLite's balance reads it through `sqlite_sync`")]
+pub(crate) async fn account_and_lots(
+    conn: &mut Conn,
+    account: &AccountRef,
+) -> Result<AccountView, StoreError> {
+    Ok(account_row_and_lots(conn, account).await?.0)
+}
+
+/// The account, its live lots and its active holds; the caller provides the
+/// snapshot that makes the two statements agree.
+pub(crate) async fn account(
+    conn: &mut Conn,
+    account: &AccountRef,
+) -> Result<AccountView, StoreError> {
+    let (mut view, account_id) = account_row_and_lots(conn, account).await?;
+    if let Some(id) = account_id.filter(|_| view.held != 0) {
+        view.holds = active_holds(conn, id)
+            .await?
+            .iter()
+            .map(HoldRow::view)
+            .collect();
+    }
+    Ok(view)
+}
+
+async fn account_row_and_lots(
+    conn: &mut Conn,
+    account: &AccountRef,
+) -> Result<(AccountView, Option<i64>), StoreError> {
+    let rows: Vec<(AccountRow, Option<LotRow>)> =
+        account_and_lots_query!(&account.app, &account.user)
+            .load(conn)
+            .await?;
+    Ok(fold_account(rows))
+}
+
+pub(crate) async fn transactions(
+    conn: &mut Conn,
+    query: &TransactionQuery,
+) -> Result<Vec<Transaction>, StoreError> {
+    let mut q = transactions::table
+        .select(TxnRow::as_select())
+        .order(transactions::id.desc())
+        .limit(query.limit)
+        .offset(query.offset)
+        .into_boxed();
+    q = match &query.user {
+        // One user's history: through the account, so that the (account_id, id)
+        // index answers it. Filtering on app and user instead walks the app's
+        // (app_key, id) index over every user's rows until it finds this user's.
+        Some(user) => q.filter(
+            transactions::account_id.nullable().eq(accounts::table
+                .filter(accounts::app_key.eq(&query.app))
+                .filter(accounts::user_id.eq(user))
+                .select(accounts::id)
+                .single_value()),
+        ),
+        None => q.filter(transactions::app_key.eq(&query.app)),
+    };
+    // Keyset paging: the index walk starts right below the cursor instead of
+    // stepping over `offset` entries.
+    if let Some(before) = query.before {
+        q = q.filter(transactions::id.lt(before));
+    }
+    if let Some(t) = query.txn_type {
+        q = q.filter(transactions::txn_type.eq(t.as_str()));
+    }
+    if let Some(from) = query.from {
+        q = q.filter(transactions::created_at.ge(to_db(from)));
+    }
+    if let Some(to) = query.to {
+        q = q.filter(transactions::created_at.lt(to_db(to)));
+    }
+    let rows = q.load(conn).await?;
+    rows.into_iter()
+        .map(|r| Transaction::try_from(r).map_err(StoreError::from))
+        .collect()
+}
+
+pub(crate) async fn checkin_config(
+    conn: &mut Conn,
+    app: &str,
+) -> Result<Option<CheckinConfig>, StoreError> {
+    let row: Option<(bool, String, String, Option<i32>)> = checkin_configs::table
+        .find(app)
+        .select((
+            checkin_configs::enabled,
+            checkin_configs::rewards,
+            checkin_configs::timezone,
+            checkin_configs::credits_expire_days,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|(enabled, rewards, timezone, days)| {
+        Ok(CheckinConfig {
+            enabled,
+            rewards: serde_json::from_str(&rewards)
+                .map_err(|_| StoreError::Invariant("stored rewards are malformed"))?,
+            timezone,
+            credits_expire_days: days.and_then(|d| u32::try_from(d).ok()),
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn put_checkin_config(
+    conn: &mut Conn,
+    app: &str,
+    config: &CheckinConfig,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let rewards = serde_json::to_string(&config.rewards)
+        .map_err(|_| StoreError::Invariant("rewards do not serialise"))?;
+    let days = config
+        .credits_expire_days
+        .and_then(|d| i32::try_from(d).ok());
+    let values = (
+        checkin_configs::enabled.eq(config.enabled),
+        checkin_configs::rewards.eq(&rewards),
+        checkin_configs::timezone.eq(&config.timezone),
+        checkin_configs::credits_expire_days.eq(days),
+        checkin_configs::updated_by.eq(actor),
+        checkin_configs::updated_at.eq(to_db(now)),
+    );
+    diesel::insert_into(checkin_configs::table)
+        .values((checkin_configs::app_key.eq(app), values))
+        .on_conflict(checkin_configs::app_key)
+        .do_update()
+        .set(values)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Accounts holding lots due at `now`.
+pub(crate) async fn accounts_with_due_lots(
+    conn: &mut Conn,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids: Vec<i64> = lots::table
+        .filter(LiveLot)
+        .filter(lots::expires_at.le(to_db(now)))
+        .select(lots::account_id)
+        .distinct()
+        .limit(limit)
+        .load(conn)
+        .await?;
+    let hold_ids: Vec<i64> = holds::table
+        .filter(ActiveHold)
+        .filter(holds::expires_at.le(to_db(now)))
+        .select(holds::account_id)
+        .distinct()
+        .limit(limit)
+        .load(conn)
+        .await?;
+    ids.extend(hold_ids);
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(ids)
+}
+
+/// Writes the due expiries of one account inside the caller's write transaction.
+pub(crate) async fn expire_account(
+    conn: &mut Conn,
+    account_id: i64,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let account = lock_account_by_id(conn, account_id).await?;
+    let state = state(conn, &account).await?;
+    let plan = plan_expiry(&state, now);
+    if plan.expiries.is_empty() && plan.expired_holds.is_empty() {
+        return Ok(false);
+    }
+    write_plan(conn, &account, &plan, None, now).await?;
+    Ok(true)
+}
+
+pub(crate) async fn audit(conn: &mut Conn) -> Result<Vec<AccountAudit>, StoreError> {
+    let rows: Vec<AuditRow> = diesel::sql_query(AUDIT_SQL).load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AccountAudit {
+            app: r.app_key,
+            user: r.user_id,
+            balance: r.balance,
+            held: r.held,
+            active_hold_sum: r.active_hold_sum,
+            transaction_sum: r.transaction_sum,
+            live_lot_sum: r.live_lot_sum,
+            malformed_lots: r.malformed_lots,
+            broken_balance_after: r.broken_balance_after,
+            has_debt_source: r.debt_sources > 0,
+            duplicate_idempotency_keys: r.duplicate_keys,
+            duplicate_checkins: r.duplicate_checkins,
+        })
+        .collect())
+}
+
+fn unique_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+async fn find_hold(conn: &mut Conn, app: &str, hold_id: i64) -> Result<HoldRow, StoreError> {
+    holds::table
+        .filter(holds::id.eq(hold_id))
+        .filter(holds::app_key.eq(app))
+        .select(HoldRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::Ledger(LedgerError::HoldNotFound))
+}
+
+/// Locks the hold's account, then reads the hold again: its status may have changed
+/// while this transaction waited for the lock.
+async fn lock_hold(
+    conn: &mut Conn,
+    app: &str,
+    hold_id: i64,
+) -> Result<(AccountRow, HoldRow), StoreError> {
+    let first = find_hold(conn, app, hold_id).await?;
+    let account = lock_account_by_id(conn, first.account_id).await?;
+    let hold = find_hold(conn, app, hold_id).await?;
+    Ok((account, hold))
+}
+
+async fn set_hold_status(
+    conn: &mut Conn,
+    hold_id: i64,
+    status: HoldStatus,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::update(holds::table.find(hold_id))
+        .set((
+            holds::status.eq(status.as_str()),
+            holds::updated_at.eq(to_db(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn reserve(
+    conn: &mut Conn,
+    request: &ReserveRequest,
+    request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<Hold, StoreError> {
+    let account = lock_account(conn, &request.account, now).await?;
+    if let Some(key) = &request.idempotency_key {
+        let stored = holds::table
+            .filter(holds::account_id.eq(account.id))
+            .filter(holds::idempotency_key.eq(key))
+            .select(HoldRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(row) = stored {
+            return if row.request_hash.as_deref() == Some(request_hash) {
+                Ok(Hold::try_from(row)?)
+            } else {
+                Err(LedgerError::IdempotencyKeyReused.into())
+            };
+        }
+    }
+    let state = state(conn, &account).await?;
+    let plan = plan_reserve(&state, request.credits, now)?;
+    write_plan(conn, &account, &plan, None, now).await?;
+    let at = to_db(now);
+    let row: HoldRow = diesel::insert_into(holds::table)
+        .values((
+            holds::account_id.eq(account.id),
+            holds::app_key.eq(&account.app_key),
+            holds::user_id.eq(&account.user_id),
+            holds::amount.eq(request.credits),
+            holds::status.eq(HoldStatus::Active.as_str()),
+            holds::description.eq(&request.description),
+            holds::metadata.eq(request.metadata.as_ref().map(|m| m.to_string())),
+            holds::idempotency_key.eq(request.idempotency_key.as_deref()),
+            holds::request_hash.eq(request.idempotency_key.as_ref().map(|_| request_hash)),
+            holds::expires_at.eq(to_db(request.expires_at(now))),
+            holds::created_at.eq(at),
+            holds::updated_at.eq(at),
+        ))
+        .returning(HoldRow::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::IdempotencyRace
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(Hold::try_from(row)?)
+}
+
+pub(crate) async fn capture(
+    conn: &mut Conn,
+    request: &CaptureRequest,
+    capture_hash: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(Hold, Option<Transaction>), StoreError> {
+    let (account, hold) = lock_hold(conn, &request.app, request.hold_id).await?;
+    match HoldStatus::parse(&hold.status) {
+        Some(HoldStatus::Active) => {}
+        Some(HoldStatus::Captured)
+            if capture_hash.is_some() && hold.capture_hash.as_deref() == capture_hash =>
+        {
+            let txn = match hold.transaction_id {
+                Some(id) => Some(Transaction::try_from(
+                    transactions::table
+                        .find(id)
+                        .select(TxnRow::as_select())
+                        .first(conn)
+                        .await?,
+                )?),
+                None => None,
+            };
+            return Ok((Hold::try_from(hold)?, txn));
+        }
+        Some(HoldStatus::Expired) => return Err(LedgerError::HoldExpired.into()),
+        Some(status) => {
+            return Err(LedgerError::HoldNotActive {
+                status: status.as_str(),
+            }
+            .into());
+        }
+        None => return Err(StoreError::Invariant("unknown hold status")),
+    }
+    let state = state(conn, &account).await?;
+    let plan = plan_capture(&state, hold.id, request.credits, now)?;
+    let description = request
+        .description
+        .clone()
+        .unwrap_or_else(|| hold.description.clone());
+    let metadata = request
+        .metadata
+        .as_ref()
+        .map(|m| m.to_string())
+        .or_else(|| hold.metadata.clone());
+    let main = MainRow {
+        description: &description,
+        idempotency_key: None,
+        request_hash: None,
+        metadata,
+        actor: None,
+    };
+    let txn = write_plan(conn, &account, &plan, Some(main), now).await?;
+    let row: HoldRow = diesel::update(holds::table.find(hold.id))
+        .set((
+            holds::status.eq(HoldStatus::Captured.as_str()),
+            holds::captured.eq(request.credits),
+            holds::capture_hash.eq(capture_hash),
+            holds::transaction_id.eq(txn.as_ref().map(|t| t.id)),
+            holds::updated_at.eq(to_db(now)),
+        ))
+        .returning(HoldRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok((Hold::try_from(row)?, txn))
+}
+
+pub(crate) async fn release(
+    conn: &mut Conn,
+    app: &str,
+    hold_id: i64,
+    now: OffsetDateTime,
+) -> Result<Hold, StoreError> {
+    let (account, hold) = lock_hold(conn, app, hold_id).await?;
+    match HoldStatus::parse(&hold.status) {
+        Some(HoldStatus::Released | HoldStatus::Expired) => return Ok(Hold::try_from(hold)?),
+        Some(HoldStatus::Captured) => {
+            return Err(LedgerError::HoldNotActive { status: "captured" }.into());
+        }
+        Some(HoldStatus::Active) => {}
+        None => return Err(StoreError::Invariant("unknown hold status")),
+    }
+    let state = state(conn, &account).await?;
+    if from_db(hold.expires_at) <= now {
+        // Its time ran out before the release: expire it (and anything else due).
+        let plan = plan_expiry(&state, now);
+        write_plan(conn, &account, &plan, None, now).await?;
+    } else {
+        let plan = plan_release(&state, hold.id, now)?;
+        write_plan(conn, &account, &plan, None, now).await?;
+        set_hold_status(conn, hold.id, HoldStatus::Released, now).await?;
+    }
+    Ok(Hold::try_from(find_hold(conn, app, hold_id).await?)?)
+}
+
+pub(crate) async fn hold(
+    conn: &mut Conn,
+    app: &str,
+    hold_id: i64,
+) -> Result<Option<Hold>, StoreError> {
+    match find_hold(conn, app, hold_id).await {
+        Ok(row) => Ok(Some(Hold::try_from(row)?)),
+        Err(StoreError::Ledger(LedgerError::HoldNotFound)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) async fn create_codes(
+    conn: &mut Conn,
+    request: &CodeBatchRequest,
+    codes: &[String],
+    batch: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<RedemptionCode>, StoreError> {
+    let mut out = Vec::with_capacity(codes.len());
+    let days = request
+        .credits_expire_days
+        .and_then(|d| i32::try_from(d).ok());
+    for code in codes {
+        let row: CodeRow = diesel::insert_into(redemption_codes::table)
+            .values((
+                redemption_codes::app_key.eq(&request.app),
+                redemption_codes::code.eq(code),
+                redemption_codes::batch.eq(batch),
+                redemption_codes::credits.eq(request.credits),
+                redemption_codes::max_uses.eq(request.max_uses),
+                redemption_codes::uses.eq(0_i64),
+                redemption_codes::expires_at.eq(request.expires_at.map(to_db)),
+                redemption_codes::credits_expire_days.eq(days),
+                redemption_codes::description.eq(&request.description),
+                redemption_codes::created_by.eq(&request.created_by),
+                redemption_codes::created_at.eq(to_db(now)),
+            ))
+            .returning(CodeRow::as_returning())
+            .get_result(conn)
+            .await?;
+        out.push(row.into());
+    }
+    Ok(out)
+}
+
+pub(crate) async fn codes(
+    conn: &mut Conn,
+    app: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<RedemptionCode>, StoreError> {
+    let rows: Vec<CodeRow> = redemption_codes::table
+        .filter(redemption_codes::app_key.eq(app))
+        .order(redemption_codes::id.desc())
+        .limit(limit)
+        .offset(offset)
+        .select(CodeRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+pub(crate) async fn redeem(
+    conn: &mut Conn,
+    request: &RedeemRequest,
+) -> Result<(RedemptionCode, Transaction), StoreError> {
+    let now = request.now;
+    let account = lock_account(conn, &request.account, now).await?;
+    let code: CodeRow = redemption_codes::table
+        .filter(redemption_codes::app_key.eq(&request.account.app))
+        .filter(redemption_codes::code.eq(&request.code))
+        .select(CodeRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::Ledger(LedgerError::CodeNotFound))?;
+    if code.expires_at.is_some_and(|at| from_db(at) <= now) {
+        return Err(LedgerError::CodeExpired.into());
+    }
+    let redeemed: i64 = redemptions::table
+        .filter(redemptions::code_id.eq(code.id))
+        .filter(redemptions::user_id.eq(&request.account.user))
+        .count()
+        .get_result(conn)
+        .await?;
+    if redeemed > 0 {
+        return Err(LedgerError::CodeAlreadyRedeemed.into());
+    }
+    // The condition makes the last use a race one transaction wins: the row lock
+    // serialises the updates and the loser sees no use left.
+    let claimed = diesel::update(
+        redemption_codes::table
+            .filter(redemption_codes::id.eq(code.id))
+            .filter(redemption_codes::uses.lt(redemption_codes::max_uses)),
+    )
+    .set(redemption_codes::uses.eq(redemption_codes::uses + 1))
+    .execute(conn)
+    .await?;
+    if claimed == 0 {
+        return Err(LedgerError::CodeExhausted.into());
+    }
+    let kind = MovementKind::Grant {
+        txn_type: TxnType::Redemption,
+        credits: code.credits,
+        expires_at: code
+            .credits_expire_days
+            .map(|d| now + time::Duration::days(i64::from(d))),
+    };
+    let state = state(conn, &account).await?;
+    let plan = plan_movement(&state, &kind, now)?;
+    let description = if code.description.is_empty() {
+        format!("Redeemed code {}", code.code)
+    } else {
+        code.description.clone()
+    };
+    let main = MainRow {
+        description: &description,
+        idempotency_key: None,
+        request_hash: None,
+        metadata: Some(format!("{{\"code\":\"{}\"}}", code.code)),
+        actor: None,
+    };
+    let txn = write_plan(conn, &account, &plan, Some(main), now)
+        .await?
+        .ok_or(StoreError::Invariant("redemption wrote no transaction"))?;
+    diesel::insert_into(redemptions::table)
+        .values((
+            redemptions::code_id.eq(code.id),
+            redemptions::app_key.eq(&request.account.app),
+            redemptions::user_id.eq(&request.account.user),
+            redemptions::transaction_id.eq(txn.id),
+            redemptions::created_at.eq(to_db(now)),
+        ))
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Ledger(LedgerError::CodeAlreadyRedeemed)
+            } else {
+                e.into()
+            }
+        })?;
+    let mut code = RedemptionCode::from(code);
+    code.uses += 1;
+    Ok((code, txn))
+}
+
+pub(crate) async fn record_redeem_failure(
+    conn: &mut Conn,
+    account: &AccountRef,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::insert_into(redeem_failures::table)
+        .values((
+            redeem_failures::app_key.eq(&account.app),
+            redeem_failures::user_id.eq(&account.user),
+            redeem_failures::created_at.eq(to_db(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn redeem_failures(
+    conn: &mut Conn,
+    account: &AccountRef,
+    since: OffsetDateTime,
+) -> Result<(i64, Option<OffsetDateTime>), StoreError> {
+    let (count, oldest): (i64, Option<time::PrimitiveDateTime>) = redeem_failures::table
+        .filter(redeem_failures::app_key.eq(&account.app))
+        .filter(redeem_failures::user_id.eq(&account.user))
+        .filter(redeem_failures::created_at.gt(to_db(since)))
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(redeem_failures::created_at),
+        ))
+        .first(conn)
+        .await?;
+    Ok((count, oldest.map(from_db)))
+}
+
+pub(crate) async fn ping(conn: &mut Conn) -> Result<(), StoreError> {
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The queries compiled for SQLite (see `pg.rs`). SQLite has no row locks and needs none: its
+//! write transactions start with `BEGIN IMMEDIATE` and run one at a time, so [`locked!`] leaves
+//! the query as it is.
+
+/// Conn is the connection every query here runs on.
+pub(crate) type Conn = crate::SqliteConn;
+
+/// Leaves the query as it is: the write transaction already excludes every other writer.
+macro_rules! locked {
+    ($query:expr) => {
+        $query
+    };
+}
+
+/// Leaves the query as it is: one writer at a time means nothing is held by another.
+macro_rules! locked_skip {
+    ($query:expr) => {
+        $query
+    };
+}
+
+// The same files as `pg.rs` compiles, on purpose: that is what checks them against both dialects.
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/catalog.rs"]
+pub(crate) mod catalog;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/checkout.rs"]
+pub(crate) mod checkout;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/ledger.rs"]
+pub(crate) mod ledger;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/outbox.rs"]
+pub(crate) mod outbox;
