@@ -32,6 +32,11 @@ fn committed_openapi_document_is_current() {
         "/internal/credits/check",
         "/internal/credits/consume",
         "/internal/credits/grant",
+        "/admin/orders",
+        "/admin/orders/{id}",
+        "/admin/subscriptions",
+        "/admin/subscriptions/{id}",
+        "/admin/billing/coupons/{id}",
     ] {
         assert!(doc["paths"][route].is_object(), "{route} is not documented");
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tally_checkout::{BillingEvent, Order, Subscription};
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use crate::dto::rfc3339;
@@ -205,4 +206,116 @@ impl From<BillingEvent> for BillingEventDto {
             received_at: rfc3339(e.received_at),
         }
     }
+}
+
+/// An order as operators see it: the buyer and the provider's ids besides the buyer's view.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminOrderDto {
+    /// The order.
+    #[serde(flatten)]
+    pub order: OrderDto,
+    /// The buyer.
+    pub user_id: String,
+    /// The provider's checkout session id.
+    pub provider_session_id: Option<String>,
+    /// The provider's customer id, once known.
+    pub provider_customer_id: Option<String>,
+    /// The provider's subscription id, once known.
+    pub provider_subscription_id: Option<String>,
+    /// RFC 3339: the last change.
+    pub updated_at: String,
+}
+
+impl From<Order> for AdminOrderDto {
+    fn from(o: Order) -> Self {
+        Self {
+            user_id: o.user.clone(),
+            provider_session_id: o.provider_session_id.clone(),
+            provider_customer_id: o.provider_customer_id.clone(),
+            provider_subscription_id: o.provider_subscription_id.clone(),
+            updated_at: rfc3339(o.updated_at),
+            order: o.into(),
+        }
+    }
+}
+
+/// `GET /admin/orders/{id}`: the order and the provider events traced to it, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminOrderDetailDto {
+    /// The order.
+    #[serde(flatten)]
+    pub order: AdminOrderDto,
+    /// Every received provider event that touched it, oldest first.
+    pub events: Vec<BillingEventDto>,
+}
+
+/// A subscription as operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSubscriptionDto {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: SubscriptionDto,
+    /// The subscriber.
+    pub user_id: String,
+    /// The provider's subscription id.
+    pub provider_subscription_id: String,
+    /// The provider's customer id.
+    pub provider_customer_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: the last change.
+    pub updated_at: String,
+}
+
+impl From<Subscription> for AdminSubscriptionDto {
+    fn from(s: Subscription) -> Self {
+        Self {
+            user_id: s.user.clone(),
+            provider_subscription_id: s.provider_subscription_id.clone(),
+            provider_customer_id: s.provider_customer_id.clone(),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            subscription: s.into(),
+        }
+    }
+}
+
+/// Filters of `GET /admin/orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AdminOrderQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Keyset cursor: an order id (`meta.next_before` of the previous page); the page holds the
+    /// orders created before it.
+    pub before: Option<String>,
+    /// `pending`, `completed`, `failed`, `expired` or `refunded`.
+    pub status: Option<String>,
+    /// `credits` or `subscription`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub order_type: Option<String>,
+    /// `stripe`, `creem` or `sandbox`.
+    pub channel: Option<String>,
+    /// Only this buyer.
+    pub user_id: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Created before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// Filters of `GET /admin/subscriptions`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AdminSubscriptionQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Keyset cursor: a subscription id (`meta.next_before` of the previous page); the page
+    /// holds the older subscriptions.
+    pub before: Option<String>,
+    /// `active`, `trialing`, `past_due`, `canceled` or `expired`.
+    pub status: Option<String>,
+    /// Only subscriptions to this plan.
+    pub plan: Option<String>,
+    /// Only this subscriber.
+    pub user_id: Option<String>,
 }

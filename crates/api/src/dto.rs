@@ -1,7 +1,9 @@
 //! Wire shapes: what the API reads and writes, with their OpenAPI schemas.
 
 use serde::{Deserialize, Serialize};
-use tally_catalog::{Coupon, CouponDuration, CouponSpec, Plan, PlanKind, PlanPatch, PlanSpec};
+use tally_catalog::{
+    Coupon, CouponDuration, CouponPatch, CouponSpec, Plan, PlanKind, PlanPatch, PlanSpec,
+};
 use tally_ledger::{BalanceView, CheckinConfig, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -121,6 +123,14 @@ impl From<Transaction> for AdminTransactionDto {
 /// The `before` cursor of a history page: a transaction id as the API writes it (a positive
 /// integer in a string).
 pub(crate) fn before_cursor(before: Option<&str>) -> Result<Option<i64>, ApiError> {
+    before_cursor_named(before, "a transaction id")
+}
+
+/// A `before` cursor that is a positive integer id; `what` names it in the error.
+pub(crate) fn before_cursor_named(
+    before: Option<&str>,
+    what: &str,
+) -> Result<Option<i64>, ApiError> {
     before
         .map(|s| {
             s.bytes()
@@ -128,7 +138,7 @@ pub(crate) fn before_cursor(before: Option<&str>) -> Result<Option<i64>, ApiErro
                 .then(|| s.parse::<i64>().ok())
                 .flatten()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| ApiError::validation("before", "must be a transaction id"))
+                .ok_or_else(|| ApiError::validation("before", format!("must be {what}")))
         })
         .transpose()
 }
@@ -866,6 +876,48 @@ pub struct CreateCouponRequest {
     /// Default true.
     #[serde(default = "yes")]
     pub active: bool,
+}
+
+/// Reads an RFC 3339 instant that may be absent (keep), `null` (clear) or a value (replace).
+fn present_instant<'de, D>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    time::serde::rfc3339::option::deserialize(d).map(Some)
+}
+
+/// `PUT /admin/billing/coupons/{id}`: what may change on a coupon; fields omitted stay. The
+/// code, the discount and its duration are fixed at creation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCouponRequest {
+    /// `false` switches the coupon off: checkout refuses it with `COUPON_INVALID`.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = bool, required = false)]
+    pub active: Option<bool>,
+    /// ≥ 1 and ≥ the redemptions so far, or null for unlimited.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub max_redemptions: Option<Option<i64>>,
+    /// RFC 3339, in the future, or null for never.
+    #[serde(default, deserialize_with = "present_instant")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// The whole new list of plans it applies to; empty = all.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub plan_ids: Option<Vec<String>>,
+}
+
+impl From<UpdateCouponRequest> for CouponPatch {
+    fn from(r: UpdateCouponRequest) -> Self {
+        Self {
+            active: r.active,
+            max_redemptions: r.max_redemptions,
+            expires_at: r.expires_at,
+            plan_ids: r.plan_ids,
+        }
+    }
 }
 
 impl From<CreateCouponRequest> for CouponSpec {

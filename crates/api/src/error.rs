@@ -233,6 +233,7 @@ impl From<CatalogError> for ApiError {
             }
             CatalogError::Conflict(message) => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
             CatalogError::PlanNotFound => Self::not_found("no such plan"),
+            CatalogError::CouponNotFound => Self::not_found("no such coupon"),
             CatalogError::Storage(source) => {
                 tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
                 Self::internal()

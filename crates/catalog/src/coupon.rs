@@ -167,6 +167,72 @@ impl CouponSpec {
     }
 }
 
+/// What an admin may change on a stored coupon; `None` leaves a field as it is.
+///
+/// The discount (`percent_off`, `amount_off`, `currency`), its `duration` and the code are
+/// fixed at creation: orders and the providers' copies of the coupon already carry them, so a
+/// different discount is a new coupon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CouponPatch {
+    /// Switch redemption on or off.
+    pub active: Option<bool>,
+    /// The new limit (`Some(None)` = unlimited); never below the redemptions so far.
+    pub max_redemptions: Option<Option<i64>>,
+    /// The new expiry (`Some(None)` = never); a new instant must be in the future.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// The plans it applies to (empty = all); the service checks them against the app's plans.
+    pub plan_ids: Option<Vec<String>>,
+}
+
+impl CouponPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The stored coupon with this patch applied, normalised and checked. Only what the patch
+    /// changes is checked, so an old coupon whose expiry has passed can still be switched off.
+    pub fn merge(&self, current: &Coupon, now: OffsetDateTime) -> Result<Coupon, CatalogError> {
+        let mut next = current.clone();
+        let mut p = Problems::default();
+        if let Some(active) = self.active {
+            next.active = active;
+        }
+        if let Some(max) = self.max_redemptions {
+            if let Some(max) = max {
+                p.check(max >= 1, "max_redemptions", "must be at least 1");
+                p.check(
+                    max >= current.times_redeemed,
+                    "max_redemptions",
+                    format!(
+                        "must be at least the {} redemptions so far",
+                        current.times_redeemed
+                    ),
+                );
+            }
+            next.max_redemptions = max;
+        }
+        if let Some(at) = self.expires_at {
+            let at = at.map(truncate_micros);
+            if let Some(at) = at {
+                p.check(at > now, "expires_at", "must be in the future");
+            }
+            next.expires_at = at;
+        }
+        if let Some(ids) = &self.plan_ids {
+            let mut seen = std::collections::HashSet::new();
+            next.plan_ids = ids.iter().filter(|id| seen.insert(*id)).cloned().collect();
+            p.check(
+                next.plan_ids.len() <= MAX_COUPON_PLANS,
+                "plan_ids",
+                format!("at most {MAX_COUPON_PLANS} entries"),
+            );
+        }
+        p.finish()?;
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -261,5 +327,94 @@ mod tests {
             fields(c.validated(NOW).unwrap_err()),
             ["max_redemptions", "expires_at"]
         );
+    }
+
+    fn stored() -> Coupon {
+        let spec = launch().validated(NOW).unwrap();
+        Coupon {
+            id: "7".into(),
+            app: "default".into(),
+            code: spec.code,
+            percent_off: spec.percent_off,
+            amount_off: spec.amount_off,
+            currency: spec.currency,
+            duration: spec.duration,
+            duration_months: spec.duration_months,
+            max_redemptions: spec.max_redemptions,
+            times_redeemed: 40,
+            expires_at: spec.expires_at,
+            plan_ids: spec.plan_ids,
+            active: true,
+            created_by: "root".into(),
+            created_at: NOW,
+        }
+    }
+
+    #[test]
+    fn patch_changes_only_what_it_names() {
+        let current = stored();
+        assert_eq!(
+            CouponPatch::default().merge(&current, NOW).unwrap(),
+            current
+        );
+        let off = CouponPatch {
+            active: Some(false),
+            ..Default::default()
+        };
+        let merged = off.merge(&current, NOW).unwrap();
+        assert!(!merged.active);
+        assert_eq!(
+            Coupon {
+                active: true,
+                ..merged
+            },
+            current
+        );
+        let patch = CouponPatch {
+            max_redemptions: Some(None),
+            expires_at: Some(None),
+            plan_ids: Some(vec!["3".into(), "3".into(), "4".into()]),
+            ..Default::default()
+        };
+        let merged = patch.merge(&current, NOW).unwrap();
+        assert_eq!(merged.max_redemptions, None);
+        assert_eq!(merged.expires_at, None);
+        assert_eq!(merged.plan_ids, ["3", "4"]);
+        assert_eq!((merged.percent_off, merged.active), (Some(50), true));
+    }
+
+    #[test]
+    fn patch_refuses_a_limit_below_redemptions_and_a_past_expiry() {
+        let current = stored();
+        let low = CouponPatch {
+            max_redemptions: Some(Some(39)),
+            expires_at: Some(Some(NOW)),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(low.merge(&current, NOW).unwrap_err()),
+            ["max_redemptions", "expires_at"]
+        );
+        let zero = CouponPatch {
+            max_redemptions: Some(Some(0)),
+            ..Default::default()
+        };
+        assert!(zero.merge(&current, NOW).is_err());
+        let exact = CouponPatch {
+            max_redemptions: Some(Some(40)),
+            ..Default::default()
+        };
+        assert_eq!(
+            exact.merge(&current, NOW).unwrap().max_redemptions,
+            Some(40)
+        );
+        // An expired coupon can still be switched off.
+        let mut expired = current.clone();
+        expired.expires_at = Some(NOW - time::Duration::days(1));
+        let off = CouponPatch {
+            active: Some(false),
+            ..Default::default()
+        };
+        assert!(!off.merge(&expired, NOW).unwrap().active);
     }
 }

@@ -21,6 +21,9 @@ pub enum CatalogError {
     /// No such plan in the caller's app.
     #[error("plan not found")]
     PlanNotFound,
+    /// No such coupon in the caller's app.
+    #[error("coupon not found")]
+    CouponNotFound,
     /// The storage backend failed; the source carries the detail (never shown to clients).
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),

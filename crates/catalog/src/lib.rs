@@ -12,11 +12,12 @@ pub mod repo;
 pub mod service;
 pub mod validate;
 
-pub use coupon::{Coupon, CouponDuration, CouponSpec};
+pub use coupon::{Coupon, CouponDuration, CouponPatch, CouponSpec};
 pub use error::{CatalogError, FieldError};
 pub use plan::{Plan, PlanKind, PlanPatch, PlanSpec};
 pub use repo::{
-    CatalogRepository, CouponQuery, NewCoupon, NewPlan, PlanKey, PlanQuery, PlanUpdate,
+    CatalogRepository, CouponQuery, CouponUpdate, NewCoupon, NewPlan, PlanKey, PlanQuery,
+    PlanUpdate,
 };
 pub use service::Catalog;
 pub use validate::CURRENCIES;

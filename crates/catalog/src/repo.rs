@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::{CatalogError, Coupon, CouponSpec, Plan, PlanPatch, PlanSpec};
+use crate::{CatalogError, Coupon, CouponPatch, CouponSpec, Plan, PlanPatch, PlanSpec};
 
 /// A validated plan to store.
 #[derive(Debug, Clone)]
@@ -64,6 +64,19 @@ pub struct NewCoupon {
     pub now: OffsetDateTime,
 }
 
+/// A change to one coupon of one app.
+#[derive(Debug, Clone)]
+pub struct CouponUpdate {
+    /// App key; a coupon of another app is not found.
+    pub app: String,
+    /// Coupon id.
+    pub id: String,
+    /// The fields to replace; merged with [`CouponPatch::merge`] under the row lock.
+    pub patch: CouponPatch,
+    /// Update instant.
+    pub now: OffsetDateTime,
+}
+
 /// A page of an app's coupons, newest first.
 #[derive(Debug, Clone)]
 pub struct CouponQuery {
@@ -95,8 +108,15 @@ pub trait CatalogRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new coupon; a code the app already has is a [`CatalogError::Conflict`].
     async fn insert_coupon(&self, coupon: NewCoupon) -> Result<Coupon, CatalogError>;
 
+    /// Locks the coupon, merges the patch with [`CouponPatch::merge`] and stores the result;
+    /// [`CatalogError::CouponNotFound`] when the app has no such coupon.
+    async fn update_coupon(&self, update: CouponUpdate) -> Result<Coupon, CatalogError>;
+
     /// A page of the app's coupons, newest first.
     async fn coupons(&self, query: CouponQuery) -> Result<Vec<Coupon>, CatalogError>;
+
+    /// The app's coupon with this id, if any.
+    async fn coupon_by_id(&self, app: String, id: String) -> Result<Option<Coupon>, CatalogError>;
 
     /// The app's coupon with this (upper-case) code, if any.
     async fn coupon_by_code(

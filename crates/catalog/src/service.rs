@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use crate::error::Problems;
 use crate::validate::{truncate_micros, validate_app};
 use crate::{
-    CatalogError, CatalogRepository, Coupon, CouponQuery, CouponSpec, NewCoupon, NewPlan, Plan,
-    PlanKey, PlanPatch, PlanQuery, PlanSpec, PlanUpdate,
+    CatalogError, CatalogRepository, Coupon, CouponPatch, CouponQuery, CouponSpec, CouponUpdate,
+    NewCoupon, NewPlan, Plan, PlanKey, PlanPatch, PlanQuery, PlanSpec, PlanUpdate,
 };
 
 /// Reads the current instant.
@@ -129,31 +129,8 @@ impl Catalog {
         validate_app(app)?;
         let now = self.now();
         let spec = spec.validated(now)?;
-        if !spec.plan_ids.is_empty() {
-            let plans = self.plans(app).await?;
-            let mut p = Problems::default();
-            for (i, id) in spec.plan_ids.iter().enumerate() {
-                match plans.iter().find(|plan| &plan.id == id) {
-                    None => p.add(
-                        format!("plan_ids[{i}]"),
-                        format!("no plan '{id}' in this app"),
-                    ),
-                    Some(plan) => {
-                        if let Some(currency) = &spec.currency {
-                            p.check(
-                                &plan.currency == currency,
-                                format!("plan_ids[{i}]"),
-                                format!(
-                                    "plan '{id}' is priced in {}, not {currency}",
-                                    plan.currency
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-            p.finish()?;
-        }
+        self.check_coupon_plans(app, &spec.plan_ids, spec.currency.as_deref())
+            .await?;
         self.repo
             .insert_coupon(NewCoupon {
                 app: app.to_owned(),
@@ -162,6 +139,71 @@ impl Catalog {
                 now,
             })
             .await
+    }
+
+    /// Every plan id must name a plan of the app; an `amount_off` coupon (one with a
+    /// `currency`) must be in the currency of the plans it is restricted to.
+    async fn check_coupon_plans(
+        &self,
+        app: &str,
+        plan_ids: &[String],
+        currency: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        if plan_ids.is_empty() {
+            return Ok(());
+        }
+        let plans = self.plans(app).await?;
+        let mut p = Problems::default();
+        for (i, id) in plan_ids.iter().enumerate() {
+            match plans.iter().find(|plan| &plan.id == id) {
+                None => p.add(
+                    format!("plan_ids[{i}]"),
+                    format!("no plan '{id}' in this app"),
+                ),
+                Some(plan) => {
+                    if let Some(currency) = currency {
+                        p.check(
+                            plan.currency == currency,
+                            format!("plan_ids[{i}]"),
+                            format!("plan '{id}' is priced in {}, not {currency}", plan.currency),
+                        );
+                    }
+                }
+            }
+        }
+        p.finish()
+    }
+
+    /// Changes what may change on a coupon of `app` (see [`CouponPatch`]); new plan ids are
+    /// checked like [`Catalog::create_coupon`]'s.
+    pub async fn update_coupon(
+        &self,
+        app: &str,
+        id: &str,
+        patch: CouponPatch,
+    ) -> Result<Coupon, CatalogError> {
+        validate_app(app)?;
+        if let Some(plan_ids) = &patch.plan_ids {
+            let current = self.coupon_by_id(app, id).await?;
+            self.check_coupon_plans(app, plan_ids, current.currency.as_deref())
+                .await?;
+        }
+        self.repo
+            .update_coupon(CouponUpdate {
+                app: app.to_owned(),
+                id: id.to_owned(),
+                patch,
+                now: self.now(),
+            })
+            .await
+    }
+
+    /// The app's coupon with this id.
+    async fn coupon_by_id(&self, app: &str, id: &str) -> Result<Coupon, CatalogError> {
+        self.repo
+            .coupon_by_id(app.to_owned(), id.to_owned())
+            .await?
+            .ok_or(CatalogError::CouponNotFound)
     }
 
     /// A page of the app's coupons, newest first.

@@ -63,6 +63,7 @@ impl From<CatalogError> for CheckoutError {
         match e {
             CatalogError::Validation(fields) => Self::Validation(fields),
             CatalogError::PlanNotFound => Self::PlanNotFound,
+            CatalogError::CouponNotFound => Self::CouponInvalid("no such coupon".into()),
             CatalogError::Conflict(m) => Self::CouponInvalid(m),
             CatalogError::Storage(source) => Self::Storage(source),
         }

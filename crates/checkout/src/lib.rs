@@ -25,5 +25,8 @@ pub use provider::{
     CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, PaymentProvider, PortalRequest,
     ProviderError, SandboxDriver, WebhookHeaders,
 };
-pub use repo::{CheckoutRepository, EventQuery, NewOrder, OrderQuery, SessionAttached};
+pub use repo::{
+    AppOrderQuery, AppSubscriptionQuery, CheckoutRepository, EventQuery, NewOrder, OrderQuery,
+    SessionAttached,
+};
 pub use service::{Checkout, CheckoutConfig, CreateSession, Providers, SessionCreated};

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::{
-    BillingEvent, Channel, CheckoutError, EventOutcome, Order, PaymentEvent, Subscription,
+    BillingEvent, Channel, CheckoutError, EventOutcome, Order, OrderStatus, OrderType,
+    PaymentEvent, Subscription, SubscriptionStatus,
 };
 
 /// A pending order to store.
@@ -42,6 +43,46 @@ pub struct OrderQuery {
     pub limit: i64,
     /// Rows to skip.
     pub offset: i64,
+}
+
+/// A page of an app's orders for its operators, newest first, every filter optional.
+#[derive(Debug, Clone, Default)]
+pub struct AppOrderQuery {
+    /// App key.
+    pub app: String,
+    /// Only this buyer's orders.
+    pub user: Option<String>,
+    /// Only orders in this state.
+    pub status: Option<OrderStatus>,
+    /// Only credit packs or only subscriptions.
+    pub order_type: Option<OrderType>,
+    /// Only orders paid through this channel.
+    pub channel: Option<Channel>,
+    /// Created at or after this instant.
+    pub from: Option<OffsetDateTime>,
+    /// Created before this instant.
+    pub to: Option<OffsetDateTime>,
+    /// Keyset cursor: an order id of the app; the page holds the orders created before it.
+    pub before: Option<String>,
+    /// Rows to fetch.
+    pub limit: i64,
+}
+
+/// A page of an app's subscriptions for its operators, newest first, every filter optional.
+#[derive(Debug, Clone, Default)]
+pub struct AppSubscriptionQuery {
+    /// App key.
+    pub app: String,
+    /// Only this subscriber's subscriptions.
+    pub user: Option<String>,
+    /// Only subscriptions in this state.
+    pub status: Option<SubscriptionStatus>,
+    /// Only subscriptions to this plan.
+    pub plan_id: Option<String>,
+    /// Keyset cursor: a subscription id; the page holds the older ones.
+    pub before: Option<i64>,
+    /// Rows to fetch.
+    pub limit: i64,
 }
 
 /// A page of received provider events, newest first.
@@ -146,4 +187,28 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug + 'static {
 
     /// A page of received events.
     async fn events(&self, query: EventQuery) -> Result<Vec<BillingEvent>, CheckoutError>;
+
+    /// A page of the app's orders. A `before` cursor that names no order of the app is a
+    /// validation error on `before`.
+    async fn app_orders(&self, query: AppOrderQuery) -> Result<Vec<Order>, CheckoutError>;
+
+    /// The received events traced to one order of the app, oldest first.
+    async fn order_events(
+        &self,
+        app: String,
+        order_id: String,
+    ) -> Result<Vec<BillingEvent>, CheckoutError>;
+
+    /// A page of the app's subscriptions.
+    async fn app_subscriptions(
+        &self,
+        query: AppSubscriptionQuery,
+    ) -> Result<Vec<Subscription>, CheckoutError>;
+
+    /// One subscription of the app by id.
+    async fn app_subscription(
+        &self,
+        app: String,
+        id: i64,
+    ) -> Result<Option<Subscription>, CheckoutError>;
 }

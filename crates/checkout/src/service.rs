@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 
 use crate::provider::CouponRequest;
 use crate::{
-    BillingEvent, Channel, CheckoutError, CheckoutMode, CheckoutRepository, CheckoutRequest,
-    EventOutcome, EventQuery, Interval, NewOrder, Order, OrderQuery, OrderStatus, OrderType,
-    PaymentProvider, PortalRequest, ProviderError, SessionAttached, Subscription, WebhookHeaders,
+    AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutMode,
+    CheckoutRepository, CheckoutRequest, EventOutcome, EventQuery, Interval, NewOrder, Order,
+    OrderQuery, OrderStatus, OrderType, PaymentProvider, PortalRequest, ProviderError,
+    SessionAttached, Subscription, WebhookHeaders,
 };
 
 /// Reads the current instant.
@@ -551,6 +552,54 @@ impl Checkout {
         self.repo
             .subscription(app.to_owned(), user.to_owned())
             .await
+    }
+
+    /// A page of the app's orders for its operators.
+    pub async fn app_orders(&self, query: AppOrderQuery) -> Result<Vec<Order>, CheckoutError> {
+        check_page(query.limit, 0)?;
+        if let (Some(from), Some(to)) = (query.from, query.to) {
+            if from >= to {
+                return Err(CheckoutError::invalid("to", "must be later than from"));
+            }
+        }
+        self.repo.app_orders(query).await
+    }
+
+    /// One order of the app, with the provider events traced to it, oldest first.
+    pub async fn app_order(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<(Order, Vec<BillingEvent>), CheckoutError> {
+        let order = self
+            .repo
+            .order(id.to_owned())
+            .await?
+            .filter(|o| o.app == app)
+            .ok_or(CheckoutError::OrderNotFound)?;
+        let events = self
+            .repo
+            .order_events(app.to_owned(), order.id.clone())
+            .await?;
+        Ok((order, events))
+    }
+
+    /// A page of the app's subscriptions for its operators.
+    pub async fn app_subscriptions(
+        &self,
+        query: AppSubscriptionQuery,
+    ) -> Result<Vec<Subscription>, CheckoutError> {
+        check_page(query.limit, 0)?;
+        self.repo.app_subscriptions(query).await
+    }
+
+    /// One subscription of the app by id, if any.
+    pub async fn app_subscription(
+        &self,
+        app: &str,
+        id: i64,
+    ) -> Result<Option<Subscription>, CheckoutError> {
+        self.repo.app_subscription(app.to_owned(), id).await
     }
 
     /// A page of received provider events (admin).

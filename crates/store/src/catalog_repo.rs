@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use tally_catalog::{
-    CatalogError, CatalogRepository, Coupon, CouponQuery, NewCoupon, NewPlan, Plan, PlanKey,
-    PlanQuery, PlanUpdate,
+    CatalogError, CatalogRepository, Coupon, CouponQuery, CouponUpdate, NewCoupon, NewPlan, Plan,
+    PlanKey, PlanQuery, PlanUpdate,
 };
 
 use crate::repo::{read, write_tx};
@@ -45,6 +45,21 @@ impl CatalogRepository for Store {
         let coupon = &coupon;
         write_tx!(self, catalog, |conn, ops| ops::insert_coupon(conn, coupon)
             .await)
+        .map_err(logged)
+    }
+
+    async fn update_coupon(&self, update: CouponUpdate) -> Result<Coupon, CatalogError> {
+        let update = &update;
+        write_tx!(self, catalog, |conn, ops| ops::update_coupon(conn, update)
+            .await)
+        .map_err(logged)
+    }
+
+    async fn coupon_by_id(&self, app: String, id: String) -> Result<Option<Coupon>, CatalogError> {
+        read!(self, catalog, |conn, ops| ops::coupon_by_id(
+            conn, &app, &id
+        )
+        .await)
         .map_err(logged)
     }
 

@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use tally_checkout::{
-    BillingEvent, Channel, CheckoutError, CheckoutRepository, EventOutcome, EventQuery, NewOrder,
-    Order, OrderQuery, PaymentEvent, SessionAttached, Subscription,
+    AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutRepository,
+    EventOutcome, EventQuery, NewOrder, Order, OrderQuery, PaymentEvent, SessionAttached,
+    Subscription,
 };
 use time::OffsetDateTime;
 
@@ -180,6 +181,59 @@ impl CheckoutRepository for Store {
     async fn events(&self, query: EventQuery) -> Result<Vec<BillingEvent>, CheckoutError> {
         self.run(move |store| async move {
             read!(store, checkout, |conn, ops| ops::events(conn, &query).await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn app_orders(&self, query: AppOrderQuery) -> Result<Vec<Order>, CheckoutError> {
+        self.run(move |store| async move {
+            read!(store, checkout, |conn, ops| ops::app_orders(conn, &query)
+                .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn order_events(
+        &self,
+        app: String,
+        order_id: String,
+    ) -> Result<Vec<BillingEvent>, CheckoutError> {
+        self.run_read(async {
+            read!(self, checkout, |conn, ops| ops::order_events(
+                conn, &app, &order_id
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn app_subscriptions(
+        &self,
+        query: AppSubscriptionQuery,
+    ) -> Result<Vec<Subscription>, CheckoutError> {
+        self.run(move |store| async move {
+            read!(store, checkout, |conn, ops| ops::app_subscriptions(
+                conn, &query
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn app_subscription(
+        &self,
+        app: String,
+        id: i64,
+    ) -> Result<Option<Subscription>, CheckoutError> {
+        self.run_read(async {
+            read!(self, checkout, |conn, ops| ops::app_subscription(
+                conn, &app, id
+            )
+            .await)
         })
         .await
         .map_err(logged)

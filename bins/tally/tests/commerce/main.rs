@@ -7,7 +7,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_lookups;
 mod bad_input;
+mod coupons;
 mod creem;
 mod doubles;
 #[path = "../webhooks/receiver.rs"]

@@ -2,8 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use tally_ledger::{AccountRef, Movement, MovementKind, TransactionQuery};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -12,15 +10,7 @@ use crate::dto::{
     before_cursor,
 };
 use crate::error::{ApiError, ok, ok_cursor_page};
-use crate::routes::{detached, idempotency_key, page, txn_type};
-
-fn instant(field: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
-    v.map(|s| {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map_err(|_| ApiError::validation(field, "must be an RFC 3339 timestamp"))
-    })
-    .transpose()
-}
+use crate::routes::{detached, idempotency_key, instant, page, txn_type};
 
 /// Every transaction of the admin's app, newest first.
 #[utoipa::path(

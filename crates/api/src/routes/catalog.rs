@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::auth::{Admin, DEFAULT_APP};
 use crate::dto::{
     AdminPlanDto, CouponDto, CreateCouponRequest, CreatePlanRequest, PageQuery, PlanDto,
-    UpdatePlanRequest,
+    UpdateCouponRequest, UpdatePlanRequest,
 };
 use crate::error::{ApiError, ok, ok_page};
 use crate::routes::{detached, page};
@@ -124,6 +124,32 @@ pub async fn list_coupons(
     coupons.truncate(usize::try_from(limit).unwrap_or(0));
     let coupons: Vec<CouponDto> = coupons.into_iter().map(Into::into).collect();
     Ok(ok_page(coupons, limit, offset, has_more))
+}
+
+/// Changes what may change on a coupon: switch it off or on, its limit, expiry and plans.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Coupon id")),
+    request_body = UpdateCouponRequest,
+    responses(
+        (status = 200, description = "The updated coupon", body = CouponDto),
+        (status = 400, description = "Invalid value, a field that cannot change, or a plan id the app does not have"),
+        (status = 404, description = "No such coupon in the admin's app")
+    )
+)]
+#[put("/admin/billing/coupons/{id}")]
+pub async fn update_coupon(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    id: web::Path<String>,
+    body: web::Json<UpdateCouponRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, patch) = (id.into_inner(), body.into_inner().into());
+    let catalog = state.catalog.clone();
+    let coupon =
+        detached(async move { catalog.update_coupon(&admin.app, &id, patch).await }).await?;
+    Ok(ok(CouponDto::from(coupon)))
 }
 
 /// Creates a coupon in the admin's app.

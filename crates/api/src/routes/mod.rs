@@ -1,6 +1,7 @@
 //! Handlers, one module per area.
 
 pub mod admin;
+pub mod admin_billing;
 pub mod catalog;
 pub mod checkin;
 pub mod codes;
@@ -16,6 +17,8 @@ use std::future::Future;
 
 use actix_web::HttpRequest;
 use tally_ledger::TxnType;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -44,6 +47,15 @@ pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)
         return Err(ApiError::validation("offset", "must be 0 or more"));
     }
     Ok((limit, offset))
+}
+
+/// An optional RFC 3339 instant from a query parameter named `field`.
+pub(crate) fn instant(field: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    v.map(|s| {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|_| ApiError::validation(field, "must be an RFC 3339 timestamp"))
+    })
+    .transpose()
 }
 
 pub(crate) fn txn_type(s: Option<&str>) -> Result<Option<TxnType>, ApiError> {

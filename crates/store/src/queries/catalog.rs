@@ -4,7 +4,8 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use tally_catalog::{
-    CatalogError, Coupon, CouponQuery, NewCoupon, NewPlan, Plan, PlanKey, PlanQuery, PlanUpdate,
+    CatalogError, Coupon, CouponQuery, CouponUpdate, NewCoupon, NewPlan, Plan, PlanKey, PlanQuery,
+    PlanUpdate,
 };
 
 use crate::StoreError;
@@ -14,8 +15,8 @@ use crate::schema::{coupons, plans};
 
 use super::Conn;
 
-/// Plan ids are decimal integers; anything else names no plan.
-fn plan_id(id: &str) -> Option<i64> {
+/// Plan and coupon ids are decimal integers; anything else names no row.
+fn row_id(id: &str) -> Option<i64> {
     id.parse().ok()
 }
 
@@ -34,7 +35,7 @@ pub(crate) async fn insert_plan(conn: &mut Conn, new: &NewPlan) -> Result<Plan, 
 }
 
 pub(crate) async fn update_plan(conn: &mut Conn, update: &PlanUpdate) -> Result<Plan, StoreError> {
-    let Some(id) = plan_id(&update.id) else {
+    let Some(id) = row_id(&update.id) else {
         return Err(CatalogError::PlanNotFound.into());
     };
     let current: PlanRow = locked!(
@@ -57,7 +58,7 @@ pub(crate) async fn update_plan(conn: &mut Conn, update: &PlanUpdate) -> Result<
 }
 
 pub(crate) async fn plan(conn: &mut Conn, key: &PlanKey) -> Result<Option<Plan>, StoreError> {
-    let Some(id) = plan_id(&key.id) else {
+    let Some(id) = row_id(&key.id) else {
         return Ok(None);
     };
     plans::table
@@ -116,6 +117,58 @@ pub(crate) async fn insert_coupon(conn: &mut Conn, new: &NewCoupon) -> Result<Co
             e => e.into(),
         })?;
     Coupon::try_from(row)
+}
+
+pub(crate) async fn update_coupon(
+    conn: &mut Conn,
+    update: &CouponUpdate,
+) -> Result<Coupon, StoreError> {
+    let Some(id) = row_id(&update.id) else {
+        return Err(CatalogError::CouponNotFound.into());
+    };
+    let current: CouponRow = locked!(
+        coupons::table
+            .filter(coupons::id.eq(id))
+            .filter(coupons::app_key.eq(&update.app))
+            .select(CouponRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()?
+    .ok_or(StoreError::Catalog(CatalogError::CouponNotFound))?;
+    let next = update
+        .patch
+        .merge(&Coupon::try_from(current)?, update.now)?;
+    let row: CouponRow = diesel::update(coupons::table.find(id))
+        .set((
+            coupons::active.eq(next.active),
+            coupons::max_redemptions.eq(next.max_redemptions),
+            coupons::expires_at.eq(next.expires_at.map(to_db)),
+            coupons::plan_ids.eq(coupon_plan_ids(&next.plan_ids)),
+        ))
+        .returning(CouponRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Coupon::try_from(row)
+}
+
+pub(crate) async fn coupon_by_id(
+    conn: &mut Conn,
+    app: &str,
+    id: &str,
+) -> Result<Option<Coupon>, StoreError> {
+    let Some(id) = row_id(id) else {
+        return Ok(None);
+    };
+    coupons::table
+        .filter(coupons::app_key.eq(app))
+        .filter(coupons::id.eq(id))
+        .select(CouponRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(Coupon::try_from)
+        .transpose()
 }
 
 pub(crate) async fn coupons(

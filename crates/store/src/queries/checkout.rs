@@ -7,13 +7,14 @@
 //! Every path takes its row locks in one order — order, subscription, payment, then the ledger's
 //! account — so that two events about one purchase wait for each other instead of deadlocking.
 //! Rows whose lock must come later are first read without a lock to learn which order to lock.
+
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tally_checkout::refund::clawback_credits;
 use tally_checkout::{
-    BillingEvent, Channel, CheckoutError, EventKind, EventOutcome, EventQuery, NewOrder, Order,
-    OrderQuery, OrderStatus, OrderType, PaymentEvent, SessionAttached, Subscription,
-    SubscriptionStatus,
+    AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, EventKind,
+    EventOutcome, EventQuery, NewOrder, Order, OrderQuery, OrderStatus, OrderType, PaymentEvent,
+    SessionAttached, Subscription, SubscriptionStatus,
 };
 use tally_ledger::TxnType;
 use time::OffsetDateTime;
@@ -317,6 +318,118 @@ pub(crate) async fn events(
         .load(conn)
         .await?;
     rows.into_iter().map(BillingEvent::try_from).collect()
+}
+
+/// A page of the app's orders, newest first; the cursor is an order id of the app.
+pub(crate) async fn app_orders(
+    conn: &mut Conn,
+    query: &AppOrderQuery,
+) -> Result<Vec<Order>, StoreError> {
+    let mut rows = orders::table
+        .filter(orders::app_key.eq(&query.app))
+        .into_boxed();
+    if let Some(user) = &query.user {
+        rows = rows.filter(orders::user_id.eq(user));
+    }
+    if let Some(status) = query.status {
+        rows = rows.filter(orders::status.eq(status.as_str()));
+    }
+    if let Some(order_type) = query.order_type {
+        rows = rows.filter(orders::order_type.eq(order_type.as_str()));
+    }
+    if let Some(channel) = query.channel {
+        rows = rows.filter(orders::channel.eq(channel.as_str()));
+    }
+    if let Some(from) = query.from {
+        rows = rows.filter(orders::created_at.ge(to_db(from)));
+    }
+    if let Some(to) = query.to {
+        rows = rows.filter(orders::created_at.lt(to_db(to)));
+    }
+    if let Some(before) = &query.before {
+        let at: time::PrimitiveDateTime = orders::table
+            .filter(orders::app_key.eq(&query.app))
+            .filter(orders::id.eq(before))
+            .select(orders::created_at)
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| CheckoutError::invalid("before", "must be an order id of this app"))?;
+        rows = rows.filter(
+            orders::created_at
+                .lt(at)
+                .or(orders::created_at.eq(at).and(orders::id.lt(before))),
+        );
+    }
+    let rows: Vec<OrderRow> = rows
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .limit(query.limit)
+        .select(OrderRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(Order::try_from).collect()
+}
+
+/// The events traced to one order, oldest first.
+pub(crate) async fn order_events(
+    conn: &mut Conn,
+    app: &str,
+    order_id: &str,
+) -> Result<Vec<BillingEvent>, StoreError> {
+    let rows: Vec<EventRow> = billing_events::table
+        .filter(billing_events::order_id.eq(order_id))
+        .filter(billing_events::app_key.eq(app))
+        .order(billing_events::id)
+        .select(EventRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(BillingEvent::try_from).collect()
+}
+
+/// A page of the app's subscriptions, newest first; the cursor is a subscription id.
+pub(crate) async fn app_subscriptions(
+    conn: &mut Conn,
+    query: &AppSubscriptionQuery,
+) -> Result<Vec<Subscription>, StoreError> {
+    let mut rows = subscriptions::table
+        .filter(subscriptions::app_key.eq(&query.app))
+        .into_boxed();
+    if let Some(user) = &query.user {
+        rows = rows.filter(subscriptions::user_id.eq(user));
+    }
+    if let Some(status) = query.status {
+        rows = rows.filter(subscriptions::status.eq(status.as_str()));
+    }
+    if let Some(plan_id) = &query.plan_id {
+        rows = rows.filter(subscriptions::plan_id.eq(plan_id));
+    }
+    if let Some(before) = query.before {
+        rows = rows.filter(subscriptions::id.lt(before));
+    }
+    let rows: Vec<SubscriptionRow> = rows
+        .order(subscriptions::id.desc())
+        .limit(query.limit)
+        .select(SubscriptionRow::as_select())
+        .load(conn)
+        .await?;
+    rows.into_iter().map(Subscription::try_from).collect()
+}
+
+/// One subscription of the app.
+pub(crate) async fn app_subscription(
+    conn: &mut Conn,
+    app: &str,
+    id: i64,
+) -> Result<Option<Subscription>, StoreError> {
+    subscriptions::table
+        .filter(subscriptions::app_key.eq(app))
+        .filter(subscriptions::id.eq(id))
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(Subscription::try_from)
+        .transpose()
 }
 
 // ---------------------------------------------------------------------------------

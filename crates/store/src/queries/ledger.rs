@@ -1,5 +1,6 @@
 //! The ledger's queries: movements, holds, check-ins, redemption codes, expiry and the audit. The
 //! rules come from the ledger's planning functions (`plan_movement` and its siblings); this file
+
 //! reads what they need and writes the plan they return.
 
 use diesel::prelude::*;

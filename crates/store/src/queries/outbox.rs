@@ -1,6 +1,7 @@
 //! The outbox's queries: the events the ledger's and checkout's writes add in their own
 //! transaction (`emit`, `ledger_events`), and the endpoint, fan-out, claim and attempt queries
 //! behind [`tally_webhooks::WebhookRepository`]. Claims skip rows another process has locked
+
 //! ([`locked_skip!`]).
 
 use diesel::dsl::exists;
