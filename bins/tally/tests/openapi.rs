@@ -32,6 +32,8 @@ fn committed_openapi_document_is_current() {
         "/internal/credits/check",
         "/internal/credits/consume",
         "/internal/credits/grant",
+        "/admin/users",
+        "/admin/users/{user_id}",
         "/admin/orders",
         "/admin/orders/{id}",
         "/admin/subscriptions",

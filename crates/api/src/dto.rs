@@ -213,6 +213,19 @@ pub struct CheckinStatusDto {
     pub enabled: bool,
 }
 
+impl From<tally_ledger::CheckinStatus> for CheckinStatusDto {
+    fn from(s: tally_ledger::CheckinStatus) -> Self {
+        Self {
+            checked_in_today: s.checked_in_today,
+            streak: s.streak,
+            next_reward: s.next_reward,
+            day: s.day.to_string(),
+            next_checkin_at: rfc3339(s.next_checkin_at),
+            enabled: s.enabled,
+        }
+    }
+}
+
 /// Check-in configuration of an app.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -989,4 +1002,113 @@ impl From<Coupon> for CouponDto {
             created_at: rfc3339(c.created_at),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators' view of accounts
+
+/// One account in `GET /admin/users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUserDto {
+    /// The user id.
+    pub user_id: String,
+    /// Cached balance (credits owned; expired lots leave at the next movement or sweep).
+    pub balance: i64,
+    /// Credits reserved by holds.
+    pub held: i64,
+    /// RFC 3339: the account's first movement or hold.
+    pub created_at: String,
+    /// RFC 3339: its last movement or hold change.
+    pub last_activity_at: String,
+}
+
+impl From<tally_ledger::AccountSummary> for AdminUserDto {
+    fn from(a: tally_ledger::AccountSummary) -> Self {
+        Self {
+            user_id: a.user,
+            balance: a.balance,
+            held: a.held,
+            created_at: rfc3339(a.created_at),
+            last_activity_at: rfc3339(a.updated_at),
+        }
+    }
+}
+
+/// A live lot: credits granted and not yet spent or expired.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotDto {
+    /// Lot id.
+    pub id: String,
+    /// Credits left.
+    pub remaining: i64,
+    /// RFC 3339, or null for never.
+    pub expires_at: Option<String>,
+}
+
+/// An active hold on the account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveHoldDto {
+    /// Hold id.
+    pub id: String,
+    /// Credits reserved.
+    pub amount: i64,
+    /// RFC 3339: when it releases itself.
+    pub expires_at: String,
+}
+
+/// `GET /admin/users/{user_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUserDetailDto {
+    /// The account.
+    #[serde(flatten)]
+    pub user: AdminUserDto,
+    /// The balance as the user sees it now.
+    pub credits: BalanceDto,
+    /// Live lots, oldest first.
+    pub lots: Vec<LotDto>,
+    /// Active holds.
+    pub holds: Vec<ActiveHoldDto>,
+    /// The daily check-in as the user sees it.
+    pub checkin: CheckinStatusDto,
+    /// The current subscription, or null.
+    pub subscription: Option<crate::checkout_dto::SubscriptionDto>,
+    /// The 10 latest orders, newest first.
+    pub orders: Vec<crate::checkout_dto::OrderDto>,
+}
+
+impl AdminUserDetailDto {
+    /// Lots and holds as the account view holds them.
+    pub fn lots_and_holds(view: &tally_ledger::AccountView) -> (Vec<LotDto>, Vec<ActiveHoldDto>) {
+        let lots = view
+            .lots
+            .iter()
+            .map(|l| LotDto {
+                id: l.id.to_string(),
+                remaining: l.remaining,
+                expires_at: l.expires_at.map(rfc3339),
+            })
+            .collect();
+        let holds = view
+            .holds
+            .iter()
+            .map(|h| ActiveHoldDto {
+                id: h.id.to_string(),
+                amount: h.amount,
+                expires_at: rfc3339(h.expires_at),
+            })
+            .collect();
+        (lots, holds)
+    }
+}
+
+/// Search and pages of `GET /admin/users`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AdminUserQuery {
+    /// Only user ids starting with this (case-sensitive).
+    pub query: Option<String>,
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Keyset cursor: a user id (`meta.next_before` of the previous page); the page holds the
+    /// accounts opened before it.
+    pub before: Option<String>,
 }

@@ -111,6 +111,8 @@ pub fn configure(
         .service(routes::catalog::list_coupons)
         .service(routes::catalog::create_coupon)
         .service(routes::catalog::update_coupon)
+        .service(routes::admin_users::list_users)
+        .service(routes::admin_users::get_user)
         .service(routes::admin_billing::list_orders)
         .service(routes::admin_billing::get_order)
         .service(routes::admin_billing::list_subscriptions)

@@ -48,9 +48,14 @@ pub fn validate_app_key(app: &str) -> Result<(), LedgerError> {
     }
 }
 
+/// The longest user id, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
 /// User ids are opaque: 1–128 characters without control characters.
 pub fn validate_user_id(user: &str) -> Result<(), LedgerError> {
-    let ok = !user.is_empty() && user.chars().count() <= 128 && !user.chars().any(char::is_control);
+    let ok = !user.is_empty()
+        && user.chars().count() <= MAX_USER_ID_CHARS
+        && !user.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
@@ -374,4 +379,32 @@ pub struct TransactionQuery {
     /// Keyset cursor: only rows with a smaller id than this one (strictly older), read from the
     /// index without skipping rows. Excludes a non-zero `offset`.
     pub before: Option<i64>,
+}
+
+/// One account of an app as its operators list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    /// The user.
+    pub user: String,
+    /// Cached balance.
+    pub balance: i64,
+    /// Credits reserved by holds.
+    pub held: i64,
+    /// When the account was opened (its first movement or hold).
+    pub created_at: OffsetDateTime,
+    /// Its last movement or hold change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// A page of an app's accounts, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountQuery {
+    /// The app.
+    pub app: String,
+    /// Only user ids starting with this (case-sensitive).
+    pub prefix: Option<String>,
+    /// Keyset cursor: a user id of the app; the page holds the accounts opened before it.
+    pub before: Option<String>,
+    /// Rows to fetch.
+    pub limit: i64,
 }

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use crate::codes::{CodeBatchRequest, RedeemRequest, RedemptionCode};
 use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::{
-    AccountAudit, AccountRef, AccountView, CheckinConfig, CheckinRecord, CheckinRequest,
-    LedgerError, Movement, Transaction, TransactionQuery,
+    AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
+    CheckinRecord, CheckinRequest, LedgerError, Movement, Transaction, TransactionQuery,
 };
 
 /// Everything the ledger needs from a database. Each write method is one database transaction.
@@ -29,6 +29,16 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
 
     /// The stored account (zero when it does not exist yet).
     async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError>;
+
+    /// A page of the app's accounts, newest first; a `before` that names no account of the app
+    /// is a validation error on `before`.
+    async fn accounts(&self, query: AccountQuery) -> Result<Vec<AccountSummary>, LedgerError>;
+
+    /// One account's summary, if the account exists.
+    async fn account_summary(
+        &self,
+        account: AccountRef,
+    ) -> Result<Option<AccountSummary>, LedgerError>;
 
     /// A page of history, newest first; fetches `limit` rows.
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError>;

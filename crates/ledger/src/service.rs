@@ -9,8 +9,9 @@ use crate::codes::{self, CodeBatchRequest, RedeemRequest, RedemptionCode};
 use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::plan::balance_view;
 use crate::{
-    AccountRef, BalanceView, CheckinConfig, Clock, LedgerError, LedgerRepository, Movement,
-    MovementKind, Transaction, TransactionQuery, TxnType, Violation,
+    AccountQuery, AccountRef, AccountSummary, AccountView, BalanceView, CheckinConfig, Clock,
+    LedgerError, LedgerRepository, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction,
+    TransactionQuery, TxnType, Violation,
 };
 
 /// Deepest offset a history page may start at.
@@ -115,6 +116,48 @@ impl Ledger {
     pub async fn balance(&self, account: AccountRef) -> Result<BalanceView, LedgerError> {
         let state = self.repo.account(account).await?;
         Ok(balance_view(&state, self.clock.now()))
+    }
+
+    /// A page of the app's accounts for its operators (`limit` 1–100), newest first, and
+    /// whether more follow (the next page's `before` is the last row's user).
+    pub async fn accounts(
+        &self,
+        mut query: AccountQuery,
+    ) -> Result<(Vec<AccountSummary>, bool), LedgerError> {
+        if !(1..=100).contains(&query.limit) {
+            return Err(LedgerError::invalid("limit", "must be between 1 and 100"));
+        }
+        if let Some(prefix) = &query.prefix {
+            if prefix.chars().count() > MAX_USER_ID_CHARS || prefix.chars().any(char::is_control) {
+                return Err(LedgerError::invalid(
+                    "query",
+                    "must be at most 128 characters without control characters",
+                ));
+            }
+        }
+        let limit = query.limit;
+        query.limit += 1;
+        let mut rows = self.repo.accounts(query).await?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok((rows, has_more))
+    }
+
+    /// One account as operators see it: its summary (none when the user never had a movement
+    /// or hold), the balance as the user sees it, and the live lots and active holds behind it.
+    pub async fn account_detail(
+        &self,
+        account: AccountRef,
+    ) -> Result<Option<(AccountSummary, BalanceView, AccountView)>, LedgerError> {
+        let Some(summary) = self.repo.account_summary(account.clone()).await? else {
+            return Ok(None);
+        };
+        let state = self.repo.account(account).await?;
+        Ok(Some((
+            summary,
+            balance_view(&state, self.clock.now()),
+            state,
+        )))
     }
 
     /// Whether `amount` could be spent now.

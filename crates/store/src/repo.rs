@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tally_ledger::checkin::{CheckinRecord, CheckinRequest};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::{
-    AccountAudit, AccountRef, AccountView, CheckinConfig, LedgerError, LedgerRepository, Movement,
-    Transaction, TransactionQuery,
+    AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
+    LedgerError, LedgerRepository, Movement, Transaction, TransactionQuery,
 };
 use tally_ledger::{CaptureRequest, Hold, RedemptionCode, ReserveRequest};
 use time::OffsetDateTime;
@@ -177,6 +177,28 @@ impl LedgerRepository for Store {
         async { grouped_tx!(self, ledger, |conn, ops| ops::checkin(conn, &request).await) }
             .await
             .map_err(logged)
+    }
+
+    async fn accounts(&self, query: AccountQuery) -> Result<Vec<AccountSummary>, LedgerError> {
+        self.run(move |store| async move {
+            read!(store, ledger, |conn, ops| ops::accounts(conn, &query).await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn account_summary(
+        &self,
+        account: AccountRef,
+    ) -> Result<Option<AccountSummary>, LedgerError> {
+        self.run_read(async {
+            read!(self, ledger, |conn, ops| ops::account_summary(
+                conn, &account
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
     }
 
     async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError> {

@@ -28,6 +28,29 @@ pub(crate) struct AccountRow {
     pub held: i64,
 }
 
+/// An account as operators list it.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub(crate) struct AccountSummaryRow {
+    pub user_id: String,
+    pub balance: i64,
+    pub held: i64,
+    pub created_at: PrimitiveDateTime,
+    pub updated_at: PrimitiveDateTime,
+}
+
+impl From<AccountSummaryRow> for tally_ledger::AccountSummary {
+    fn from(r: AccountSummaryRow) -> Self {
+        Self {
+            user: r.user_id,
+            balance: r.balance,
+            held: r.held,
+            created_at: from_db(r.created_at),
+            updated_at: from_db(r.updated_at),
+        }
+    }
+}
+
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = lots)]
 pub(crate) struct LotRow {

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_users;
 mod auth;
 mod bad_input;
 mod checkin;

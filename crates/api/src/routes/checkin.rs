@@ -45,12 +45,5 @@ pub async fn status(
     User(caller): User,
 ) -> Result<HttpResponse, ApiError> {
     let s = state.ledger.checkin_status(caller.account()).await?;
-    Ok(ok(CheckinStatusDto {
-        checked_in_today: s.checked_in_today,
-        streak: s.streak,
-        next_reward: s.next_reward,
-        day: s.day.to_string(),
-        next_checkin_at: rfc3339(s.next_checkin_at),
-        enabled: s.enabled,
-    }))
+    Ok(ok(CheckinStatusDto::from(s)))
 }

@@ -11,16 +11,18 @@ use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
 use tally_ledger::plan::{Plan, plan_expiry, plan_movement};
 use tally_ledger::{
-    AccountAudit, AccountRef, AccountView, CheckinConfig, LedgerError, Movement, MovementKind,
-    Transaction, TransactionQuery, TxnType,
+    AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
+    LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
 };
 use tally_ledger::{CaptureRequest, Hold, HoldStatus, RedemptionCode, ReserveRequest};
 use time::{Date, OffsetDateTime};
 
 use crate::StoreError;
+use crate::predicates::substr;
 use crate::predicates::{ActiveHold, LiveLot};
 use crate::rows::{
-    AUDIT_SQL, AccountRow, AuditRow, CodeRow, HoldRow, LotRow, NewTxn, TxnRow, from_db, to_db,
+    AUDIT_SQL, AccountRow, AccountSummaryRow, AuditRow, CodeRow, HoldRow, LotRow, NewTxn, TxnRow,
+    from_db, to_db,
 };
 use crate::schema::{
     accounts, checkin_configs, checkins, holds, lots, redeem_failures, redemption_codes,
@@ -398,6 +400,52 @@ async fn account_row_and_lots(
             .load(conn)
             .await?;
     Ok(fold_account(rows))
+}
+
+/// A page of the app's accounts, newest first; the cursor is a user id of the app.
+pub(crate) async fn accounts(
+    conn: &mut Conn,
+    query: &AccountQuery,
+) -> Result<Vec<AccountSummary>, StoreError> {
+    let mut rows = accounts::table
+        .filter(accounts::app_key.eq(&query.app))
+        .into_boxed();
+    if let Some(prefix) = query.prefix.as_deref().filter(|p| !p.is_empty()) {
+        let chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+        rows = rows.filter(substr(accounts::user_id, 1, chars).eq(prefix));
+    }
+    if let Some(before) = &query.before {
+        let id: i64 = accounts::table
+            .filter(accounts::app_key.eq(&query.app))
+            .filter(accounts::user_id.eq(before))
+            .select(accounts::id)
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| LedgerError::invalid("before", "must be a user id of this app"))?;
+        rows = rows.filter(accounts::id.lt(id));
+    }
+    let rows: Vec<AccountSummaryRow> = rows
+        .order(accounts::id.desc())
+        .limit(query.limit)
+        .select(AccountSummaryRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+pub(crate) async fn account_summary(
+    conn: &mut Conn,
+    account: &AccountRef,
+) -> Result<Option<AccountSummary>, StoreError> {
+    Ok(accounts::table
+        .filter(accounts::app_key.eq(&account.app))
+        .filter(accounts::user_id.eq(&account.user))
+        .select(AccountSummaryRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .map(Into::into))
 }
 
 pub(crate) async fn transactions(
