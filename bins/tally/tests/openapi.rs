@@ -33,6 +33,7 @@ fn committed_openapi_document_is_current() {
         "/internal/credits/consume",
         "/internal/credits/grant",
         "/admin/users",
+        "/admin/stats",
         "/admin/users/{user_id}",
         "/admin/orders",
         "/admin/orders/{id}",

@@ -1112,3 +1112,94 @@ pub struct AdminUserQuery {
     /// accounts opened before it.
     pub before: Option<String>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// `GET /admin/stats` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatsParams {
+    /// First day, `YYYY-MM-DD` (UTC); default 29 days before `to`.
+    pub from: Option<String>,
+    /// Last day, inclusive, `YYYY-MM-DD` (UTC); default today.
+    pub to: Option<String>,
+    /// `day` (default), `week` (Monday to Sunday) or `month`.
+    pub bucket: Option<String>,
+}
+
+/// Credits moved in one bucket.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditFiguresDto {
+    /// Every credit granted (positive movements of any type).
+    pub granted: i64,
+    /// Credits spent: negative movements other than expiry and refund clawbacks.
+    pub spent: i64,
+    /// Credits that expired.
+    pub expired: i64,
+    /// Credits taken back after refunds.
+    pub clawed_back: i64,
+    /// Net credits per transaction type.
+    pub by_type: std::collections::BTreeMap<String, i64>,
+}
+
+/// One bucket of `GET /admin/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsBucketDto {
+    /// The bucket's first day within the range, `YYYY-MM-DD`.
+    pub start: String,
+    /// Credits moved.
+    pub credits: CreditFiguresDto,
+    /// Payments received minus refunds, per currency, minor units.
+    pub revenue: std::collections::BTreeMap<String, i64>,
+    /// Accounts opened.
+    pub new_accounts: i64,
+    /// Check-ins.
+    pub checkins: i64,
+    /// Subscriptions started.
+    pub subscriptions_started: i64,
+}
+
+/// `GET /admin/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsDto {
+    /// First day.
+    pub from: String,
+    /// Last day (inclusive).
+    pub to: String,
+    /// `day`, `week` or `month`.
+    pub bucket: String,
+    /// Every bucket of the range, empty ones included, oldest first.
+    pub buckets: Vec<StatsBucketDto>,
+    /// Subscriptions active or trialing now.
+    pub active_subscriptions: i64,
+}
+
+impl StatsDto {
+    /// The wire form of a range's statistics.
+    pub fn new(query: &tally_ledger::stats::StatsQuery, stats: tally_ledger::stats::Stats) -> Self {
+        Self {
+            from: query.from.to_string(),
+            to: query.to.to_string(),
+            bucket: query.bucket.as_str().to_owned(),
+            buckets: stats
+                .buckets
+                .into_iter()
+                .map(|b| StatsBucketDto {
+                    start: b.start.to_string(),
+                    credits: CreditFiguresDto {
+                        granted: b.credits.granted,
+                        spent: b.credits.spent,
+                        expired: b.credits.expired,
+                        clawed_back: b.credits.clawed_back,
+                        by_type: b.credits.by_type,
+                    },
+                    revenue: b.revenue,
+                    new_accounts: b.new_accounts,
+                    checkins: b.checkins,
+                    subscriptions_started: b.subscriptions_started,
+                })
+                .collect(),
+            active_subscriptions: stats.active_subscriptions,
+        }
+    }
+}

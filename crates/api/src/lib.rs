@@ -113,6 +113,7 @@ pub fn configure(
         .service(routes::catalog::update_coupon)
         .service(routes::admin_users::list_users)
         .service(routes::admin_users::get_user)
+        .service(routes::admin_users::stats)
         .service(routes::admin_billing::list_orders)
         .service(routes::admin_billing::get_order)
         .service(routes::admin_billing::list_subscriptions)

@@ -14,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod repo;
 pub mod service;
+pub mod stats;
 pub mod verify;
 
 pub use checkin::{CheckinConfig, CheckinOutcome, CheckinRecord, CheckinRequest, CheckinStatus};

@@ -40,6 +40,12 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         account: AccountRef,
     ) -> Result<Option<AccountSummary>, LedgerError>;
 
+    /// The app's daily counts over the query's days (see [`crate::stats`]).
+    async fn daily_counts(
+        &self,
+        query: crate::stats::StatsQuery,
+    ) -> Result<crate::stats::DailyCounts, LedgerError>;
+
     /// A page of history, newest first; fetches `limit` rows.
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError>;
 

@@ -8,6 +8,7 @@ use crate::checkin::{self, CheckinOutcome, CheckinRequest, CheckinStatus};
 use crate::codes::{self, CodeBatchRequest, RedeemRequest, RedemptionCode};
 use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::plan::balance_view;
+use crate::stats::{self, Stats, StatsQuery};
 use crate::{
     AccountQuery, AccountRef, AccountSummary, AccountView, BalanceView, CheckinConfig, Clock,
     LedgerError, LedgerRepository, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction,
@@ -158,6 +159,13 @@ impl Ledger {
             balance_view(&state, self.clock.now()),
             state,
         )))
+    }
+
+    /// The app's statistics over a range of days, in buckets.
+    pub async fn stats(&self, query: StatsQuery) -> Result<Stats, LedgerError> {
+        query.validate()?;
+        let counts = self.repo.daily_counts(query.clone()).await?;
+        Ok(stats::fold(&query, counts))
     }
 
     /// Whether `amount` could be spent now.

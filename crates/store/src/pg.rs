@@ -1,7 +1,8 @@
 //! The queries compiled for PostgreSQL. Each file under `queries/` is compiled twice, here and in
 //! `sqlite.rs`, so a construct one dialect lacks fails to build at its own line. The only
-//! difference the files see is [`locked!`]: PostgreSQL takes row locks (`FOR UPDATE`), since
-//! several nodes and pooled connections write at once.
+//! differences the files see are [`locked!`] — PostgreSQL takes row locks (`FOR UPDATE`), since
+//! several nodes and pooled connections write at once — and how a hand-written statement names
+//! its parameters ([`bind`]).
 
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = diesel_async::AsyncPgConnection;
@@ -20,6 +21,11 @@ macro_rules! locked_skip {
     };
 }
 
+/// The `n`th bind parameter of a hand-written statement (`sql_query`), `$n`.
+pub(crate) fn bind(n: usize) -> String {
+    format!("${n}")
+}
+
 #[path = "queries/catalog.rs"]
 pub(crate) mod catalog;
 #[path = "queries/checkout.rs"]
@@ -28,3 +34,5 @@ pub(crate) mod checkout;
 pub(crate) mod ledger;
 #[path = "queries/outbox.rs"]
 pub(crate) mod outbox;
+#[path = "queries/stats.rs"]
+pub(crate) mod stats;

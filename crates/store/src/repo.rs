@@ -187,6 +187,18 @@ impl LedgerRepository for Store {
         .map_err(logged)
     }
 
+    async fn daily_counts(
+        &self,
+        query: tally_ledger::stats::StatsQuery,
+    ) -> Result<tally_ledger::stats::DailyCounts, LedgerError> {
+        self.run(move |store| async move {
+            snapshot!(store, stats, |conn, ops| ops::daily_counts(conn, &query)
+                .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
     async fn account_summary(
         &self,
         account: AccountRef,

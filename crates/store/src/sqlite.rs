@@ -19,6 +19,12 @@ macro_rules! locked_skip {
     };
 }
 
+/// The `n`th bind parameter of a hand-written statement (`sql_query`): SQLite's numbered form,
+/// which, like PostgreSQL's `$n`, may be mentioned more than once.
+pub(crate) fn bind(n: usize) -> String {
+    format!("?{n}")
+}
+
 // The same files as `pg.rs` compiles, on purpose: that is what checks them against both dialects.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/catalog.rs"]
@@ -32,3 +38,6 @@ pub(crate) mod ledger;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/outbox.rs"]
 pub(crate) mod outbox;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/stats.rs"]
+pub(crate) mod stats;

@@ -15,6 +15,7 @@ mod doubles;
 #[path = "../webhooks/receiver.rs"]
 mod receiver;
 mod sandbox;
+mod stats;
 mod stripe;
 
 use reqwest::Method;

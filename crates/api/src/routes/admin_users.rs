@@ -1,12 +1,15 @@
-//! Operators' view of the app's accounts: search, and one customer's whole picture.
+//! Operators' view of the app's accounts: search, one customer's whole picture, and the app's
+//! statistics.
 
 use actix_web::{HttpResponse, get, web};
+use tally_ledger::stats::{Bucket, StatsQuery};
 use tally_ledger::{AccountQuery, AccountRef};
+use time::{Date, Duration};
 
 use crate::AppState;
 use crate::auth::Admin;
 use crate::checkout_dto::OrderDto;
-use crate::dto::{AdminUserDetailDto, AdminUserDto, AdminUserQuery};
+use crate::dto::{AdminUserDetailDto, AdminUserDto, AdminUserQuery, StatsDto, StatsParams};
 use crate::error::{ApiError, ok, ok_cursor_page};
 use crate::routes::page;
 
@@ -97,4 +100,53 @@ pub async fn get_user(
         subscription: subscription.map(Into::into),
         orders: orders.into_iter().map(OrderDto::from).collect(),
     }))
+}
+
+/// Days a range spans when `from` is not given.
+const DEFAULT_DAYS: i64 = 30;
+
+fn day(field: &str, value: Option<&str>) -> Result<Option<Date>, ApiError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    value
+        .map(|s| {
+            Date::parse(s, &format)
+                .map_err(|_| ApiError::validation(field, "must be a date, YYYY-MM-DD"))
+        })
+        .transpose()
+}
+
+/// The app's statistics per day, week or month: credits by type, revenue, new accounts,
+/// check-ins and subscriptions.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(StatsParams),
+    responses(
+        (status = 200, description = "Every bucket of the range, oldest first", body = StatsDto),
+        (status = 400, description = "Bad date, bucket or range"),
+        (status = 403, description = "Not an admin")
+    )
+)]
+#[get("/admin/stats")]
+pub async fn stats(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    params: web::Query<StatsParams>,
+) -> Result<HttpResponse, ApiError> {
+    let bucket = match params.bucket.as_deref() {
+        None => Bucket::Day,
+        Some(s) => Bucket::parse(s)
+            .ok_or_else(|| ApiError::validation("bucket", "must be one of day, week, month"))?,
+    };
+    let to = day("to", params.to.as_deref())?.unwrap_or_else(|| state.ledger.now().date());
+    let from = day("from", params.from.as_deref())?
+        .unwrap_or_else(|| to - Duration::days(DEFAULT_DAYS - 1));
+    let query = StatsQuery {
+        app: admin.app,
+        from,
+        to,
+        bucket,
+    };
+    let stats = state.ledger.stats(query.clone()).await?;
+    Ok(ok(StatsDto::new(&query, stats)))
 }

@@ -1,0 +1,372 @@
+//! Operators' statistics: what the database counts per UTC day, folded here into day, week or
+//! month buckets. Read-only reporting over the ledger's and checkout's tables; it lives with the
+//! ledger, the lowest domain crate, so that one query can serve the console's overview.
+//! Days are UTC days.
+
+use std::collections::BTreeMap;
+
+use time::{Date, Duration};
+
+use crate::{LedgerError, TxnType};
+
+/// Most buckets one request may ask for.
+pub const MAX_BUCKETS: i64 = 400;
+
+/// How days are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// One UTC day.
+    Day,
+    /// Monday to Sunday.
+    Week,
+    /// A calendar month.
+    Month,
+}
+
+impl Bucket {
+    /// Every bucket size.
+    pub const ALL: [Bucket; 3] = [Self::Day, Self::Week, Self::Month];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+
+    /// Parses [`Bucket::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
+    /// The first day of the bucket holding `day`.
+    pub fn start_of(self, day: Date) -> Date {
+        match self {
+            Self::Day => day,
+            Self::Week => day - Duration::days(i64::from(day.weekday().number_days_from_monday())),
+            Self::Month => day.replace_day(1).unwrap_or(day),
+        }
+    }
+
+    /// The first day of the next bucket after the one starting at `start`.
+    fn next(self, start: Date) -> Date {
+        match self {
+            Self::Day => start + Duration::days(1),
+            Self::Week => start + Duration::weeks(1),
+            Self::Month => {
+                let (year, month) = match start.month().next() {
+                    time::Month::January => (start.year() + 1, time::Month::January),
+                    m => (start.year(), m),
+                };
+                Date::from_calendar_date(year, month, 1).unwrap_or(start)
+            }
+        }
+    }
+}
+
+/// The days to report, both inclusive (UTC), and how to group them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsQuery {
+    /// The app.
+    pub app: String,
+    /// First day.
+    pub from: Date,
+    /// Last day.
+    pub to: Date,
+    /// Grouping.
+    pub bucket: Bucket,
+}
+
+impl StatsQuery {
+    /// Checks the range: `from` not after `to`, at most [`MAX_BUCKETS`] buckets.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        if self.from > self.to {
+            return Err(LedgerError::invalid("to", "must not be before from"));
+        }
+        let buckets = bucket_starts(self).len() as i64;
+        if buckets > MAX_BUCKETS {
+            return Err(LedgerError::invalid(
+                "from",
+                format!("the range holds {buckets} buckets; at most {MAX_BUCKETS}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the database counted, per UTC day (days without activity are absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DailyCounts {
+    /// Per day and transaction type: credits in (sum of positive amounts) and out (sum of the
+    /// negative amounts, as a positive number).
+    pub credits: Vec<(Date, String, i64, i64)>,
+    /// Per day and currency: payments received minus refunds, minor units.
+    pub revenue: Vec<(Date, String, i64)>,
+    /// Accounts opened per day.
+    pub new_accounts: Vec<(Date, i64)>,
+    /// Check-ins per day.
+    pub checkins: Vec<(Date, i64)>,
+    /// Subscriptions started per day.
+    pub subscriptions_started: Vec<(Date, i64)>,
+    /// Subscriptions active or trialing now.
+    pub active_subscriptions: i64,
+}
+
+/// Credits moved in one bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreditFigures {
+    /// Every credit granted (positive movements of any type).
+    pub granted: i64,
+    /// Credits spent: negative movements other than expiry and refund clawbacks.
+    pub spent: i64,
+    /// Credits that expired.
+    pub expired: i64,
+    /// Credits taken back after refunds.
+    pub clawed_back: i64,
+    /// Net credits per transaction type.
+    pub by_type: BTreeMap<String, i64>,
+}
+
+/// One bucket of statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsBucket {
+    /// The bucket's first day within the range.
+    pub start: Date,
+    /// Credits moved.
+    pub credits: CreditFigures,
+    /// Payments minus refunds per currency, minor units.
+    pub revenue: BTreeMap<String, i64>,
+    /// Accounts opened.
+    pub new_accounts: i64,
+    /// Check-ins.
+    pub checkins: i64,
+    /// Subscriptions started.
+    pub subscriptions_started: i64,
+}
+
+/// The statistics of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Every bucket of the range, empty ones included, oldest first.
+    pub buckets: Vec<StatsBucket>,
+    /// Subscriptions active or trialing now.
+    pub active_subscriptions: i64,
+}
+
+/// Which count of a bucket a list of daily counts adds to.
+type CountField = fn(&mut StatsBucket) -> &mut i64;
+
+/// The start of every bucket of the range, clamped to `from`.
+fn bucket_starts(query: &StatsQuery) -> Vec<Date> {
+    let mut starts = vec![query.from];
+    let mut next = query.bucket.next(query.bucket.start_of(query.from));
+    // Bounded: one more than the most buckets a valid range holds.
+    while next <= query.to && starts.len() as i64 <= MAX_BUCKETS {
+        starts.push(next);
+        next = query.bucket.next(next);
+    }
+    starts
+}
+
+/// Folds the daily counts into the query's buckets. Days outside the range are ignored.
+pub fn fold(query: &StatsQuery, counts: DailyCounts) -> Stats {
+    let starts = bucket_starts(query);
+    let mut buckets: Vec<StatsBucket> = starts
+        .iter()
+        .map(|&start| StatsBucket {
+            start,
+            credits: CreditFigures::default(),
+            revenue: BTreeMap::new(),
+            new_accounts: 0,
+            checkins: 0,
+            subscriptions_started: 0,
+        })
+        .collect();
+    let index = |day: Date| -> Option<usize> {
+        if day < query.from || day > query.to {
+            return None;
+        }
+        Some(starts.partition_point(|&s| s <= day) - 1)
+    };
+    for (day, txn_type, credits_in, credits_out) in counts.credits {
+        let Some(b) = index(day).map(|i| &mut buckets[i].credits) else {
+            continue;
+        };
+        b.granted += credits_in;
+        match TxnType::parse(&txn_type) {
+            Some(TxnType::Expiry) => b.expired += credits_out,
+            Some(TxnType::Refund) => b.clawed_back += credits_out,
+            _ => b.spent += credits_out,
+        }
+        *b.by_type.entry(txn_type).or_default() += credits_in - credits_out;
+    }
+    for (day, currency, amount) in counts.revenue {
+        if let Some(i) = index(day) {
+            *buckets[i].revenue.entry(currency).or_default() += amount;
+        }
+    }
+    let counted: [(Vec<(Date, i64)>, CountField); 3] = [
+        (counts.new_accounts, |b| &mut b.new_accounts),
+        (counts.checkins, |b| &mut b.checkins),
+        (counts.subscriptions_started, |b| {
+            &mut b.subscriptions_started
+        }),
+    ];
+    for (days, field) in counted {
+        for (day, n) in days {
+            if let Some(i) = index(day) {
+                *field(&mut buckets[i]) += n;
+            }
+        }
+    }
+    Stats {
+        buckets,
+        active_subscriptions: counts.active_subscriptions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use time::macros::date;
+
+    fn query(from: Date, to: Date, bucket: Bucket) -> StatsQuery {
+        StatsQuery {
+            app: "default".into(),
+            from,
+            to,
+            bucket,
+        }
+    }
+
+    #[test]
+    fn buckets_start_on_monday_and_the_first_of_the_month() {
+        assert_eq!(
+            Bucket::Week.start_of(date!(2026 - 12 - 05)),
+            date!(2026 - 11 - 30)
+        );
+        assert_eq!(
+            Bucket::Week.start_of(date!(2026 - 11 - 30)),
+            date!(2026 - 11 - 30)
+        );
+        assert_eq!(
+            Bucket::Month.start_of(date!(2026 - 12 - 05)),
+            date!(2026 - 12 - 01)
+        );
+        let q = query(date!(2026 - 11 - 15), date!(2027 - 01 - 02), Bucket::Month);
+        assert_eq!(
+            bucket_starts(&q),
+            [
+                date!(2026 - 11 - 15),
+                date!(2026 - 12 - 01),
+                date!(2027 - 01 - 01)
+            ]
+        );
+        let q = query(date!(2026 - 12 - 02), date!(2026 - 12 - 15), Bucket::Week);
+        assert_eq!(
+            bucket_starts(&q),
+            [
+                date!(2026 - 12 - 02),
+                date!(2026 - 12 - 07),
+                date!(2026 - 12 - 14)
+            ]
+        );
+    }
+
+    #[test]
+    fn fold_sorts_days_into_buckets_and_classifies_credits() {
+        let q = query(date!(2026 - 12 - 01), date!(2026 - 12 - 14), Bucket::Week);
+        let counts = DailyCounts {
+            credits: vec![
+                (date!(2026 - 12 - 01), "purchase".into(), 500, 0),
+                (date!(2026 - 12 - 02), "ai_usage".into(), 0, 120),
+                (date!(2026 - 12 - 08), "expiry".into(), 0, 30),
+                (date!(2026 - 12 - 08), "refund".into(), 0, 200),
+                (date!(2026 - 12 - 08), "admin_adjustment".into(), 10, 5),
+                (date!(2026 - 12 - 20), "purchase".into(), 999, 0),
+            ],
+            revenue: vec![
+                (date!(2026 - 12 - 01), "usd".into(), 499),
+                (date!(2026 - 12 - 03), "usd".into(), 999),
+                (date!(2026 - 12 - 09), "usd".into(), -499),
+                (date!(2026 - 12 - 09), "eur".into(), 100),
+            ],
+            new_accounts: vec![(date!(2026 - 12 - 01), 2), (date!(2026 - 12 - 14), 1)],
+            checkins: vec![(date!(2026 - 11 - 30), 9), (date!(2026 - 12 - 07), 4)],
+            subscriptions_started: vec![(date!(2026 - 12 - 03), 1)],
+            active_subscriptions: 3,
+        };
+        let stats = fold(&q, counts);
+        let starts: Vec<Date> = stats.buckets.iter().map(|b| b.start).collect();
+        assert_eq!(
+            starts,
+            [
+                date!(2026 - 12 - 01),
+                date!(2026 - 12 - 07),
+                date!(2026 - 12 - 14)
+            ]
+        );
+        let [first, second, third] = &stats.buckets[..] else {
+            panic!("three buckets")
+        };
+        assert_eq!(
+            (
+                first.credits.granted,
+                first.credits.spent,
+                first.credits.expired
+            ),
+            (500, 120, 0)
+        );
+        assert_eq!(first.credits.by_type["ai_usage"], -120);
+        assert_eq!(first.revenue["usd"], 1498);
+        assert_eq!((first.new_accounts, first.subscriptions_started), (2, 1));
+        assert_eq!(first.checkins, 0, "a day before the range is ignored");
+        assert_eq!(
+            (
+                second.credits.granted,
+                second.credits.spent,
+                second.credits.expired,
+                second.credits.clawed_back
+            ),
+            (10, 5, 30, 200)
+        );
+        assert_eq!(second.revenue["usd"], -499);
+        assert_eq!(second.revenue["eur"], 100);
+        assert_eq!(second.checkins, 4);
+        assert_eq!(third.new_accounts, 1);
+        assert_eq!(
+            third.credits,
+            CreditFigures::default(),
+            "after the range: ignored"
+        );
+        assert_eq!(stats.active_subscriptions, 3);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(
+            query(date!(2026 - 12 - 02), date!(2026 - 12 - 01), Bucket::Day)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            query(date!(2026 - 01 - 01), date!(2026 - 12 - 31), Bucket::Day)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            query(date!(2025 - 01 - 01), date!(2026 - 12 - 31), Bucket::Day)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            query(date!(2000 - 01 - 01), date!(2026 - 12 - 31), Bucket::Month)
+                .validate()
+                .is_ok()
+        );
+    }
+}

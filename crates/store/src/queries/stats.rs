@@ -1,0 +1,164 @@
+//! The operators' statistics: per-day counts computed by the database with `GROUP BY`, one
+//! statement per figure, over the range's UTC days. The day is the first ten characters of the
+//! timestamp's text form, the same on both databases (`YYYY-MM-DD…`); the placeholders are
+//! numbered ([`super::bind`]) so one bound value serves every mention.
+
+use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::RunQueryDsl;
+use tally_ledger::stats::{DailyCounts, StatsQuery};
+use time::{Date, Duration, PrimitiveDateTime, Time};
+
+use super::{Conn, bind};
+use crate::StoreError;
+
+#[derive(QueryableByName)]
+struct CreditsDay {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = Text)]
+    txn_type: String,
+    #[diesel(sql_type = BigInt)]
+    credits_in: i64,
+    #[diesel(sql_type = BigInt)]
+    credits_out: i64,
+}
+
+#[derive(QueryableByName)]
+struct RevenueDay {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = Text)]
+    currency: String,
+    #[diesel(sql_type = BigInt)]
+    amount: i64,
+}
+
+#[derive(QueryableByName)]
+struct CountDay {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// `alias.created_at` as a `YYYY-MM-DD` day.
+fn day_of(alias: &str) -> String {
+    format!("substr(CAST({alias}.created_at AS TEXT), 1, 10)")
+}
+
+/// `alias` belongs to the app (`bind(1)`) and was created within the range (`bind(2)`, `bind(3)`).
+fn in_range(alias: &str, app_column: &str) -> String {
+    format!(
+        "{app_column} = {} AND {alias}.created_at >= {} AND {alias}.created_at < {}",
+        bind(1),
+        bind(2),
+        bind(3)
+    )
+}
+
+fn parse_day(s: &str) -> Result<Date, StoreError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s, &format)
+        .map_err(|_| StoreError::Invariant("a timestamp's day is not YYYY-MM-DD"))
+}
+
+/// Counts rows of `table` per day.
+async fn count_per_day(
+    conn: &mut Conn,
+    query: &StatsQuery,
+    table: &str,
+    range: (PrimitiveDateTime, PrimitiveDateTime),
+) -> Result<Vec<(Date, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT {day} AS day, COUNT(*) AS n FROM {table} t WHERE {cond} GROUP BY {day}",
+        day = day_of("t"),
+        cond = in_range("t", "t.app_key"),
+    );
+    let rows: Vec<CountDay> = sql_query(sql)
+        .bind::<Text, _>(&query.app)
+        .bind::<Timestamp, _>(range.0)
+        .bind::<Timestamp, _>(range.1)
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((parse_day(&r.day)?, r.n)))
+        .collect()
+}
+
+pub(crate) async fn daily_counts(
+    conn: &mut Conn,
+    query: &StatsQuery,
+) -> Result<DailyCounts, StoreError> {
+    let range = (
+        PrimitiveDateTime::new(query.from, Time::MIDNIGHT),
+        PrimitiveDateTime::new(query.to + Duration::days(1), Time::MIDNIGHT),
+    );
+    let sql = format!(
+        "SELECT {day} AS day, t.txn_type AS txn_type, \
+         CAST(SUM(CASE WHEN t.amount > 0 THEN t.amount ELSE 0 END) AS BIGINT) AS credits_in, \
+         CAST(SUM(CASE WHEN t.amount < 0 THEN -t.amount ELSE 0 END) AS BIGINT) AS credits_out \
+         FROM transactions t WHERE {cond} GROUP BY {day}, t.txn_type",
+        day = day_of("t"),
+        cond = in_range("t", "t.app_key"),
+    );
+    let credits: Vec<CreditsDay> = sql_query(sql)
+        .bind::<Text, _>(&query.app)
+        .bind::<Timestamp, _>(range.0)
+        .bind::<Timestamp, _>(range.1)
+        .load(conn)
+        .await?;
+    // A payment's currency is its order's; a renewal's is the order that started its
+    // subscription.
+    let currency = "COALESCE(o.currency, so.currency)";
+    let joins = "LEFT JOIN orders o ON o.id = p.order_id \
+                 LEFT JOIN subscriptions s ON s.id = p.subscription_id \
+                 LEFT JOIN orders so ON so.id = s.order_id";
+    let sql = format!(
+        "SELECT day, currency, CAST(SUM(amount) AS BIGINT) AS amount FROM (\
+           SELECT {pay_day} AS day, {currency} AS currency, p.amount_paid_minor AS amount \
+           FROM payments p {joins} WHERE {pay_cond} \
+           UNION ALL \
+           SELECT {refund_day} AS day, {currency} AS currency, -r.amount_minor AS amount \
+           FROM refunds r JOIN payments p ON p.id = r.payment {joins} WHERE {refund_cond}\
+         ) x WHERE currency IS NOT NULL GROUP BY day, currency",
+        pay_day = day_of("p"),
+        pay_cond = in_range("p", "p.app_key"),
+        refund_day = day_of("r"),
+        refund_cond = in_range("r", "p.app_key"),
+    );
+    let revenue: Vec<RevenueDay> = sql_query(sql)
+        .bind::<Text, _>(&query.app)
+        .bind::<Timestamp, _>(range.0)
+        .bind::<Timestamp, _>(range.1)
+        .load(conn)
+        .await?;
+    let active: Count = sql_query(format!(
+        "SELECT COUNT(*) AS n FROM subscriptions \
+         WHERE app_key = {} AND status IN ('active', 'trialing')",
+        bind(1)
+    ))
+    .bind::<Text, _>(&query.app)
+    .get_result(conn)
+    .await?;
+    Ok(DailyCounts {
+        credits: credits
+            .into_iter()
+            .map(|r| Ok((parse_day(&r.day)?, r.txn_type, r.credits_in, r.credits_out)))
+            .collect::<Result<_, StoreError>>()?,
+        revenue: revenue
+            .into_iter()
+            .map(|r| Ok((parse_day(&r.day)?, r.currency, r.amount)))
+            .collect::<Result<_, StoreError>>()?,
+        new_accounts: count_per_day(conn, query, "accounts", range).await?,
+        checkins: count_per_day(conn, query, "checkins", range).await?,
+        subscriptions_started: count_per_day(conn, query, "subscriptions", range).await?,
+        active_subscriptions: active.n,
+    })
+}
