@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Print a one-time URL that signs an operator in to the console (valid 10 minutes).
+    ConsoleLink {
+        /// The app the console acts in (default: `default`).
+        #[arg(long, default_value = "default")]
+        app: String,
+        /// The operator's name, recorded as the actor of what they do.
+        #[arg(long, default_value = "operator")]
+        operator: String,
+    },
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -150,6 +159,29 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                     println!("{} violations", violations.len());
                     Ok(ExitCode::FAILURE)
                 }
+            }
+            Command::ConsoleLink { app, operator } => {
+                if !settings.console_enabled {
+                    return Err("the console is switched off (TALLY_CONSOLE_ENABLED=false)".into());
+                }
+                tally_ledger::AccountRef::new(app.clone(), operator.clone())
+                    .map_err(|e| format!("--app or --operator: {e}"))?;
+                let store = startup::open_store(&settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let console =
+                    tally_console::Console::new(Arc::new(store), time::Duration::minutes(60));
+                let now = tally_ledger::Clock::now(&SystemClock);
+                let token = console
+                    .create_link(&app, &operator, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}/console/login?token={token}",
+                    settings.public_base_url(settings.bind_port())
+                );
+                eprintln!("Open it within 10 minutes; it works once.");
+                Ok(ExitCode::SUCCESS)
             }
             _ => {
                 let app = Application::build(settings, Arc::new(SystemClock))

@@ -108,6 +108,10 @@ pub struct Settings {
     pub webhook_lease_seconds: u64,
     /// Deliveries claimed and sent concurrently per round.
     pub webhook_batch: i64,
+    /// Serves the operators' console at `/console`.
+    pub console_enabled: bool,
+    /// A console session ends after this many minutes without a request.
+    pub console_idle_minutes: u64,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Default log filter when `RUST_LOG` is unset.
@@ -152,6 +156,8 @@ impl Default for Settings {
             webhook_timeout_seconds: 15,
             webhook_lease_seconds: 60,
             webhook_batch: 32,
+            console_enabled: true,
+            console_idle_minutes: 60,
             log_format: "json".into(),
             log_level: "info".into(),
         }
@@ -194,6 +200,8 @@ const KEYS: &[&str] = &[
     "webhook_timeout_seconds",
     "webhook_lease_seconds",
     "webhook_batch",
+    "console_enabled",
+    "console_idle_minutes",
     "log_format",
     "log_level",
 ];
@@ -214,6 +222,32 @@ impl Settings {
             .map_err(|e| format!("configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The base URL of links this server hands out (the sandbox page, console links):
+    /// `public_url`, else `http://` + the bound host (loopback for a wildcard bind) and `port`.
+    pub fn public_base_url(&self, port: u16) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = self
+            .bind
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(host, _)| host);
+        let host = if host == "0.0.0.0" || host == "[::]" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        format!("http://{host}:{port}")
+    }
+
+    /// The port `bind` names (0 when it names none).
+    pub fn bind_port(&self) -> u16 {
+        self.bind
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(0)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -245,6 +279,11 @@ impl Settings {
         }
         if !(1..=1000).contains(&self.webhook_batch) {
             return Err("webhook_batch (TALLY_WEBHOOK_BATCH) must be 1-1000".into());
+        }
+        if !(1..=10_080).contains(&self.console_idle_minutes) {
+            return Err(
+                "console_idle_minutes (TALLY_CONSOLE_IDLE_MINUTES) must be 1-10080 (a week)".into(),
+            );
         }
         if self.webhook_poll_ms == 0 {
             return Err("webhook_poll_ms (TALLY_WEBHOOK_POLL_MS) must be at least 1".into());

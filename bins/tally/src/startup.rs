@@ -8,11 +8,13 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use jsonwebtoken::Algorithm;
+use tally_api::console::ConsoleConfig;
 use tally_api::{
     AppState, AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, Metrics, ServiceKeys,
 };
 use tally_catalog::Catalog;
 use tally_checkout::{Checkout, CheckoutConfig, Providers, SandboxDriver};
+use tally_console::Console;
 use tally_ledger::{Clock, Ledger};
 use tally_providers::{
     CreemConfig, CreemProvider, HttpClient, HttpConfig, SandboxConfig, SandboxProvider,
@@ -187,21 +189,7 @@ fn payment_providers(
     }
     let mut sandbox: Option<Arc<dyn SandboxDriver>> = None;
     if settings.sandbox_enabled {
-        let public_base_url = match &settings.public_url {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => {
-                let host = settings
-                    .bind
-                    .rsplit_once(':')
-                    .map_or("127.0.0.1", |(host, _)| host);
-                let host = if host == "0.0.0.0" || host == "[::]" {
-                    "127.0.0.1"
-                } else {
-                    host
-                };
-                format!("http://{host}:{port}")
-            }
-        };
+        let public_base_url = settings.public_base_url(port);
         let webhook_secret = match &settings.sandbox_webhook_secret {
             Some(s) => s.expose().to_owned(),
             None => {
@@ -246,6 +234,7 @@ impl Application {
         }
         let store = open_store(&settings).await?;
         let store_for_checkout = store.clone();
+        let store_for_console = store.clone();
         let catalog_clock = clock.clone();
         let catalog = Catalog::with_clock(
             Arc::new(store.clone()),
@@ -310,6 +299,13 @@ impl Application {
             },
             Arc::new(move || checkout_clock.now()),
         );
+        let console = settings.console_enabled.then(|| ConsoleConfig {
+            console: Console::new(
+                Arc::new(store_for_console),
+                time::Duration::minutes(i64::try_from(settings.console_idle_minutes).unwrap_or(60)),
+            ),
+            secure_cookie: settings.public_base_url(port).starts_with("https://"),
+        });
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
             catalog,
@@ -317,6 +313,7 @@ impl Application {
             sandbox,
             auth,
             webhooks,
+            console,
         });
         let body_limit = settings.body_limit_bytes;
         let workers = settings

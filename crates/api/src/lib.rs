@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod checkout_dto;
+pub mod console;
 pub mod cors;
 pub mod dto;
 pub mod error;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Outbound webhook endpoints, deliveries and settings.
     pub webhooks: tally_webhooks::Webhooks,
+    /// The operators' console, when it is on.
+    pub console: Option<console::ConsoleConfig>,
 }
 
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -76,6 +79,9 @@ pub fn configure(
     metrics: web::Data<Metrics>,
     body_limit_bytes: usize,
 ) {
+    if state.console.is_some() {
+        console::configure(cfg);
+    }
     cfg.app_data(state)
         .app_data(metrics)
         .app_data(

@@ -52,6 +52,7 @@ mod catalog_repo;
 mod catalog_rows;
 mod checkout_repo;
 mod checkout_rows;
+mod console_repo;
 mod ops;
 mod outbox;
 mod pg;

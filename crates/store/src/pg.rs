@@ -30,6 +30,8 @@ pub(crate) fn bind(n: usize) -> String {
 pub(crate) mod catalog;
 #[path = "queries/checkout.rs"]
 pub(crate) mod checkout;
+#[path = "queries/console.rs"]
+pub(crate) mod console;
 #[path = "queries/ledger.rs"]
 pub(crate) mod ledger;
 #[path = "queries/outbox.rs"]

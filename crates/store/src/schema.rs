@@ -388,3 +388,25 @@ diesel::allow_tables_to_appear_in_same_query!(
     checkins,
     checkin_configs
 );
+
+diesel::table! {
+    console_links (token_hash) {
+        token_hash -> Text,
+        app_key -> Text,
+        operator -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    console_sessions (id_hash) {
+        id_hash -> Text,
+        app_key -> Text,
+        operator -> Text,
+        csrf_token -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}

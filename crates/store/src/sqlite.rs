@@ -33,6 +33,9 @@ pub(crate) mod catalog;
 #[path = "queries/checkout.rs"]
 pub(crate) mod checkout;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/console.rs"]
+pub(crate) mod console;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/ledger.rs"]
 pub(crate) mod ledger;
 #[allow(clippy::duplicate_mod)]

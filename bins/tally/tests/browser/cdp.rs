@@ -272,6 +272,41 @@ impl Page {
         }
     }
 
+    /// Sets the viewport: `width` × `height` CSS pixels at scale 1.
+    #[allow(dead_code)]
+    pub async fn viewport(&mut self, width: u32, height: u32) -> io::Result<()> {
+        self.cdp
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600 }),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Saves a PNG of the whole page (not only the viewport) at `path`.
+    #[allow(dead_code)]
+    pub async fn screenshot(&mut self, path: &std::path::Path) -> io::Result<()> {
+        use base64::Engine as _;
+        let shot = self
+            .cdp
+            .call(
+                "Page.captureScreenshot",
+                json!({ "format": "png", "captureBeyondViewport": true }),
+            )
+            .await?;
+        let data = shot["data"]
+            .as_str()
+            .ok_or_else(|| other("no screenshot data"))?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| other(format!("screenshot: {e}")))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, png)
+    }
+
     /// Closes the DevTools connection (the tab goes with the browser).
     pub async fn close(self) {
         self.cdp.close().await;

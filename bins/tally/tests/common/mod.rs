@@ -423,6 +423,31 @@ pub fn tally_command(dir: &std::path::Path) -> tokio::process::Command {
     cmd
 }
 
+/// A one-time console link for the server's database, minted by `tally console-link`.
+pub async fn console_link(app: &TestApp, app_key: &str, operator: &str) -> String {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let out = tally_command(dir.path())
+        .args(["console-link", "--app", app_key, "--operator", operator])
+        .env("TALLY_DATABASE_URL", &app.database_url)
+        .env("TALLY_PUBLIC_URL", &app.address)
+        .env("TALLY_LOG_LEVEL", "warn")
+        .output()
+        .await
+        .expect("running tally console-link");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console-link failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout.trim().to_owned();
+    assert!(
+        url.starts_with(&format!("{}/console/login?token=", app.address)),
+        "{url}"
+    );
+    url
+}
+
 /// Every transaction of `txn_type` in the default app of the server at `base`.
 pub async fn rows_of_type_at(client: &reqwest::Client, base: &str, txn_type: &str) -> Vec<Value> {
     let admin = admin_token("root");

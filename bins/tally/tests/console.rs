@@ -1,0 +1,16 @@
+//! The operators' console: signing in with a one-time link, sessions, CSRF, escaping, and an
+//! operator's round in a real headless Chromium (with screenshots under
+//! `target/screenshots/`), on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+#[path = "common/mod.rs"]
+mod common;
+
+#[path = "browser/cdp.rs"]
+mod cdp;
+
+#[path = "console/browser.rs"]
+mod browser;
+#[path = "console/security.rs"]
+mod security;

@@ -1,0 +1,194 @@
+//! An operator's round in headless Chromium: open a console link, look at the overview, find a
+//! customer, grant credits and see the row in the history, switch a coupon off — then the API
+//! agrees. Each page visited is saved as a PNG under `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cdp::{Browser, CHROMIUM_ENV, Page, find_chromium};
+use crate::common::{Db, TestApp, admin_token, app_token, console_link};
+
+const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+backend_tests!(operator_round_in_the_browser);
+
+fn shot_path(db: Db, name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/screenshots")
+        .join(format!(
+            "console-{name}-{}.png",
+            format!("{db:?}").to_lowercase()
+        ))
+}
+
+async fn shot(page: &mut Page, db: Db, name: &str) {
+    let path = shot_path(db, name);
+    page.screenshot(&path).await.expect("a screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Clicks the element matched by `selector` and waits for `condition`.
+async fn click_then(page: &mut Page, selector: &str, condition: &str) {
+    page.eval(&format!(
+        "document.querySelector({}).click()",
+        json!(selector)
+    ))
+    .await
+    .expect("clicking");
+    page.wait_until(
+        &format!("document.readyState === 'complete' && ({condition})"),
+        PAGE_TIMEOUT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("after clicking {selector}: {e}"));
+}
+
+async fn text(page: &mut Page, expression: &str) -> String {
+    page.eval(expression)
+        .await
+        .expect("evaluating")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn operator_round_in_the_browser(db: Db) {
+    let Some(chromium) = find_chromium() else {
+        eprintln!("skipping the console browser test: no Chromium (or set {CHROMIUM_ENV})");
+        return;
+    };
+    let app = TestApp::spawn_with(db, |s| s.sandbox_enabled = true).await;
+    let admin = admin_token("root");
+    for (user, amount) in [("alice", 1200), ("alex", 300), ("bob", 50)] {
+        app.admin_grant(user, amount).await;
+    }
+    app.consume("alice", 200, "c-1").await;
+    let (status, coupon, _) = app
+        .post(
+            "/admin/billing/coupons",
+            &admin,
+            json!({"code": "LAUNCH", "percent_off": 20, "duration": "once"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{coupon}");
+    let (status, pack, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin,
+            json!({"name": "Pack", "kind": "credit_pack", "currency": "usd", "price": 499,
+                "credits_included": 500}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pack}");
+
+    let browser = Browser::launch(&chromium)
+        .await
+        .unwrap_or_else(|e| panic!("launching {}: {e}", chromium.display()));
+    let mut page = browser.new_page().await.expect("a tab");
+    page.viewport(1280, 900).await.expect("viewport");
+
+    // The link's page, then the overview.
+    let link = console_link(&app, "default", "ops").await;
+    page.goto(&link, PAGE_TIMEOUT)
+        .await
+        .expect("the link page loads");
+    shot(&mut page, db, "sign-in").await;
+    click_then(&mut page, "#sign-in", "location.pathname === '/console'").await;
+    let granted = text(
+        &mut page,
+        "document.getElementById('granted-30')?.textContent",
+    )
+    .await;
+    assert_eq!(granted, "1,550", "thousands separators");
+    shot(&mut page, db, "overview").await;
+
+    // Find alice by prefix, open her page.
+    page.goto(
+        &format!("{}/console/customers?query=al", app.address),
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("customers");
+    let rows = text(
+        &mut page,
+        "[...document.querySelectorAll('tbody tr')].map(r => r.cells[0].textContent).join(',')",
+    )
+    .await;
+    assert_eq!(rows, "alex,alice");
+    shot(&mut page, db, "customers").await;
+    click_then(
+        &mut page,
+        "a[href='/console/customers/alice']",
+        "location.pathname === '/console/customers/alice'",
+    )
+    .await;
+    assert_eq!(
+        text(&mut page, "document.getElementById('balance').textContent").await,
+        "1,000"
+    );
+
+    // Grant 250 with a reason: the notice, the balance and the history's first row say so.
+    page.eval(
+        "document.getElementById('amount').value = '250'; \
+         document.getElementById('description').value = 'Goodwill for ticket 4711';",
+    )
+    .await
+    .expect("filling the form");
+    click_then(
+        &mut page,
+        "#apply",
+        "document.getElementById('notice') !== null",
+    )
+    .await;
+    assert_eq!(
+        text(&mut page, "document.getElementById('balance').textContent").await,
+        "1,250"
+    );
+    let first_row = text(
+        &mut page,
+        "document.querySelector('#history tbody tr').innerText",
+    )
+    .await;
+    assert!(
+        first_row.contains("Goodwill for ticket 4711"),
+        "{first_row}"
+    );
+    assert!(first_row.contains("console:ops"), "{first_row}");
+    shot(&mut page, db, "customer").await;
+    assert_eq!(app.balance("alice").await, 1250);
+
+    // The same page at phone width.
+    page.viewport(390, 844).await.expect("viewport");
+    shot(&mut page, db, "customer-390").await;
+    page.viewport(1280, 900).await.expect("viewport");
+
+    // Switch the coupon off: the page shows it, and checkout refuses it.
+    page.goto(&format!("{}/console/coupons", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("coupons");
+    click_then(
+        &mut page,
+        "#coupon-LAUNCH button",
+        "document.querySelector('#coupon-LAUNCH .pill')?.textContent === 'off'",
+    )
+    .await;
+    shot(&mut page, db, "coupons").await;
+    let (status, refused, _) = app
+        .post(
+            "/payment/create-session",
+            &app_token("alice", "default", None),
+            json!({"channel": "sandbox", "type": "credits", "plan_id": pack["data"]["id"],
+                "coupon_code": "LAUNCH", "success_url": "http://localhost:3000/ok"}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), refused["error"]["code"].clone()),
+        (422, Value::from("COUPON_INVALID"))
+    );
+
+    page.close().await;
+    browser.close().await;
+    app.finish().await;
+}

@@ -1,0 +1,332 @@
+//! Who gets into the console, and what a refused request leaves behind.
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use crate::common::{Db, TestApp, admin_token, console_link};
+
+backend_tests!(
+    links_work_once_and_sessions_guard_every_page,
+    forms_need_the_session_csrf_token,
+    stored_values_are_escaped,
+    console_can_be_switched_off
+);
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn token_of(url: &str) -> String {
+    url.split_once("token=").unwrap().1.to_owned()
+}
+
+/// Signs in with a fresh link; answers the `Cookie` header value.
+async fn sign_in(app: &TestApp) -> String {
+    let url = console_link(app, "default", "ops").await;
+    let reply = client()
+        .post(format!("{}/console/login", app.address))
+        .form(&[("token", token_of(&url))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers()[LOCATION], "/console");
+    let cookie = reply.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "not over plain http: {cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(app: &TestApp, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
+    let mut request = client().get(format!("{}{path}", app.address));
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let reply = request.send().await.unwrap();
+    (reply.status(), reply.text().await.unwrap())
+}
+
+/// The CSRF token of the session behind `cookie`, read from a page's forms.
+async fn csrf(app: &TestApp, cookie: &str) -> String {
+    let (_, html) = page(app, "/console/coupons", Some(cookie)).await;
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + 64].to_owned()
+}
+
+async fn links_work_once_and_sessions_guard_every_page(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 100).await;
+    // No session: every page redirects to sign-in and shows no data.
+    for path in [
+        "/console",
+        "/console/customers",
+        "/console/customers/alice",
+        "/console/coupons",
+    ] {
+        let (status, html) = page(&app, path, None).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert!(!html.contains("alice"), "{path}: {html}");
+        let (status, _) = page(&app, path, Some("tally_console=forged")).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "{path} with a made-up session"
+        );
+    }
+    // Tokens a user or an admin uses for the API open nothing here.
+    let reply = client()
+        .get(format!("{}/console/customers/alice", app.address))
+        .bearer_auth(admin_token("root"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+
+    // A link works once; an altered one never.
+    let url = console_link(&app, "default", "ops").await;
+    let token = token_of(&url);
+    let (status, html) = page(&app, &url.replace(&app.address, ""), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"sign-in\""), "{html}");
+    let mut altered = token.clone();
+    altered.replace_range(0..1, if token.starts_with('a') { "b" } else { "a" });
+    for (candidate, expected) in [
+        (altered.as_str(), StatusCode::FORBIDDEN),
+        (token.as_str(), StatusCode::SEE_OTHER),
+        (token.as_str(), StatusCode::FORBIDDEN),
+        ("", StatusCode::FORBIDDEN),
+    ] {
+        let reply = client()
+            .post(format!("{}/console/login", app.address))
+            .form(&[("token", candidate)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), expected, "{candidate:?}");
+        if expected == StatusCode::FORBIDDEN {
+            assert!(reply.headers().get(SET_COOKIE).is_none());
+        }
+    }
+    // An expired link.
+    let url = console_link(&app, "default", "ops").await;
+    app.execute_sql(&format!(
+        "UPDATE console_links SET expires_at = '2000-01-01 00:00:00' WHERE token_hash = '{}'",
+        sha256_hex(&token_of(&url))
+    ))
+    .await;
+    let reply = client()
+        .post(format!("{}/console/login", app.address))
+        .form(&[("token", token_of(&url))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::FORBIDDEN);
+
+    // A session reads pages, and ends after its idle time.
+    let cookie = sign_in(&app).await;
+    let (status, html) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("alice"), "{html}");
+    for header in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        let reply = client()
+            .get(format!("{}/console", app.address))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(reply.headers().contains_key(header), "{header}");
+    }
+    app.clock.advance(time::Duration::minutes(61));
+    let (status, _) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "idle for over an hour");
+
+    // Signing out ends the session.
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let reply = client()
+        .post(format!("{}/console/logout", app.address))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert!(
+        reply.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, _) = page(&app, "/console", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    app.finish().await;
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn forms_need_the_session_csrf_token(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 100).await;
+    let (status, coupon, _) = app
+        .post(
+            "/admin/billing/coupons",
+            &admin_token("root"),
+            json!({"code": "SAVE10", "percent_off": 10, "duration": "once"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{coupon}");
+    let coupon_id = coupon["data"]["id"].as_str().unwrap().to_owned();
+    let cookie = sign_in(&app).await;
+    let other_session = sign_in(&app).await;
+    let wrong = csrf(&app, &other_session).await;
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let (cookie, address) = (cookie.clone(), app.address.clone());
+        async move {
+            client()
+                .post(format!("{address}{path}"))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for csrf in [
+        None,
+        Some(String::new()),
+        Some(wrong.clone()),
+        Some("x".repeat(64)),
+    ] {
+        let mut grant = vec![
+            ("amount", "500".to_owned()),
+            ("description", "forged".to_owned()),
+            ("key", "k-1".to_owned()),
+        ];
+        let mut switch = vec![("active", "false".to_owned())];
+        if let Some(token) = &csrf {
+            grant.push(("csrf", token.clone()));
+            switch.push(("csrf", token.clone()));
+        }
+        assert_eq!(
+            post("/console/customers/alice/adjust".into(), grant).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            post(format!("/console/coupons/{coupon_id}/active"), switch).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+    // Nothing changed.
+    assert_eq!(app.balance("alice").await, 100);
+    let (_, coupons, _) = app
+        .get("/admin/billing/coupons", &admin_token("root"))
+        .await;
+    assert_eq!(coupons["data"][0]["active"], true);
+    // With the right token the same form works, and the operator is the actor.
+    let right = csrf(&app, &cookie).await;
+    let status = post(
+        "/console/customers/alice/adjust".into(),
+        vec![
+            ("csrf", right.clone()),
+            ("amount", "25".into()),
+            ("description", "goodwill".into()),
+            ("key", "k-2".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // The same form sent twice (same key) grants once.
+    let status = post(
+        "/console/customers/alice/adjust".into(),
+        vec![
+            ("csrf", right.clone()),
+            ("amount", "25".into()),
+            ("description", "goodwill".into()),
+            ("key", "k-2".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(app.balance("alice").await, 125);
+    let history = app.admin_history("default", "&user_id=alice").await;
+    assert_eq!(history[0]["actor"], "console:ops", "{history:?}");
+    // A deduction past the balance is refused unless allowed in so many words.
+    let status = post(
+        "/console/customers/alice/adjust".into(),
+        vec![
+            ("csrf", right.clone()),
+            ("amount", "-500".into()),
+            ("description", "too much".into()),
+            ("key", "k-3".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.balance("alice").await, 125);
+    app.finish().await;
+}
+
+async fn stored_values_are_escaped(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let evil = "<script>alert(1)</script>";
+    let (status, body, _) = app
+        .post(
+            "/admin/credits/manual",
+            &admin_token("root"),
+            json!({"user_id": "<img src=x onerror=alert(1)>", "amount": 5, "description": evil}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = sign_in(&app).await;
+    let customer = "/console/customers/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E";
+    for path in ["/console/customers", customer] {
+        let (status, html) = page(&app, path, Some(&cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert!(!html.contains("<script>alert"), "{path}");
+        assert!(!html.contains("<img src=x"), "{path}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{path}: {html}"
+        );
+    }
+    // The link to the customer is the percent-encoded path that opened it.
+    let (_, list) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert!(list.contains(customer), "{list}");
+    let (_, html) = page(&app, customer, Some(&cookie)).await;
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    app.finish().await;
+}
+
+async fn console_can_be_switched_off(db: Db) {
+    let app = TestApp::spawn_with(db, |s| s.console_enabled = false).await;
+    let (status, _) = page(&app, "/console", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = page(&app, "/console/login?token=abc", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.finish().await;
+}

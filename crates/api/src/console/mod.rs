@@ -1,0 +1,210 @@
+//! The operators' console at `/console`: server-rendered pages (maud templates, every value
+//! escaped by the template engine) over the same domain services as the JSON API.
+//!
+//! Signing in: `tally console-link` prints a one-time URL; its page posts the token back, which
+//! opens a session (cookie `HttpOnly`, `SameSite=Strict`, `Secure` behind https). Every
+//! state-changing form carries the session's CSRF token, checked before anything is read from
+//! the form. Responses forbid framing, scripts and referrers, and are never cached, except the
+//! stylesheet, whose URL carries its content's hash.
+
+mod pages;
+mod view;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use maud::Markup;
+use sha2::{Digest, Sha256};
+use tally_console::{Console, Operator};
+
+use crate::AppState;
+
+/// The session cookie.
+pub const COOKIE: &str = "tally_console";
+
+const CSS: &str = include_str!("console.css");
+
+/// What the console needs besides the domain services.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Sign-in links and sessions.
+    pub console: Console,
+    /// Mark the cookie `Secure` (the public URL is https).
+    pub secure_cookie: bool,
+}
+
+/// The stylesheet's path, versioned by its content.
+pub(crate) fn css_path() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let digest = hex::encode(Sha256::digest(CSS.as_bytes()));
+        format!("/console/assets/console.{}.css", &digest[..12])
+    })
+}
+
+/// Registers the console's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(css_path(), web::get().to(stylesheet))
+        .route("/console", web::get().to(pages::overview))
+        .route("/console/login", web::get().to(pages::login_page))
+        .route("/console/login", web::post().to(pages::login))
+        .route("/console/logout", web::post().to(pages::logout))
+        .route("/console/customers", web::get().to(pages::customers))
+        .route("/console/customers/{user}", web::get().to(pages::customer))
+        .route(
+            "/console/customers/{user}/adjust",
+            web::post().to(pages::adjust),
+        )
+        .route("/console/coupons", web::get().to(pages::coupons))
+        .route(
+            "/console/coupons/{id}/active",
+            web::post().to(pages::coupon_active),
+        );
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .body(CSS)
+}
+
+/// An HTML answer with the console's security headers.
+pub(crate) fn html(status: StatusCode, body: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body.into_string())
+}
+
+/// A `303 See Other` to `location`.
+pub(crate) fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// Why a console request is not answered with its page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// No open session: go and sign in.
+    #[error("sign in first")]
+    SignIn,
+    /// A form without this session's CSRF token.
+    #[error("the form did not come from this console session")]
+    Csrf,
+    /// No such object in the operator's app.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something failed; logged where it happened.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::SignIn => StatusCode::SEE_OTHER,
+            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::SignIn => see_other("/console/login"),
+            Self::Csrf => html(
+                self.status_code(),
+                view::message_page(
+                    "Form refused",
+                    "This form did not come from your console session (it may have expired). \
+                     Nothing was changed. Go back, reload the page and try again.",
+                ),
+            ),
+            Self::NotFound(what) => html(self.status_code(), view::message_page("Not found", what)),
+            Self::Internal => html(
+                self.status_code(),
+                view::message_page(
+                    "Something went wrong",
+                    "The request failed; the server log has the details.",
+                ),
+            ),
+        }
+    }
+}
+
+impl From<crate::ApiError> for PageError {
+    fn from(e: crate::ApiError) -> Self {
+        if e.status == StatusCode::NOT_FOUND {
+            Self::NotFound(e.message)
+        } else {
+            Self::Internal
+        }
+    }
+}
+
+/// The session id from the request's cookie.
+pub(crate) fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE && !value.is_empty()).then(|| value.to_owned())
+        })
+}
+
+/// The signed-in operator of a console request; without an open session the request is
+/// redirected to the sign-in page and sees no data.
+#[derive(Debug)]
+pub struct Signed(pub Operator);
+
+impl FromRequest for Signed {
+    type Error = PageError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, PageError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let cookie = session_cookie(req);
+        Box::pin(async move {
+            let (Some(state), Some(id)) = (state, cookie) else {
+                return Err(PageError::SignIn);
+            };
+            let Some(config) = &state.console else {
+                return Err(PageError::NotFound("the console is switched off".into()));
+            };
+            match config.console.operator(&id, state.ledger.now()).await {
+                Ok(Some(op)) => Ok(Signed(op)),
+                Ok(None) => Err(PageError::SignIn),
+                Err(e) => {
+                    tracing::error!(error = %e, "console session lookup failed");
+                    Err(PageError::Internal)
+                }
+            }
+        })
+    }
+}
+
+/// Refuses a form whose CSRF token is not the session's.
+pub(crate) fn check_csrf(op: &Operator, token: &str) -> Result<(), PageError> {
+    if op.csrf_matches(token) {
+        Ok(())
+    } else {
+        Err(PageError::Csrf)
+    }
+}

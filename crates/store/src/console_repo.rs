@@ -1,0 +1,97 @@
+//! [`ConsoleRepository`] on the pools (see `queries/console.rs`).
+
+use async_trait::async_trait;
+use tally_console::{ConsoleError, ConsoleRepository, NewLink, StoredSession};
+use time::OffsetDateTime;
+
+use crate::repo::{read, write_tx};
+use crate::{Store, StoreError, error_chain};
+
+fn logged(e: StoreError) -> ConsoleError {
+    tracing::error!(error = %error_chain(&e), "console storage operation failed");
+    ConsoleError::storage(e)
+}
+
+#[async_trait]
+impl ConsoleRepository for Store {
+    async fn insert_link(&self, link: NewLink) -> Result<(), ConsoleError> {
+        let link = &link;
+        async {
+            write_tx!(self, console, |conn, ops| ops::insert_link(conn, link)
+                .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn redeem_link(
+        &self,
+        token_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<Option<(String, String)>, ConsoleError> {
+        let token_hash = &token_hash;
+        async {
+            write_tx!(self, console, |conn, ops| ops::redeem_link(
+                conn, token_hash, now
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn insert_session(&self, session: StoredSession) -> Result<(), ConsoleError> {
+        let session = &session;
+        async {
+            write_tx!(self, console, |conn, ops| ops::insert_session(
+                conn, session
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn session(&self, id_hash: String) -> Result<Option<StoredSession>, ConsoleError> {
+        async {
+            read!(self, console, |conn, ops| ops::session(conn, &id_hash)
+                .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError> {
+        let id_hash = &id_hash;
+        async {
+            write_tx!(self, console, |conn, ops| ops::touch_session(
+                conn, id_hash, now
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn delete_session(
+        &self,
+        id_hash: String,
+        idle_before: OffsetDateTime,
+    ) -> Result<(), ConsoleError> {
+        let id_hash = &id_hash;
+        async {
+            write_tx!(self, console, |conn, ops| ops::delete_session(
+                conn,
+                id_hash,
+                idle_before
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+}

@@ -1,0 +1,20 @@
+-- The operators' console: one-time sign-in links and the sessions they open. Only the SHA-256
+-- of each secret is kept, so a copy of the database opens nothing.
+CREATE TABLE console_links (
+    token_hash  TEXT      PRIMARY KEY,
+    app_key     TEXT      NOT NULL,
+    operator    TEXT      NOT NULL,
+    created_at  TIMESTAMP NOT NULL,
+    expires_at  TIMESTAMP NOT NULL,
+    used_at     TIMESTAMP
+);
+
+CREATE TABLE console_sessions (
+    id_hash       TEXT      PRIMARY KEY,
+    app_key       TEXT      NOT NULL,
+    operator      TEXT      NOT NULL,
+    csrf_token    TEXT      NOT NULL,
+    created_at    TIMESTAMP NOT NULL,
+    last_seen_at  TIMESTAMP NOT NULL
+);
+CREATE INDEX console_sessions_seen ON console_sessions (last_seen_at);
