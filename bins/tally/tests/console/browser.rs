@@ -1,6 +1,6 @@
-//! An operator's round in headless Chromium: open a console link, look at the overview, find a
-//! customer, grant credits and see the row in the history, switch a coupon off — then the API
-//! agrees. Each page visited is saved as a PNG under `target/screenshots/`.
+//! An operator's round in headless Chromium: open a console link, look at the overview, create a
+//! credit pack and a coupon through the forms, find a customer, grant credits and see the row in
+//! the history, switch the coupon off — then the API agrees. Each page visited is saved as a PNG under `target/screenshots/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,23 +65,6 @@ async fn operator_round_in_the_browser(db: Db) {
         app.admin_grant(user, amount).await;
     }
     app.consume("alice", 200, "c-1").await;
-    let (status, coupon, _) = app
-        .post(
-            "/admin/billing/coupons",
-            &admin,
-            json!({"code": "LAUNCH", "percent_off": 20, "duration": "once"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{coupon}");
-    let (status, pack, _) = app
-        .post(
-            "/admin/billing/plans",
-            &admin,
-            json!({"name": "Pack", "kind": "credit_pack", "currency": "usd", "price": 499,
-                "credits_included": 500}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pack}");
 
     let browser = Browser::launch(&chromium)
         .await
@@ -103,6 +86,59 @@ async fn operator_round_in_the_browser(db: Db) {
     .await;
     assert_eq!(granted, "1,550", "thousands separators");
     shot(&mut page, db, "overview").await;
+
+    // A credit pack through the plan form: $4.99 for 500 credits.
+    page.goto(&format!("{}/console/plans", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("plans");
+    page.eval(
+        "document.getElementById('plan-name').value = 'Starter pack'; \
+         document.getElementById('plan-kind').value = 'credit_pack'; \
+         document.getElementById('plan-credits').value = '500'; \
+         document.getElementById('plan-price').value = '4.99';",
+    )
+    .await
+    .expect("filling the plan form");
+    click_then(
+        &mut page,
+        "#create-plan",
+        "document.querySelector('#plans tbody tr') !== null",
+    )
+    .await;
+    let row = text(
+        &mut page,
+        "document.querySelector('#plans tbody tr').innerText",
+    )
+    .await;
+    assert!(
+        row.contains("Starter pack") && row.contains("4.99 USD") && row.contains("500"),
+        "{row}"
+    );
+    shot(&mut page, db, "plans").await;
+    let (status, plans, _) = app.get("/admin/billing/plans", &admin).await;
+    assert_eq!(status, 200);
+    let pack = plans["data"][0].clone();
+    assert_eq!(
+        (pack["price"].clone(), pack["credits_included"].clone()),
+        (json!(499), json!(500))
+    );
+
+    // A coupon through the coupon form.
+    page.goto(&format!("{}/console/coupons", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("coupons");
+    page.eval(
+        "document.getElementById('coupon-code').value = 'launch'; \
+         document.getElementById('coupon-percent').value = '20';",
+    )
+    .await
+    .expect("filling the coupon form");
+    click_then(
+        &mut page,
+        "#create-coupon",
+        "document.getElementById('coupon-LAUNCH') !== null",
+    )
+    .await;
 
     // Find alice by prefix, open her page.
     page.goto(
@@ -179,7 +215,7 @@ async fn operator_round_in_the_browser(db: Db) {
         .post(
             "/payment/create-session",
             &app_token("alice", "default", None),
-            json!({"channel": "sandbox", "type": "credits", "plan_id": pack["data"]["id"],
+            json!({"channel": "sandbox", "type": "credits", "plan_id": pack["id"],
                 "coupon_code": "LAUNCH", "success_url": "http://localhost:3000/ok"}),
         )
         .await;

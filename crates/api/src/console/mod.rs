@@ -7,6 +7,7 @@
 //! the form. Responses forbid framing, scripts and referrers, and are never cached, except the
 //! stylesheet, whose URL carries its content's hash.
 
+mod catalog_pages;
 mod pages;
 mod view;
 
@@ -59,10 +60,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/console/customers/{user}/adjust",
             web::post().to(pages::adjust),
         )
-        .route("/console/coupons", web::get().to(pages::coupons))
+        .route("/console/plans", web::get().to(catalog_pages::plans))
+        .route("/console/plans", web::post().to(catalog_pages::create_plan))
+        .route(
+            "/console/plans/{id}/active",
+            web::post().to(catalog_pages::plan_active),
+        )
+        .route("/console/coupons", web::get().to(catalog_pages::coupons))
+        .route(
+            "/console/coupons",
+            web::post().to(catalog_pages::create_coupon),
+        )
         .route(
             "/console/coupons/{id}/active",
-            web::post().to(pages::coupon_active),
+            web::post().to(catalog_pages::coupon_active),
         );
 }
 

@@ -5,7 +5,6 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use serde::Deserialize;
-use tally_catalog::CouponPatch;
 use tally_console::{ConsoleError, Operator, new_secret};
 use tally_ledger::stats::{Bucket, StatsQuery};
 use tally_ledger::{AccountQuery, AccountRef, Movement, MovementKind, TransactionQuery};
@@ -27,7 +26,7 @@ fn config(state: &AppState) -> Result<&ConsoleConfig, PageError> {
 }
 
 /// What went wrong with a form, for the operator.
-fn refusal(e: &ApiError) -> String {
+pub(crate) fn refusal(e: &ApiError) -> String {
     let fields = e
         .details
         .as_ref()
@@ -280,9 +279,22 @@ pub(crate) struct CustomerQuery {
 }
 
 /// A notice at the top of a page.
-enum Notice {
+pub(crate) enum Notice {
+    /// It worked.
     Done(String),
+    /// It was refused, and why.
     Refused(String),
+}
+
+/// The notice, if any.
+pub(crate) fn notice(notice: &Option<Notice>) -> Markup {
+    html! {
+        @match notice {
+            Some(Notice::Done(m)) => div.notice.ok role="status" id="notice" { (m) },
+            Some(Notice::Refused(m)) => div.notice.error role="alert" id="notice" { "Not applied: " (m) },
+            None => {},
+        }
+    }
 }
 
 /// One customer: figures, actions, lots, holds, subscription, orders and history.
@@ -304,7 +316,7 @@ async fn customer_page(
     op: &Operator,
     user: &str,
     before: Option<i64>,
-    notice: Option<Notice>,
+    notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
     let account = AccountRef::new(op.app.clone(), user.to_owned())
         .map_err(|_| PageError::NotFound("no such customer".into()))?;
@@ -341,11 +353,7 @@ async fn customer_page(
         .map_err(ApiError::from)?;
     let path = format!("/console/customers/{}", segment(user));
     let body = html! {
-        @match &notice {
-            Some(Notice::Done(m)) => div.notice.ok role="status" id="notice" { (m) },
-            Some(Notice::Refused(m)) => div.notice.error role="alert" id="notice" { "Not applied: " (m) },
-            None => {},
-        }
+        (notice(&notice_))
         @match &detail {
             None => p.muted { "No movements yet: this user has no account in " (op.app) ". An adjustment below opens one." },
             Some((_, balance, _)) => div.cards {
@@ -484,7 +492,7 @@ pub(crate) async fn adjust(
         description: form.description,
         idempotency_key: Some(form.key).filter(|k| !k.is_empty()),
         metadata: None,
-        actor: Some(format!("console:{}", op.operator)),
+        actor: Some(super::catalog_pages::console_actor(&op)),
     };
     let ledger = state.ledger.clone();
     match detached(async move { ledger.apply(movement).await }).await {
@@ -496,89 +504,4 @@ pub(crate) async fn adjust(
         Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
         Err(_) => Err(PageError::Internal),
     }
-}
-
-/// The app's coupons, with a switch for each.
-pub(crate) async fn coupons(
-    state: web::Data<AppState>,
-    Signed(op): Signed,
-) -> Result<HttpResponse, PageError> {
-    let coupons = state
-        .catalog
-        .coupons(&op.app, 100, 0)
-        .await
-        .map_err(ApiError::from)?;
-    let body = html! {
-        div.panel.wide {
-            @if coupons.is_empty() {
-                p.empty { "No coupons yet. Create one with " code { "POST /admin/billing/coupons" } "." }
-            } @else {
-                table id="coupons" {
-                    thead { tr { th { "Code" } th { "Discount" } th { "Duration" } th.num { "Redeemed" } th { "Expires" } th { "State" } th { "" } } }
-                    tbody { @for c in &coupons { tr id={ "coupon-" (c.code) } {
-                        td { code { (c.code) } }
-                        td { @match (c.percent_off, c.amount_off, &c.currency) {
-                            (Some(p), _, _) => { (p) " %" },
-                            (None, Some(a), Some(cur)) => (money(a, cur)),
-                            _ => "—",
-                        } }
-                        td { (c.duration.as_str()) @if let Some(m) = c.duration_months { " (" (m) " months)" } }
-                        td.num { (number(c.times_redeemed)) @if let Some(max) = c.max_redemptions { " / " (number(max)) } }
-                        td { @match c.expires_at { Some(at) => (instant(at)), None => span.muted { "never" } } }
-                        td { @if c.active { span.pill.on { "on" } } @else { span.pill.off { "off" } } }
-                        td {
-                            form.inline method="post" action={ "/console/coupons/" (segment(&c.id)) "/active" } {
-                                input type="hidden" name="csrf" value=(op.csrf_token);
-                                input type="hidden" name="active" value=(if c.active { "false" } else { "true" });
-                                button.secondary type="submit" { @if c.active { "Switch off" } @else { "Switch on" } }
-                            }
-                        }
-                    } } }
-                }
-            }
-        }
-    };
-    Ok(html(
-        StatusCode::OK,
-        view::page(&op, "/console/coupons", "Coupons", body),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ActiveForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    active: String,
-}
-
-/// Switches a coupon off or on.
-pub(crate) async fn coupon_active(
-    state: web::Data<AppState>,
-    Signed(op): Signed,
-    id: web::Path<String>,
-    form: web::Form<ActiveForm>,
-) -> Result<HttpResponse, PageError> {
-    check_csrf(&op, &form.csrf)?;
-    let active = match form.active.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => return Err(PageError::NotFound("no such switch".into())),
-    };
-    let catalog = state.catalog.clone();
-    let (app, id) = (op.app.clone(), id.into_inner());
-    detached(async move {
-        catalog
-            .update_coupon(
-                &app,
-                &id,
-                CouponPatch {
-                    active: Some(active),
-                    ..Default::default()
-                },
-            )
-            .await
-    })
-    .await?;
-    Ok(see_other("/console/coupons"))
 }

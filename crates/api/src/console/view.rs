@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 use super::css_path;
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 3] = [
+const NAV: [(&str, &str); 4] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
+    ("/console/plans", "Plans"),
     ("/console/coupons", "Coupons"),
 ];
 
@@ -107,6 +108,39 @@ pub(crate) fn money(minor: i64, currency: &str) -> String {
     )
 }
 
+/// Money typed by a person (`9.99`, `10`, `1,000.50`) in minor units of `currency`; `None`
+/// when it is not an amount with at most the currency's decimals.
+pub(crate) fn parse_money(s: &str, currency: &str) -> Option<i64> {
+    let decimals: u32 = if matches!(currency, "jpy" | "krw") {
+        0
+    } else {
+        2
+    };
+    let s: String = s.trim().chars().filter(|c| *c != ',').collect();
+    let (whole, fraction) = s.split_once('.').unwrap_or((&s, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if fraction.len() > decimals as usize || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if decimals == 0 && s.contains('.') {
+        return None;
+    }
+    let scale = 10_i64.pow(decimals);
+    let padded = format!("{fraction:0<width$}", width = decimals as usize);
+    let minor = if padded.is_empty() {
+        0
+    } else {
+        padded.parse::<i64>().ok()?
+    };
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(scale)?
+        .checked_add(minor)
+}
+
 /// An instant for people, with the exact UTC instant on hover.
 pub(crate) fn instant(at: OffsetDateTime) -> Markup {
     let iso = crate::dto::rfc3339(at);
@@ -181,6 +215,19 @@ mod tests {
         assert_eq!(money(-5, "eur"), "-0.05 EUR");
         assert_eq!(money(123456789, "usd"), "1,234,567.89 USD");
         assert_eq!(money(5000, "jpy"), "5,000 JPY");
+    }
+
+    #[test]
+    fn money_typed_by_people() {
+        assert_eq!(parse_money("9.99", "usd"), Some(999));
+        assert_eq!(parse_money("10", "usd"), Some(1000));
+        assert_eq!(parse_money("1,000.5", "usd"), Some(100_050));
+        assert_eq!(parse_money("0.05", "eur"), Some(5));
+        assert_eq!(parse_money("500", "jpy"), Some(500));
+        for bad in ["", "-1", "9.999", "abc", "1.2.3", ".5", "5.", "1e3"] {
+            assert_eq!(parse_money(bad, "usd"), None, "{bad:?}");
+        }
+        assert_eq!(parse_money("5.5", "jpy"), None);
     }
 
     #[test]
