@@ -124,7 +124,7 @@ pub(crate) fn parse_money(s: &str, currency: &str) -> Option<i64> {
     if fraction.len() > decimals as usize || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if decimals == 0 && s.contains('.') {
+    if s.contains('.') && (decimals == 0 || fraction.is_empty()) {
         return None;
     }
     let scale = 10_i64.pow(decimals);
