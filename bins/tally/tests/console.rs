@@ -10,6 +10,11 @@ mod common;
 #[path = "browser/cdp.rs"]
 mod cdp;
 
+// The console test uses the receiver's start and count only.
+#[allow(dead_code)]
+#[path = "webhooks/receiver.rs"]
+mod receiver;
+
 #[path = "console/browser.rs"]
 mod browser;
 #[path = "console/security.rs"]

@@ -1,8 +1,10 @@
 //! An operator's round in headless Chromium: open a console link, look at the overview, create a
 //! credit pack and a coupon through the forms, find a customer, grant credits and see the row in
-//! the history, switch the coupon off — then the API agrees. Each page visited is saved as a PNG under `target/screenshots/`.
+//! the history, switch the coupon off, add a webhook endpoint and retry its failed delivery — and
+//! the API agrees. Each page visited is saved as a PNG under `target/screenshots/`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -45,6 +47,18 @@ async fn click_then(page: &mut Page, selector: &str, condition: &str) {
     .unwrap_or_else(|e| panic!("after clicking {selector}: {e}"));
 }
 
+/// Loads `url` until `condition` holds (what the page shows changes behind its back).
+async fn reload_until(page: &mut Page, url: &str, condition: &str) {
+    for _ in 0..100 {
+        page.goto(url, PAGE_TIMEOUT).await.expect("the page loads");
+        if page.eval(condition).await.expect("evaluating") == Value::Bool(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{condition} never held at {url}");
+}
+
 async fn text(page: &mut Page, expression: &str) -> String {
     page.eval(expression)
         .await
@@ -59,7 +73,17 @@ async fn operator_round_in_the_browser(db: Db) {
         eprintln!("skipping the console browser test: no Chromium (or set {CHROMIUM_ENV})");
         return;
     };
-    let app = TestApp::spawn_with(db, |s| s.sandbox_enabled = true).await;
+    let app = TestApp::spawn_with(db, |s| {
+        s.sandbox_enabled = true;
+        s.webhook_allow_private_urls = true;
+        s.webhook_poll_ms = 20;
+    })
+    .await;
+    // The receiver fails the first delivery and takes the rest.
+    let receiver = crate::receiver::Receiver::start(Arc::new(|n| {
+        (if n == 0 { 500 } else { 204 }, Duration::ZERO)
+    }))
+    .await;
     let admin = admin_token("root");
     for (user, amount) in [("alice", 1200), ("alex", 300), ("bob", 50)] {
         app.admin_grant(user, amount).await;
@@ -140,6 +164,25 @@ async fn operator_round_in_the_browser(db: Db) {
     )
     .await;
 
+    // A webhook endpoint: its secret is shown once, on the answer.
+    page.goto(&format!("{}/console/webhooks", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("webhooks");
+    page.eval(&format!(
+        "document.getElementById('endpoint-url').value = {};",
+        json!(receiver.url)
+    ))
+    .await
+    .expect("filling the endpoint form");
+    click_then(
+        &mut page,
+        "#create-endpoint",
+        "document.getElementById('notice') !== null",
+    )
+    .await;
+    let added = text(&mut page, "document.getElementById('notice').textContent").await;
+    assert!(added.contains("whsec_"), "{added}");
+
     // Find alice by prefix, open her page.
     page.goto(
         &format!("{}/console/customers?query=al", app.address),
@@ -194,6 +237,30 @@ async fn operator_round_in_the_browser(db: Db) {
     assert!(first_row.contains("console:ops"), "{first_row}");
     shot(&mut page, db, "customer").await;
     assert_eq!(app.balance("alice").await, 1250);
+
+    // The grant's event: the first delivery fails, and the console retries it now.
+    let failed = "[...document.querySelectorAll('#deliveries tbody tr')]\
+                  .some(r => r.innerText.includes('HTTP 500'))";
+    let webhooks = format!("{}/console/webhooks", app.address);
+    reload_until(&mut page, &webhooks, failed).await;
+    shot(&mut page, db, "webhooks").await;
+    click_then(
+        &mut page,
+        "#deliveries form button",
+        "location.pathname === '/console/webhooks'",
+    )
+    .await;
+    reload_until(
+        &mut page,
+        &webhooks,
+        "document.querySelector('#deliveries .pill')?.textContent === 'succeeded'",
+    )
+    .await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "one failed attempt, one retry"
+    );
 
     // The same page at phone width.
     page.viewport(390, 844).await.expect("viewport");

@@ -234,12 +234,50 @@ async fn forms_need_the_session_csrf_token(db: Db) {
             StatusCode::FORBIDDEN
         );
         assert_eq!(
-            post(format!("/console/coupons/{coupon_id}/active"), switch).await,
+            post(
+                format!("/console/coupons/{coupon_id}/active"),
+                switch.clone()
+            )
+            .await,
             StatusCode::FORBIDDEN
         );
+        let mut plan = vec![
+            ("name", "Forged".to_owned()),
+            ("kind", "credit_pack".to_owned()),
+            ("currency", "usd".to_owned()),
+            ("credits", "10".to_owned()),
+            ("price", "1.00".to_owned()),
+        ];
+        let mut endpoint = vec![("url", "https://hooks.example/forged".to_owned())];
+        if let Some(token) = &csrf {
+            plan.push(("csrf", token.clone()));
+            endpoint.push(("csrf", token.clone()));
+        }
+        for (path, fields) in [
+            ("/console/plans", plan),
+            ("/console/webhooks/endpoints", endpoint),
+            ("/console/webhooks/deliveries/1/retry", switch.clone()),
+            ("/console/logout", switch),
+        ] {
+            assert_eq!(
+                post(path.into(), fields).await,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
     }
-    // Nothing changed.
+    // Nothing changed, and the session is still open.
     assert_eq!(app.balance("alice").await, 100);
+    let (_, plans, _) = app.get("/admin/billing/plans", &admin_token("root")).await;
+    assert_eq!(plans["data"], json!([]));
+    let (_, endpoints, _) = app
+        .get("/admin/webhooks/endpoints", &admin_token("root"))
+        .await;
+    assert_eq!(endpoints["data"], json!([]));
+    assert_eq!(
+        page(&app, "/console", Some(&cookie)).await.0,
+        StatusCode::OK
+    );
     let (_, coupons, _) = app
         .get("/admin/billing/coupons", &admin_token("root"))
         .await;
@@ -327,6 +365,59 @@ async fn console_can_be_switched_off(db: Db) {
     let (status, _) = page(&app, "/console", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = page(&app, "/console/login?token=abc", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+backend_tests!(orders_show_their_provider_events);
+
+async fn orders_show_their_provider_events(db: Db) {
+    let app = TestApp::spawn_with(db, |s| s.sandbox_enabled = true).await;
+    let (status, pack, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin_token("root"),
+            json!({"name": "Pack", "kind": "credit_pack", "currency": "usd", "price": 499,
+                "credits_included": 500}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pack}");
+    let (status, session, _) = app
+        .post(
+            "/payment/create-session",
+            &crate::common::app_token("alice", "default", None),
+            json!({"channel": "sandbox", "type": "credits", "plan_id": pack["data"]["id"],
+                "success_url": "http://localhost:3000/ok"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let order = session["data"]["order_id"].as_str().unwrap().to_owned();
+    let paid = client()
+        .post(format!("{}/pay", session["data"]["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    let cookie = sign_in(&app).await;
+    let (status, list) = page(&app, "/console/orders?status=completed", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(&order) && list.contains("4.99 USD"), "{list}");
+    let (_, none) = page(&app, "/console/orders?status=refunded", Some(&cookie)).await;
+    assert!(
+        !none.contains(&order) && none.contains("No orders match"),
+        "{none}"
+    );
+    let (status, detail) = page(&app, &format!("/console/orders/{order}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(detail.contains("checkout.completed"), "{detail}");
+    assert!(detail.contains("Pack (1)"), "the plan by name: {detail}");
+    assert!(detail.contains("applied"), "{detail}");
+    let (status, _) = page(
+        &app,
+        "/console/orders/ord_000000000000000000000000",
+        Some(&cookie),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.finish().await;
 }

@@ -8,6 +8,7 @@
 //! stylesheet, whose URL carries its content's hash.
 
 mod catalog_pages;
+mod ops_pages;
 mod pages;
 mod view;
 
@@ -59,6 +60,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/console/customers/{user}/adjust",
             web::post().to(pages::adjust),
+        )
+        .route("/console/orders", web::get().to(ops_pages::orders))
+        .route("/console/orders/{id}", web::get().to(ops_pages::order))
+        .route("/console/webhooks", web::get().to(ops_pages::webhooks))
+        .route(
+            "/console/webhooks/endpoints",
+            web::post().to(ops_pages::create_endpoint),
+        )
+        .route(
+            "/console/webhooks/endpoints/{id}",
+            web::post().to(ops_pages::endpoint_action),
+        )
+        .route(
+            "/console/webhooks/deliveries/{id}/retry",
+            web::post().to(ops_pages::retry_delivery),
         )
         .route("/console/plans", web::get().to(catalog_pages::plans))
         .route("/console/plans", web::post().to(catalog_pages::create_plan))

@@ -7,11 +7,13 @@ use time::OffsetDateTime;
 use super::css_path;
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 4] = [
+const NAV: [(&str, &str); 6] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
+    ("/console/orders", "Orders"),
     ("/console/plans", "Plans"),
     ("/console/coupons", "Coupons"),
+    ("/console/webhooks", "Webhooks"),
 ];
 
 fn head(title: &str) -> Markup {
