@@ -299,13 +299,14 @@ impl Application {
             },
             Arc::new(move || checkout_clock.now()),
         );
+        let public_url = settings.public_base_url(port);
         let console = settings.console_enabled.then(|| ConsoleConfig {
-            console: Console::new(
-                Arc::new(store_for_console),
-                time::Duration::minutes(i64::try_from(settings.console_idle_minutes).unwrap_or(60)),
-            ),
-            secure_cookie: settings.public_base_url(port).starts_with("https://"),
+            secure_cookie: public_url.starts_with("https://"),
         });
+        let sessions = Console::new(
+            Arc::new(store_for_console),
+            time::Duration::minutes(i64::try_from(settings.console_idle_minutes).unwrap_or(60)),
+        );
         let state = web::Data::new(AppState {
             ledger: ledger.clone(),
             catalog,
@@ -313,6 +314,8 @@ impl Application {
             sandbox,
             auth,
             webhooks,
+            sessions,
+            public_url,
             console,
         });
         let body_limit = settings.body_limit_bytes;

@@ -17,5 +17,7 @@ mod receiver;
 
 #[path = "console/browser.rs"]
 mod browser;
+#[path = "console/portal.rs"]
+mod portal;
 #[path = "console/security.rs"]
 mod security;

@@ -33,6 +33,8 @@ fn committed_openapi_document_is_current() {
         "/internal/credits/consume",
         "/internal/credits/grant",
         "/admin/users",
+        "/billing/portal-sessions",
+        "/internal/portal-sessions",
         "/admin/stats",
         "/admin/users/{user_id}",
         "/admin/orders",

@@ -36,6 +36,10 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Outbound webhook endpoints, deliveries and settings.
     pub webhooks: tally_webhooks::Webhooks,
+    /// Console sign-in and billing-portal sessions.
+    pub sessions: tally_console::Console,
+    /// The base URL of the links this server hands out (portal sessions).
+    pub public_url: String,
     /// The operators' console, when it is on.
     pub console: Option<console::ConsoleConfig>,
 }
@@ -79,6 +83,7 @@ pub fn configure(
     metrics: web::Data<Metrics>,
     body_limit_bytes: usize,
 ) {
+    console::configure_portal(cfg);
     if state.console.is_some() {
         console::configure(cfg);
     }
@@ -124,6 +129,8 @@ pub fn configure(
         .service(routes::admin_billing::get_order)
         .service(routes::admin_billing::list_subscriptions)
         .service(routes::admin_billing::get_subscription)
+        .service(routes::portal::user_session)
+        .service(routes::portal::service_session)
         .service(routes::orders::list)
         .service(routes::orders::get)
         .service(routes::orders::subscription)

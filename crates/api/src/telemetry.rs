@@ -194,8 +194,8 @@ fn new_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
 
-/// Error responses that did not come from [`ApiError`] (actix's own 404/405/413 and the like)
-/// get the envelope too.
+/// Error responses that did not come from [`ApiError`] or a page (actix's own 404/405/413 and
+/// the like) get the envelope too.
 fn envelope_for(status: StatusCode) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
@@ -232,11 +232,13 @@ pub async fn observe(
         .await;
     let mut res = match result {
         Ok(res) => {
-            let is_json = res
-                .headers()
-                .get(CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-            if res.status().as_u16() >= 400 && !is_json {
+            // JSON errors are the API's own; HTML error pages are the console's and the
+            // portal's, written for people.
+            let own = res.headers().get(CONTENT_TYPE).is_some_and(|v| {
+                let v = v.as_bytes();
+                v.starts_with(b"application/json") || v.starts_with(b"text/html")
+            });
+            if res.status().as_u16() >= 400 && !own {
                 let status = res.status();
                 let body = REQUEST_ID
                     .scope(id.clone(), async { envelope_for(status) })

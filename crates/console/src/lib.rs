@@ -1,4 +1,5 @@
-//! Sign-in to the operators' console, without the HTTP.
+//! Sign-in to the operators' console, and the end users' billing-portal sessions, without the
+//! HTTP.
 //!
 //! An operator gets in with a one-time link (`tally console-link`): the link carries a random
 //! token, the database keeps only its SHA-256, and redeeming it — once, before it expires —
@@ -16,6 +17,9 @@ use time::{Duration, OffsetDateTime};
 
 /// How long a console link may wait to be opened.
 pub const LINK_TTL: Duration = Duration::minutes(10);
+
+/// How long a billing-portal URL works after the host app asked for it.
+pub const PORTAL_TTL: Duration = Duration::minutes(15);
 
 /// A session's last use is written at most this often (so that reading pages is not a write each).
 pub const TOUCH_EVERY: Duration = Duration::minutes(1);
@@ -88,6 +92,19 @@ impl Operator {
     }
 }
 
+/// A user's billing-portal session: who, in which app, and where to send them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalSession {
+    /// The app.
+    pub app: String,
+    /// The user whose billing the portal shows.
+    pub user: String,
+    /// The host app's page to go back to (checked against the redirect allow-list).
+    pub return_url: String,
+    /// After this the URL opens nothing.
+    pub expires_at: OffsetDateTime,
+}
+
 /// Where links and sessions are kept.
 #[async_trait]
 pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
@@ -112,6 +129,20 @@ pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Records the session's use at `now`.
     async fn touch_session(&self, id_hash: String, now: OffsetDateTime)
     -> Result<(), ConsoleError>;
+
+    /// Stores a portal session under its token's hash.
+    async fn insert_portal_session(
+        &self,
+        token_hash: String,
+        session: PortalSession,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError>;
+
+    /// The portal session with this token hash, if any (expired or not).
+    async fn portal_session(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<PortalSession>, ConsoleError>;
 
     /// Ends a session (and, in passing, every session idle since before `idle_before`).
     async fn delete_session(
@@ -237,6 +268,40 @@ impl Console {
             operator: session.operator,
             csrf_token: session.csrf_token,
         }))
+    }
+
+    /// Opens a billing-portal session for `user`; answers its token, for the URL.
+    pub async fn create_portal_session(
+        &self,
+        app: &str,
+        user: &str,
+        return_url: &str,
+        now: OffsetDateTime,
+    ) -> Result<(String, PortalSession), ConsoleError> {
+        let token = new_secret();
+        let session = PortalSession {
+            app: app.to_owned(),
+            user: user.to_owned(),
+            return_url: return_url.to_owned(),
+            expires_at: now + PORTAL_TTL,
+        };
+        self.repo
+            .insert_portal_session(secret_hash(&token), session.clone(), now)
+            .await?;
+        Ok((token, session))
+    }
+
+    /// The portal session a URL's token opens; `None` when unknown or expired.
+    pub async fn portal(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<PortalSession>, ConsoleError> {
+        Ok(self
+            .repo
+            .portal_session(secret_hash(token))
+            .await?
+            .filter(|s| now < s.expires_at))
     }
 
     /// Ends the session.

@@ -1,7 +1,7 @@
 //! [`ConsoleRepository`] on the pools (see `queries/console.rs`).
 
 use async_trait::async_trait;
-use tally_console::{ConsoleError, ConsoleRepository, NewLink, StoredSession};
+use tally_console::{ConsoleError, ConsoleRepository, NewLink, PortalSession, StoredSession};
 use time::OffsetDateTime;
 
 use crate::repo::{read, write_tx};
@@ -88,6 +88,38 @@ impl ConsoleRepository for Store {
                 conn,
                 id_hash,
                 idle_before
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn insert_portal_session(
+        &self,
+        token_hash: String,
+        session: PortalSession,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError> {
+        let (token_hash, session) = (&token_hash, &session);
+        async {
+            write_tx!(self, console, |conn, ops| ops::insert_portal_session(
+                conn, token_hash, session, now
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn portal_session(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<PortalSession>, ConsoleError> {
+        async {
+            read!(self, console, |conn, ops| ops::portal_session(
+                conn,
+                &token_hash
             )
             .await)
         }

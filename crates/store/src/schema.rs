@@ -410,3 +410,14 @@ diesel::table! {
         last_seen_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    portal_sessions (token_hash) {
+        token_hash -> Text,
+        app_key -> Text,
+        user_id -> Text,
+        return_url -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}

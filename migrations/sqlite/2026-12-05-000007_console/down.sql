@@ -1,2 +1,3 @@
+DROP TABLE portal_sessions;
 DROP TABLE console_sessions;
 DROP TABLE console_links;

@@ -14,7 +14,7 @@ use crate::common::{Db, TestApp, admin_token, app_token, console_link};
 
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 
-backend_tests!(operator_round_in_the_browser);
+backend_tests!(operator_round_in_the_browser, end_user_round_in_the_browser);
 
 fn shot_path(db: Db, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -290,6 +290,97 @@ async fn operator_round_in_the_browser(db: Db) {
         (status.as_u16(), refused["error"]["code"].clone()),
         (422, Value::from("COUPON_INVALID"))
     );
+
+    page.close().await;
+    browser.close().await;
+    app.finish().await;
+}
+
+/// An end user's round: the host app asks for a portal URL, the user buys a credit pack through
+/// the sandbox, comes back, checks in, and sees the balance follow.
+async fn end_user_round_in_the_browser(db: Db) {
+    let Some(chromium) = find_chromium() else {
+        eprintln!("skipping the portal browser test: no Chromium (or set {CHROMIUM_ENV})");
+        return;
+    };
+    let app = TestApp::spawn_with(db, |s| s.sandbox_enabled = true).await;
+    let admin = admin_token("root");
+    for plan in [
+        json!({"name": "Starter pack", "kind": "credit_pack", "currency": "usd", "price": 499,
+            "credits_included": 500, "description": "500 credits, never expire"}),
+        json!({"name": "Pro", "kind": "subscription", "currency": "usd", "price_monthly": 1999,
+            "price_yearly": 19900, "credits_included": 5000}),
+    ] {
+        let (status, body, _) = app.post("/admin/billing/plans", &admin, plan).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.admin_grant("dana", 120).await;
+    let (status, session, _) = app
+        .post(
+            "/billing/portal-sessions",
+            &app_token("dana", "default", None),
+            json!({"return_url": "http://localhost:3000/account"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let portal = session["data"]["url"].as_str().unwrap().to_owned();
+
+    let browser = Browser::launch(&chromium)
+        .await
+        .unwrap_or_else(|e| panic!("launching {}: {e}", chromium.display()));
+    let mut page = browser.new_page().await.expect("a tab");
+    page.viewport(1280, 900).await.expect("viewport");
+    page.goto(&portal, PAGE_TIMEOUT)
+        .await
+        .expect("the portal loads");
+    assert_eq!(
+        text(&mut page, "document.getElementById('balance').textContent").await,
+        "120"
+    );
+    shot(&mut page, db, "portal").await;
+
+    // Buy the pack: the sandbox checkout opens; Pay completes it.
+    click_then(
+        &mut page,
+        "[id^='plan-'] form button",
+        "location.pathname.startsWith('/payment/sandbox/')",
+    )
+    .await;
+    click_then(
+        &mut page,
+        "#pay",
+        "document.getElementById('status')?.textContent === 'completed'",
+    )
+    .await;
+    assert_eq!(app.balance("dana").await, 620);
+
+    // Back on the portal: the new balance, then a check-in.
+    page.goto(&portal, PAGE_TIMEOUT)
+        .await
+        .expect("the portal loads");
+    assert_eq!(
+        text(&mut page, "document.getElementById('balance').textContent").await,
+        "620"
+    );
+    click_then(
+        &mut page,
+        "#checkin",
+        "document.getElementById('notice') !== null",
+    )
+    .await;
+    let after = app.balance("dana").await;
+    assert!(after > 620, "the check-in's reward: {after}");
+    assert_eq!(
+        text(&mut page, "document.getElementById('balance').textContent").await,
+        after.to_string()
+    );
+    assert_eq!(
+        text(&mut page, "document.getElementById('streak').textContent").await,
+        "1"
+    );
+    shot(&mut page, db, "portal-after").await;
+    page.viewport(390, 844).await.expect("viewport");
+    shot(&mut page, db, "portal-390").await;
 
     page.close().await;
     browser.close().await;

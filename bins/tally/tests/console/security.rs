@@ -115,6 +115,8 @@ async fn links_work_once_and_sessions_guard_every_page(db: Db) {
         assert_eq!(reply.status(), expected, "{candidate:?}");
         if expected == StatusCode::FORBIDDEN {
             assert!(reply.headers().get(SET_COOKIE).is_none());
+            let page = reply.text().await.unwrap();
+            assert!(page.contains("Link not valid"), "a page for people: {page}");
         }
     }
     // An expired link.

@@ -10,6 +10,7 @@
 mod catalog_pages;
 mod ops_pages;
 mod pages;
+mod portal;
 mod view;
 
 use std::future::Future;
@@ -21,7 +22,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use maud::Markup;
 use sha2::{Digest, Sha256};
-use tally_console::{Console, Operator};
+use tally_console::Operator;
 
 use crate::AppState;
 
@@ -30,11 +31,9 @@ pub const COOKIE: &str = "tally_console";
 
 const CSS: &str = include_str!("console.css");
 
-/// What the console needs besides the domain services.
+/// The console's settings, when it is on.
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
-    /// Sign-in links and sessions.
-    pub console: Console,
     /// Mark the cookie `Secure` (the public URL is https).
     pub secure_cookie: bool,
 }
@@ -48,10 +47,18 @@ pub(crate) fn css_path() -> &'static str {
     })
 }
 
+/// Registers the end users' billing portal (always on; it opens only with a portal session).
+pub fn configure_portal(cfg: &mut web::ServiceConfig) {
+    cfg.route(css_path(), web::get().to(stylesheet))
+        .route("/portal/{token}", web::get().to(portal::page))
+        .route("/portal/{token}/checkin", web::post().to(portal::checkin))
+        .route("/portal/{token}/buy", web::post().to(portal::buy))
+        .route("/portal/{token}/manage", web::post().to(portal::manage));
+}
+
 /// Registers the console's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(css_path(), web::get().to(stylesheet))
-        .route("/console", web::get().to(pages::overview))
+    cfg.route("/console", web::get().to(pages::overview))
         .route("/console/login", web::get().to(pages::login_page))
         .route("/console/login", web::post().to(pages::login))
         .route("/console/logout", web::post().to(pages::logout))
@@ -133,6 +140,9 @@ pub enum PageError {
     /// A form without this session's CSRF token.
     #[error("the form did not come from this console session")]
     Csrf,
+    /// A billing-portal URL that is unknown or expired.
+    #[error("this billing link has expired")]
+    PortalExpired,
     /// No such object in the operator's app.
     #[error("{0}")]
     NotFound(String),
@@ -145,7 +155,7 @@ impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::SignIn => StatusCode::SEE_OTHER,
-            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::Csrf | Self::PortalExpired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -160,6 +170,15 @@ impl ResponseError for PageError {
                     "Form refused",
                     "This form did not come from your console session (it may have expired). \
                      Nothing was changed. Go back, reload the page and try again.",
+                ),
+            ),
+            Self::PortalExpired => html(
+                self.status_code(),
+                view::bare(
+                    "Link expired",
+                    maud::html! {
+                        p { "This billing link has expired or is not valid. Go back to the app and open billing again." }
+                    },
                 ),
             ),
             Self::NotFound(what) => html(self.status_code(), view::message_page("Not found", what)),
@@ -212,10 +231,10 @@ impl FromRequest for Signed {
             let (Some(state), Some(id)) = (state, cookie) else {
                 return Err(PageError::SignIn);
             };
-            let Some(config) = &state.console else {
+            if state.console.is_none() {
                 return Err(PageError::NotFound("the console is switched off".into()));
-            };
-            match config.console.operator(&id, state.ledger.now()).await {
+            }
+            match state.sessions.operator(&id, state.ledger.now()).await {
                 Ok(Some(op)) => Ok(Signed(op)),
                 Ok(None) => Err(PageError::SignIn),
                 Err(e) => {

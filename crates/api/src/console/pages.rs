@@ -87,8 +87,8 @@ pub(crate) async fn login(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, PageError> {
     let config = config(&state)?;
-    match config
-        .console
+    match state
+        .sessions
         .sign_in(&form.token, state.ledger.now())
         .await
     {
@@ -134,10 +134,9 @@ pub(crate) async fn logout(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let config = config(&state)?;
     if let Some(id) = session_cookie(&req) {
-        config
-            .console
+        state
+            .sessions
             .sign_out(&id, state.ledger.now())
             .await
             .map_err(|e| {

@@ -16,13 +16,18 @@ const NAV: [(&str, &str); 6] = [
     ("/console/webhooks", "Webhooks"),
 ];
 
+/// The stylesheet's `<link>`.
+pub(crate) fn css_link() -> Markup {
+    html! { link rel="stylesheet" href=(css_path()); }
+}
+
 fn head(title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · Tally console" }
-            link rel="stylesheet" href=(css_path());
+            (css_link())
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod holds;
 pub mod internal;
 pub mod orders;
 pub mod payment;
+pub mod portal;
 pub mod system;
 pub mod webhooks;
 

@@ -2,13 +2,13 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tally_console::{NewLink, StoredSession};
+use tally_console::{NewLink, PortalSession, StoredSession};
 use time::OffsetDateTime;
 
 use super::Conn;
 use crate::StoreError;
 use crate::rows::{from_db, to_db};
-use crate::schema::{console_links, console_sessions};
+use crate::schema::{console_links, console_sessions, portal_sessions};
 
 pub(crate) async fn insert_link(conn: &mut Conn, link: &NewLink) -> Result<(), StoreError> {
     diesel::insert_into(console_links::table)
@@ -124,4 +124,53 @@ pub(crate) async fn delete_session(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Stores a portal session; expired ones go in passing, so the table holds the live ones.
+pub(crate) async fn insert_portal_session(
+    conn: &mut Conn,
+    token_hash: &str,
+    session: &PortalSession,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    diesel::delete(portal_sessions::table.filter(portal_sessions::expires_at.le(to_db(now))))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(portal_sessions::table)
+        .values((
+            portal_sessions::token_hash.eq(token_hash),
+            portal_sessions::app_key.eq(&session.app),
+            portal_sessions::user_id.eq(&session.user),
+            portal_sessions::return_url.eq(&session.return_url),
+            portal_sessions::created_at.eq(to_db(now)),
+            portal_sessions::expires_at.eq(to_db(session.expires_at)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn portal_session(
+    conn: &mut Conn,
+    token_hash: &str,
+) -> Result<Option<PortalSession>, StoreError> {
+    let row: Option<(String, String, String, time::PrimitiveDateTime)> = portal_sessions::table
+        .find(token_hash)
+        .select((
+            portal_sessions::app_key,
+            portal_sessions::user_id,
+            portal_sessions::return_url,
+            portal_sessions::expires_at,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(
+        row.map(|(app, user, return_url, expires_at)| PortalSession {
+            app,
+            user,
+            return_url,
+            expires_at: from_db(expires_at),
+        }),
+    )
 }
