@@ -346,6 +346,12 @@ async fn end_user_round_in_the_browser(db: Db) {
         "location.pathname.startsWith('/payment/sandbox/')",
     )
     .await;
+    let checkout = text(&mut page, "document.body.innerText").await;
+    assert!(
+        checkout.contains("Starter pack") && checkout.contains("Pay 4.99 USD"),
+        "{checkout}"
+    );
+    shot(&mut page, db, "sandbox").await;
     click_then(
         &mut page,
         "#pay",

@@ -11,7 +11,7 @@ mod catalog_pages;
 mod ops_pages;
 mod pages;
 mod portal;
-mod view;
+pub(crate) mod view;
 
 use std::future::Future;
 use std::pin::Pin;

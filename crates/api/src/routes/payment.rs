@@ -1,13 +1,13 @@
 //! Payment sessions, provider webhooks, the sandbox checkout page, and the admin's view of
 //! received provider events.
 
-use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use tally_checkout::{Channel, CreateSession, Order, OrderStatus};
 
 use crate::AppState;
 use crate::auth::{Admin, User};
 use crate::checkout_dto::{BillingEventDto, CreateSessionRequest, SessionDto, WebhookAckDto};
+use crate::console::view::{money, number};
 use crate::dto::PageQuery;
 use crate::error::{ApiError, ok, ok_page};
 use crate::routes::{detached, idempotency_key, page};
@@ -153,45 +153,19 @@ async fn sandbox_order(state: &AppState, session_id: &str) -> Result<Order, ApiE
         .ok_or_else(|| ApiError::not_found("no such sandbox session"))
 }
 
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_owned(),
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&#39;".to_owned(),
-            c => c.to_string(),
-        })
-        .collect()
+/// A sandbox page, in the console's look.
+fn sandbox_html(title: &str, body: maud::Markup) -> HttpResponse {
+    crate::console::html(
+        actix_web::http::StatusCode::OK,
+        crate::console::view::bare(title, body),
+    )
 }
 
-fn money(minor: i64, currency: &str) -> String {
-    let code = currency.to_ascii_uppercase();
-    // Zero-decimal currencies count whole units.
-    if matches!(currency, "jpy" | "krw") {
-        return format!("{minor} {code}");
+/// The note every sandbox page carries.
+fn test_note() -> maud::Markup {
+    maud::html! {
+        p.notice.warn { "Test payment: no money moves. Pay and Cancel send the same signed events a payment provider would." }
     }
-    format!("{}.{:02} {code}", minor / 100, (minor % 100).abs())
-}
-
-fn page_html(title: &str, body: &str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(ContentType::html())
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header((
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-        ))
-        .body(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
-             <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
-             .note{{color:#8a5a00;background:#fff4d6;padding:.5rem .75rem;border-radius:.25rem}}\
-             button{{font-size:1rem;padding:.5rem 1.25rem;margin-right:.5rem}}</style></head>\
-             <body>{body}</body></html>",
-            title = escape(title),
-        ))
 }
 
 /// The sandbox's checkout page: the order, and Pay and Cancel buttons.
@@ -206,39 +180,33 @@ pub async fn sandbox_page(
     session_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let order = sandbox_order(&state, &session_id).await?;
-    let session = escape(&session_id);
+    let plan = state.catalog.plan(&order.app, &order.plan_id).await?;
+    let plan_name = plan.map_or_else(|| format!("Plan {}", order.plan_id), |p| p.name);
     let what = match order.interval {
         Some(i) => format!("subscription, billed every {i}"),
         None => "one-time credit pack".to_owned(),
     };
-    let status = order.status.as_str();
-    let actions = if order.status == OrderStatus::Pending {
-        format!(
-            "<form method=\"post\" action=\"/payment/sandbox/{session}/pay\" style=\"display:inline\">\
-             <button id=\"pay\" type=\"submit\">Pay {amount}</button></form>\
-             <form method=\"post\" action=\"/payment/sandbox/{session}/cancel\" style=\"display:inline\">\
-             <button id=\"cancel\" type=\"submit\">Cancel</button></form>",
-            amount = escape(&money(
-                order.amount_minor - order.discount_minor,
-                &order.currency
-            )),
-        )
-    } else {
-        String::new()
+    let amount = money(order.amount_minor - order.discount_minor, &order.currency);
+    let pending = order.status == OrderStatus::Pending;
+    let body = maud::html! {
+        (test_note())
+        p { strong { (plan_name) } " — " (what) ", " (number(order.credits)) " credits." }
+        @if order.discount_minor > 0 {
+            p.muted { "List price " (money(order.amount_minor, &order.currency)) ", coupon " (order.coupon_code.as_deref().unwrap_or("")) " −" (money(order.discount_minor, &order.currency)) }
+        }
+        p { "Order " code { (order.id) } ": " strong id="status" { (order.status.as_str()) } }
+        @if pending {
+            div.actions {
+                form.inline method="post" action={ "/payment/sandbox/" (session_id) "/pay" } {
+                    button id="pay" type="submit" { "Pay " (amount) }
+                }
+                form.inline method="post" action={ "/payment/sandbox/" (session_id) "/cancel" } {
+                    button.secondary id="cancel" type="submit" { "Cancel" }
+                }
+            }
+        }
     };
-    Ok(page_html(
-        "Tally sandbox checkout",
-        &format!(
-            "<h1>Sandbox checkout</h1>\
-             <p class=\"note\">Test payment: no money moves. Pay and Cancel send the same signed \
-             events a payment provider would.</p>\
-             <p>Plan <strong>{plan}</strong> ({what}), {credits} credits.</p>\
-             <p>Order <code>{id}</code>: <strong id=\"status\">{status}</strong></p>{actions}",
-            plan = escape(&order.plan_id),
-            credits = order.credits,
-            id = escape(&order.id),
-        ),
-    ))
+    Ok(sandbox_html("Sandbox checkout", body))
 }
 
 async fn sandbox_finish(
@@ -262,23 +230,23 @@ async fn sandbox_finish(
     })
     .await?;
     let order = sandbox_order(&state, &session_id).await?;
-    let status = order.status.as_str();
     let (headline, text) = if order.status == OrderStatus::Completed {
         (
             "Payment complete",
-            format!("{} credits are on their way to the account.", order.credits),
+            format!(
+                "{} credits are on their way to the account.",
+                number(order.credits)
+            ),
         )
     } else {
         ("Checkout canceled", "Nothing was charged.".to_owned())
     };
-    Ok(page_html(
-        headline,
-        &format!(
-            "<h1>{headline}</h1><p>{text}</p>\
-             <p>Order <code>{id}</code>: <strong id=\"status\">{status}</strong></p>",
-            id = escape(&order.id),
-        ),
-    ))
+    let body = maud::html! {
+        (test_note())
+        p { (text) }
+        p { "Order " code { (order.id) } ": " strong id="status" { (order.status.as_str()) } }
+    };
+    Ok(sandbox_html(headline, body))
 }
 
 /// The sandbox page's Pay button: sends the provider's signed payment events through the
