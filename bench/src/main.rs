@@ -11,6 +11,7 @@
 
 mod baseline;
 mod commerce;
+mod console;
 mod db;
 mod delivery;
 mod load;
@@ -83,7 +84,7 @@ enum Scenario {
     version,
     about = "Load-test the release tally binary against in-run baselines",
     after_help = "Scenarios (default: all): baseline-http balance history baseline-db consume \
-                  consume-hot checkin growth webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
+                  consume-hot checkin growth (with the console's pages) webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
 )]
 struct Cli {
     /// Scenarios to run; none means all.
@@ -829,6 +830,29 @@ async fn bench(
         let mut row = ctx.http_row("growth:consume", &srv, wl, true).await?;
         row.compare(find(&report.rows, "consume"), "consume", Some(0.8));
         report.rows.push(row);
+        // The console's two heaviest pages on the grown database (target: p99 under 50 ms).
+        let cookie = console::session(ctx.tally, &url, srv.addr).await?;
+        for (name, users, note) in [
+            (
+                "growth:console-customer",
+                Some(cli.users),
+                "GET /console/customers/{random user}: balance, lots, holds, check-in, subscription, orders, 25 history rows",
+            ),
+            (
+                "growth:console-overview",
+                None,
+                "GET /console: 30 days of statistics counted over the whole transactions table",
+            ),
+        ] {
+            let wl = Workload::Console {
+                host: host.clone(),
+                cookie: cookie.clone(),
+                users,
+            };
+            let mut row = ctx.http_row(name, &srv, wl, true).await?;
+            row.note = Some(note.to_owned());
+            report.rows.push(row);
+        }
         report.server_log_problems.extend(srv.logged_problems());
         srv.stop().await?;
         verify(ctx, report, "growth (after the run)", &url).await?;

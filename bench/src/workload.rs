@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, HeaderValue};
 use hyper::{Method, Request};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -79,6 +79,13 @@ pub enum Workload {
     },
     /// `POST /payment/webhook/stripe`: a signed `invoice.paid` for a random seeded subscription.
     Webhook(crate::commerce::Renewals),
+    /// A console page as a signed-in operator: a random user's customer page (`users` set), or
+    /// the overview (30 days of statistics).
+    Console {
+        host: HeaderValue,
+        cookie: HeaderValue,
+        users: Option<usize>,
+    },
 }
 
 fn get(
@@ -169,6 +176,23 @@ impl Workload {
                 post(host, "/internal/credits/grant", service_key, Some(body))
             }
             Workload::Webhook(renewals) => renewals.request(rng),
+            Workload::Console {
+                host,
+                cookie,
+                users,
+            } => {
+                let path = match users {
+                    Some(n) => format!("/console/customers/{}", user_id(rng.below(*n))),
+                    None => "/console".to_owned(),
+                };
+                Request::builder()
+                    .method(Method::GET)
+                    .uri(path)
+                    .header(HOST, host.clone())
+                    .header(COOKIE, cookie.clone())
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| format!("building a request: {e}"))
+            }
         })
     }
 

@@ -176,6 +176,22 @@ async fn portal_checkin_and_expiry(db: Db) {
     assert_eq!(status, StatusCode::CONFLICT, "a second check-in today");
     assert!(html.contains("Not applied"), "{html}");
     assert_eq!(app.balance("carol").await, balance);
+    // No purchase yet: the provider's portal has no customer to open, and the page says so.
+    let reply = client().post(format!("{url}/manage")).send().await.unwrap();
+    assert_eq!(reply.status(), StatusCode::NOT_FOUND);
+    let html = reply.text().await.unwrap();
+    assert!(
+        html.contains("Not applied") && html.contains("no billing customer"),
+        "{html}"
+    );
+    // A plan that does not exist cannot be bought.
+    let reply = client()
+        .post(format!("{url}/buy"))
+        .form(&[("plan_id", "999"), ("channel", "sandbox")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::NOT_FOUND);
     // Fifteen minutes on, the URL opens nothing and changes nothing.
     app.clock.advance(time::Duration::minutes(16));
     let (status, html) = get(&url).await;

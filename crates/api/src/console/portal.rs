@@ -268,14 +268,24 @@ pub(crate) async fn buy(
     };
     let checkout = state.checkout.clone();
     let (app, user) = (s.app.clone(), s.user.clone());
-    match detached(async move { checkout.create_session(&app, &user, request, None).await }).await {
-        Ok(session) => Ok(see_other(&session.url)),
+    let result =
+        detached(async move { checkout.create_session(&app, &user, request, None).await }).await;
+    redirect_or_refusal(&state, &token, &s, result.map(|session| session.url)).await
+}
+
+/// Sends the user on to `result`'s URL, or shows the page again with why not (a refusal, or
+/// the provider failing).
+async fn redirect_or_refusal(
+    state: &AppState,
+    token: &str,
+    s: &PortalSession,
+    result: Result<String, ApiError>,
+) -> Result<HttpResponse, PageError> {
+    match result {
+        Ok(url) => Ok(see_other(&url)),
         Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
             let n = Notice::Refused(refusal(&e));
-            Ok(html(
-                e.status,
-                portal_page(&state, &token, &s, Some(n)).await?,
-            ))
+            Ok(html(e.status, portal_page(state, token, s, Some(n)).await?))
         }
         Err(_) => Err(PageError::Internal),
     }
@@ -287,20 +297,10 @@ pub(crate) async fn manage(
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let s = session(&state, &token).await?;
-    match state
+    let result = state
         .checkout
         .portal(&s.app, &s.user, Some(s.return_url.clone()))
         .await
-        .map_err(ApiError::from)
-    {
-        Ok(url) => Ok(see_other(&url)),
-        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
-            let n = Notice::Refused(refusal(&e));
-            Ok(html(
-                e.status,
-                portal_page(&state, &token, &s, Some(n)).await?,
-            ))
-        }
-        Err(_) => Err(PageError::Internal),
-    }
+        .map_err(ApiError::from);
+    redirect_or_refusal(&state, &token, &s, result).await
 }
