@@ -423,3 +423,108 @@ async fn orders_show_their_provider_events(db: Db) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.finish().await;
 }
+
+backend_tests!(checkin_settings_and_codes_from_the_console);
+
+async fn checkin_settings_and_codes_from_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let post = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let (cookie, address) = (cookie.clone(), app.address.clone());
+        async move {
+            let reply = client()
+                .post(format!("{address}{path}"))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            (reply.status(), reply.text().await.unwrap())
+        }
+    };
+    // Check-in: rewards 5, 10, 20 in Berlin time; a bad time zone is refused and changes nothing.
+    let (status, html) = post(
+        "/console/checkin",
+        vec![
+            ("csrf", token.clone()),
+            ("enabled", "yes".into()),
+            ("rewards", "5, 10, 20".into()),
+            ("timezone", "Europe/Berlin".into()),
+            ("credits_expire_days", "".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let (_, config, _) = app.get("/admin/checkin/config", &admin_token("root")).await;
+    assert_eq!(config["data"]["rewards"], json!([5, 10, 20]));
+    assert_eq!(config["data"]["timezone"], "Europe/Berlin");
+    let (status, html) = post(
+        "/console/checkin",
+        vec![
+            ("csrf", token.clone()),
+            ("rewards", "5".into()),
+            ("timezone", "Mars/Olympus".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Not applied"), "{html}");
+    let (_, after, _) = app.get("/admin/checkin/config", &admin_token("root")).await;
+    assert_eq!(after, config);
+
+    // Codes: a batch of three, listed and downloadable; a description that looks like a
+    // spreadsheet formula is defused in the CSV.
+    let (status, _) = post(
+        "/console/codes",
+        vec![
+            ("csrf", token.clone()),
+            ("count", "3".into()),
+            ("credits", "50".into()),
+            ("max_uses", "1".into()),
+            ("description", "=HYPERLINK(\"x\")".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _) = post(
+        "/console/codes",
+        vec![
+            ("csrf", token.clone()),
+            ("count", "0".into()),
+            ("credits", "50".into()),
+            ("max_uses", "1".into()),
+            ("description", "none".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, codes, _) = app.get("/admin/credits/codes", &admin_token("root")).await;
+    let codes = codes["data"].as_array().unwrap().clone();
+    assert_eq!(codes.len(), 3);
+    let reply = client()
+        .get(format!("{}/console/codes.csv", app.address))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert!(
+        reply.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = reply.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[0].starts_with("code,batch,credits"));
+    for code in &codes {
+        assert!(csv.contains(code["code"].as_str().unwrap()), "{csv}");
+    }
+    assert!(lines[1].contains("\"'=HYPERLINK(\"\"x\"\")\""), "{csv}");
+    // Without a session the CSV is not served.
+    let (status, _) = page(&app, "/console/codes.csv", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    app.finish().await;
+}

@@ -8,6 +8,7 @@
 //! stylesheet, whose URL carries its content's hash.
 
 mod catalog_pages;
+mod engagement_pages;
 mod ops_pages;
 mod pages;
 mod portal;
@@ -82,6 +83,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/console/webhooks/deliveries/{id}/retry",
             web::post().to(ops_pages::retry_delivery),
+        )
+        .route("/console/checkin", web::get().to(engagement_pages::checkin))
+        .route(
+            "/console/checkin",
+            web::post().to(engagement_pages::save_checkin),
+        )
+        .route("/console/codes", web::get().to(engagement_pages::codes))
+        .route(
+            "/console/codes",
+            web::post().to(engagement_pages::create_codes),
+        )
+        .route(
+            "/console/codes.csv",
+            web::get().to(engagement_pages::codes_csv),
         )
         .route("/console/plans", web::get().to(catalog_pages::plans))
         .route("/console/plans", web::post().to(catalog_pages::create_plan))

@@ -7,13 +7,15 @@ use time::OffsetDateTime;
 use super::css_path;
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 8] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
     ("/console/orders", "Orders"),
     ("/console/plans", "Plans"),
     ("/console/coupons", "Coupons"),
     ("/console/webhooks", "Webhooks"),
+    ("/console/checkin", "Check-in"),
+    ("/console/codes", "Codes"),
 ];
 
 /// The stylesheet's `<link>`.
