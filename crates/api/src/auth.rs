@@ -195,6 +195,28 @@ impl GatewayAuth {
             header(req, "x-app-key").map(str::to_owned),
         )
     }
+
+    /// The console operator a gateway request names: an admin's headers with the right secret,
+    /// `None` for anything else (no gateway secret, a wrong one, a user's role). Its CSRF token
+    /// is derived from the gateway secret and the operator, so that the forms it posts back
+    /// through the gateway check without a stored session.
+    pub fn console_operator(&self, req: &HttpRequest) -> Option<tally_console::Operator> {
+        header(req, GATEWAY_SECRET_HEADER)?;
+        let caller = self.verify(req).ok()?;
+        if caller.role != Role::Admin {
+            return None;
+        }
+        let mut material = self.secret_hash.to_vec();
+        for part in ["console-csrf", caller.app.as_str(), caller.user.as_str()] {
+            material.extend_from_slice(part.as_bytes());
+            material.push(0);
+        }
+        Some(tally_console::Operator {
+            csrf_token: hex::encode(sha256(&material)),
+            app: caller.app,
+            operator: caller.user,
+        })
+    }
 }
 
 /// Service API keys, kept only as SHA-256 hashes and compared in constant time.

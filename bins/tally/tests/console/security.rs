@@ -528,3 +528,83 @@ async fn checkin_settings_and_codes_from_the_console(db: Db) {
     assert_eq!(status, StatusCode::SEE_OTHER);
     app.finish().await;
 }
+
+backend_tests!(gateway_admins_get_in_and_users_never);
+
+const GATEWAY_SECRET: &str = "console-gateway-secret-0123456789";
+
+async fn gateway_admins_get_in_and_users_never(db: Db) {
+    let app = TestApp::spawn_with(db, |s| {
+        s.gateway_secret = Some(tally::Secret::new(GATEWAY_SECRET));
+    })
+    .await;
+    app.admin_grant("alice", 100).await;
+    let get = |headers: Vec<(&'static str, &'static str)>| {
+        let address = app.address.clone();
+        async move {
+            let mut request = client().get(format!("{address}/console/customers/alice"));
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            let reply = request.send().await.unwrap();
+            (reply.status(), reply.text().await.unwrap())
+        }
+    };
+    let admin = vec![
+        ("x-gateway-secret", GATEWAY_SECRET),
+        ("x-user-id", "ops-lead"),
+        ("x-user-role", "admin"),
+    ];
+    let (status, html) = get(admin.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("ops-lead"), "the operator is named: {html}");
+    for refused in [
+        vec![
+            ("x-gateway-secret", GATEWAY_SECRET),
+            ("x-user-id", "alice"),
+            ("x-user-role", "user"),
+        ],
+        vec![("x-gateway-secret", GATEWAY_SECRET), ("x-user-id", "alice")],
+        vec![
+            ("x-gateway-secret", "wrong-gateway-secret-000000000"),
+            ("x-user-id", "ops"),
+            ("x-user-role", "admin"),
+        ],
+        vec![("x-user-id", "ops"), ("x-user-role", "admin")],
+    ] {
+        let (status, html) = get(refused.clone()).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{refused:?}");
+        assert!(!html.contains("alice"));
+    }
+    // Its forms carry a token the gateway's next request is checked against; the grant records
+    // the operator.
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let token = html[at..at + 64].to_owned();
+    let post = |csrf: String| {
+        let (address, admin) = (app.address.clone(), admin.clone());
+        async move {
+            let mut request = client().post(format!("{address}/console/customers/alice/adjust"));
+            for (k, v) in admin {
+                request = request.header(k, v);
+            }
+            request
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("amount", "5"),
+                    ("description", "via the gateway"),
+                    ("key", "gw-1"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(post("0".repeat(64)).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.balance("alice").await, 100);
+    assert_eq!(post(token).await, StatusCode::SEE_OTHER);
+    assert_eq!(app.balance("alice").await, 105);
+    let history = app.admin_history("default", "&user_id=alice").await;
+    assert_eq!(history[0]["actor"], "console:ops-lead");
+    app.finish().await;
+}
