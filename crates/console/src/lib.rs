@@ -105,6 +105,59 @@ pub struct PortalSession {
     pub expires_at: OffsetDateTime,
 }
 
+/// How an app's billing portal presents itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Branding {
+    /// The name the portal shows (the app key when unset).
+    pub display_name: Option<String>,
+    /// `#rrggbb`, the colour of the portal's buttons and header.
+    pub accent_color: Option<String>,
+    /// An `https://` image shown in the portal's header.
+    pub logo_url: Option<String>,
+}
+
+impl Branding {
+    /// Normalises (trims, blanks to none, lower-case colour) and checks each field; answers
+    /// the first problem as (field, message).
+    pub fn validated(self) -> Result<Self, (&'static str, String)> {
+        let blank = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let b = Self {
+            display_name: blank(self.display_name),
+            accent_color: blank(self.accent_color).map(|c| c.to_ascii_lowercase()),
+            logo_url: blank(self.logo_url),
+        };
+        if let Some(name) = &b.display_name {
+            if name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err((
+                    "display_name",
+                    "at most 100 characters, no control characters".into(),
+                ));
+            }
+        }
+        if let Some(c) = &b.accent_color {
+            let hex = c.strip_prefix('#').unwrap_or_default();
+            if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(("accent_color", "a colour written #rrggbb".into()));
+            }
+        }
+        if let Some(url) = &b.logo_url {
+            let ok = url.len() <= 2048
+                && url.starts_with("https://")
+                && url.len() > "https://".len()
+                && !url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+            if !ok {
+                return Err((
+                    "logo_url",
+                    "an https:// URL of at most 2048 characters".into(),
+                ));
+            }
+        }
+        Ok(b)
+    }
+}
+
 /// Where links and sessions are kept.
 #[async_trait]
 pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
@@ -143,6 +196,18 @@ pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
         &self,
         token_hash: String,
     ) -> Result<Option<PortalSession>, ConsoleError>;
+
+    /// The app's portal branding (all unset when never saved).
+    async fn branding(&self, app: String) -> Result<Branding, ConsoleError>;
+
+    /// Replaces the app's portal branding, recording who did it.
+    async fn put_branding(
+        &self,
+        app: String,
+        branding: Branding,
+        actor: String,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError>;
 
     /// Ends a session (and, in passing, every session idle since before `idle_before`).
     async fn delete_session(
@@ -304,6 +369,27 @@ impl Console {
             .filter(|s| now < s.expires_at))
     }
 
+    /// The app's portal branding.
+    pub async fn branding(&self, app: &str) -> Result<Branding, ConsoleError> {
+        self.repo.branding(app.to_owned()).await
+    }
+
+    /// Checks and saves the app's portal branding.
+    pub async fn set_branding(
+        &self,
+        app: &str,
+        branding: Branding,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Branding, Result<(&'static str, String), ConsoleError>> {
+        let branding = branding.validated().map_err(Ok)?;
+        self.repo
+            .put_branding(app.to_owned(), branding.clone(), actor.to_owned(), now)
+            .await
+            .map_err(Err)?;
+        Ok(branding)
+    }
+
     /// Ends the session.
     pub async fn sign_out(
         &self,
@@ -342,6 +428,77 @@ mod tests {
         assert!(!session_alive(NOW, idle, NOW + Duration::minutes(30)));
         assert!(!needs_touch(NOW, NOW + Duration::seconds(59)));
         assert!(needs_touch(NOW, NOW + Duration::seconds(60)));
+    }
+
+    #[test]
+    fn branding_is_checked() {
+        let ok = Branding {
+            display_name: Some("  Acme AI ".into()),
+            accent_color: Some("#1A2B3C".into()),
+            logo_url: Some("https://cdn.acme.example/logo.png".into()),
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(ok.display_name.as_deref(), Some("Acme AI"));
+        assert_eq!(ok.accent_color.as_deref(), Some("#1a2b3c"));
+        let blank = Branding {
+            display_name: Some("  ".into()),
+            ..Default::default()
+        };
+        assert_eq!(blank.validated().unwrap(), Branding::default());
+        for (b, field) in [
+            (
+                Branding {
+                    accent_color: Some("red".into()),
+                    ..Default::default()
+                },
+                "accent_color",
+            ),
+            (
+                Branding {
+                    accent_color: Some("#12345".into()),
+                    ..Default::default()
+                },
+                "accent_color",
+            ),
+            (
+                Branding {
+                    accent_color: Some("#12345g".into()),
+                    ..Default::default()
+                },
+                "accent_color",
+            ),
+            (
+                Branding {
+                    logo_url: Some("http://acme.example/l.png".into()),
+                    ..Default::default()
+                },
+                "logo_url",
+            ),
+            (
+                Branding {
+                    logo_url: Some("javascript:alert(1)".into()),
+                    ..Default::default()
+                },
+                "logo_url",
+            ),
+            (
+                Branding {
+                    logo_url: Some("https://a.example/\"onerror".into()),
+                    ..Default::default()
+                },
+                "logo_url",
+            ),
+            (
+                Branding {
+                    display_name: Some("x".repeat(101)),
+                    ..Default::default()
+                },
+                "display_name",
+            ),
+        ] {
+            assert_eq!(b.validated().unwrap_err().0, field);
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! [`ConsoleRepository`] on the pools (see `queries/console.rs`).
 
 use async_trait::async_trait;
-use tally_console::{ConsoleError, ConsoleRepository, NewLink, PortalSession, StoredSession};
+use tally_console::{
+    Branding, ConsoleError, ConsoleRepository, NewLink, PortalSession, StoredSession,
+};
 use time::OffsetDateTime;
 
 use crate::repo::{read, write_tx};
@@ -120,6 +122,30 @@ impl ConsoleRepository for Store {
             read!(self, console, |conn, ops| ops::portal_session(
                 conn,
                 &token_hash
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
+    async fn branding(&self, app: String) -> Result<Branding, ConsoleError> {
+        async { read!(self, console, |conn, ops| ops::branding(conn, &app).await) }
+            .await
+            .map_err(logged)
+    }
+
+    async fn put_branding(
+        &self,
+        app: String,
+        branding: Branding,
+        actor: String,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError> {
+        let (app, branding, actor) = (&app, &branding, &actor);
+        async {
+            write_tx!(self, console, |conn, ops| ops::put_branding(
+                conn, app, branding, actor, now
             )
             .await)
         }

@@ -421,3 +421,14 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    app_branding (app_key) {
+        app_key -> Text,
+        display_name -> Nullable<Text>,
+        accent_color -> Nullable<Text>,
+        logo_url -> Nullable<Text>,
+        updated_by -> Text,
+        updated_at -> Timestamp,
+    }
+}

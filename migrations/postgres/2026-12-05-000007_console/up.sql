@@ -1,5 +1,5 @@
 -- The operators' console: one-time sign-in links and the sessions they open; and the end users'
--- billing-portal sessions. Only the SHA-256
+-- billing-portal sessions and each app's portal branding. Only the SHA-256
 -- of each secret is kept, so a copy of the database opens nothing.
 CREATE TABLE console_links (
     token_hash  TEXT      PRIMARY KEY,
@@ -29,3 +29,12 @@ CREATE TABLE portal_sessions (
     expires_at  TIMESTAMP NOT NULL
 );
 CREATE INDEX portal_sessions_expiry ON portal_sessions (expires_at);
+
+CREATE TABLE app_branding (
+    app_key       TEXT      PRIMARY KEY,
+    display_name  TEXT,
+    accent_color  TEXT,
+    logo_url      TEXT,
+    updated_by    TEXT      NOT NULL,
+    updated_at    TIMESTAMP NOT NULL
+);

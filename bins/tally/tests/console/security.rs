@@ -608,3 +608,71 @@ async fn gateway_admins_get_in_and_users_never(db: Db) {
     assert_eq!(history[0]["actor"], "console:ops-lead");
     app.finish().await;
 }
+
+backend_tests!(portal_branding_from_the_console);
+
+async fn portal_branding_from_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let save = |fields: Vec<(&'static str, String)>| {
+        let (cookie, address) = (cookie.clone(), app.address.clone());
+        async move {
+            client()
+                .post(format!("{address}/console/branding"))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let good = vec![
+        ("csrf", token.clone()),
+        ("display_name", "Acme <AI>".to_owned()),
+        ("accent_color", "#0B7A75".to_owned()),
+        ("logo_url", "https://cdn.acme.example/logo.png".to_owned()),
+    ];
+    assert_eq!(save(good).await, StatusCode::OK);
+    for (field, value) in [("accent_color", "red"), ("logo_url", "javascript:alert(1)")] {
+        let fields = vec![("csrf", token.clone()), (field, value.to_owned())];
+        assert_eq!(save(fields).await, StatusCode::BAD_REQUEST, "{field}");
+    }
+    let (status, session, _) = app
+        .post(
+            "/billing/portal-sessions",
+            &crate::common::user_token("alice"),
+            json!({"return_url": "http://localhost/"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let reply = client()
+        .get(session["data"]["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let csp = reply.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = reply.text().await.unwrap();
+    assert!(
+        html.contains("Acme &lt;AI&gt;"),
+        "escaped display name: {html}"
+    );
+    assert!(
+        html.contains("src=\"https://cdn.acme.example/logo.png\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("--accent:#0b7a75"),
+        "the refused edits changed nothing: {html}"
+    );
+    assert!(
+        csp.contains("'sha256-"),
+        "the colour rule is allowed by its hash only: {csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    app.finish().await;
+}

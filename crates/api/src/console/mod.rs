@@ -98,6 +98,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/console/codes.csv",
             web::get().to(engagement_pages::codes_csv),
         )
+        .route("/console/branding", web::get().to(portal::branding))
+        .route("/console/branding", web::post().to(portal::save_branding))
         .route("/console/plans", web::get().to(catalog_pages::plans))
         .route("/console/plans", web::post().to(catalog_pages::create_plan))
         .route(
@@ -122,16 +124,21 @@ async fn stylesheet() -> HttpResponse {
         .body(CSS)
 }
 
+/// The console's content security policy: its own stylesheet, no scripts, no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// An HTML answer with the console's security headers.
 pub(crate) fn html(status: StatusCode, body: Markup) -> HttpResponse {
+    html_with_policy(status, body, CSP.to_owned())
+}
+
+/// An HTML answer with the console's security headers and this content security policy.
+pub(crate) fn html_with_policy(status: StatusCode, body: Markup, csp: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

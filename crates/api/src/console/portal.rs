@@ -9,12 +9,13 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use tally_catalog::PlanKind;
 use tally_checkout::CreateSession;
-use tally_console::PortalSession;
+use tally_console::{Branding, Operator, PortalSession};
 use tally_ledger::{AccountRef, TransactionQuery};
 
+use super::catalog_pages::console_actor;
 use super::pages::{Notice, notice, refusal};
-use super::view::{css_link, instant, money, number};
-use super::{PageError, html, see_other};
+use super::view::{self, css_link, instant, money, number};
+use super::{PageError, Signed, check_csrf, html, html_with_policy, see_other};
 use crate::routes::detached;
 use crate::{ApiError, AppState};
 
@@ -36,12 +37,14 @@ fn account(s: &PortalSession) -> Result<AccountRef, PageError> {
     AccountRef::new(s.app.clone(), s.user.clone()).map_err(|_| PageError::PortalExpired)
 }
 
+/// The billing page, answered with `status` under the portal's policy.
 async fn portal_page(
     state: &AppState,
     token: &str,
     s: &PortalSession,
     notice_: Option<Notice>,
-) -> Result<Markup, PageError> {
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
     let account = account(s)?;
     let balance = state
         .ledger
@@ -166,23 +169,56 @@ async fn portal_page(
             }
         }
     };
-    Ok(frame(s, body))
+    let branding = state.sessions.branding(&s.app).await.map_err(|e| {
+        tracing::error!(error = %e, "reading the portal's branding failed");
+        PageError::Internal
+    })?;
+    Ok(html_with_policy(
+        status,
+        frame(s, &branding, body),
+        portal_policy(&branding),
+    ))
 }
 
-/// The portal's frame: the app's name, a way back, and `body`.
-fn frame(s: &PortalSession, body: Markup) -> Markup {
+/// The accent colour as a stylesheet of one rule, and the CSP source that allows exactly it.
+fn accent_style(branding: &Branding) -> Option<(String, String)> {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let color = branding.accent_color.as_deref()?;
+    let css = format!(":root{{--accent:{color}}}.portal-head{{background:{color}}}");
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(css.as_bytes()));
+    Some((css, format!("'sha256-{hash}'")))
+}
+
+/// The portal's content security policy: the console's, plus the branding's colour rule and
+/// an https logo.
+fn portal_policy(branding: &Branding) -> String {
+    let style = accent_style(branding).map_or(String::new(), |(_, source)| format!(" {source}"));
+    format!(
+        "default-src 'none'; style-src 'self'{style}; img-src 'self' https:; \
+         form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// The portal's frame: the app's name (and logo), a way back, and `body`.
+fn frame(s: &PortalSession, branding: &Branding, body: Markup) -> Markup {
+    let name = branding.display_name.as_deref().unwrap_or(&s.app);
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Billing · " (s.app) }
+                title { "Billing · " (name) }
                 (css_link())
+                @if let Some((css, _)) = accent_style(branding) { style { (css) } }
             }
             body {
                 header.portal-head {
-                    div.brand { (s.app) }
+                    div.brand {
+                        @if let Some(logo) = &branding.logo_url { img.logo src=(logo) alt=""; }
+                        (name)
+                    }
                     a href=(s.return_url) id="back" { "← Back to the app" }
                 }
                 main.portal { h1 { "Billing" } (body) }
@@ -197,10 +233,7 @@ pub(crate) async fn page(
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let s = session(&state, &token).await?;
-    Ok(html(
-        StatusCode::OK,
-        portal_page(&state, &token, &s, None).await?,
-    ))
+    portal_page(&state, &token, &s, None, StatusCode::OK).await
 }
 
 /// Today's check-in.
@@ -225,10 +258,7 @@ pub(crate) async fn checkin(
     } else {
         StatusCode::CONFLICT
     };
-    Ok(html(
-        status,
-        portal_page(&state, &token, &s, Some(n)).await?,
-    ))
+    portal_page(&state, &token, &s, Some(n), status).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +315,7 @@ async fn redirect_or_refusal(
         Ok(url) => Ok(see_other(&url)),
         Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
             let n = Notice::Refused(refusal(&e));
-            Ok(html(e.status, portal_page(state, token, s, Some(n)).await?))
+            portal_page(state, token, s, Some(n), e.status).await
         }
         Err(_) => Err(PageError::Internal),
     }
@@ -303,4 +333,83 @@ pub(crate) async fn manage(
         .await
         .map_err(ApiError::from);
     redirect_or_refusal(&state, &token, &s, result).await
+}
+
+async fn branding_page(
+    state: &AppState,
+    op: &Operator,
+    notice_: Option<Notice>,
+) -> Result<Markup, PageError> {
+    let b = state.sessions.branding(&op.app).await.map_err(|e| {
+        tracing::error!(error = %e, "reading the portal's branding failed");
+        PageError::Internal
+    })?;
+    let body = html! {
+        (notice(&notice_))
+        section.panel aria-labelledby="branding-title" {
+            h2 id="branding-title" { "Billing portal" }
+            p.muted { "How your users' billing page presents itself. Blank fields fall back to the defaults (the app key, Tally's blue, no logo)." }
+            form method="post" action="/console/branding" {
+                input type="hidden" name="csrf" value=(op.csrf_token);
+                div.fields {
+                    div { label for="brand-name" { "Display name" } input type="text" id="brand-name" name="display_name" maxlength="100" value=[b.display_name.as_deref()]; }
+                    div { label for="brand-color" { "Accent colour (#rrggbb)" } input type="text" id="brand-color" name="accent_color" maxlength="7" placeholder="#3b5bdb" value=[b.accent_color.as_deref()]; }
+                    div { label for="brand-logo" { "Logo URL (https)" } input type="text" id="brand-logo" name="logo_url" value=[b.logo_url.as_deref()]; }
+                }
+                div.actions { button type="submit" id="save-branding" { "Save" } }
+            }
+        }
+    };
+    Ok(view::page(op, "/console/branding", "Portal", body))
+}
+
+/// The app's portal branding.
+pub(crate) async fn branding(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+) -> Result<HttpResponse, PageError> {
+    Ok(html(
+        StatusCode::OK,
+        branding_page(&state, &op, None).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BrandingForm {
+    #[serde(default)]
+    csrf: String,
+    display_name: Option<String>,
+    accent_color: Option<String>,
+    logo_url: Option<String>,
+}
+
+/// Saves the app's portal branding.
+pub(crate) async fn save_branding(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    form: web::Form<BrandingForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&op, &form.csrf)?;
+    let form = form.into_inner();
+    let branding = Branding {
+        display_name: form.display_name,
+        accent_color: form.accent_color,
+        logo_url: form.logo_url,
+    };
+    let saved = state
+        .sessions
+        .set_branding(&op.app, branding, &console_actor(&op), state.ledger.now())
+        .await;
+    let (status, n) = match saved {
+        Ok(_) => (StatusCode::OK, Notice::Done("Saved.".into())),
+        Err(Ok((field, message))) => (
+            StatusCode::BAD_REQUEST,
+            Notice::Refused(format!("{field}: {message}")),
+        ),
+        Err(Err(e)) => {
+            tracing::error!(error = %e, "saving the portal's branding failed");
+            return Err(PageError::Internal);
+        }
+    };
+    Ok(html(status, branding_page(&state, &op, Some(n)).await?))
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::css_path;
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
     ("/console/orders", "Orders"),
@@ -16,6 +16,7 @@ const NAV: [(&str, &str); 8] = [
     ("/console/webhooks", "Webhooks"),
     ("/console/checkin", "Check-in"),
     ("/console/codes", "Codes"),
+    ("/console/branding", "Portal"),
 ];
 
 /// The stylesheet's `<link>`.

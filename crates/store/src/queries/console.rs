@@ -2,13 +2,13 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tally_console::{NewLink, PortalSession, StoredSession};
+use tally_console::{Branding, NewLink, PortalSession, StoredSession};
 use time::OffsetDateTime;
 
 use super::Conn;
 use crate::StoreError;
 use crate::rows::{from_db, to_db};
-use crate::schema::{console_links, console_sessions, portal_sessions};
+use crate::schema::{app_branding, console_links, console_sessions, portal_sessions};
 
 pub(crate) async fn insert_link(conn: &mut Conn, link: &NewLink) -> Result<(), StoreError> {
     diesel::insert_into(console_links::table)
@@ -173,4 +173,49 @@ pub(crate) async fn portal_session(
             expires_at: from_db(expires_at),
         }),
     )
+}
+
+pub(crate) async fn branding(conn: &mut Conn, app: &str) -> Result<Branding, StoreError> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = app_branding::table
+        .find(app)
+        .select((
+            app_branding::display_name,
+            app_branding::accent_color,
+            app_branding::logo_url,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map_or_else(
+        Branding::default,
+        |(display_name, accent_color, logo_url)| Branding {
+            display_name,
+            accent_color,
+            logo_url,
+        },
+    ))
+}
+
+pub(crate) async fn put_branding(
+    conn: &mut Conn,
+    app: &str,
+    branding: &Branding,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let values = (
+        app_branding::display_name.eq(branding.display_name.as_deref()),
+        app_branding::accent_color.eq(branding.accent_color.as_deref()),
+        app_branding::logo_url.eq(branding.logo_url.as_deref()),
+        app_branding::updated_by.eq(actor),
+        app_branding::updated_at.eq(to_db(now)),
+    );
+    diesel::insert_into(app_branding::table)
+        .values((app_branding::app_key.eq(app), values))
+        .on_conflict(app_branding::app_key)
+        .do_update()
+        .set(values)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
