@@ -315,6 +315,13 @@ async fn end_user_round_in_the_browser(db: Db) {
         assert_eq!(status, 200, "{body}");
     }
     app.admin_grant("dana", 120).await;
+    // The app's portal branding, as the console's Portal page saves it.
+    app.execute_sql(
+        "INSERT INTO app_branding (app_key, display_name, accent_color, logo_url, updated_by, \
+         updated_at) VALUES ('default', 'Acme AI', '#0b7a75', NULL, 'console:ops', \
+         '2026-03-01 12:00:00')",
+    )
+    .await;
     let (status, session, _) = app
         .post(
             "/billing/portal-sessions",
@@ -337,6 +344,21 @@ async fn end_user_round_in_the_browser(db: Db) {
         text(&mut page, "document.getElementById('balance').textContent").await,
         "120"
     );
+    assert_eq!(
+        text(
+            &mut page,
+            "document.querySelector('.portal-head .brand').textContent"
+        )
+        .await,
+        "Acme AI"
+    );
+    // The branding's colour is applied: its style rule passed the page's CSP.
+    let header = text(
+        &mut page,
+        "getComputedStyle(document.querySelector('.portal-head')).backgroundColor",
+    )
+    .await;
+    assert_eq!(header, "rgb(11, 122, 117)");
     shot(&mut page, db, "portal").await;
 
     // Buy the pack: the sandbox checkout opens; Pay completes it.
