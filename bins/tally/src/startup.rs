@@ -302,6 +302,7 @@ impl Application {
         let public_url = settings.public_base_url(port);
         let console = settings.console_enabled.then(|| ConsoleConfig {
             secure_cookie: public_url.starts_with("https://"),
+            ..ConsoleConfig::default()
         });
         let sessions = Console::new(
             Arc::new(store_for_console),

@@ -676,3 +676,34 @@ async fn portal_branding_from_the_console(db: Db) {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     app.finish().await;
 }
+
+backend_tests!(overview_figures_are_counted_every_30_seconds);
+
+async fn overview_figures_are_counted_every_30_seconds(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 1000).await;
+    let cookie = sign_in(&app).await;
+    let granted = |html: &str| {
+        let at = html.find("id=\"granted-30\">").expect("the granted card") + 16;
+        html[at..].split('<').next().unwrap_or_default().to_owned()
+    };
+    let (status, html) = page(&app, "/console", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(granted(&html), "1,000");
+    app.admin_grant("bob", 500).await;
+    let (_, html) = page(&app, "/console", Some(&cookie)).await;
+    assert_eq!(granted(&html), "1,000", "the figures of 30 seconds ago");
+    app.clock.advance(time::Duration::seconds(31));
+    let (_, html) = page(&app, "/console", Some(&cookie)).await;
+    assert_eq!(granted(&html), "1,500", "counted again");
+    // The API's statistics are always counted afresh.
+    let (_, stats, _) = app.get("/admin/stats", &admin_token("root")).await;
+    let total: i64 = stats["data"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["credits"]["granted"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 1500);
+    app.finish().await;
+}

@@ -33,10 +33,66 @@ pub const COOKIE: &str = "tally_console";
 const CSS: &str = include_str!("console.css");
 
 /// The console's settings, when it is on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConsoleConfig {
     /// Mark the cookie `Secure` (the public URL is https).
     pub secure_cookie: bool,
+    /// The overview's figures, per app.
+    pub overview: std::sync::Arc<OverviewCache>,
+}
+
+/// How long the overview's figures are reused before they are counted again.
+pub const OVERVIEW_TTL: time::Duration = time::Duration::seconds(30);
+
+type Counted = Option<(
+    time::OffsetDateTime,
+    std::sync::Arc<tally_ledger::stats::Stats>,
+)>;
+
+/// The overview's statistics per app, counted at most once per [`OVERVIEW_TTL`]: counting 30
+/// days over a large transactions table takes the database a second or more, and an overview
+/// half a minute old serves an operator as well. One request per app counts; the others wait for
+/// its figures instead of counting too.
+#[derive(Debug, Default)]
+pub struct OverviewCache {
+    apps: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<Counted>>>,
+    >,
+}
+
+impl OverviewCache {
+    /// The app's figures and when they were counted: the stored ones while younger than the
+    /// TTL at `now`, else those `count` answers.
+    pub async fn get<F, Fut, E>(
+        &self,
+        app: &str,
+        now: time::OffsetDateTime,
+        count: F,
+    ) -> Result<
+        (
+            time::OffsetDateTime,
+            std::sync::Arc<tally_ledger::stats::Stats>,
+        ),
+        E,
+    >
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<tally_ledger::stats::Stats, E>>,
+    {
+        let slot = {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            apps.entry(app.to_owned()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some((at, stats)) = slot.as_ref() {
+            if now >= *at && now < *at + OVERVIEW_TTL {
+                return Ok((*at, stats.clone()));
+            }
+        }
+        let stats = std::sync::Arc::new(count().await?);
+        *slot = Some((now, stats.clone()));
+        Ok((now, stats))
+    }
 }
 
 /// The stylesheet's path, versioned by its content.

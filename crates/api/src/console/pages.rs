@@ -159,14 +159,20 @@ pub(crate) async fn overview(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    let to = state.ledger.now().date();
+    let config = config(&state)?;
+    let now = state.ledger.now();
     let query = StatsQuery {
         app: op.app.clone(),
-        from: to - Duration::days(29),
-        to,
+        from: now.date() - Duration::days(29),
+        to: now.date(),
         bucket: Bucket::Day,
     };
-    let stats = state.ledger.stats(query).await.map_err(ApiError::from)?;
+    let ledger = state.ledger.clone();
+    let (counted_at, stats) = config
+        .overview
+        .get(&op.app, now, || async move { ledger.stats(query).await })
+        .await
+        .map_err(ApiError::from)?;
     let sum = |f: fn(&tally_ledger::stats::StatsBucket) -> i64| -> i64 {
         stats.buckets.iter().map(f).sum()
     };
@@ -198,6 +204,7 @@ pub(crate) async fn overview(
             h2 id="chart-title" { "Credits per day (UTC)" }
             (chart(&days))
         }
+        p.muted id="counted" { "Counted " (instant(counted_at)) "; counted again after 30 seconds." }
     };
     Ok(html(
         StatusCode::OK,
