@@ -69,5 +69,9 @@ fixed_predicate!(
 diesel::define_sql_function! {
     /// `substr(text, start, length)`: the first characters of a user id, compared exactly for a
     /// prefix search (`LIKE` is case-insensitive on SQLite and case-sensitive on PostgreSQL).
-    fn substr(text: diesel::sql_types::Text, start: diesel::sql_types::Integer, length: diesel::sql_types::Integer) -> diesel::sql_types::Text;
+    fn substr(
+        text: diesel::sql_types::Text,
+        start: diesel::sql_types::Integer,
+        length: diesel::sql_types::Integer,
+    ) -> diesel::sql_types::Text;
 }

@@ -414,6 +414,12 @@ async fn orders_show_their_provider_events(db: Db) {
     assert!(detail.contains("checkout.completed"), "{detail}");
     assert!(detail.contains("Pack (1)"), "the plan by name: {detail}");
     assert!(detail.contains("applied"), "{detail}");
+    let (status, log) = page(&app, "/console/events", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        log.contains("checkout.completed") && log.contains(&format!("/console/orders/{order}")),
+        "{log}"
+    );
     let (status, _) = page(
         &app,
         "/console/orders/ord_000000000000000000000000",

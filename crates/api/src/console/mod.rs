@@ -127,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/console/orders", web::get().to(ops_pages::orders))
         .route("/console/orders/{id}", web::get().to(ops_pages::order))
+        .route("/console/events", web::get().to(ops_pages::events))
         .route("/console/webhooks", web::get().to(ops_pages::webhooks))
         .route(
             "/console/webhooks/endpoints",

@@ -376,3 +376,49 @@ pub(crate) async fn retry_delivery(
     detached(async move { hooks.retry(&app, id).await }).await?;
     Ok(see_other("/console/webhooks"))
 }
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    offset: i64,
+}
+
+/// Every provider event received for the app (and those traced to no app), newest first.
+pub(crate) async fn events(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, PageError> {
+    let offset = query.offset.clamp(0, 100_000);
+    let mut events = state
+        .checkout
+        .events(&op.app, PAGE + 1, offset)
+        .await
+        .map_err(ApiError::from)?;
+    let more = events.len() as i64 > PAGE;
+    events.truncate(PAGE as usize);
+    let body = html! {
+        div.panel.wide {
+            @if events.is_empty() { p.empty { "No provider event received yet." } } @else {
+                table id="events" {
+                    thead { tr { th { "Received" } th { "Event" } th { "Outcome" } th { "Order" } th { "What Tally did" } } }
+                    tbody { @for e in &events { tr {
+                        td { (instant(e.received_at)) }
+                        td { code { (e.event_type) } div.muted { (e.channel.as_str()) " " (e.event_id) } }
+                        td { (pill(&e.outcome)) }
+                        td { @match &e.order_id {
+                            Some(id) => a href={ "/console/orders/" (segment(id)) } { code { (id) } },
+                            None => span.muted { "—" },
+                        } }
+                        td { (e.detail) }
+                    } } }
+                }
+                @if more { div.actions { a href={ "/console/events?offset=" (offset + PAGE) } { "Older events →" } } }
+            }
+        }
+    };
+    Ok(html(
+        StatusCode::OK,
+        view::page(&op, "/console/events", "Provider events", body),
+    ))
+}

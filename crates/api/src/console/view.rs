@@ -7,10 +7,11 @@ use time::OffsetDateTime;
 use super::css_path;
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 9] = [
+const NAV: [(&str, &str); 10] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
     ("/console/orders", "Orders"),
+    ("/console/events", "Provider events"),
     ("/console/plans", "Plans"),
     ("/console/coupons", "Coupons"),
     ("/console/webhooks", "Webhooks"),
