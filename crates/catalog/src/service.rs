@@ -198,8 +198,8 @@ impl Catalog {
             .await
     }
 
-    /// The app's coupon with this id.
-    async fn coupon_by_id(&self, app: &str, id: &str) -> Result<Coupon, CatalogError> {
+    /// The app's coupon with this id; [`CatalogError::CouponNotFound`] when there is none.
+    pub async fn coupon_by_id(&self, app: &str, id: &str) -> Result<Coupon, CatalogError> {
         self.repo
             .coupon_by_id(app.to_owned(), id.to_owned())
             .await?

@@ -713,3 +713,157 @@ async fn overview_figures_are_counted_every_30_seconds(db: Db) {
     assert_eq!(total, 1500);
     app.finish().await;
 }
+
+backend_tests!(plans_are_edited_in_the_console);
+
+async fn plans_are_edited_in_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let (status, pack, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin_token("root"),
+            json!({"name": "Pack", "kind": "credit_pack", "currency": "usd", "price": 499,
+                "credits_included": 500, "stripe_price_id": "price_pack"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pack}");
+    let id = pack["data"]["id"].as_str().unwrap().to_owned();
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let (status, html) = page(&app, &format!("/console/plans/{id}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("value=\"4.99\"") && html.contains("value=\"price_pack\""),
+        "{html}"
+    );
+    let save = |fields: Vec<(&'static str, &'static str)>, csrf: Option<String>| {
+        let (cookie, address, id) = (cookie.clone(), app.address.clone(), id.clone());
+        async move {
+            let mut fields: Vec<(&str, String)> =
+                fields.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
+            if let Some(token) = csrf {
+                fields.push(("csrf", token));
+            }
+            client()
+                .post(format!("{address}/console/plans/{id}"))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let edit = vec![
+        ("name", "Bigger pack"),
+        ("credits", "600"),
+        ("price", "5.49"),
+        ("credits_expire_days", ""),
+        ("stripe_price", "price_pack_2"),
+        ("creem_product", ""),
+        ("description", "600 credits"),
+    ];
+    let before = app
+        .get("/admin/billing/plans", &admin_token("root"))
+        .await
+        .1;
+    assert_eq!(save(edit.clone(), None).await, StatusCode::FORBIDDEN);
+    let mut bad = edit.clone();
+    bad[2] = ("price", "abc");
+    assert_eq!(
+        save(bad, Some(token.clone())).await,
+        StatusCode::BAD_REQUEST
+    );
+    let mut no_price = edit.clone();
+    no_price[2] = ("price", "");
+    assert_eq!(
+        save(no_price, Some(token.clone())).await,
+        StatusCode::BAD_REQUEST,
+        "a pack needs its price"
+    );
+    assert_eq!(
+        app.get("/admin/billing/plans", &admin_token("root"))
+            .await
+            .1,
+        before
+    );
+    assert_eq!(save(edit, Some(token)).await, StatusCode::SEE_OTHER);
+    let (_, plans, _) = app.get("/admin/billing/plans", &admin_token("root")).await;
+    let plan = &plans["data"][0];
+    assert_eq!(
+        (
+            plan["name"].clone(),
+            plan["price"].clone(),
+            plan["credits_included"].clone()
+        ),
+        (json!("Bigger pack"), json!(549), json!(600))
+    );
+    assert_eq!(plan["stripe_price_id"], "price_pack_2");
+    assert_eq!(plan["updated_by"], "console:ops");
+    app.finish().await;
+}
+
+backend_tests!(coupons_are_edited_in_the_console);
+
+async fn coupons_are_edited_in_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let (status, coupon, _) = app
+        .post(
+            "/admin/billing/coupons",
+            &admin_token("root"),
+            json!({"code": "SPRING", "percent_off": 15, "duration": "once", "max_redemptions": 10}),
+        )
+        .await;
+    assert_eq!(status, 200, "{coupon}");
+    let id = coupon["data"]["id"].as_str().unwrap().to_owned();
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let (status, html) = page(&app, &format!("/console/coupons/{id}"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("value=\"10\""), "{html}");
+    let (status, _) = page(&app, "/console/coupons/999999", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let save = |max: &'static str, expires: &'static str| {
+        let (cookie, address, id, token) = (
+            cookie.clone(),
+            app.address.clone(),
+            id.clone(),
+            token.clone(),
+        );
+        async move {
+            client()
+                .post(format!("{address}/console/coupons/{id}"))
+                .header(COOKIE, cookie)
+                .form(&[
+                    ("csrf", token.as_str()),
+                    ("max_redemptions", max),
+                    ("expires_at", expires),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(save("0", "").await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        save("5", "2020-01-01T00:00").await,
+        StatusCode::BAD_REQUEST,
+        "in the past"
+    );
+    assert_eq!(save("5", "soon").await, StatusCode::BAD_REQUEST);
+    let (_, coupons, _) = app
+        .get("/admin/billing/coupons", &admin_token("root"))
+        .await;
+    assert_eq!(coupons["data"][0]["max_redemptions"], 10);
+    assert_eq!(save("", "2027-06-30T18:00").await, StatusCode::SEE_OTHER);
+    let (_, coupons, _) = app
+        .get("/admin/billing/coupons", &admin_token("root"))
+        .await;
+    assert_eq!(
+        coupons["data"][0]["max_redemptions"],
+        serde_json::Value::Null
+    );
+    assert_eq!(coupons["data"][0]["expires_at"], "2027-06-30T18:00:00Z");
+    app.finish().await;
+}

@@ -51,7 +51,7 @@ async fn plans_page(
                     thead { tr { th { "Id" } th { "Name" } th { "Kind" } th.num { "Price" } th.num { "Credits" } th { "Credits expire" } th { "State" } th { "" } } }
                     tbody { @for p in &plans { tr id={ "plan-" (p.id) } {
                         td { (p.id) }
-                        td { (p.name) }
+                        td { a href={ "/console/plans/" (segment(&p.id)) } { (p.name) } }
                         td { @if p.kind == PlanKind::Subscription { "subscription" } @else { "credit pack" } }
                         td.num {
                             @if let Some(m) = p.price_monthly { div { (money(m, &p.currency)) " / month" } }
@@ -271,7 +271,7 @@ async fn coupons_page(
                 table id="coupons" {
                     thead { tr { th { "Code" } th { "Discount" } th { "Duration" } th.num { "Redeemed" } th { "Expires" } th { "State" } th { "" } } }
                     tbody { @for c in &coupons { tr id={ "coupon-" (c.code) } {
-                        td { code { (c.code) } }
+                        td { a href={ "/console/coupons/" (segment(&c.id)) } { code { (c.code) } } }
                         td { @match (c.percent_off, c.amount_off, &c.currency) {
                             (Some(p), _, _) => { (p) " %" },
                             (None, Some(a), Some(cur)) => (money(a, cur)),
@@ -417,4 +417,283 @@ pub(crate) async fn coupon_active(
     })
     .await?;
     Ok(see_other("/console/coupons"))
+}
+
+/// A price for the form: minor units as the money people type, blank when unset.
+fn price_text(minor: Option<i64>, currency: &str) -> String {
+    minor.map_or(String::new(), |m| {
+        let text = money(m, currency);
+        text.rsplit_once(' ')
+            .map_or(text.clone(), |(amount, _)| amount.replace(',', ""))
+    })
+}
+
+async fn plan_page(
+    state: &AppState,
+    op: &Operator,
+    id: &str,
+    notice_: Option<Notice>,
+) -> Result<Markup, PageError> {
+    let p = state
+        .catalog
+        .plan(&op.app, id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
+    let pack = p.kind == PlanKind::CreditPack;
+    let stripe = if pack {
+        &p.stripe_price_id
+    } else {
+        &p.stripe_price_id_monthly
+    };
+    let creem = if pack {
+        &p.creem_product_id
+    } else {
+        &p.creem_product_id_monthly
+    };
+    let body = html! {
+        (notice(&notice_))
+        section.panel aria-labelledby="edit-plan" {
+            h2 id="edit-plan" { @if pack { "Credit pack" } @else { "Subscription plan" } " " (p.id) " · " (p.currency.to_ascii_uppercase()) }
+            form method="post" action={ "/console/plans/" (segment(&p.id)) } {
+                input type="hidden" name="csrf" value=(op.csrf_token);
+                div.fields {
+                    div { label for="plan-name" { "Name" } input type="text" id="plan-name" name="name" required maxlength="100" value=(p.name); }
+                    div { label for="plan-credits" { "Credits (per period or pack)" } input type="number" id="plan-credits" name="credits" required min="0" step="1" value=(p.credits_included); }
+                    @if pack {
+                        div { label for="plan-price" { "Price" } input type="text" id="plan-price" name="price" inputmode="decimal" value=(price_text(p.price, &p.currency)); }
+                    } @else {
+                        div { label for="plan-monthly" { "Price per month" } input type="text" id="plan-monthly" name="price_monthly" inputmode="decimal" value=(price_text(p.price_monthly, &p.currency)); }
+                        div { label for="plan-yearly" { "Price per year" } input type="text" id="plan-yearly" name="price_yearly" inputmode="decimal" value=(price_text(p.price_yearly, &p.currency)); }
+                    }
+                    div { label for="plan-expire" { "Credits expire after (days, blank = never)" } input type="number" id="plan-expire" name="credits_expire_days" min="1" step="1" value=[p.credits_expire_days]; }
+                    div { label for="plan-stripe" { @if pack { "Stripe price id" } @else { "Stripe price id (monthly)" } } input type="text" id="plan-stripe" name="stripe_price" value=[stripe.as_deref()]; }
+                    div { label for="plan-creem" { @if pack { "Creem product id" } @else { "Creem product id (monthly)" } } input type="text" id="plan-creem" name="creem_product" value=[creem.as_deref()]; }
+                }
+                div { label for="plan-description" { "Description" } input type="text" id="plan-description" name="description" maxlength="1000" value=(p.description); }
+                div.actions { button type="submit" id="save-plan" { "Save" } a href="/console/plans" { "Back to plans" } }
+            }
+        }
+    };
+    Ok(view::page(
+        op,
+        "/console/plans",
+        &format!("Plan {}", p.name),
+        body,
+    ))
+}
+
+/// One plan or pack, with its fields to edit.
+pub(crate) async fn plan(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    Ok(html(
+        StatusCode::OK,
+        plan_page(&state, &op, &id, None).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PlanEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    credits: String,
+    price: Option<String>,
+    price_monthly: Option<String>,
+    price_yearly: Option<String>,
+    #[serde(default)]
+    credits_expire_days: String,
+    #[serde(default)]
+    stripe_price: String,
+    #[serde(default)]
+    creem_product: String,
+    #[serde(default)]
+    description: String,
+}
+
+impl PlanEditForm {
+    /// The change the form asks for: every field the form shows replaces the stored one (a
+    /// blank price or id clears it); the kind and currency stay.
+    fn patch(&self, current: &tally_catalog::Plan) -> Result<PlanPatch, String> {
+        let pack = current.kind == PlanKind::CreditPack;
+        let price = |field: &str, s: &Option<String>| -> Result<Option<Option<i64>>, String> {
+            s.as_deref()
+                .map(|s| amount(field, s, &current.currency))
+                .transpose()
+        };
+        let days = whole("credits expire after", &self.credits_expire_days)?
+            .map(|d| {
+                u32::try_from(d).map_err(|_| "credits expire after: 1 or more days".to_owned())
+            })
+            .transpose()?;
+        let stripe = Some(given(&self.stripe_price));
+        let creem = Some(given(&self.creem_product));
+        Ok(PlanPatch {
+            name: Some(self.name.trim().to_owned()),
+            description: Some(self.description.trim().to_owned()),
+            credits_included: Some(whole("credits", &self.credits)?.unwrap_or(0)),
+            price: if pack {
+                price("price", &self.price)?
+            } else {
+                None
+            },
+            price_monthly: if pack {
+                None
+            } else {
+                price("price per month", &self.price_monthly)?
+            },
+            price_yearly: if pack {
+                None
+            } else {
+                price("price per year", &self.price_yearly)?
+            },
+            stripe_price_id: if pack { stripe.clone() } else { None },
+            stripe_price_id_monthly: if pack { None } else { stripe },
+            creem_product_id: if pack { creem.clone() } else { None },
+            creem_product_id_monthly: if pack { None } else { creem },
+            credits_expire_days: Some(days),
+            ..Default::default()
+        })
+    }
+}
+
+/// Saves a plan's edited fields (the catalog checks the merged plan as a whole).
+pub(crate) async fn update_plan(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+    form: web::Form<PlanEditForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&op, &form.csrf)?;
+    let current = state
+        .catalog
+        .plan(&op.app, &id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
+    let refused = |m: String| async {
+        let page = plan_page(&state, &op, &id, Some(Notice::Refused(m))).await?;
+        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    };
+    let patch = match form.patch(&current) {
+        Ok(patch) => patch,
+        Err(m) => return refused(m).await,
+    };
+    let (catalog, app, actor, plan_id) = (
+        state.catalog.clone(),
+        op.app.clone(),
+        console_actor(&op),
+        id.to_string(),
+    );
+    match detached(async move { catalog.update_plan(&app, &plan_id, patch, &actor).await }).await {
+        Ok(_) => Ok(see_other("/console/plans")),
+        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
+        Err(_) => Err(PageError::Internal),
+    }
+}
+
+async fn coupon_page(
+    state: &AppState,
+    op: &Operator,
+    id: &str,
+    notice_: Option<Notice>,
+) -> Result<Markup, PageError> {
+    let c = state
+        .catalog
+        .coupon_by_id(&op.app, id)
+        .await
+        .map_err(ApiError::from)?;
+    let expires = c
+        .expires_at
+        .map(|at| format!("{}T{:02}:{:02}", at.date(), at.hour(), at.minute()));
+    let body = html! {
+        (notice(&notice_))
+        section.panel aria-labelledby="edit-coupon" {
+            h2 id="edit-coupon" { "Coupon " code { (c.code) } }
+            p.muted { "The code, the discount and its duration are fixed; a different discount is a new coupon. Redeemed " (number(c.times_redeemed)) " times." }
+            form method="post" action={ "/console/coupons/" (segment(&c.id)) } {
+                input type="hidden" name="csrf" value=(op.csrf_token);
+                div.fields {
+                    div { label for="coupon-max" { "Redemptions allowed (blank = unlimited)" } input type="number" id="coupon-max" name="max_redemptions" min="1" step="1" value=[c.max_redemptions]; }
+                    div { label for="coupon-expires" { "Expires (UTC, blank = never)" } input type="datetime-local" id="coupon-expires" name="expires_at" value=[expires]; }
+                }
+                div.actions { button type="submit" id="save-coupon" { "Save" } a href="/console/coupons" { "Back to coupons" } }
+            }
+        }
+    };
+    Ok(view::page(
+        op,
+        "/console/coupons",
+        &format!("Coupon {}", c.code),
+        body,
+    ))
+}
+
+/// One coupon, with what may change on it.
+pub(crate) async fn coupon(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    Ok(html(
+        StatusCode::OK,
+        coupon_page(&state, &op, &id, None).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CouponEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    max_redemptions: String,
+    #[serde(default)]
+    expires_at: String,
+}
+
+impl CouponEditForm {
+    fn patch(&self) -> Result<CouponPatch, String> {
+        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+        let expires_at = given(&self.expires_at)
+            .map(|s| {
+                time::PrimitiveDateTime::parse(&s, &format)
+                    .map(time::PrimitiveDateTime::assume_utc)
+                    .map_err(|_| "expires: a date and time".to_owned())
+            })
+            .transpose()?;
+        Ok(CouponPatch {
+            max_redemptions: Some(whole("redemptions allowed", &self.max_redemptions)?),
+            expires_at: Some(expires_at),
+            ..Default::default()
+        })
+    }
+}
+
+/// Saves a coupon's limit and expiry (checked by `CouponPatch::merge`).
+pub(crate) async fn update_coupon(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+    form: web::Form<CouponEditForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&op, &form.csrf)?;
+    let refused = |m: String| async {
+        let page = coupon_page(&state, &op, &id, Some(Notice::Refused(m))).await?;
+        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    };
+    let patch = match form.patch() {
+        Ok(patch) => patch,
+        Err(m) => return refused(m).await,
+    };
+    let (catalog, app, coupon_id) = (state.catalog.clone(), op.app.clone(), id.to_string());
+    match detached(async move { catalog.update_coupon(&app, &coupon_id, patch).await }).await {
+        Ok(_) => Ok(see_other("/console/coupons")),
+        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
+        Err(_) => Err(PageError::Internal),
+    }
 }

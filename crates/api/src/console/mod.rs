@@ -159,6 +159,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/branding", web::post().to(portal::save_branding))
         .route("/console/plans", web::get().to(catalog_pages::plans))
         .route("/console/plans", web::post().to(catalog_pages::create_plan))
+        .route("/console/plans/{id}", web::get().to(catalog_pages::plan))
+        .route(
+            "/console/plans/{id}",
+            web::post().to(catalog_pages::update_plan),
+        )
         .route(
             "/console/plans/{id}/active",
             web::post().to(catalog_pages::plan_active),
@@ -167,6 +172,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/console/coupons",
             web::post().to(catalog_pages::create_coupon),
+        )
+        .route(
+            "/console/coupons/{id}",
+            web::get().to(catalog_pages::coupon),
+        )
+        .route(
+            "/console/coupons/{id}",
+            web::post().to(catalog_pages::update_coupon),
         )
         .route(
             "/console/coupons/{id}/active",
