@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tally_catalog::{CouponDuration, CouponPatch, CouponSpec, PlanKind, PlanPatch, PlanSpec};
 use tally_console::Operator;
 
-use super::pages::{Notice, notice, refusal};
+use super::pages::{Notice, form_outcome, notice, unreadable};
 use super::view::{self, instant, money, number, parse_money, segment};
 use super::{PageError, Signed, check_csrf, html, see_other};
 use crate::routes::detached;
@@ -187,20 +187,14 @@ pub(crate) async fn create_plan(
     form: web::Form<PlanForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let refused = |m: String| async {
-        let page = plans_page(&state, &op, Some(Notice::Refused(m))).await?;
-        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    let made = match form.spec() {
+        Ok(spec) => {
+            let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
+            detached(async move { catalog.create_plan(&app, spec, &actor).await }).await
+        }
+        Err(m) => Err(unreadable(m)),
     };
-    let spec = match form.spec() {
-        Ok(spec) => spec,
-        Err(m) => return refused(m).await,
-    };
-    let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
-    match detached(async move { catalog.create_plan(&app, spec, &actor).await }).await {
-        Ok(_) => Ok(see_other("/console/plans")),
-        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
-        Err(_) => Err(PageError::Internal),
-    }
+    form_outcome(made, "/console/plans", |n| plans_page(&state, &op, Some(n))).await
 }
 
 /// The actor the console records for `op`.
@@ -382,20 +376,17 @@ pub(crate) async fn create_coupon(
     form: web::Form<CouponForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let refused = |m: String| async {
-        let page = coupons_page(&state, &op, Some(Notice::Refused(m))).await?;
-        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    let made = match form.spec() {
+        Ok(spec) => {
+            let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
+            detached(async move { catalog.create_coupon(&app, spec, &actor).await }).await
+        }
+        Err(m) => Err(unreadable(m)),
     };
-    let spec = match form.spec() {
-        Ok(spec) => spec,
-        Err(m) => return refused(m).await,
-    };
-    let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
-    match detached(async move { catalog.create_coupon(&app, spec, &actor).await }).await {
-        Ok(_) => Ok(see_other("/console/coupons")),
-        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
-        Err(_) => Err(PageError::Internal),
-    }
+    form_outcome(made, "/console/coupons", |n| {
+        coupons_page(&state, &op, Some(n))
+    })
+    .await
 }
 
 /// Switches a coupon off or on.
@@ -576,25 +567,22 @@ pub(crate) async fn update_plan(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
-    let refused = |m: String| async {
-        let page = plan_page(&state, &op, &id, Some(Notice::Refused(m))).await?;
-        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    let made = match form.patch(&current) {
+        Ok(patch) => {
+            let (catalog, app, actor, plan_id) = (
+                state.catalog.clone(),
+                op.app.clone(),
+                console_actor(&op),
+                id.to_string(),
+            );
+            detached(async move { catalog.update_plan(&app, &plan_id, patch, &actor).await }).await
+        }
+        Err(m) => Err(unreadable(m)),
     };
-    let patch = match form.patch(&current) {
-        Ok(patch) => patch,
-        Err(m) => return refused(m).await,
-    };
-    let (catalog, app, actor, plan_id) = (
-        state.catalog.clone(),
-        op.app.clone(),
-        console_actor(&op),
-        id.to_string(),
-    );
-    match detached(async move { catalog.update_plan(&app, &plan_id, patch, &actor).await }).await {
-        Ok(_) => Ok(see_other("/console/plans")),
-        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
-        Err(_) => Err(PageError::Internal),
-    }
+    form_outcome(made, "/console/plans", |n| {
+        plan_page(&state, &op, &id, Some(n))
+    })
+    .await
 }
 
 async fn coupon_page(
@@ -682,18 +670,15 @@ pub(crate) async fn update_coupon(
     form: web::Form<CouponEditForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let refused = |m: String| async {
-        let page = coupon_page(&state, &op, &id, Some(Notice::Refused(m))).await?;
-        Ok::<_, PageError>(html(StatusCode::BAD_REQUEST, page))
+    let made = match form.patch() {
+        Ok(patch) => {
+            let (catalog, app, coupon_id) = (state.catalog.clone(), op.app.clone(), id.to_string());
+            detached(async move { catalog.update_coupon(&app, &coupon_id, patch).await }).await
+        }
+        Err(m) => Err(unreadable(m)),
     };
-    let patch = match form.patch() {
-        Ok(patch) => patch,
-        Err(m) => return refused(m).await,
-    };
-    let (catalog, app, coupon_id) = (state.catalog.clone(), op.app.clone(), id.to_string());
-    match detached(async move { catalog.update_coupon(&app, &coupon_id, patch).await }).await {
-        Ok(_) => Ok(see_other("/console/coupons")),
-        Err(e) if e.status.is_client_error() => refused(refusal(&e)).await,
-        Err(_) => Err(PageError::Internal),
-    }
+    form_outcome(made, "/console/coupons", |n| {
+        coupon_page(&state, &op, &id, Some(n))
+    })
+    .await
 }

@@ -9,9 +9,9 @@ use tally_console::Operator;
 use tally_ledger::{CheckinConfig, CodeBatchRequest, RedemptionCode};
 
 use super::catalog_pages::console_actor;
-use super::pages::{Notice, notice, refusal};
+use super::pages::{Notice, form_outcome, notice, refusal};
 use super::view::{self, instant, number};
-use super::{PageError, Signed, check_csrf, html, see_other};
+use super::{PageError, Signed, check_csrf, html};
 use crate::routes::detached;
 use crate::{ApiError, AppState};
 
@@ -236,14 +236,10 @@ pub(crate) async fn create_codes(
         }
         Err(e) => Err(e),
     };
-    match result {
-        Ok(_) => Ok(see_other("/console/codes")),
-        Err(e) if e.status.is_client_error() => {
-            let page = codes_page(&state, &op, Some(Notice::Refused(refusal(&e)))).await?;
-            Ok(html(StatusCode::BAD_REQUEST, page))
-        }
-        Err(_) => Err(PageError::Internal),
-    }
+    form_outcome(result, "/console/codes", |n| {
+        codes_page(&state, &op, Some(n))
+    })
+    .await
 }
 
 /// One CSV field, quoted when it needs to be; a leading `=`, `+`, `-` or `@` is prefixed with

@@ -292,6 +292,31 @@ pub(crate) enum Notice {
     Refused(String),
 }
 
+/// A form that could not be read, refused the way the domain's refusals are.
+pub(crate) fn unreadable(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+}
+
+/// Where a form's change leads: on to `next` when it was made; back to the form's page (`again`)
+/// with why not, answered 400, when it was refused; a failure page otherwise.
+pub(crate) async fn form_outcome<T, Fut>(
+    made: Result<T, ApiError>,
+    next: &str,
+    again: impl FnOnce(Notice) -> Fut,
+) -> Result<HttpResponse, PageError>
+where
+    Fut: std::future::Future<Output = Result<Markup, PageError>>,
+{
+    match made {
+        Ok(_) => Ok(see_other(next)),
+        Err(e) if e.status.is_client_error() => Ok(html(
+            StatusCode::BAD_REQUEST,
+            again(Notice::Refused(refusal(&e))).await?,
+        )),
+        Err(_) => Err(PageError::Internal),
+    }
+}
+
 /// The notice, if any.
 pub(crate) fn notice(notice: &Option<Notice>) -> Markup {
     html! {
