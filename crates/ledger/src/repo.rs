@@ -40,11 +40,31 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         account: AccountRef,
     ) -> Result<Option<AccountSummary>, LedgerError>;
 
-    /// The app's daily counts over the query's days (see [`crate::stats`]).
+    /// The app's daily counts over the query's days, counted from the tables (see
+    /// [`crate::stats`]); `active_subscriptions` is left 0.
     async fn daily_counts(
         &self,
         query: crate::stats::StatsQuery,
     ) -> Result<crate::stats::DailyCounts, LedgerError>;
+
+    /// The app's subscriptions active or trialing now.
+    async fn active_subscriptions(&self, app: String) -> Result<i64, LedgerError>;
+
+    /// The app's rolled-up rows of the days from `from` to `to`, both inclusive.
+    async fn rollup(
+        &self,
+        app: String,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<crate::stats::RollupRow>, LedgerError>;
+
+    /// Stores rolled-up rows of finished days; a day another caller stored first is kept as
+    /// it is (its figures are the same).
+    async fn store_rollup(
+        &self,
+        app: String,
+        rows: Vec<crate::stats::RollupRow>,
+    ) -> Result<(), LedgerError>;
 
     /// A page of history, newest first; fetches `limit` rows.
     async fn transactions(&self, query: TransactionQuery) -> Result<Vec<Transaction>, LedgerError>;

@@ -161,10 +161,34 @@ impl Ledger {
         )))
     }
 
-    /// The app's statistics over a range of days, in buckets.
+    /// The app's statistics over a range of days, in buckets. Finished days come from the
+    /// rollup, counted and stored the first time they are asked for; the rest are counted now.
     pub async fn stats(&self, query: StatsQuery) -> Result<Stats, LedgerError> {
         query.validate()?;
-        let counts = self.repo.daily_counts(query.clone()).await?;
+        let plan = stats::rollup_plan(&query, self.clock.now());
+        let mut counts = stats::DailyCounts::default();
+        if let Some((from, to)) = plan.settled {
+            let mut rows = self.repo.rollup(query.app.clone(), from, to).await?;
+            let rolled_up: Vec<time::Date> = rows
+                .iter()
+                .filter(|r| r.metric == stats::RollupMetric::Day)
+                .map(|r| r.day)
+                .collect();
+            if let Some(span) = stats::missing_span((from, to), &rolled_up) {
+                let fresh = self.repo.daily_counts(query.over(span)).await?;
+                let missing = stats::days_missing(span, &rolled_up);
+                let new_rows = fresh.rollup_rows(&missing);
+                self.repo
+                    .store_rollup(query.app.clone(), new_rows.clone())
+                    .await?;
+                rows.extend(new_rows);
+            }
+            counts = stats::DailyCounts::from_rollup(rows);
+        }
+        if let Some(span) = plan.live {
+            counts = counts.merge(self.repo.daily_counts(query.over(span)).await?);
+        }
+        counts.active_subscriptions = self.repo.active_subscriptions(query.app.clone()).await?;
         Ok(stats::fold(&query, counts))
     }
 

@@ -80,6 +80,15 @@ pub struct StatsQuery {
 }
 
 impl StatsQuery {
+    /// The same app and grouping over other days.
+    pub fn over(&self, (from, to): (Date, Date)) -> Self {
+        Self {
+            from,
+            to,
+            ..self.clone()
+        }
+    }
+
     /// Checks the range: `from` not after `to`, at most [`MAX_BUCKETS`] buckets.
     pub fn validate(&self) -> Result<(), LedgerError> {
         if self.from > self.to {
@@ -112,6 +121,192 @@ pub struct DailyCounts {
     pub subscriptions_started: Vec<(Date, i64)>,
     /// Subscriptions active or trialing now.
     pub active_subscriptions: i64,
+}
+
+/// A day is finished once this long has passed since its end (UTC). Rows are stamped with the
+/// writing node's clock, so a node whose clock runs a little behind may still write into the
+/// day before; the margin keeps such rows out of a day already rolled up.
+pub const SETTLE_MARGIN: Duration = Duration::hours(1);
+
+/// Where each part of a range's figures comes from. A finished day's figures never change
+/// (history rows, payments and refunds are stamped when written and never moved), so they are
+/// counted once and kept in a rollup table; the days not yet finished are counted every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupPlan {
+    /// Finished days of the range, read from the rollup (after rolling up the missing ones).
+    pub settled: Option<(Date, Date)>,
+    /// The range's unfinished days, counted from the tables.
+    pub live: Option<(Date, Date)>,
+}
+
+/// Splits the query's days into finished ones and the rest, at `now`.
+pub fn rollup_plan(query: &StatsQuery, now: time::OffsetDateTime) -> RollupPlan {
+    let settled_before = (now.to_offset(time::UtcOffset::UTC) - SETTLE_MARGIN).date();
+    let span = |from: Date, to: Date| (from <= to).then_some((from, to));
+    RollupPlan {
+        settled: settled_before
+            .previous_day()
+            .and_then(|last| span(query.from, query.to.min(last))),
+        live: span(query.from.max(settled_before), query.to),
+    }
+}
+
+/// The smallest span holding every day of `settled` not in `rolled_up`, if any: counted in one
+/// pass, its days not yet rolled up are then stored.
+pub fn missing_span(settled: (Date, Date), rolled_up: &[Date]) -> Option<(Date, Date)> {
+    let missing = days_missing(settled, rolled_up);
+    Some((*missing.first()?, *missing.last()?))
+}
+
+/// The days from `span.0` to `span.1` not in `rolled_up`, in order.
+pub fn days_missing(span: (Date, Date), rolled_up: &[Date]) -> Vec<Date> {
+    let known: std::collections::BTreeSet<Date> = rolled_up.iter().copied().collect();
+    let mut day = span.0;
+    let mut missing = Vec::new();
+    while day <= span.1 {
+        if !known.contains(&day) {
+            missing.push(day);
+        }
+        let Some(next) = day.next_day() else { break };
+        day = next;
+    }
+    missing
+}
+
+/// One row of the rollup: a figure of one finished day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    /// The day.
+    pub day: Date,
+    /// Which figure.
+    pub metric: RollupMetric,
+    /// The transaction type (credits) or currency (revenue); empty otherwise.
+    pub dim: String,
+    /// Credits in, the revenue, or the count.
+    pub amount_in: i64,
+    /// Credits out (credits only).
+    pub amount_out: i64,
+}
+
+/// The figures the rollup keeps per day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupMetric {
+    /// Marks the day as rolled up (present even for a day without activity).
+    Day,
+    /// Credits in and out per transaction type.
+    Credits,
+    /// Payments minus refunds per currency.
+    Revenue,
+    /// Accounts opened.
+    Accounts,
+    /// Check-ins.
+    Checkins,
+    /// Subscriptions started.
+    Subscriptions,
+}
+
+impl RollupMetric {
+    const ALL: [Self; 6] = [
+        Self::Day,
+        Self::Credits,
+        Self::Revenue,
+        Self::Accounts,
+        Self::Checkins,
+        Self::Subscriptions,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Credits => "credits",
+            Self::Revenue => "revenue",
+            Self::Accounts => "accounts",
+            Self::Checkins => "checkins",
+            Self::Subscriptions => "subscriptions",
+        }
+    }
+
+    /// Parses [`RollupMetric::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl DailyCounts {
+    /// The rollup rows of `days` (each gets its marker row, active or not).
+    pub fn rollup_rows(&self, days: &[Date]) -> Vec<RollupRow> {
+        let wanted: std::collections::BTreeSet<Date> = days.iter().copied().collect();
+        let row = |day: Date, metric, dim: &str, amount_in, amount_out| RollupRow {
+            day,
+            metric,
+            dim: dim.to_owned(),
+            amount_in,
+            amount_out,
+        };
+        let mut rows: Vec<RollupRow> = wanted
+            .iter()
+            .map(|&day| row(day, RollupMetric::Day, "", 0, 0))
+            .collect();
+        for (day, txn_type, credits_in, credits_out) in &self.credits {
+            rows.push(row(
+                *day,
+                RollupMetric::Credits,
+                txn_type,
+                *credits_in,
+                *credits_out,
+            ));
+        }
+        for (day, currency, amount) in &self.revenue {
+            rows.push(row(*day, RollupMetric::Revenue, currency, *amount, 0));
+        }
+        for (metric, counts) in [
+            (RollupMetric::Accounts, &self.new_accounts),
+            (RollupMetric::Checkins, &self.checkins),
+            (RollupMetric::Subscriptions, &self.subscriptions_started),
+        ] {
+            for (day, n) in counts {
+                rows.push(row(*day, metric, "", *n, 0));
+            }
+        }
+        rows.retain(|r| wanted.contains(&r.day));
+        rows
+    }
+
+    /// Daily counts read back from rollup rows (`active_subscriptions` stays 0: it is today's
+    /// figure, never rolled up).
+    pub fn from_rollup(rows: Vec<RollupRow>) -> Self {
+        let mut counts = Self::default();
+        for r in rows {
+            match r.metric {
+                RollupMetric::Day => {}
+                RollupMetric::Credits => {
+                    counts
+                        .credits
+                        .push((r.day, r.dim, r.amount_in, r.amount_out));
+                }
+                RollupMetric::Revenue => counts.revenue.push((r.day, r.dim, r.amount_in)),
+                RollupMetric::Accounts => counts.new_accounts.push((r.day, r.amount_in)),
+                RollupMetric::Checkins => counts.checkins.push((r.day, r.amount_in)),
+                RollupMetric::Subscriptions => {
+                    counts.subscriptions_started.push((r.day, r.amount_in));
+                }
+            }
+        }
+        counts
+    }
+
+    /// Both sets of days' counts together; `active_subscriptions` is `other`'s when set.
+    pub fn merge(mut self, other: Self) -> Self {
+        self.credits.extend(other.credits);
+        self.revenue.extend(other.revenue);
+        self.new_accounts.extend(other.new_accounts);
+        self.checkins.extend(other.checkins);
+        self.subscriptions_started
+            .extend(other.subscriptions_started);
+        self.active_subscriptions = self.active_subscriptions.max(other.active_subscriptions);
+        self
+    }
 }
 
 /// Credits moved in one bucket.
@@ -241,6 +436,112 @@ mod tests {
             to,
             bucket,
         }
+    }
+
+    #[test]
+    fn finished_days_come_from_the_rollup_and_the_rest_live() {
+        use time::macros::datetime;
+        let q = query(date!(2026 - 11 - 20), date!(2026 - 12 - 05), Bucket::Day);
+        // An hour into the 5th, the 4th is finished; earlier, it is not yet.
+        assert_eq!(
+            rollup_plan(&q, datetime!(2026-12-05 01:00 UTC)),
+            RollupPlan {
+                settled: Some((date!(2026 - 11 - 20), date!(2026 - 12 - 04))),
+                live: Some((date!(2026 - 12 - 05), date!(2026 - 12 - 05))),
+            }
+        );
+        assert_eq!(
+            rollup_plan(&q, datetime!(2026-12-05 00:59:59 UTC)),
+            RollupPlan {
+                settled: Some((date!(2026 - 11 - 20), date!(2026 - 12 - 03))),
+                live: Some((date!(2026 - 12 - 04), date!(2026 - 12 - 05))),
+            }
+        );
+        // A range in the past is all finished; one in the future all live; the offset of
+        // `now` does not matter.
+        assert_eq!(
+            rollup_plan(&q, datetime!(2027-01-01 12:00 +09:00)).live,
+            None
+        );
+        assert_eq!(
+            rollup_plan(&q, datetime!(2026-11-01 12:00 UTC)),
+            RollupPlan {
+                settled: None,
+                live: Some((date!(2026 - 11 - 20), date!(2026 - 12 - 05))),
+            }
+        );
+    }
+
+    #[test]
+    fn the_missing_days_are_one_span() {
+        let settled = (date!(2026 - 12 - 01), date!(2026 - 12 - 05));
+        assert_eq!(
+            missing_span(settled, &[]),
+            Some((date!(2026 - 12 - 01), date!(2026 - 12 - 05)))
+        );
+        assert_eq!(
+            missing_span(
+                settled,
+                &[
+                    date!(2026 - 12 - 01),
+                    date!(2026 - 12 - 03),
+                    date!(2026 - 12 - 05)
+                ]
+            ),
+            Some((date!(2026 - 12 - 02), date!(2026 - 12 - 04)))
+        );
+        let all: Vec<Date> = (1..=5)
+            .map(|d| date!(2026 - 12 - 01) + Duration::days(d - 1))
+            .collect();
+        assert_eq!(missing_span(settled, &all), None);
+    }
+
+    #[test]
+    fn rollup_rows_round_trip_the_days_asked_for() {
+        let counts = DailyCounts {
+            credits: vec![
+                (date!(2026 - 12 - 01), "purchase".into(), 500, 0),
+                (date!(2026 - 12 - 02), "ai_usage".into(), 0, 120),
+            ],
+            revenue: vec![(date!(2026 - 12 - 01), "usd".into(), 499)],
+            new_accounts: vec![(date!(2026 - 12 - 01), 2)],
+            checkins: vec![(date!(2026 - 12 - 02), 4)],
+            subscriptions_started: vec![(date!(2026 - 12 - 01), 1)],
+            active_subscriptions: 3,
+        };
+        // Only the 1st and the 3rd (a day without activity) are asked for.
+        let rows = counts.rollup_rows(&[date!(2026 - 12 - 01), date!(2026 - 12 - 03)]);
+        let markers: Vec<Date> = rows
+            .iter()
+            .filter(|r| r.metric == RollupMetric::Day)
+            .map(|r| r.day)
+            .collect();
+        assert_eq!(markers, [date!(2026 - 12 - 01), date!(2026 - 12 - 03)]);
+        assert!(rows.iter().all(|r| r.day != date!(2026 - 12 - 02)));
+        let back = DailyCounts::from_rollup(rows);
+        assert_eq!(
+            back,
+            DailyCounts {
+                credits: vec![(date!(2026 - 12 - 01), "purchase".into(), 500, 0)],
+                revenue: vec![(date!(2026 - 12 - 01), "usd".into(), 499)],
+                new_accounts: vec![(date!(2026 - 12 - 01), 2)],
+                checkins: vec![],
+                subscriptions_started: vec![(date!(2026 - 12 - 01), 1)],
+                active_subscriptions: 0,
+            }
+        );
+        for m in RollupMetric::ALL {
+            assert_eq!(RollupMetric::parse(m.as_str()), Some(m));
+        }
+        // Merged with live counts, the fold sees both.
+        let live = DailyCounts {
+            checkins: vec![(date!(2026 - 12 - 03), 1)],
+            active_subscriptions: 3,
+            ..DailyCounts::default()
+        };
+        let merged = back.merge(live);
+        assert_eq!(merged.checkins, [(date!(2026 - 12 - 03), 1)]);
+        assert_eq!(merged.active_subscriptions, 3);
     }
 
     #[test]

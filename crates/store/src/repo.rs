@@ -199,6 +199,46 @@ impl LedgerRepository for Store {
         .map_err(logged)
     }
 
+    async fn active_subscriptions(&self, app: String) -> Result<i64, LedgerError> {
+        self.run_read(async {
+            read!(self, stats, |conn, ops| ops::active_subscriptions(
+                conn, &app
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn rollup(
+        &self,
+        app: String,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<tally_ledger::stats::RollupRow>, LedgerError> {
+        self.run_read(async {
+            read!(self, stats, |conn, ops| ops::rollup(conn, &app, from, to)
+                .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
+    async fn store_rollup(
+        &self,
+        app: String,
+        rows: Vec<tally_ledger::stats::RollupRow>,
+    ) -> Result<(), LedgerError> {
+        self.run(move |store| async move {
+            write_tx!(store, stats, |conn, ops| ops::store_rollup(
+                conn, &app, &rows
+            )
+            .await)
+        })
+        .await
+        .map_err(logged)
+    }
+
     async fn account_summary(
         &self,
         account: AccountRef,

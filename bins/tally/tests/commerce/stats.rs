@@ -137,6 +137,53 @@ async fn stats_count_what_happened(db: Db) {
                 && b["credits"]["granted"] == 0
                 && b["revenue"] == json!({}))
     );
+
+    // Finished days are counted once and kept. A row written into day 0 behind Tally's back
+    // (which Tally itself never does) is not seen until the rollup is cleared.
+    app.execute_sql(&format!(
+        "INSERT INTO accounts (app_key, user_id, balance, held, created_at, updated_at) \
+         VALUES ('default', 'backdated', 0, 0, '{day0} 13:00:00', '{day0} 13:00:00')"
+    ))
+    .await;
+    let again = stats(&app, &format!("from={day0}&to={day1}&bucket=day")).await;
+    assert_eq!(
+        again, s,
+        "day 0 read back from the rollup, day 1 counted again"
+    );
+    app.execute_sql("DELETE FROM stats_days").await;
+    let recounted = stats(&app, &format!("from={day0}&to={day0}&bucket=day")).await;
+    assert_eq!(recounted["buckets"][0]["new_accounts"], 3, "{recounted}");
+    app.execute_sql("DELETE FROM accounts WHERE user_id = 'backdated'")
+        .await;
+    app.execute_sql("DELETE FROM stats_days").await;
+
+    // A day later, day 1 is finished too; its figures are the ones counted live before, and
+    // what happens on day 2 shows at once.
+    app.clock.advance(time::Duration::days(1));
+    app.admin_grant("dave", 9).await;
+    let day2 = day1.next_day().unwrap();
+    let later = stats(&app, &format!("from={day0}&to={day2}&bucket=day")).await;
+    assert_eq!(later["buckets"][0], s["buckets"][0]);
+    assert_eq!(later["buckets"][1], s["buckets"][1]);
+    assert_eq!(later["buckets"][2]["credits"]["granted"], 9, "{later}");
+    assert_eq!(later["buckets"][2]["new_accounts"], 1);
+
+    // Many first callers at once over days nobody has rolled up: every answer is the same, and
+    // each day is kept once.
+    let other = app_token("root", "other", Some("admin"));
+    let path = format!("/admin/stats?from={day0}&to={day2}&bucket=day");
+    let calls = (0..8).map(|_| app.get(&path, &other));
+    let answers = futures_util::future::join_all(calls).await;
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["data"], answers[0].1["data"]);
+    }
+    assert_eq!(
+        answers[0].1["data"]["buckets"][0]["credits"]["granted"],
+        7777
+    );
+    let reread = app.get(&path, &other).await;
+    assert_eq!(reread.1["data"], answers[0].1["data"]);
     app.finish().await;
 }
 

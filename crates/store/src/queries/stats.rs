@@ -6,7 +6,7 @@
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
-use tally_ledger::stats::{DailyCounts, StatsQuery};
+use tally_ledger::stats::{DailyCounts, RollupMetric, RollupRow, StatsQuery};
 use time::{Date, Duration, PrimitiveDateTime, Time};
 
 use super::{Conn, bind};
@@ -139,14 +139,6 @@ pub(crate) async fn daily_counts(
         .bind::<Timestamp, _>(range.1)
         .load(conn)
         .await?;
-    let active: Count = sql_query(format!(
-        "SELECT COUNT(*) AS n FROM subscriptions \
-         WHERE app_key = {} AND status IN ('active', 'trialing')",
-        bind(1)
-    ))
-    .bind::<Text, _>(&query.app)
-    .get_result(conn)
-    .await?;
     Ok(DailyCounts {
         credits: credits
             .into_iter()
@@ -159,6 +151,98 @@ pub(crate) async fn daily_counts(
         new_accounts: count_per_day(conn, query, "accounts", range).await?,
         checkins: count_per_day(conn, query, "checkins", range).await?,
         subscriptions_started: count_per_day(conn, query, "subscriptions", range).await?,
-        active_subscriptions: active.n,
+        active_subscriptions: 0,
     })
+}
+
+pub(crate) async fn active_subscriptions(conn: &mut Conn, app: &str) -> Result<i64, StoreError> {
+    let active: Count = sql_query(format!(
+        "SELECT COUNT(*) AS n FROM subscriptions \
+         WHERE app_key = {} AND status IN ('active', 'trialing')",
+        bind(1)
+    ))
+    .bind::<Text, _>(app)
+    .get_result(conn)
+    .await?;
+    Ok(active.n)
+}
+
+#[derive(QueryableByName)]
+struct StoredRollup {
+    #[diesel(sql_type = Text)]
+    day: String,
+    #[diesel(sql_type = Text)]
+    metric: String,
+    #[diesel(sql_type = Text)]
+    dim: String,
+    #[diesel(sql_type = BigInt)]
+    amount_in: i64,
+    #[diesel(sql_type = BigInt)]
+    amount_out: i64,
+}
+
+/// The app's rolled-up rows of the days `from` to `to` (days are `YYYY-MM-DD` text, which sorts
+/// as the dates do).
+pub(crate) async fn rollup(
+    conn: &mut Conn,
+    app: &str,
+    from: Date,
+    to: Date,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let sql = format!(
+        "SELECT day, metric, dim, amount_in, amount_out FROM stats_days \
+         WHERE app_key = {} AND day >= {} AND day <= {}",
+        bind(1),
+        bind(2),
+        bind(3)
+    );
+    let rows: Vec<StoredRollup> = sql_query(sql)
+        .bind::<Text, _>(app)
+        .bind::<Text, _>(from.to_string())
+        .bind::<Text, _>(to.to_string())
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(RollupRow {
+                day: parse_day(&r.day)?,
+                metric: RollupMetric::parse(&r.metric)
+                    .ok_or(StoreError::Invariant("an unknown rollup metric"))?,
+                dim: r.dim,
+                amount_in: r.amount_in,
+                amount_out: r.amount_out,
+            })
+        })
+        .collect()
+}
+
+/// Stores rolled-up rows; a row already there (another node rolled the day up first, with the
+/// same figures) stays.
+pub(crate) async fn store_rollup(
+    conn: &mut Conn,
+    app: &str,
+    rows: &[RollupRow],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO stats_days (app_key, day, metric, dim, amount_in, amount_out) \
+         VALUES ({}, {}, {}, {}, {}, {}) ON CONFLICT DO NOTHING",
+        bind(1),
+        bind(2),
+        bind(3),
+        bind(4),
+        bind(5),
+        bind(6)
+    );
+    for r in rows {
+        sql_query(sql.as_str())
+            .bind::<Text, _>(app)
+            .bind::<Text, _>(r.day.to_string())
+            .bind::<Text, _>(r.metric.as_str())
+            .bind::<Text, _>(&r.dim)
+            .bind::<BigInt, _>(r.amount_in)
+            .bind::<BigInt, _>(r.amount_out)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
