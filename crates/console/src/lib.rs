@@ -18,6 +18,9 @@ use time::{Duration, OffsetDateTime};
 /// How long a console link may wait to be opened.
 pub const LINK_TTL: Duration = Duration::minutes(10);
 
+/// Most apps the app switcher lists.
+pub const MAX_APPS: i64 = 200;
+
 /// How long a billing-portal URL works after the host app asked for it.
 pub const PORTAL_TTL: Duration = Duration::minutes(15);
 
@@ -30,6 +33,12 @@ pub enum ConsoleError {
     /// The link is unknown, used or expired (which one is not said).
     #[error("this console link is not valid: it was used, it expired, or it was never issued")]
     LinkInvalid,
+    /// The console session is signed out or idle too long.
+    #[error("the console session has ended; sign in again")]
+    SessionEnded,
+    /// No account, plan or setting uses this app.
+    #[error("no app of that name is in use")]
+    UnknownApp,
     /// The storage backend failed; the source carries the detail.
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -208,6 +217,13 @@ pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
         actor: String,
         now: OffsetDateTime,
     ) -> Result<(), ConsoleError>;
+
+    /// The apps in use (with accounts, plans, coupons, webhook endpoints, a check-in
+    /// configuration or branding), in order, at most `limit`.
+    async fn apps(&self, limit: i64) -> Result<Vec<String>, ConsoleError>;
+
+    /// Moves the session to `app`; `false` when there is no such session.
+    async fn set_session_app(&self, id_hash: String, app: String) -> Result<bool, ConsoleError>;
 
     /// Ends a session (and, in passing, every session idle since before `idle_before`).
     async fn delete_session(
@@ -388,6 +404,36 @@ impl Console {
             .await
             .map_err(Err)?;
         Ok(branding)
+    }
+
+    /// The apps an operator may switch between, in order (at most [`MAX_APPS`]).
+    pub async fn apps(&self) -> Result<Vec<String>, ConsoleError> {
+        self.repo.apps(MAX_APPS).await
+    }
+
+    /// Moves an open session to another app in use; an app nobody uses is refused, so a typo
+    /// never opens an empty ledger.
+    pub async fn switch_app(
+        &self,
+        session_id: &str,
+        app: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), ConsoleError> {
+        if self.operator(session_id, now).await?.is_none() {
+            return Err(ConsoleError::SessionEnded);
+        }
+        if !self.apps().await?.iter().any(|a| a == app) {
+            return Err(ConsoleError::UnknownApp);
+        }
+        if self
+            .repo
+            .set_session_app(secret_hash(session_id), app.to_owned())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ConsoleError::SessionEnded)
+        }
     }
 
     /// Ends the session.

@@ -79,6 +79,24 @@ impl ConsoleRepository for Store {
         .map_err(logged)
     }
 
+    async fn apps(&self, limit: i64) -> Result<Vec<String>, ConsoleError> {
+        async { read!(self, console, |conn, ops| ops::apps(conn, limit).await) }
+            .await
+            .map_err(logged)
+    }
+
+    async fn set_session_app(&self, id_hash: String, app: String) -> Result<bool, ConsoleError> {
+        let (id_hash, app) = (&id_hash, &app);
+        async {
+            write_tx!(self, console, |conn, ops| ops::set_session_app(
+                conn, id_hash, app
+            )
+            .await)
+        }
+        .await
+        .map_err(logged)
+    }
+
     async fn delete_session(
         &self,
         id_hash: String,

@@ -284,6 +284,18 @@ impl Page {
             .map(|_| ())
     }
 
+    /// Makes the page's clock read in the IANA time zone `zone` (as a reader there sees it).
+    #[allow(dead_code)]
+    pub async fn timezone(&mut self, zone: &str) -> io::Result<()> {
+        self.cdp
+            .call(
+                "Emulation.setTimezoneOverride",
+                json!({ "timezoneId": zone }),
+            )
+            .await
+            .map(|_| ())
+    }
+
     /// Saves a PNG of the whole page (not only the viewport) at `path`.
     #[allow(dead_code)]
     pub async fn screenshot(&mut self, path: &std::path::Path) -> io::Result<()> {

@@ -95,6 +95,8 @@ async fn operator_round_in_the_browser(db: Db) {
         .unwrap_or_else(|e| panic!("launching {}: {e}", chromium.display()));
     let mut page = browser.new_page().await.expect("a tab");
     page.viewport(1280, 900).await.expect("viewport");
+    // The operator reads the console in Tokyo (UTC+9, no daylight saving).
+    page.timezone("Asia/Tokyo").await.expect("time zone");
 
     // The link's page, then the overview.
     let link = console_link(&app, "default", "ops").await;
@@ -235,6 +237,32 @@ async fn operator_round_in_the_browser(db: Db) {
         "{first_row}"
     );
     assert!(first_row.contains("console:ops"), "{first_row}");
+    // Its instant is shown in the operator's zone, with the exact UTC instant on hover.
+    let when = page
+        .eval(
+            "(() => { const t = document.querySelector('#history tbody tr time'); \
+             return [t.textContent, t.title, t.getAttribute('datetime')]; })()",
+        )
+        .await
+        .expect("the row's instant");
+    let (shown, hover, utc) = (
+        when[0].as_str().unwrap_or_default(),
+        when[1].as_str().unwrap_or_default(),
+        when[2].as_str().unwrap_or_default(),
+    );
+    assert!(shown.contains("GMT+9"), "shown in Tokyo time: {shown:?}");
+    assert!(!shown.contains("UTC"), "{shown:?}");
+    assert_eq!(hover, format!("{utc} (UTC)"));
+    let utc_at = time::OffsetDateTime::parse(utc, &time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 instant");
+    let tokyo = utc_at.to_offset(time::macros::offset!(+9));
+    // The reader's locale picks a 24- or 12-hour clock.
+    let (h24, m) = (tokyo.hour(), tokyo.minute());
+    let h12 = if h24 % 12 == 0 { 12 } else { h24 % 12 };
+    assert!(
+        shown.contains(&format!("{h24:02}:{m:02}")) || shown.contains(&format!("{h12:02}:{m:02}")),
+        "{shown:?} is {tokyo} in Tokyo"
+    );
     shot(&mut page, db, "customer").await;
     assert_eq!(app.balance("alice").await, 1250);
 
@@ -262,7 +290,13 @@ async fn operator_round_in_the_browser(db: Db) {
         "one failed attempt, one retry"
     );
 
-    // The same page at phone width.
+    // The customer's page at phone width.
+    page.goto(
+        &format!("{}/console/customers/alice", app.address),
+        PAGE_TIMEOUT,
+    )
+    .await
+    .expect("the customer page");
     page.viewport(390, 844).await.expect("viewport");
     shot(&mut page, db, "customer-390").await;
     page.viewport(1280, 900).await.expect("viewport");
@@ -289,6 +323,48 @@ async fn operator_round_in_the_browser(db: Db) {
     assert_eq!(
         (status.as_u16(), refused["error"]["code"].clone()),
         (422, Value::from("COUPON_INVALID"))
+    );
+
+    // A second app in use: the operator switches to it and sees its customers only.
+    let (status, body, _) = app
+        .post(
+            "/admin/credits/manual",
+            &app_token("root", "acme", Some("admin")),
+            json!({"user_id": "zoe", "amount": 70, "description": "acme welcome"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    page.goto(&format!("{}/console", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("overview");
+    click_then(
+        &mut page,
+        "a.switch",
+        "location.pathname === '/console/apps'",
+    )
+    .await;
+    shot(&mut page, db, "apps").await;
+    click_then(
+        &mut page,
+        "button[aria-label='Switch to acme']",
+        "location.pathname === '/console'",
+    )
+    .await;
+    assert_eq!(
+        text(
+            &mut page,
+            "document.querySelector('.app strong').textContent"
+        )
+        .await,
+        "acme"
+    );
+    page.goto(&format!("{}/console/customers", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("customers");
+    let listed = text(&mut page, "document.getElementById('main').innerText").await;
+    assert!(
+        listed.contains("zoe") && !listed.contains("alice"),
+        "{listed}"
     );
 
     page.close().await;

@@ -867,3 +867,210 @@ async fn coupons_are_edited_in_the_console(db: Db) {
     assert_eq!(coupons["data"][0]["expires_at"], "2027-06-30T18:00:00Z");
     app.finish().await;
 }
+
+backend_tests!(operators_switch_between_apps_in_use);
+
+async fn operators_switch_between_apps_in_use(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 100).await;
+    let (status, body, _) = app
+        .post(
+            "/admin/credits/manual",
+            &crate::common::app_token("root", "acme", Some("admin")),
+            json!({"user_id": "<b>bob</b>", "amount": 7, "description": "acme grant"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+
+    // Both apps are listed, the current one marked; the layout links to the list.
+    let (status, html) = page(&app, "/console/apps", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("href=\"/console/apps\""), "{html}");
+    assert!(
+        html.contains("<td>acme</td>") && html.contains("<td>default</td>"),
+        "{html}"
+    );
+    assert!(html.contains("aria-label=\"Switch to acme\""), "{html}");
+    assert!(
+        !html.contains("aria-label=\"Switch to default\""),
+        "the current app: {html}"
+    );
+
+    let switch = |csrf: String, to: &'static str| {
+        let (cookie, address) = (cookie.clone(), app.address.clone());
+        async move {
+            let reply = client()
+                .post(format!("{address}/console/apps"))
+                .header(COOKIE, cookie)
+                .form(&[("csrf", csrf.as_str()), ("app", to)])
+                .send()
+                .await
+                .unwrap();
+            (reply.status(), reply.text().await.unwrap())
+        }
+    };
+    // Refused: a forged form, an app nobody uses (a typo opens no empty ledger). The session
+    // stays where it was.
+    let (status, _) = switch("0".repeat(64), "acme").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, html) = switch(token.clone(), "acmee").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("no app named &quot;acmee&quot; is in use"),
+        "{html}"
+    );
+    let (_, html) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert!(html.contains("alice") && !html.contains("bob"), "{html}");
+
+    // Switched: the pages show the other app's customers, escaped, and not the first app's.
+    let (status, _) = switch(token.clone(), "acme").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert!(html.contains("&lt;b&gt;bob&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("alice"), "{html}");
+    let (status, _) = page(&app, "/console/customers/alice", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "looking never opens an account");
+    let (_, html) = page(&app, "/console/customers", Some(&cookie)).await;
+    assert!(!html.contains("alice"), "{html}");
+    assert_eq!(app.balance_in("<b>bob</b>", "acme").await, 7);
+    app.finish().await;
+}
+
+backend_tests!(plan_features_yearly_ids_and_coupon_plans_from_the_console);
+
+async fn plan_features_yearly_ids_and_coupon_plans_from_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let admin = admin_token("root");
+    let (status, pro, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin,
+            json!({"name": "Pro", "kind": "subscription", "currency": "usd",
+                "price_monthly": 1999, "price_yearly": 19900, "credits_included": 1000,
+                "features": ["Chat"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pro}");
+    let pro = pro["data"]["id"].as_str().unwrap().to_owned();
+    let (status, coupon, _) = app
+        .post(
+            "/admin/billing/coupons",
+            &admin,
+            json!({"code": "PROONLY", "percent_off": 20, "duration": "once"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{coupon}");
+    let coupon = coupon["data"]["id"].as_str().unwrap().to_owned();
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let post = |path: String, fields: Vec<(String, String)>| {
+        let (cookie, address) = (cookie.clone(), app.address.clone());
+        async move {
+            client()
+                .post(format!("{address}{path}"))
+                .header(COOKIE, cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        v.push(("csrf".into(), token.clone()));
+        v
+    };
+
+    // The subscription's form shows its features and the yearly ids.
+    let (_, html) = page(&app, &format!("/console/plans/{pro}"), Some(&cookie)).await;
+    assert!(html.contains("id=\"plan-features\""), "{html}");
+    assert!(html.contains("name=\"stripe_price_yearly\""), "{html}");
+    let plan_form = |features: &str| {
+        fields(&[
+            ("name", "Pro"),
+            ("credits", "1000"),
+            ("price_monthly", "19.99"),
+            ("price_yearly", "199.00"),
+            ("credits_expire_days", ""),
+            ("stripe_price", "price_m"),
+            ("creem_product", ""),
+            ("stripe_price_yearly", "price_y"),
+            ("creem_product_yearly", "prod_y"),
+            ("description", ""),
+            ("features", features),
+        ])
+    };
+    // 51 features is one too many: refused, nothing changed.
+    let too_many: String = (0..51).map(|i| format!("F{i}\n")).collect();
+    let path = format!("/console/plans/{pro}");
+    assert_eq!(
+        post(path.clone(), plan_form(&too_many)).await,
+        StatusCode::BAD_REQUEST
+    );
+    let (_, plan, _) = app.get("/admin/billing/plans", &admin).await;
+    assert_eq!(plan["data"][0]["features"], json!(["Chat"]), "{plan}");
+    assert_eq!(
+        post(
+            path,
+            plan_form("Chat\r\n\r\n  Image generation  \nPriority support")
+        )
+        .await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, plan, _) = app.get("/admin/billing/plans", &admin).await;
+    let plan = &plan["data"][0];
+    assert_eq!(
+        plan["features"],
+        json!(["Chat", "Image generation", "Priority support"]),
+        "blank lines dropped, each line trimmed"
+    );
+    assert_eq!(
+        (
+            plan["stripe_price_id_yearly"].clone(),
+            plan["creem_product_id_yearly"].clone(),
+            plan["stripe_price_id_monthly"].clone()
+        ),
+        (json!("price_y"), json!("prod_y"), json!("price_m"))
+    );
+
+    // The coupon's plans: ticking Pro restricts it; an unknown plan is refused; none ticked
+    // means every plan again.
+    let (_, html) = page(&app, &format!("/console/coupons/{coupon}"), Some(&cookie)).await;
+    assert!(html.contains(&format!("name=\"plan:{pro}\"")), "{html}");
+    let path = format!("/console/coupons/{coupon}");
+    let plan_box = format!("plan:{pro}");
+    let restrict = |ticked: &[&str]| {
+        let mut f = fields(&[
+            ("max_redemptions", ""),
+            ("expires_at", ""),
+            ("plans_listed", "1"),
+        ]);
+        f.extend(ticked.iter().map(|k| ((*k).to_owned(), "on".to_owned())));
+        f
+    };
+    assert_eq!(
+        post(path.clone(), restrict(&["plan:nope"])).await,
+        StatusCode::BAD_REQUEST
+    );
+    let coupon_plans = || async {
+        let (_, list, _) = app.get("/admin/billing/coupons", &admin).await;
+        list["data"][0]["plan_ids"].clone()
+    };
+    assert_eq!(coupon_plans().await, json!([]));
+    assert_eq!(
+        post(path.clone(), restrict(&[&plan_box])).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(coupon_plans().await, json!([pro]));
+    let (_, html) = page(&app, &format!("/console/coupons/{coupon}"), Some(&cookie)).await;
+    assert!(html.contains("value=\"on\" checked"), "ticked now: {html}");
+    assert_eq!(post(path, restrict(&[])).await, StatusCode::SEE_OTHER);
+    assert_eq!(coupon_plans().await, json!([]));
+    app.finish().await;
+}

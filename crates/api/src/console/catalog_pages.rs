@@ -460,8 +460,16 @@ async fn plan_page(
                     div { label for="plan-expire" { "Credits expire after (days, blank = never)" } input type="number" id="plan-expire" name="credits_expire_days" min="1" step="1" value=[p.credits_expire_days]; }
                     div { label for="plan-stripe" { @if pack { "Stripe price id" } @else { "Stripe price id (monthly)" } } input type="text" id="plan-stripe" name="stripe_price" value=[stripe.as_deref()]; }
                     div { label for="plan-creem" { @if pack { "Creem product id" } @else { "Creem product id (monthly)" } } input type="text" id="plan-creem" name="creem_product" value=[creem.as_deref()]; }
+                    @if !pack {
+                        div { label for="plan-stripe-yearly" { "Stripe price id (yearly)" } input type="text" id="plan-stripe-yearly" name="stripe_price_yearly" value=[p.stripe_price_id_yearly.as_deref()]; }
+                        div { label for="plan-creem-yearly" { "Creem product id (yearly)" } input type="text" id="plan-creem-yearly" name="creem_product_yearly" value=[p.creem_product_id_yearly.as_deref()]; }
+                    }
                 }
                 div { label for="plan-description" { "Description" } input type="text" id="plan-description" name="description" maxlength="1000" value=(p.description); }
+                div {
+                    label for="plan-features" { "Features (one per line, shown to buyers)" }
+                    textarea id="plan-features" name="features" rows="4" { (p.features.join("\n")) }
+                }
                 div.actions { button type="submit" id="save-plan" { "Save" } a href="/console/plans" { "Back to plans" } }
             }
         }
@@ -503,8 +511,11 @@ pub(crate) struct PlanEditForm {
     stripe_price: String,
     #[serde(default)]
     creem_product: String,
+    stripe_price_yearly: Option<String>,
+    creem_product_yearly: Option<String>,
     #[serde(default)]
     description: String,
+    features: Option<String>,
 }
 
 impl PlanEditForm {
@@ -547,6 +558,23 @@ impl PlanEditForm {
             stripe_price_id_monthly: if pack { None } else { stripe },
             creem_product_id: if pack { creem.clone() } else { None },
             creem_product_id_monthly: if pack { None } else { creem },
+            stripe_price_id_yearly: if pack {
+                None
+            } else {
+                self.stripe_price_yearly.as_deref().map(given)
+            },
+            creem_product_id_yearly: if pack {
+                None
+            } else {
+                self.creem_product_yearly.as_deref().map(given)
+            },
+            features: self.features.as_deref().map(|text| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             credits_expire_days: Some(days),
             ..Default::default()
         })
@@ -596,6 +624,7 @@ async fn coupon_page(
         .coupon_by_id(&op.app, id)
         .await
         .map_err(ApiError::from)?;
+    let plans = state.catalog.plans(&op.app).await.map_err(ApiError::from)?;
     let expires = c
         .expires_at
         .map(|at| format!("{}T{:02}:{:02}", at.date(), at.hour(), at.minute()));
@@ -609,6 +638,17 @@ async fn coupon_page(
                 div.fields {
                     div { label for="coupon-max" { "Redemptions allowed (blank = unlimited)" } input type="number" id="coupon-max" name="max_redemptions" min="1" step="1" value=[c.max_redemptions]; }
                     div { label for="coupon-expires" { "Expires (UTC, blank = never)" } input type="datetime-local" id="coupon-expires" name="expires_at" value=[expires]; }
+                }
+                fieldset.choices {
+                    legend { "Applies to (none ticked = every plan and pack)" }
+                    input type="hidden" name="plans_listed" value="1";
+                    @for plan in &plans {
+                        label {
+                            input type="checkbox" name={ "plan:" (plan.id) } value="on" checked[c.plan_ids.contains(&plan.id)];
+                            " " (plan.name) " " span.muted { "(" (plan.id) ")" }
+                        }
+                    }
+                    @if plans.is_empty() { p.muted { "No plans yet." } }
                 }
                 div.actions { button type="submit" id="save-coupon" { "Save" } a href="/console/coupons" { "Back to coupons" } }
             }
@@ -642,6 +682,11 @@ pub(crate) struct CouponEditForm {
     max_redemptions: String,
     #[serde(default)]
     expires_at: String,
+    /// Present when the form listed the plans; then the ticked `plan:<id>` boxes are the
+    /// coupon's plans.
+    plans_listed: Option<String>,
+    #[serde(flatten)]
+    ticked: std::collections::BTreeMap<String, String>,
 }
 
 impl CouponEditForm {
@@ -657,6 +702,13 @@ impl CouponEditForm {
         Ok(CouponPatch {
             max_redemptions: Some(whole("redemptions allowed", &self.max_redemptions)?),
             expires_at: Some(expires_at),
+            plan_ids: self.plans_listed.as_ref().map(|_| {
+                self.ticked
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("plan:"))
+                    .map(str::to_owned)
+                    .collect()
+            }),
             ..Default::default()
         })
     }

@@ -4,8 +4,9 @@
 //! Signing in: `tally console-link` prints a one-time URL; its page posts the token back, which
 //! opens a session (cookie `HttpOnly`, `SameSite=Strict`, `Secure` behind https). Every
 //! state-changing form carries the session's CSRF token, checked before anything is read from
-//! the form. Responses forbid framing, scripts and referrers, and are never cached, except the
-//! stylesheet, whose URL carries its content's hash.
+//! the form. Responses forbid framing, inline scripts and referrers, and are never cached,
+//! except the stylesheet and the one small script (instants in the reader's time zone), whose
+//! URLs carry their content's hash.
 
 mod catalog_pages;
 mod engagement_pages;
@@ -31,6 +32,7 @@ use crate::AppState;
 pub const COOKIE: &str = "tally_console";
 
 const CSS: &str = include_str!("console.css");
+const JS: &str = include_str!("console.js");
 
 /// The console's settings, when it is on.
 #[derive(Debug, Clone, Default)]
@@ -95,18 +97,28 @@ impl OverviewCache {
     }
 }
 
-/// The stylesheet's path, versioned by its content.
+/// An asset's path, versioned by its content: `/console/assets/console.<hash>.<ext>`.
+fn asset_path(content: &str, ext: &str) -> String {
+    let digest = hex::encode(Sha256::digest(content.as_bytes()));
+    format!("/console/assets/console.{}.{ext}", &digest[..12])
+}
+
+/// The stylesheet's path.
 pub(crate) fn css_path() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let digest = hex::encode(Sha256::digest(CSS.as_bytes()));
-        format!("/console/assets/console.{}.css", &digest[..12])
-    })
+    PATH.get_or_init(|| asset_path(CSS, "css"))
+}
+
+/// The script's path (it shows instants in the reader's time zone).
+pub(crate) fn js_path() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| asset_path(JS, "js"))
 }
 
 /// Registers the end users' billing portal (always on; it opens only with a portal session).
 pub fn configure_portal(cfg: &mut web::ServiceConfig) {
     cfg.route(css_path(), web::get().to(stylesheet))
+        .route(js_path(), web::get().to(script))
         .route("/portal/{token}", web::get().to(portal::page))
         .route("/portal/{token}/checkin", web::post().to(portal::checkin))
         .route("/portal/{token}/buy", web::post().to(portal::buy))
@@ -119,6 +131,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/login", web::get().to(pages::login_page))
         .route("/console/login", web::post().to(pages::login))
         .route("/console/logout", web::post().to(pages::logout))
+        .route("/console/apps", web::get().to(pages::apps))
+        .route("/console/apps", web::post().to(pages::switch_app))
         .route("/console/customers", web::get().to(pages::customers))
         .route("/console/customers/{user}", web::get().to(pages::customer))
         .route(
@@ -187,16 +201,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn stylesheet() -> HttpResponse {
+/// An embedded asset; its URL changes with its content, so it may be cached for good.
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
+        .content_type(content_type)
         .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
-        .body(CSS)
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
 }
 
-/// The console's content security policy: its own stylesheet, no scripts, no framing.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+async fn stylesheet() -> HttpResponse {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+/// The console's content security policy: its own stylesheet and script (no inline code), no
+/// framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+                   img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
 
 /// An HTML answer with the console's security headers.
 pub(crate) fn html(status: StatusCode, body: Markup) -> HttpResponse {

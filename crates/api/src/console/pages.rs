@@ -536,3 +536,119 @@ pub(crate) async fn adjust(
         Err(_) => Err(PageError::Internal),
     }
 }
+
+async fn apps_page(
+    state: &AppState,
+    op: &Operator,
+    switchable: bool,
+    notice_: Option<Notice>,
+) -> Result<Markup, PageError> {
+    let apps = state.sessions.apps().await.map_err(|e| {
+        tracing::error!(error = %e, "listing the apps failed");
+        PageError::Internal
+    })?;
+    let body = html! {
+        (notice(&notice_))
+        section.panel aria-labelledby="apps-title" {
+            h2 id="apps-title" { "Apps in use" }
+            @if !switchable {
+                p.muted { "Signed in through the gateway: its headers choose the app." }
+            }
+            table id="apps" {
+                thead { tr { th { "App" } th { span.visually-hidden { "Action" } } } }
+                tbody {
+                    @for app in &apps {
+                        tr {
+                            td { (app) }
+                            td {
+                                @if *app == op.app {
+                                    span.pill.on { "current" }
+                                } @else if switchable {
+                                    form.inline method="post" action="/console/apps" {
+                                        input type="hidden" name="csrf" value=(op.csrf_token);
+                                        input type="hidden" name="app" value=(app);
+                                        button.secondary type="submit" aria-label={ "Switch to " (app) } { "Switch" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if apps.is_empty() {
+                p.empty { "No app has accounts, plans or settings yet." }
+            }
+            p.muted { "An app is in use once it has accounts, plans, coupons, webhook endpoints, a check-in configuration or portal branding." }
+        }
+    };
+    Ok(view::page(op, "/console/apps", "Apps", body))
+}
+
+/// The apps in use, with a way to switch the session to each.
+pub(crate) async fn apps(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Signed(op): Signed,
+) -> Result<HttpResponse, PageError> {
+    let switchable = session_cookie(&req).is_some() && !signed_by_gateway(&state, &req);
+    Ok(html(
+        StatusCode::OK,
+        apps_page(&state, &op, switchable, None).await?,
+    ))
+}
+
+/// Whether the gateway's headers signed this request in (they win over a session cookie).
+fn signed_by_gateway(state: &AppState, req: &HttpRequest) -> bool {
+    state
+        .auth
+        .gateway
+        .as_ref()
+        .and_then(|g| g.console_operator(req))
+        .is_some()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AppForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    app: String,
+}
+
+/// Moves the session to another app in use, then shows its overview.
+pub(crate) async fn switch_app(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Signed(op): Signed,
+    form: web::Form<AppForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&op, &form.csrf)?;
+    let refused = |message: &str| Some(Notice::Refused(message.to_owned()));
+    let session = session_cookie(&req).filter(|_| !signed_by_gateway(&state, &req));
+    let Some(id) = session else {
+        let why = refused("signed in through the gateway, whose headers choose the app");
+        return Ok(html(
+            StatusCode::BAD_REQUEST,
+            apps_page(&state, &op, false, why).await?,
+        ));
+    };
+    match state
+        .sessions
+        .switch_app(&id, &form.app, state.ledger.now())
+        .await
+    {
+        Ok(()) => Ok(see_other("/console")),
+        Err(ConsoleError::UnknownApp) => {
+            let why = refused(&format!("no app named \"{}\" is in use", form.app));
+            Ok(html(
+                StatusCode::BAD_REQUEST,
+                apps_page(&state, &op, true, why).await?,
+            ))
+        }
+        Err(ConsoleError::SessionEnded) => Err(PageError::SignIn),
+        Err(e) => {
+            tracing::error!(error = %e, "switching the console's app failed");
+            Err(PageError::Internal)
+        }
+    }
+}

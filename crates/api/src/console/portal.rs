@@ -195,7 +195,7 @@ fn accent_style(branding: &Branding) -> Option<(String, String)> {
 fn portal_policy(branding: &Branding) -> String {
     let style = accent_style(branding).map_or(String::new(), |(_, source)| format!(" {source}"));
     format!(
-        "default-src 'none'; style-src 'self'{style}; img-src 'self' https:; \
+        "default-src 'none'; style-src 'self'{style}; script-src 'self'; img-src 'self' https:; \
          form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'"
     )
 }

@@ -4,7 +4,7 @@ use maud::{DOCTYPE, Markup, html};
 use tally_console::Operator;
 use time::OffsetDateTime;
 
-use super::css_path;
+use super::{css_path, js_path};
 
 /// The console's sections, in navigation order: (path, label).
 const NAV: [(&str, &str); 10] = [
@@ -20,9 +20,12 @@ const NAV: [(&str, &str); 10] = [
     ("/console/branding", "Portal"),
 ];
 
-/// The stylesheet's `<link>`.
+/// The stylesheet's `<link>` and the script that shows instants in the reader's time zone.
 pub(crate) fn css_link() -> Markup {
-    html! { link rel="stylesheet" href=(css_path()); }
+    html! {
+        link rel="stylesheet" href=(css_path());
+        script src=(js_path()) defer {}
+    }
 }
 
 fn head(title: &str) -> Markup {
@@ -46,7 +49,10 @@ pub(crate) fn page(op: &Operator, current: &str, title: &str, body: Markup) -> M
                 div.shell {
                     aside.side {
                         div.brand { "Tally" }
-                        div.app { "App " strong { (op.app) } " · " (op.operator) }
+                        div.app {
+                            "App " strong { (op.app) } " · " (op.operator) br;
+                            a.switch href="/console/apps" aria-current=[(current == "/console/apps").then_some("page")] { "Switch app" }
+                        }
                         nav aria-label="Console" {
                             @for (path, label) in NAV {
                                 @if path == current {
@@ -152,7 +158,8 @@ pub(crate) fn parse_money(s: &str, currency: &str) -> Option<i64> {
         .checked_add(minor)
 }
 
-/// An instant for people, with the exact UTC instant on hover.
+/// An instant for people: UTC on the server; the page's script rewrites it in the reader's
+/// time zone and keeps the exact UTC instant on hover.
 pub(crate) fn instant(at: OffsetDateTime) -> Markup {
     let iso = crate::dto::rfc3339(at);
     let short = format!("{} {:02}:{:02} UTC", at.date(), at.hour(), at.minute());
