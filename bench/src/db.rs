@@ -179,7 +179,8 @@ pub fn timestamp(t: time::OffsetDateTime) -> String {
 /// and lots; a later range tops an earlier preload up) and leaves every ledger invariant holding:
 /// balances, `balance_after` running sums, the lot remainder, one movement per idempotency key.
 /// Ids interleave users the way real traffic does (round `k` of user `a` is id `k·users + a`),
-/// so one user's rows are spread out.
+/// so one user's rows are spread out; round `k` is stamped `(total − k)/total` of 29 days before
+/// now, so the rows cover a month.
 pub async fn preload(
     kind: DbKind,
     url: &str,
@@ -197,8 +198,14 @@ pub async fn preload(
     let end = rounds.end.max(1);
     let balance = SEED_CREDITS - (end as i64 - 1);
     let now = time::OffsetDateTime::now_utc();
-    // History ends a minute before the first call, one second per round.
-    let at = |k: u64| timestamp(now - time::Duration::seconds((total - k) as i64 + 60));
+    // History ends a minute before the first call and spreads its rounds evenly over the 29
+    // days before, as a month of real traffic would: the statistics then have finished days
+    // to roll up and today's rows to count.
+    let span = 29 * 86_400;
+    let at = |k: u64| {
+        let back = (total - k) as i64 * span / total as i64;
+        timestamp(now - time::Duration::seconds(back + 60))
+    };
     let t0 = at(0);
     let tn = at(end - 1);
     let mut statements = Vec::new();

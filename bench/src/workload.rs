@@ -22,22 +22,36 @@ pub const HOT_USER: usize = 0;
 #[derive(Serialize)]
 struct Claims<'a> {
     sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
     exp: i64,
+}
+
+fn bearer(key: &EncodingKey, sub: &str, role: Option<&str>) -> Result<HeaderValue, String> {
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 24 * 3600;
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &Claims { sub, role, exp },
+        key,
+    )
+    .map_err(|e| format!("signing a token: {e}"))?;
+    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("token header: {e}"))
+}
+
+/// An HS256 bearer token of an admin of the default app.
+pub fn admin_token(secret: &str) -> Result<HeaderValue, String> {
+    bearer(
+        &EncodingKey::from_secret(secret.as_bytes()),
+        "bench-admin",
+        Some("admin"),
+    )
 }
 
 /// HS256 bearer tokens (`sub`, `exp`) for users `0..users`, ready to send.
 pub fn mint_tokens(secret: &str, users: usize) -> Result<Vec<HeaderValue>, String> {
     let key = EncodingKey::from_secret(secret.as_bytes());
-    let header = Header::new(Algorithm::HS256);
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 24 * 3600;
     (0..users)
-        .map(|i| {
-            let sub = user_id(i);
-            let token = jsonwebtoken::encode(&header, &Claims { sub: &sub, exp }, &key)
-                .map_err(|e| format!("signing a token: {e}"))?;
-            HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|e| format!("token header: {e}"))
-        })
+        .map(|i| bearer(&key, &user_id(i), None))
         .collect()
 }
 
@@ -79,6 +93,11 @@ pub enum Workload {
     },
     /// `POST /payment/webhook/stripe`: a signed `invoice.paid` for a random seeded subscription.
     Webhook(crate::commerce::Renewals),
+    /// `GET /admin/stats` (the last 30 days, per day) as an admin.
+    Stats {
+        host: HeaderValue,
+        admin: HeaderValue,
+    },
     /// A console page as a signed-in operator: a random user's customer page (`users` set), or
     /// the overview (30 days of statistics).
     Console {
@@ -176,6 +195,7 @@ impl Workload {
                 post(host, "/internal/credits/grant", service_key, Some(body))
             }
             Workload::Webhook(renewals) => renewals.request(rng),
+            Workload::Stats { host, admin } => get(host, "/admin/stats", admin),
             Workload::Console {
                 host,
                 cookie,
