@@ -11,13 +11,115 @@ use tally_webhooks::{RepoError, WebhookError};
 
 use crate::telemetry::current_request_id;
 
+/// Declares [`ErrorCode`]: each variant with its wire name and HTTP status, in one table.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $status:ident;)*) => {
+        /// Every error code the API answers, with the HTTP status it goes with: the one place
+        /// both are decided.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The stable SCREAMING_SNAKE name clients branch on.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status an error with this code answers.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A request field, parameter or body is malformed or out of range.
+    ValidationError = "VALIDATION_ERROR", BAD_REQUEST;
+    /// No credentials, or credentials that do not verify.
+    Unauthorized = "UNAUTHORIZED", UNAUTHORIZED;
+    /// The credentials are valid but not allowed to do this.
+    Forbidden = "FORBIDDEN", FORBIDDEN;
+    /// No such route or object.
+    NotFound = "NOT_FOUND", NOT_FOUND;
+    /// The route exists with other methods.
+    MethodNotAllowed = "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED;
+    /// The body is larger than the route accepts.
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE", PAYLOAD_TOO_LARGE;
+    /// The change conflicts with what is stored (a duplicate, an object in use).
+    Conflict = "CONFLICT", CONFLICT;
+    /// The account cannot cover the amount.
+    InsufficientCredits = "INSUFFICIENT_CREDITS", PAYMENT_REQUIRED;
+    /// The idempotency key was used with a different request.
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED", UNPROCESSABLE_ENTITY;
+    /// A request with this idempotency key is still running.
+    IdempotencyInProgress = "IDEMPOTENCY_IN_PROGRESS", CONFLICT;
+    /// The user checked in today already.
+    AlreadyCheckedIn = "ALREADY_CHECKED_IN", CONFLICT;
+    /// Check-in is switched off for the app.
+    CheckinDisabled = "CHECKIN_DISABLED", CONFLICT;
+    /// The hold was captured, released or expired already.
+    HoldNotActive = "HOLD_NOT_ACTIVE", CONFLICT;
+    /// The hold's time ran out.
+    HoldExpired = "HOLD_EXPIRED", CONFLICT;
+    /// No such redemption code.
+    CodeNotFound = "CODE_NOT_FOUND", NOT_FOUND;
+    /// The redemption code has expired.
+    CodeExpired = "CODE_EXPIRED", UNPROCESSABLE_ENTITY;
+    /// The redemption code has no uses left.
+    CodeExhausted = "CODE_EXHAUSTED", UNPROCESSABLE_ENTITY;
+    /// The user redeemed this code before.
+    CodeAlreadyRedeemed = "CODE_ALREADY_REDEEMED", CONFLICT;
+    /// Too many failed attempts; retry later.
+    RateLimited = "RATE_LIMITED", TOO_MANY_REQUESTS;
+    /// The plan cannot be bought this way.
+    PlanNotPurchasable = "PLAN_NOT_PURCHASABLE", UNPROCESSABLE_ENTITY;
+    /// The coupon cannot be applied.
+    CouponInvalid = "COUPON_INVALID", UNPROCESSABLE_ENTITY;
+    /// The payment channel is not configured.
+    ProviderNotConfigured = "PROVIDER_NOT_CONFIGURED", UNPROCESSABLE_ENTITY;
+    /// The payment provider failed.
+    ProviderError = "PROVIDER_ERROR", BAD_GATEWAY;
+    /// A provider webhook's signature does not verify.
+    InvalidSignature = "INVALID_SIGNATURE", BAD_REQUEST;
+    /// The user has no customer at the provider yet.
+    NoBillingCustomer = "NO_BILLING_CUSTOMER", NOT_FOUND;
+    /// A webhook endpoint URL is not allowed.
+    InvalidWebhookUrl = "INVALID_WEBHOOK_URL", UNPROCESSABLE_ENTITY;
+    /// The server cannot serve now (the database is unreachable).
+    Unavailable = "UNAVAILABLE", SERVICE_UNAVAILABLE;
+    /// Something failed inside the server; the log has the request id.
+    Internal = "INTERNAL", INTERNAL_SERVER_ERROR;
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// An error as clients see it: status, stable code, message and optional details.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
+    /// HTTP status: the code's, except for HTTP-level errors answered with their own.
     pub status: StatusCode,
-    /// Stable SCREAMING_SNAKE code clients branch on.
-    pub code: &'static str,
+    /// Stable code clients branch on.
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     /// Extra structured detail (e.g. the offending field).
@@ -35,10 +137,10 @@ impl std::fmt::Display for ApiError {
 }
 
 impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A new error with the code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             details: None,
@@ -55,38 +157,33 @@ impl ApiError {
 
     /// 401 UNAUTHORIZED.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+        let mut e = Self::new(ErrorCode::Unauthorized, message);
         e.www_authenticate = true;
         e
     }
 
     /// 403 FORBIDDEN.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// 404 NOT_FOUND.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     /// 400 VALIDATION_ERROR naming a field.
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            format!("{field}: {message}"),
-        )
-        .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
+        Self::new(ErrorCode::ValidationError, format!("{field}: {message}"))
+            .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
     }
 
     /// 500 INTERNAL; the body repeats the request id so operators can find the log line.
     pub fn internal() -> Self {
         let id = current_request_id().unwrap_or_default();
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
+            ErrorCode::Internal,
             format!("internal error; request id {id}"),
         )
         .with_details(json!({ "request_id": id }))
@@ -123,7 +220,7 @@ impl ResponseError for ApiError {
         builder.json(ErrorBody {
             success: false,
             error: ErrorInner {
-                code: self.code,
+                code: self.code.as_str(),
                 message: &self.message,
                 details: self.details.as_ref(),
             },
@@ -139,65 +236,52 @@ impl From<LedgerError> for ApiError {
                 requested,
                 available,
             } => Self::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "INSUFFICIENT_CREDITS",
+                ErrorCode::InsufficientCredits,
                 format!("{requested} credits requested, {available} available"),
             )
             .with_details(json!({ "requested": requested, "available": available })),
             LedgerError::IdempotencyKeyReused => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
+                ErrorCode::IdempotencyKeyReused,
                 "this idempotency key was already used with a different request",
             ),
             LedgerError::AlreadyCheckedIn { day } => Self::new(
-                StatusCode::CONFLICT,
-                "ALREADY_CHECKED_IN",
+                ErrorCode::AlreadyCheckedIn,
                 format!("already checked in on {day}"),
             )
             .with_details(json!({ "day": day })),
             LedgerError::CheckinDisabled => Self::new(
-                StatusCode::CONFLICT,
-                "CHECKIN_DISABLED",
+                ErrorCode::CheckinDisabled,
                 "check-in is disabled for this app",
             ),
             LedgerError::HoldNotFound => Self::not_found("no such hold"),
             LedgerError::HoldNotActive { status } => Self::new(
-                StatusCode::CONFLICT,
-                "HOLD_NOT_ACTIVE",
+                ErrorCode::HoldNotActive,
                 format!("the hold is already {status}"),
             )
             .with_details(json!({ "status": status })),
             LedgerError::HoldExpired => Self::new(
-                StatusCode::CONFLICT,
-                "HOLD_EXPIRED",
+                ErrorCode::HoldExpired,
                 "the hold expired; its credits were returned",
             ),
-            LedgerError::CodeNotFound => Self::new(
-                StatusCode::NOT_FOUND,
-                "CODE_NOT_FOUND",
-                "no such redemption code",
-            ),
-            LedgerError::CodeExpired => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "CODE_EXPIRED",
-                "this redemption code has expired",
-            ),
+            LedgerError::CodeNotFound => {
+                Self::new(ErrorCode::CodeNotFound, "no such redemption code")
+            }
+            LedgerError::CodeExpired => {
+                Self::new(ErrorCode::CodeExpired, "this redemption code has expired")
+            }
             LedgerError::CodeExhausted => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "CODE_EXHAUSTED",
+                ErrorCode::CodeExhausted,
                 "this redemption code has no uses left",
             ),
             LedgerError::CodeAlreadyRedeemed => Self::new(
-                StatusCode::CONFLICT,
-                "CODE_ALREADY_REDEEMED",
+                ErrorCode::CodeAlreadyRedeemed,
                 "you already redeemed this code",
             ),
             LedgerError::RateLimited {
                 retry_after_seconds,
             } => {
                 let mut e = Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMITED",
+                    ErrorCode::RateLimited,
                     format!("too many failed attempts; retry in {retry_after_seconds} s"),
                 )
                 .with_details(json!({ "retry_after_seconds": retry_after_seconds }));
@@ -228,10 +312,10 @@ impl From<CatalogError> for ApiError {
                     .into_iter()
                     .map(|f| json!({ "field": f.field, "message": f.message }))
                     .collect();
-                Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+                Self::new(ErrorCode::ValidationError, message)
                     .with_details(json!({ "fields": fields }))
             }
-            CatalogError::Conflict(message) => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
+            CatalogError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
             CatalogError::PlanNotFound => Self::not_found("no such plan"),
             CatalogError::CouponNotFound => Self::not_found("no such coupon"),
             CatalogError::Storage(source) => {
@@ -244,35 +328,25 @@ impl From<CatalogError> for ApiError {
 
 impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
-        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
         match e {
             CheckoutError::Validation(fields) => CatalogError::Validation(fields).into(),
             CheckoutError::PlanNotFound => Self::not_found("no such plan"),
-            CheckoutError::PlanNotPurchasable(m) => {
-                Self::new(unprocessable, "PLAN_NOT_PURCHASABLE", m)
-            }
-            CheckoutError::CouponInvalid(m) => Self::new(unprocessable, "COUPON_INVALID", m),
+            CheckoutError::PlanNotPurchasable(m) => Self::new(ErrorCode::PlanNotPurchasable, m),
+            CheckoutError::CouponInvalid(m) => Self::new(ErrorCode::CouponInvalid, m),
             CheckoutError::ProviderNotConfigured(channel) => Self::new(
-                unprocessable,
-                "PROVIDER_NOT_CONFIGURED",
+                ErrorCode::ProviderNotConfigured,
                 format!("the {channel} channel is not configured"),
             ),
             CheckoutError::Provider(m) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "PROVIDER_ERROR",
+                ErrorCode::ProviderError,
                 format!("the payment provider failed: {m}"),
             ),
-            CheckoutError::InvalidSignature(m) => {
-                Self::new(StatusCode::BAD_REQUEST, "INVALID_SIGNATURE", m)
-            }
+            CheckoutError::InvalidSignature(m) => Self::new(ErrorCode::InvalidSignature, m),
             CheckoutError::OrderNotFound => Self::not_found("no such order"),
-            CheckoutError::NoCustomer(m) => {
-                Self::new(StatusCode::NOT_FOUND, "NO_BILLING_CUSTOMER", m)
-            }
+            CheckoutError::NoCustomer(m) => Self::new(ErrorCode::NoBillingCustomer, m),
             CheckoutError::IdempotencyKeyReused => LedgerError::IdempotencyKeyReused.into(),
             CheckoutError::IdempotencyInProgress => Self::new(
-                StatusCode::CONFLICT,
-                "IDEMPOTENCY_IN_PROGRESS",
+                ErrorCode::IdempotencyInProgress,
                 "a request with this idempotency key is still running",
             ),
             CheckoutError::Storage(source) => {
@@ -288,14 +362,10 @@ impl From<WebhookError> for ApiError {
         match e {
             WebhookError::Validation(message) => {
                 let field = webhook_field(&message);
-                Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.clone())
+                Self::new(ErrorCode::ValidationError, message.clone())
                     .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
             }
-            WebhookError::InvalidUrl(e) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_WEBHOOK_URL",
-                e.to_string(),
-            ),
+            WebhookError::InvalidUrl(e) => Self::new(ErrorCode::InvalidWebhookUrl, e.to_string()),
             WebhookError::NotFound => Self::not_found("no such webhook endpoint or delivery"),
             WebhookError::Storage(RepoError::Storage(source)) => {
                 tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
@@ -407,22 +477,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_has_one_name_and_an_error_status() {
+        let mut names = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert!(names.insert(code.as_str()), "{code} twice");
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{code}"
+            );
+            assert!(
+                code.status().is_client_error() || code.status().is_server_error(),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            ErrorCode::InsufficientCredits.status(),
+            StatusCode::PAYMENT_REQUIRED
+        );
+        assert_eq!(
+            ApiError::new(ErrorCode::CouponInvalid, "x").status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    #[test]
     fn webhook_errors_map_to_codes() {
         let e = ApiError::from(WebhookError::InvalidUrl(UrlError::UnsupportedScheme));
         assert_eq!(
             (e.status, e.code, e.message.as_str()),
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_WEBHOOK_URL",
+                ErrorCode::InvalidWebhookUrl,
                 "URL scheme must be http or https"
             )
         );
         let e = ApiError::from(WebhookError::NotFound);
-        assert_eq!((e.status, e.code), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::NOT_FOUND, ErrorCode::NotFound)
+        );
         let e = ApiError::from(WebhookError::Validation("unknown event type `x.y`".into()));
         assert_eq!(
             (e.status, e.code),
-            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
         );
         assert_eq!(
             e.details,

@@ -18,7 +18,7 @@ use tally_ledger::Ledger;
 
 pub use auth::{AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, ServiceKeys};
 pub use cors::{CorsConfig, cors};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use telemetry::{Metrics, PoolGauges, observe};
 
 /// What every handler can reach.
@@ -47,11 +47,7 @@ pub struct AppState {
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     let api = match &err {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::new(
-                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                "request body too large",
-            )
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
         }
         JsonPayloadError::ContentType => {
             ApiError::validation("body", "Content-Type must be application/json")

@@ -14,7 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError, web};
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -200,16 +200,18 @@ fn envelope_for(status: StatusCode) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            status,
-            "METHOD_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed,
             "method not allowed on this route",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(status, "PAYLOAD_TOO_LARGE", "request body too large")
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
         }
         StatusCode::UNAUTHORIZED => ApiError::unauthorized("authentication required"),
         StatusCode::FORBIDDEN => ApiError::forbidden("not allowed"),
-        s if s.is_client_error() => ApiError::new(s, "VALIDATION_ERROR", "bad request"),
+        s if s.is_client_error() => ApiError {
+            status: s,
+            ..ApiError::new(ErrorCode::ValidationError, "bad request")
+        },
         _ => ApiError::internal(),
     }
 }

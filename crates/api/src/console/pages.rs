@@ -294,7 +294,7 @@ pub(crate) enum Notice {
 
 /// A form that could not be read, refused the way the domain's refusals are.
 pub(crate) fn unreadable(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+    ApiError::new(crate::ErrorCode::ValidationError, message)
 }
 
 /// Where a form's change leads: on to `next` when it was made; back to the form's page (`again`)

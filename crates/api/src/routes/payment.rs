@@ -66,8 +66,7 @@ async fn read_body(payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     match payload.to_bytes_limited(WEBHOOK_BODY_LIMIT).await {
         Ok(Ok(bytes)) => Ok(bytes.to_vec()),
         Ok(Err(_)) => Err(ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
+            crate::ErrorCode::PayloadTooLarge,
             "request body too large",
         )),
         Err(e) => Err(ApiError::validation("body", e.to_string())),

@@ -22,8 +22,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.ledger.repository().ping().await {
         Ok(()) => ok(json!({ "status": "ready" })),
         Err(_) => actix_web::ResponseError::error_response(&ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
+            crate::ErrorCode::Unavailable,
             "database unreachable",
         )),
     }
