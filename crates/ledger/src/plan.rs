@@ -52,6 +52,58 @@ pub struct Plan {
     pub expired_holds: Vec<i64>,
 }
 
+/// Checks, in debug builds, that `plan` keeps the ledger's invariants on `state` (the rules
+/// `tally verify` checks afterwards): the balance moves by exactly the entries' amounts, each
+/// entry's `balance_after` is the running sum, no lot grows or goes below zero, the held credits
+/// only shrink and stay non-negative, a new lot holds at most what it grants, and — when the
+/// state's live lots held the positive part of its balance — they still do after the plan.
+#[cfg(debug_assertions)]
+fn check_plan(state: &AccountView, plan: &Plan) {
+    let mut running = state.balance;
+    for entry in plan.expiries.iter().chain(plan.main.as_ref()) {
+        running += entry.amount;
+        assert_eq!(
+            entry.balance_after, running,
+            "balance_after is the running sum"
+        );
+    }
+    assert_eq!(
+        plan.balance, running,
+        "the balance moves by the entries' amounts"
+    );
+    let mut lots: std::collections::BTreeMap<i64, i64> =
+        state.lots.iter().map(|l| (l.id, l.remaining)).collect();
+    for &(id, remaining) in &plan.lot_updates {
+        let before = lots.insert(id, remaining);
+        assert!(
+            before.is_some_and(|b| (0..=b).contains(&remaining)),
+            "lot {id} goes from {before:?} to {remaining}"
+        );
+    }
+    if let Some(lot) = &plan.new_lot {
+        assert!((0..=lot.amount).contains(&lot.remaining), "{lot:?}");
+    }
+    assert!(
+        (0..=state.held).contains(&plan.held),
+        "held goes from {} to {}",
+        state.held,
+        plan.held
+    );
+    let before: i64 = state.lots.iter().map(|l| l.remaining).sum();
+    if before == state.balance.max(0) {
+        let after: i64 =
+            lots.values().sum::<i64>() + plan.new_lot.as_ref().map_or(0, |l| l.remaining);
+        assert_eq!(
+            after,
+            plan.balance.max(0),
+            "live lots hold the positive balance"
+        );
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn check_plan(_: &AccountView, _: &Plan) {}
+
 /// Order in which lots are consumed: soonest-expiring first, never-expiring last, then oldest.
 pub fn consumption_order(lots: &mut [crate::LotView]) {
     lots.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.id));
@@ -82,6 +134,7 @@ pub fn plan_expiry(state: &AccountView, now: OffsetDateTime) -> Plan {
             });
         }
     }
+    check_plan(state, &plan);
     plan
 }
 
@@ -164,6 +217,7 @@ pub fn plan_movement(
             debit(&mut plan, &live, balance, TxnType::Refund, credits);
         }
     }
+    check_plan(state, &plan);
     Ok(plan)
 }
 
@@ -283,6 +337,28 @@ mod tests {
             holds: vec![],
             lots,
         }
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn broken_plans_are_caught_where_they_are_made() {
+        let s = state(vec![lot(1, 100, None)]);
+        let good = plan_movement(&s, &debit(30), NOW).unwrap();
+        check_plan(&s, &good);
+        let broken = |change: fn(&mut Plan)| {
+            let mut p = good.clone();
+            change(&mut p);
+            std::panic::catch_unwind(|| check_plan(&s, &p)).is_err()
+        };
+        assert!(broken(|p| p.balance += 1), "a balance the entries do not add up to");
+        assert!(broken(|p| p.lot_updates[0].1 = 71), "a lot left holding more than the balance");
+        assert!(broken(|p| p.lot_updates[0].1 = 101), "a lot that grows");
+        assert!(broken(|p| p.lot_updates[0].1 = -1), "a negative lot");
+        assert!(broken(|p| p.held = -1), "negative held credits");
+        assert!(
+            broken(|p| p.main.as_mut().unwrap().balance_after = 0),
+            "a wrong balance_after"
+        );
     }
 
     fn debit(credits: i64) -> MovementKind {

@@ -182,13 +182,19 @@ impl Store {
 /// fails, every write in the group fails with it and none of them happened. A panic inside a
 /// write aborts its group (the connection is dropped, which rolls the transaction back); the
 /// others fail with an error and the panic continues in the caller.
+///
+/// The queue is bounded: with [`MAX_QUEUED`] writes waiting, a caller waits for room before its
+/// write is queued, so a burst slows callers down instead of piling up memory.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
 }
 
 /// The most writes one group commits.
 const MAX_GROUP: usize = 64;
+
+/// The most writes waiting for the writer (sixteen groups).
+const MAX_QUEUED: usize = 16 * MAX_GROUP;
 
 /// A queued write: runs in its savepoint on the writer's connection and answers whether the
 /// connection is still at the group's transaction level; the [`Finish`] it leaves reports the
@@ -212,13 +218,13 @@ impl GroupCommit {
     /// Starts the writer thread on `pool` (the single writer connection); it ends when the last
     /// clone of the returned handle is dropped.
     pub(crate) fn start(pool: Pool<SqliteConn>) -> std::io::Result<Self> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(MAX_QUEUED);
         let handle = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("tally-sqlite-writer".into())
             .spawn(move || {
                 let _inline = InlineGuard::enter();
-                while let Ok(first) = queue.recv() {
+                while let Some(first) = queue.blocking_recv() {
                     let mut group = Vec::with_capacity(MAX_GROUP);
                     group.push(first);
                     while group.len() < MAX_GROUP {
@@ -262,7 +268,7 @@ impl GroupCommit {
             });
             (finish, clean)
         });
-        if self.jobs.send(job).is_err() {
+        if self.jobs.send(job).await.is_err() {
             return Err(StoreError::Connection(
                 "the SQLite writer has stopped".into(),
             ));

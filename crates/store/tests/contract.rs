@@ -106,6 +106,9 @@ contract! {
         sqlite_concurrent_spends_never_overdraw, postgres_concurrent_spends_never_overdraw;
     concurrent_checkins_award_once => sqlite_concurrent_checkins_award_once, postgres_concurrent_checkins_award_once;
     concurrent_replays_write_once => sqlite_concurrent_replays_write_once, postgres_concurrent_replays_write_once;
+    a_burst_beyond_the_write_queue_completes =>
+        sqlite_a_burst_beyond_the_write_queue_completes,
+        postgres_a_burst_beyond_the_write_queue_completes;
     reads_are_consistent_snapshots =>
         sqlite_reads_are_consistent_snapshots, postgres_reads_are_consistent_snapshots;
     two_nodes_share_one_database => sqlite_two_nodes_share_one_database, postgres_two_nodes_share_one_database;
@@ -1272,6 +1275,30 @@ async fn concurrent_spends_never_overdraw(t: Ctx) {
         .map(|r| r.balance_after)
         .collect();
     assert_eq!(afters, (0..CREDITS).collect::<BTreeSet<_>>());
+}
+
+/// More writes at once than the SQLite writer queues (1,024): the rest wait for room, and every
+/// one is applied exactly once.
+async fn a_burst_beyond_the_write_queue_completes(t: Ctx) {
+    const WRITES: usize = 2_500;
+    const USERS: usize = 50;
+    let mut tasks = JoinSet::new();
+    for i in 0..WRITES {
+        let l = t.ledger.clone();
+        tasks.spawn(async move {
+            let a = acct("app", &format!("u{}", i % USERS));
+            grant(&l, &a, (i % 7 + 1) as i64, None).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let mut total = 0;
+    for u in 0..USERS {
+        total += balance(&t.ledger, &acct("app", &format!("u{u}"))).await;
+    }
+    let expected: i64 = (0..WRITES).map(|i| (i % 7 + 1) as i64).sum();
+    assert_eq!(total, expected);
 }
 
 async fn concurrent_checkins_award_once(t: Ctx) {
