@@ -235,17 +235,10 @@ impl Application {
         let store = open_store(&settings).await?;
         let store_for_checkout = store.clone();
         let store_for_console = store.clone();
-        let catalog_clock = clock.clone();
-        let catalog = Catalog::with_clock(
-            Arc::new(store.clone()),
-            Arc::new(move || catalog_clock.now()),
-        );
-        let checkout_clock = clock.clone();
-        let webhook_clock = clock.clone();
-        let webhook_now: tally_webhooks::service::Now = Arc::new(move || webhook_clock.now());
+        let catalog = Catalog::with_clock(Arc::new(store.clone()), clock.clone());
         let webhooks = Webhooks::new(
             Arc::new(store.clone()),
-            webhook_now.clone(),
+            clock.clone(),
             settings.webhook_allow_private_urls,
         );
         let dispatcher = if settings.webhooks_enabled {
@@ -256,7 +249,7 @@ impl Application {
                 timeout: Duration::from_secs(settings.webhook_timeout_seconds),
                 allow_private_urls: settings.webhook_allow_private_urls,
             };
-            let dispatcher = Dispatcher::new(webhooks.repo(), webhook_now, config)
+            let dispatcher = Dispatcher::new(webhooks.repo(), clock.clone(), config)
                 .map_err(|e| StartupError::Config(format!("webhook HTTP client: {e}")))?;
             Some(dispatcher)
         } else {
@@ -267,6 +260,7 @@ impl Application {
                 "TALLY_WEBHOOK_ALLOW_PRIVATE_URLS is on: webhook endpoints may point into this network; never enable it in production"
             );
         }
+        let checkout_clock = clock.clone();
         let ledger = Ledger::with_clock(Arc::new(store.clone()), clock);
         let pools: tally_api::PoolGauges = Arc::new(move || {
             store
@@ -297,7 +291,7 @@ impl Application {
             CheckoutConfig {
                 allowed_redirect_hosts: settings.redirect_hosts(),
             },
-            Arc::new(move || checkout_clock.now()),
+            checkout_clock,
         );
         let public_url = settings.public_base_url(port);
         let console = settings.console_enabled.then(|| ConsoleConfig {

@@ -6,14 +6,11 @@ use tally_catalog::{
 };
 use tally_ledger::{BalanceView, CheckinConfig, Transaction};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
+pub(crate) use tally_kernel::rfc3339;
 
 /// Credits expiring at one instant.
 #[derive(Debug, Serialize, ToSchema)]

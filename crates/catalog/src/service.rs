@@ -5,20 +5,19 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::error::Problems;
-use crate::validate::{truncate_micros, validate_app};
+use tally_kernel::{Clock, SystemClock};
+
+use crate::validate::validate_app;
 use crate::{
     CatalogError, CatalogRepository, Coupon, CouponPatch, CouponQuery, CouponSpec, CouponUpdate,
     NewCoupon, NewPlan, Plan, PlanKey, PlanPatch, PlanQuery, PlanSpec, PlanUpdate,
 };
 
-/// Reads the current instant.
-pub type Now = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
-
 /// Plans and coupons of every app, over any [`CatalogRepository`].
 #[derive(Clone)]
 pub struct Catalog {
     repo: Arc<dyn CatalogRepository>,
-    now: Now,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -32,16 +31,16 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// A catalog over `repo` on the wall clock.
     pub fn new(repo: impl CatalogRepository) -> Self {
-        Self::with_clock(Arc::new(repo), Arc::new(OffsetDateTime::now_utc))
+        Self::with_clock(Arc::new(repo), Arc::new(SystemClock))
     }
 
-    /// A catalog over `repo`, reading time from `now` (so that it can share the ledger's clock).
-    pub fn with_clock(repo: Arc<dyn CatalogRepository>, now: Now) -> Self {
-        Self { repo, now }
+    /// A catalog over `repo`, reading time from `clock` (so that it can share the ledger's).
+    pub fn with_clock(repo: Arc<dyn CatalogRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { repo, clock }
     }
 
     fn now(&self) -> OffsetDateTime {
-        truncate_micros((self.now)())
+        self.clock.now()
     }
 
     /// Creates a plan in `app`, recording `actor`.

@@ -1,7 +1,5 @@
 //! Field rules shared by plans and coupons.
 
-use time::OffsetDateTime;
-
 use crate::error::{CatalogError, Problems};
 
 /// Currencies a price may be in: lower-case ISO 4217 codes of commonly used currencies.
@@ -13,20 +11,12 @@ pub const CURRENCIES: &[&str] = &[
 /// Largest amount of money (minor units) or credits a catalog entry may name.
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
-/// App keys are short identifiers: 1–64 of `A-Z a-z 0-9 _ - .` (the ledger's rule).
+/// App keys follow the kernel's rule ([`tally_kernel::is_app_key`]).
 pub fn validate_app(app: &str) -> Result<(), CatalogError> {
-    let ok = !app.is_empty()
-        && app.len() <= 64
-        && app
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if tally_kernel::is_app_key(app) {
         Ok(())
     } else {
-        Err(CatalogError::invalid(
-            "app",
-            "must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', '.'",
-        ))
+        Err(CatalogError::invalid("app", tally_kernel::APP_KEY_RULE))
     }
 }
 
@@ -63,7 +53,4 @@ pub(crate) fn check_external_id(p: &mut Problems, field: &str, v: Option<&str>) 
 }
 
 /// Timestamps keep microseconds, as both databases do.
-pub fn truncate_micros(t: OffsetDateTime) -> OffsetDateTime {
-    let nanos = t.nanosecond() / 1_000 * 1_000;
-    t.replace_nanosecond(nanos).unwrap_or(t)
-}
+pub use tally_kernel::truncate_micros;

@@ -145,7 +145,8 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug + 'static {
         price_ref: String,
     ) -> Result<Option<String>, CheckoutError>;
 
-    /// Remembers the provider-side id of a coupon (first writer wins; answers the stored one).
+    /// Remembers the provider-side id of a coupon at `now` (first writer wins; answers the
+    /// stored one).
     async fn put_provider_coupon(
         &self,
         app: String,
@@ -153,6 +154,7 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug + 'static {
         channel: Channel,
         price_ref: String,
         provider_id: String,
+        now: time::OffsetDateTime,
     ) -> Result<String, CheckoutError>;
 
     /// Records the event and applies its effect in **one** transaction; a second delivery of

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use serde::Serialize;
-use tally_catalog::validate::truncate_micros;
 use tally_catalog::{Catalog, Coupon, Plan, PlanKind};
+use tally_kernel::Clock;
 use time::OffsetDateTime;
 
 use crate::provider::CouponRequest;
@@ -18,9 +18,6 @@ use crate::{
     OrderQuery, OrderStatus, OrderType, PaymentProvider, PortalRequest, ProviderError,
     SessionAttached, Subscription, WebhookHeaders,
 };
-
-/// Reads the current instant.
-pub type Now = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// The configured providers, by channel. A channel that is absent is not configured.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +90,7 @@ pub struct Checkout {
     catalog: Catalog,
     providers: Providers,
     config: CheckoutConfig,
-    now: Now,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Checkout {
@@ -115,20 +112,20 @@ impl Checkout {
         catalog: Catalog,
         providers: Providers,
         config: CheckoutConfig,
-        now: Now,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repo,
             catalog,
             providers,
             config,
-            now,
+            clock,
         }
     }
 
-    /// The current instant on the service's clock, truncated to microseconds.
+    /// The current instant on the service's clock (whole microseconds).
     pub fn now(&self) -> OffsetDateTime {
-        truncate_micros((self.now)())
+        self.clock.now()
     }
 
     /// The configured channels.
@@ -358,6 +355,7 @@ impl Checkout {
                 order.channel,
                 price_ref.to_owned(),
                 created,
+                self.now(),
             )
             .await
             .map_err(storage)

@@ -1,9 +1,10 @@
-//! Time source, injectable so that expiry and streak rules can be tested without sleeping.
+//! The time source, injectable so that expiry, streak and billing-period rules can be tested
+//! without sleeping.
 
 use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
-/// Where the ledger reads "now" from.
+/// Where every domain reads "now" from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current instant, in UTC, truncated to microseconds (what both databases store).
     fn now(&self) -> OffsetDateTime;

@@ -6,7 +6,10 @@
 //! same rules.
 
 pub mod checkin;
-pub mod clock;
+/// The time source (from `tally-kernel`, which every domain shares).
+pub mod clock {
+    pub use tally_kernel::{Clock, ManualClock, SystemClock, truncate_micros};
+}
 pub mod codes;
 pub mod error;
 pub mod holds;

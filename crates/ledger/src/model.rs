@@ -33,36 +33,22 @@ impl AccountRef {
 
 /// App keys are short identifiers: 1–64 of `A-Z a-z 0-9 _ - .`.
 pub fn validate_app_key(app: &str) -> Result<(), LedgerError> {
-    let ok = !app.is_empty()
-        && app.len() <= 64
-        && app
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if tally_kernel::is_app_key(app) {
         Ok(())
     } else {
-        Err(LedgerError::invalid(
-            "app",
-            "must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', '.'",
-        ))
+        Err(LedgerError::invalid("app", tally_kernel::APP_KEY_RULE))
     }
 }
 
 /// The longest user id, in characters.
-pub const MAX_USER_ID_CHARS: usize = 128;
+pub use tally_kernel::MAX_USER_ID_CHARS;
 
 /// User ids are opaque: 1–128 characters without control characters.
 pub fn validate_user_id(user: &str) -> Result<(), LedgerError> {
-    let ok = !user.is_empty()
-        && user.chars().count() <= MAX_USER_ID_CHARS
-        && !user.chars().any(char::is_control);
-    if ok {
+    if tally_kernel::is_user_id(user) {
         Ok(())
     } else {
-        Err(LedgerError::invalid(
-            "user_id",
-            "must be 1-128 characters without control characters",
-        ))
+        Err(LedgerError::invalid("user_id", tally_kernel::USER_ID_RULE))
     }
 }
 

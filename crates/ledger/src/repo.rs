@@ -78,12 +78,13 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     /// The app's stored check-in configuration, if any.
     async fn checkin_config(&self, app: String) -> Result<Option<CheckinConfig>, LedgerError>;
 
-    /// Replaces the app's check-in configuration.
+    /// Replaces the app's check-in configuration at `now`.
     async fn put_checkin_config(
         &self,
         app: String,
         config: CheckinConfig,
         actor: String,
+        now: time::OffsetDateTime,
     ) -> Result<(), LedgerError>;
 
     /// Reserves credits atomically (see [`crate::holds::plan_reserve`]); idempotent by key.

@@ -262,7 +262,12 @@ impl Ledger {
     ) -> Result<CheckinConfig, LedgerError> {
         config.validate()?;
         self.repo
-            .put_checkin_config(app.to_owned(), config.clone(), actor.to_owned())
+            .put_checkin_config(
+                app.to_owned(),
+                config.clone(),
+                actor.to_owned(),
+                self.clock.now(),
+            )
             .await?;
         Ok(config)
     }

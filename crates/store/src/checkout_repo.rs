@@ -133,8 +133,8 @@ impl CheckoutRepository for Store {
         channel: Channel,
         price_ref: String,
         provider_id: String,
+        now: OffsetDateTime,
     ) -> Result<String, CheckoutError> {
-        let now = tally_ledger::clock::truncate_micros(OffsetDateTime::now_utc());
         self.run(move |store| async move {
             let key = (app.as_str(), code.as_str(), channel, price_ref.as_str());
             let provider_id = &provider_id;

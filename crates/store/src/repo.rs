@@ -333,8 +333,8 @@ impl LedgerRepository for Store {
         app: String,
         config: CheckinConfig,
         actor: String,
+        now: OffsetDateTime,
     ) -> Result<(), LedgerError> {
-        let now = tally_ledger::clock::truncate_micros(OffsetDateTime::now_utc());
         self.run(move |store| async move {
             let (app, config, actor) = (&app, &config, &actor);
             write_tx!(store, ledger, |conn, ops| ops::put_checkin_config(

@@ -13,7 +13,7 @@ use common::{Backend, START, TestDb};
 use tally_catalog::{
     Catalog, CatalogError, CouponDuration, CouponSpec, Plan, PlanKind, PlanPatch, PlanSpec,
 };
-use tally_ledger::{Clock, ManualClock};
+use tally_ledger::ManualClock;
 use time::Duration;
 use time::macros::datetime;
 
@@ -32,8 +32,7 @@ where
         return;
     };
     let clock = Arc::new(ManualClock::new(START));
-    let now = clock.clone();
-    let catalog = Catalog::with_clock(Arc::new(db.store().await), Arc::new(move || now.now()));
+    let catalog = Catalog::with_clock(Arc::new(db.store().await), clock.clone());
     case(Ctx { catalog, clock }).await;
     drop(db);
 }

@@ -449,6 +449,7 @@ async fn customers_and_provider_coupons(ctx: Ctx) {
             Channel::Stripe,
             "price_1".into(),
             id.into(),
+            START,
         )
     };
     assert_eq!(put("co_first").await.unwrap(), "co_first");

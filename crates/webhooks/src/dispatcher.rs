@@ -9,13 +9,19 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::watch;
 
 use crate::repo::{Attempt, AttemptResult, ClaimedDelivery, RepoError, WebhookRepository};
-use crate::service::Now;
 use crate::{
     HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookSecret, check_url, is_public_ip,
 };
+use tally_kernel::Clock;
 
 /// How many bytes of a receiver's answer are kept.
 pub const EXCERPT_BYTES: usize = 512;
+
+/// New events fanned out per batch.
+const FAN_OUT_BATCH: i64 = 500;
+
+/// Most fan-out batches per round (10,000 events).
+const FAN_OUT_ROUNDS: usize = 20;
 
 /// How the dispatcher runs.
 #[derive(Debug, Clone)]
@@ -70,7 +76,7 @@ impl Resolve for PublicOnly {
 pub struct Dispatcher {
     repo: Arc<dyn WebhookRepository>,
     client: reqwest::Client,
-    now: Now,
+    clock: Arc<dyn Clock>,
     config: DispatcherConfig,
 }
 
@@ -83,12 +89,12 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over the repository. `now` schedules retries (inject a manual clock in
+    /// A dispatcher over the repository. `clock` schedules retries (inject a manual clock in
     /// tests); the `webhook-timestamp` header always carries the wall clock, which is what
     /// receivers compare it with.
     pub fn new(
         repo: Arc<dyn WebhookRepository>,
-        now: Now,
+        clock: Arc<dyn Clock>,
         config: DispatcherConfig,
     ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
@@ -103,7 +109,7 @@ impl Dispatcher {
         Ok(Self {
             repo,
             client: builder.build()?,
-            now,
+            clock,
             config,
         })
     }
@@ -111,11 +117,17 @@ impl Dispatcher {
     /// One round: fan out new events, claim a batch of due deliveries, attempt them all
     /// concurrently and record the results. Answers how many attempts were made.
     pub async fn run_once(&self) -> Result<usize, RepoError> {
-        let now = (self.now)();
+        let now = self.clock.now();
         if !self.repo.has_work(now).await? {
             return Ok(0);
         }
-        while self.repo.fan_out(now, 500).await? == 500 {}
+        // Fan out at most FAN_OUT_ROUNDS batches per round; a larger backlog continues next
+        // round, after this round's deliveries.
+        for _ in 0..FAN_OUT_ROUNDS {
+            if self.repo.fan_out(now, FAN_OUT_BATCH).await? < FAN_OUT_BATCH as usize {
+                break;
+            }
+        }
         let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MINUTE);
         let claimed = self.repo.claim(now, lease, self.config.batch).await?;
         let count = claimed.len();
@@ -179,7 +191,7 @@ impl Dispatcher {
 
     /// One signed POST; never fails, the outcome is in the result.
     async fn attempt(&self, delivery: &ClaimedDelivery) -> AttemptResult {
-        let attempted_at = (self.now)();
+        let attempted_at = self.clock.now();
         let started = Instant::now();
         let outcome = self.send(delivery).await;
         let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);

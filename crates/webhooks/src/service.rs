@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rand::RngCore;
-use time::OffsetDateTime;
+use tally_kernel::Clock;
 
 use crate::repo::{
     Delivery, DeliveryQuery, Endpoint, EndpointChanges, NewEndpoint, RepoError, WebhookRepository,
@@ -32,9 +32,6 @@ pub enum WebhookError {
     #[error(transparent)]
     Storage(#[from] RepoError),
 }
-
-/// Where "now" comes from.
-pub type Now = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// A new endpoint as an admin asks for it.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +65,7 @@ pub struct UpdateEndpoint {
 #[derive(Clone)]
 pub struct Webhooks {
     repo: Arc<dyn WebhookRepository>,
-    now: Now,
+    clock: Arc<dyn Clock>,
     allow_private_urls: bool,
 }
 
@@ -121,10 +118,14 @@ fn description(d: Option<String>) -> Result<Option<String>, WebhookError> {
 impl Webhooks {
     /// The service over a repository; `allow_private_urls` lets endpoints point at loopback and
     /// private addresses (development and tests only).
-    pub fn new(repo: Arc<dyn WebhookRepository>, now: Now, allow_private_urls: bool) -> Self {
+    pub fn new(
+        repo: Arc<dyn WebhookRepository>,
+        clock: Arc<dyn Clock>,
+        allow_private_urls: bool,
+    ) -> Self {
         Self {
             repo,
-            now,
+            clock,
             allow_private_urls,
         }
     }
@@ -171,7 +172,7 @@ impl Webhooks {
                 event_types,
                 enabled: request.enabled.unwrap_or(true),
                 secret: secret.expose(),
-                now: (self.now)(),
+                now: self.clock.now(),
             })
             .await?;
         Ok((endpoint, secret))
@@ -203,7 +204,7 @@ impl Webhooks {
             Some(url) => Some(self.url(url).await?),
             None => None,
         };
-        let now = (self.now)();
+        let now = self.clock.now();
         let secret = request.rotate_secret.then(WebhookSecret::generate);
         let changes = EndpointChanges {
             url,
@@ -247,7 +248,7 @@ impl Webhooks {
     /// Schedules a delivery for an immediate new attempt.
     pub async fn retry(&self, app: &str, id: i64) -> Result<Delivery, WebhookError> {
         self.repo
-            .retry_delivery(app, id, (self.now)())
+            .retry_delivery(app, id, self.clock.now())
             .await?
             .ok_or(WebhookError::NotFound)
     }
@@ -270,7 +271,7 @@ impl Webhooks {
         }
         Ok(self
             .repo
-            .set_low_balance_threshold(app, threshold, (self.now)())
+            .set_low_balance_threshold(app, threshold, self.clock.now())
             .await?)
     }
 }

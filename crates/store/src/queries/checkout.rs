@@ -41,12 +41,9 @@ use super::Conn;
 const INACTIVE: [&str; 2] = ["canceled", "expired"];
 
 fn rfc3339(t: Option<time::PrimitiveDateTime>) -> serde_json::Value {
-    t.map(from_db)
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
+    t.map_or(serde_json::Value::Null, |t| {
+        serde_json::Value::String(tally_kernel::rfc3339(from_db(t)))
+    })
 }
 
 /// Reports an order's change to the outbox, with the order as it now is.

@@ -27,8 +27,7 @@ use crate::schema::{
 use super::Conn;
 
 fn rfc3339(t: OffsetDateTime) -> serde_json::Value {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
+    serde_json::Value::String(tally_kernel::rfc3339(t))
 }
 
 /// Adds an event to the outbox, in the caller's transaction.
