@@ -350,8 +350,14 @@ mod tests {
             change(&mut p);
             std::panic::catch_unwind(|| check_plan(&s, &p)).is_err()
         };
-        assert!(broken(|p| p.balance += 1), "a balance the entries do not add up to");
-        assert!(broken(|p| p.lot_updates[0].1 = 71), "a lot left holding more than the balance");
+        assert!(
+            broken(|p| p.balance += 1),
+            "a balance the entries do not add up to"
+        );
+        assert!(
+            broken(|p| p.lot_updates[0].1 = 71),
+            "a lot left holding more than the balance"
+        );
         assert!(broken(|p| p.lot_updates[0].1 = 101), "a lot that grows");
         assert!(broken(|p| p.lot_updates[0].1 = -1), "a negative lot");
         assert!(broken(|p| p.held = -1), "negative held credits");
