@@ -119,11 +119,8 @@ pub enum EventKind {
         refund_key: String,
         /// Ids naming the refunded payment (matched against the refs recorded with grants).
         payment_refs: Vec<String>,
-        /// Total refunded so far for that payment, when the provider reports it cumulatively
-        /// (Stripe `amount_refunded`).
-        refunded_total_minor: Option<i64>,
-        /// Amount of this refund alone (Creem `refund_amount`).
-        refund_minor: Option<i64>,
+        /// How much, as the provider reports it.
+        amount: crate::refund::RefundReport,
     },
     /// A dispute (chargeback) was opened; recorded for people, nothing moves.
     Disputed {

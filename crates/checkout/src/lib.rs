@@ -10,6 +10,7 @@
 pub mod error;
 pub mod event;
 pub mod model;
+pub mod plan;
 pub mod provider;
 pub mod refund;
 pub mod repo;

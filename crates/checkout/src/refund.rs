@@ -1,4 +1,32 @@
-//! The arithmetic of clawing back credits when a payment is refunded.
+//! The arithmetic of refunds: how far a payment is refunded after a provider's report, and how
+//! many credits to claw back for it.
+
+/// How a provider reports a refund's amount. Each provider adapter says which it sends; the
+/// arithmetic that follows is [`RefundReport::total_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundReport {
+    /// The payment's refunded total so far, every refund included (Stripe's `amount_refunded`
+    /// on `charge.refunded`).
+    Cumulative(i64),
+    /// This refund's own amount (Creem's `refund_amount` on `refund.created`).
+    PerRefund(i64),
+    /// No amount: the whole payment.
+    Full,
+}
+
+impl RefundReport {
+    /// The payment's refunded total after this refund, from what was refunded before
+    /// (`stored_minor`) and what was paid: cumulative reports only move it forward (a late,
+    /// smaller report changes nothing), per-refund amounts add up, and a refund without an
+    /// amount refunds everything.
+    pub fn total_after(self, stored_minor: i64, paid_minor: i64) -> i64 {
+        match self {
+            Self::Cumulative(total) => total.max(stored_minor),
+            Self::PerRefund(amount) => stored_minor.saturating_add(amount.max(0)),
+            Self::Full => paid_minor.max(stored_minor),
+        }
+    }
+}
 
 /// Credits to claw back now for a payment that granted `granted` credits for `paid_minor`,
 /// given that `refunded_minor` has been refunded in total (including this refund) and
@@ -25,7 +53,19 @@ pub fn clawback_credits(
 
 #[cfg(test)]
 mod tests {
-    use super::clawback_credits;
+    use super::{RefundReport, clawback_credits};
+
+    #[test]
+    fn refunded_totals() {
+        assert_eq!(
+            RefundReport::Cumulative(200).total_after(300, 1000),
+            300,
+            "never backwards"
+        );
+        assert_eq!(RefundReport::Cumulative(700).total_after(300, 1000), 700);
+        assert_eq!(RefundReport::PerRefund(200).total_after(300, 1000), 500);
+        assert_eq!(RefundReport::Full.total_after(300, 1000), 1000);
+    }
 
     #[test]
     fn full_refund_takes_back_everything() {

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, PaymentEvent,
     PaymentProvider, PortalRequest, ProviderError, SubscriptionStatus, WebhookHeaders,
@@ -310,8 +311,8 @@ fn event_kind(event_type: &str, o: &Value) -> Result<EventKind, ProviderError> {
                 id_at(o, &["order"]),
                 id_at(o, &["checkout"]),
             ]),
-            refunded_total_minor: None,
-            refund_minor: i64_at(o, &["refund_amount"]),
+            amount: i64_at(o, &["refund_amount"])
+                .map_or(RefundReport::Full, RefundReport::PerRefund),
         },
         "dispute.created" => EventKind::Disputed {
             dispute_id: required(o, "id", event_type)?,

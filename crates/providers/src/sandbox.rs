@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, Interval, Order,
     OrderType, PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SandboxDriver,
@@ -356,8 +357,11 @@ fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
         "refund.created" => EventKind::Refunded {
             refund_key: need(d.refund_key, "refund_key", t)?,
             payment_refs: d.payment_refs,
-            refunded_total_minor: d.refunded_total_minor,
-            refund_minor: d.amount_minor,
+            amount: match (d.refunded_total_minor, d.amount_minor) {
+                (Some(total), _) => RefundReport::Cumulative(total),
+                (None, Some(amount)) => RefundReport::PerRefund(amount),
+                (None, None) => RefundReport::Full,
+            },
         },
         "dispute.created" => EventKind::Disputed {
             dispute_id: need(d.dispute_id, "dispute_id", t)?,

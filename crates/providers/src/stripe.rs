@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, EventKind,
     PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SubscriptionStatus,
@@ -371,8 +372,7 @@ fn event_kind(event_type: &str, o: &Value) -> Result<EventKind, ProviderError> {
                     Some(charge),
                     id_at(o, &["invoice"]),
                 ]),
-                refunded_total_minor: refunded,
-                refund_minor: None,
+                amount: refunded.map_or(RefundReport::Full, RefundReport::Cumulative),
             }
         }
         "charge.dispute.created" => EventKind::Disputed {

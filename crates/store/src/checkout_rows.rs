@@ -1,12 +1,12 @@
-//! Row types of the checkout tables, their conversions to domain values, and the pure pieces of
-//! event handling (descriptions, expiries) that need no connection.
+//! Row types of the checkout tables and their conversions to and from the domain's values (the
+//! rules of event handling are `tally_checkout::plan`'s).
 
 use diesel::prelude::*;
+use tally_checkout::plan::{PaymentFacts, SubscriptionUpdate};
 use tally_checkout::{
     BillingEvent, Channel, EventOutcome, Interval, Order, OrderStatus, OrderType, Subscription,
     SubscriptionStatus,
 };
-use tally_ledger::{AccountRef, Movement, MovementKind, TxnType};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::StoreError;
@@ -317,44 +317,16 @@ pub(crate) struct SubscriptionChanges<'a> {
 }
 
 impl<'a> SubscriptionChanges<'a> {
-    pub(crate) fn at(now: OffsetDateTime) -> Self {
+    /// The columns the domain's update sets, stamped `now`.
+    pub(crate) fn from_update(update: &'a SubscriptionUpdate, now: OffsetDateTime) -> Self {
         Self {
-            status: None,
-            provider_customer_id: None,
-            current_period_start: None,
-            current_period_end: None,
-            cancel_at_period_end: None,
-            status_changed_at: None,
+            status: update.status.map(SubscriptionStatus::as_str),
+            provider_customer_id: update.provider_customer_id.as_deref(),
+            current_period_start: update.period.map(|(start, _)| start.map(to_db)),
+            current_period_end: update.period.map(|(_, end)| to_db(end)),
+            cancel_at_period_end: update.cancel_at_period_end,
+            status_changed_at: update.status_changed_at.map(to_db),
             updated_at: to_db(now),
-        }
-    }
-
-    /// Moves the period to `(start, end)` if `end` is later than the stored end: a late event
-    /// about an earlier period never moves it back.
-    pub(crate) fn period(
-        &mut self,
-        stored_end: Option<PrimitiveDateTime>,
-        start: Option<OffsetDateTime>,
-        end: Option<OffsetDateTime>,
-    ) {
-        if let Some(end) = end.map(to_db) {
-            if stored_end.is_none_or(|stored| end > stored) {
-                self.current_period_end = Some(end);
-                self.current_period_start = Some(start.map(to_db));
-            }
-        }
-    }
-
-    /// A new status, unless the stored one is terminal (a canceled subscription stays canceled).
-    pub(crate) fn status(&mut self, current: SubscriptionStatus, new: SubscriptionStatus) {
-        if !current.is_terminal() {
-            self.status = Some(new.as_str());
-        }
-    }
-
-    pub(crate) fn customer(&mut self, stored: Option<&str>, new: Option<&'a str>) {
-        if new.is_some() && new != stored {
-            self.provider_customer_id = new;
         }
     }
 }
@@ -402,65 +374,20 @@ pub(crate) fn outcome_detail(outcome: &EventOutcome) -> &str {
     }
 }
 
-/// Credits a provider payment grants, as a ledger movement keyed by the payment.
-#[derive(Debug)]
-pub(crate) struct PaymentGrant<'a> {
-    pub app: &'a str,
-    pub user: &'a str,
-    pub channel: Channel,
-    pub payment_id: &'a str,
-    pub order_id: Option<&'a str>,
-    pub txn_type: TxnType,
-    pub credits: i64,
-    pub expires_at: Option<OffsetDateTime>,
-    pub description: String,
-}
-
-impl PaymentGrant<'_> {
-    pub(crate) fn movement(&self) -> Result<Movement, StoreError> {
-        let movement = Movement {
-            account: AccountRef::new(self.app, self.user)?,
-            kind: MovementKind::Grant {
-                txn_type: self.txn_type,
-                credits: self.credits,
-                expires_at: self.expires_at,
-            },
-            description: self.description.clone(),
-            idempotency_key: Some(format!("payment:{}:{}", self.channel, self.payment_id)),
-            metadata: Some(serde_json::json!({
-                "order_id": self.order_id,
-                "payment_id": self.payment_id,
-                "channel": self.channel.as_str(),
-            })),
-            actor: Some(format!("provider:{}", self.channel)),
-        };
-        movement.validate()?;
-        Ok(movement)
+impl PaymentRow {
+    /// The payment as a refund's plan sees it.
+    pub(crate) fn facts(&self) -> PaymentFacts {
+        PaymentFacts {
+            payment_id: self.payment_id.clone(),
+            app: self.app_key.clone(),
+            user: self.user_id.clone(),
+            order_id: self.order_id.clone(),
+            credits_granted: self.credits_granted,
+            amount_paid_minor: self.amount_paid_minor,
+            refunded_minor: self.refunded_minor,
+            clawed_back: self.clawed_back,
+        }
     }
-}
-
-/// The clawback of one refund, keyed by the refund.
-pub(crate) fn clawback_movement(
-    payment: &PaymentRow,
-    channel: Channel,
-    refund_key: &str,
-    credits: i64,
-) -> Result<Movement, StoreError> {
-    let movement = Movement {
-        account: AccountRef::new(&payment.app_key, &payment.user_id)?,
-        kind: MovementKind::Clawback { credits },
-        description: format!("Refund of payment {}", payment.payment_id),
-        idempotency_key: Some(format!("refund:{channel}:{refund_key}")),
-        metadata: Some(serde_json::json!({
-            "order_id": payment.order_id,
-            "payment_id": payment.payment_id,
-            "refund_key": refund_key,
-            "channel": channel.as_str(),
-        })),
-        actor: Some(format!("provider:{channel}")),
-    };
-    movement.validate()?;
-    Ok(movement)
 }
 
 /// The distinct, non-empty ids a refund may name a payment by.
@@ -500,77 +427,4 @@ pub(crate) struct NewPayment<'a> {
     pub refunded_minor: i64,
     pub clawed_back: i64,
     pub created_at: PrimitiveDateTime,
-}
-
-/// The ledger description of a subscription period's credits.
-pub(crate) fn period_description(plan: &str, interval: &str) -> String {
-    let period = match Interval::parse(interval) {
-        Some(Interval::Year) => "yearly",
-        _ => "monthly",
-    };
-    format!("{plan} plan — {period} credits")
-}
-
-/// When the credits of a paid period expire: at the period's end, if the plan's credits expire
-/// and that end is still ahead (the ledger refuses an expiry in the past).
-pub(crate) fn period_expiry(
-    credits_expire: bool,
-    period_end: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-) -> Option<OffsetDateTime> {
-    period_end.filter(|end| credits_expire && *end > now)
-}
-
-/// When a pack's credits expire: `days` after payment, when the pack says.
-pub(crate) fn pack_expiry(days: Option<i32>, now: OffsetDateTime) -> Option<OffsetDateTime> {
-    days.filter(|d| *d > 0)
-        .map(|d| now + time::Duration::days(i64::from(d)))
-}
-
-/// The refunded total after a refund: cumulative reports (Stripe) only move it forward, per-refund
-/// amounts (Creem) add up; a refund that states no amount refunds everything.
-pub(crate) fn refunded_total(
-    stored_minor: i64,
-    paid_minor: i64,
-    total_minor: Option<i64>,
-    this_minor: Option<i64>,
-) -> i64 {
-    match (total_minor, this_minor) {
-        (Some(total), _) => total.max(stored_minor),
-        (None, Some(amount)) => stored_minor.saturating_add(amount.max(0)),
-        (None, None) => paid_minor.max(stored_minor),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn refunded_totals() {
-        assert_eq!(
-            refunded_total(300, 1000, Some(200), None),
-            300,
-            "never backwards"
-        );
-        assert_eq!(refunded_total(300, 1000, Some(700), Some(1)), 700);
-        assert_eq!(refunded_total(300, 1000, None, Some(200)), 500);
-        assert_eq!(refunded_total(300, 1000, None, None), 1000);
-    }
-
-    #[test]
-    fn expiries() {
-        let now = datetime!(2026-06-01 12:00 UTC);
-        let end = datetime!(2026-07-01 12:00 UTC);
-        assert_eq!(period_expiry(true, Some(end), now), Some(end));
-        assert_eq!(period_expiry(false, Some(end), now), None);
-        assert_eq!(period_expiry(true, Some(now), now), None);
-        assert_eq!(pack_expiry(Some(30), now), Some(end));
-        assert_eq!(pack_expiry(None, now), None);
-        assert_eq!(
-            period_description("Pro", "year"),
-            "Pro plan — yearly credits"
-        );
-    }
 }

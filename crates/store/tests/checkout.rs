@@ -14,6 +14,7 @@ use common::{Backend, START, TestDb};
 use tally_catalog::{
     CatalogRepository, CouponDuration, CouponSpec, NewCoupon, NewPlan, PlanKind, PlanSpec,
 };
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutError, CheckoutRepository, EventKind, EventOutcome, EventQuery, Interval,
     NewOrder, Order, OrderQuery, OrderStatus, OrderType, PaymentEvent, SessionAttached,
@@ -228,8 +229,11 @@ fn refund(key: &str, refs: &[&str], total: Option<i64>, this: Option<i64>) -> Ev
     EventKind::Refunded {
         refund_key: key.into(),
         payment_refs: refs.iter().map(|r| (*r).to_owned()).collect(),
-        refunded_total_minor: total,
-        refund_minor: this,
+        amount: match (total, this) {
+            (Some(total), _) => RefundReport::Cumulative(total),
+            (None, Some(this)) => RefundReport::PerRefund(this),
+            (None, None) => RefundReport::Full,
+        },
     }
 }
 

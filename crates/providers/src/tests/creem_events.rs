@@ -1,6 +1,7 @@
 //! Creem events, in the shape of Creem's documented webhook samples, read into exact
 //! provider-neutral events through the public `parse_webhook`.
 
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{Channel, EventKind, PaymentEvent, PaymentProvider, SubscriptionStatus};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -195,8 +196,7 @@ fn refund_created() {
                 "ord_4aDwWXjMLpes4Kj4XqNnUA".into(),
                 "ch_4l0N34kxo16AhRKUHFUuXr".into(),
             ],
-            refunded_total_minor: None,
-            refund_minor: Some(1210),
+            amount: RefundReport::PerRefund(1210),
         },
     );
     assert_eq!(parsed, expected);

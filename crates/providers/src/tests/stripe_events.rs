@@ -1,6 +1,7 @@
 //! Stripe events, in the shape of the pinned API version (and a few legacy shapes), read into
 //! exact provider-neutral events through the public `parse_webhook`.
 
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{Channel, EventKind, PaymentEvent, PaymentProvider, SubscriptionStatus};
 
 use super::{headers, ts};
@@ -278,8 +279,7 @@ fn charge_refunded_keys_on_the_cumulative_amount() {
                 "pi_3SbCkB2eZvKYlo2C0pay0001".into(),
                 "ch_3SbCkB2eZvKYlo2C0chg0001".into(),
             ],
-            refunded_total_minor: Some(450),
-            refund_minor: None,
+            amount: RefundReport::Cumulative(450),
         },
     );
     assert_eq!(parsed, expected);

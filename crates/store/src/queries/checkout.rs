@@ -10,23 +10,25 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tally_checkout::refund::clawback_credits;
+use tally_checkout::plan::{
+    OrderNews, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate, plan_order_update,
+    plan_pack_paid, plan_period_paid, plan_refund, plan_subscription_change,
+};
+use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, EventKind,
     EventOutcome, EventQuery, NewOrder, Order, OrderQuery, OrderStatus, OrderType, PaymentEvent,
     SessionAttached, Subscription, SubscriptionStatus,
 };
-use tally_ledger::TxnType;
+use tally_ledger::Movement;
 use time::OffsetDateTime;
 
 use super::ledger;
 use super::outbox;
 use crate::StoreError;
 use crate::checkout_rows::{
-    EventRow, NewOrderRow, NewPayment, OrderChanges, OrderRow, Paid, PaymentGrant, PaymentRow,
-    SubscriptionChanges, SubscriptionRow, Trace, applied, clawback_movement, ignored,
-    outcome_detail, pack_expiry, period_description, period_expiry, refs, refunded_total,
-    unmatched,
+    EventRow, NewOrderRow, NewPayment, OrderChanges, OrderRow, Paid, PaymentRow,
+    SubscriptionChanges, SubscriptionRow, Trace, applied, ignored, outcome_detail, refs, unmatched,
 };
 use crate::rows::{from_db, to_db};
 use crate::schema::{
@@ -539,14 +541,13 @@ pub(crate) async fn apply_event(
         EventKind::Refunded {
             refund_key,
             payment_refs,
-            refunded_total_minor,
-            refund_minor,
+            amount,
         } => {
             refunded(
                 conn,
                 channel,
                 (refund_key, payment_refs),
-                (*refunded_total_minor, *refund_minor),
+                *amount,
                 &mut trace,
                 now,
             )
@@ -635,24 +636,22 @@ async fn update_order(
     complete: bool,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let status = order.status()?;
-    // Money arrived: a pending, failed or expired order completes all the same.
-    let transition = complete && !matches!(status, OrderStatus::Completed | OrderStatus::Refunded);
+    let news = OrderNews {
+        session_id: paid.session_id,
+        customer_id: paid.customer_id,
+        subscription_id: paid.subscription_id,
+    };
+    let update = plan_order_update(&Order::try_from(order.clone())?, &news, complete);
+    let transition = update.complete;
     let mut changes = OrderChanges::at(now);
     if transition {
         changes.status = Some(OrderStatus::Completed.as_str());
         changes.completed_at = Some(to_db(now));
         changes.failure_reason = Some(None);
     }
-    if order.provider_session_id.is_none() && !paid.session_id.is_empty() {
-        changes.provider_session_id = Some(paid.session_id);
-    }
-    if paid.customer_id.is_some() && paid.customer_id != order.provider_customer_id.as_deref() {
-        changes.provider_customer_id = paid.customer_id;
-    }
-    if order.provider_subscription_id.is_none() {
-        changes.provider_subscription_id = paid.subscription_id;
-    }
+    changes.provider_session_id = update.provider_session_id.as_deref();
+    changes.provider_customer_id = update.provider_customer_id.as_deref();
+    changes.provider_subscription_id = update.provider_subscription_id.as_deref();
     diesel::update(orders::table.find(&order.id))
         .set(changes)
         .execute(conn)
@@ -824,22 +823,8 @@ async fn checkout_paid(
                 return Ok(ignored("payment already granted"));
             }
             let name = plan_name(conn, &order).await?;
-            grant(
-                conn,
-                PaymentGrant {
-                    app: &order.app_key,
-                    user: &order.user_id,
-                    channel,
-                    payment_id: &payment_id,
-                    order_id: Some(&order.id),
-                    txn_type: TxnType::Purchase,
-                    credits: order.credits,
-                    expires_at: pack_expiry(order.credits_expire_days, now),
-                    description: format!("Credit pack: {name}"),
-                },
-                now,
-            )
-            .await?;
+            let grant = plan_pack_paid(&Order::try_from(order.clone())?, &payment_id, &name, now)?;
+            apply_grant(conn, grant.as_ref(), now).await?;
             Ok(applied(format!(
                 "order completed; granted {} credits",
                 order.credits
@@ -854,10 +839,10 @@ async fn checkout_paid(
             if let Some(sub_id) = paid.subscription_id {
                 match lock_subscription(conn, channel, sub_id).await? {
                     Some(sub) => {
-                        let mut changes = SubscriptionChanges::at(now);
-                        changes.customer(sub.provider_customer_id.as_deref(), paid.customer_id);
-                        if changes.provider_customer_id.is_some() {
-                            update_subscription(conn, sub.id, changes).await?;
+                        let mut update = SubscriptionUpdate::default();
+                        update.customer(&Subscription::try_from(sub.clone())?, paid.customer_id);
+                        if !update.is_empty() {
+                            update_subscription(conn, sub.id, &update, now).await?;
                         }
                     }
                     None => {
@@ -942,10 +927,11 @@ async fn lock_subscription(
 async fn update_subscription(
     conn: &mut Conn,
     id: i64,
-    changes: SubscriptionChanges<'_>,
+    update: &SubscriptionUpdate,
+    now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     diesel::update(subscriptions::table.find(id))
-        .set(changes)
+        .set(SubscriptionChanges::from_update(update, now))
         .execute(conn)
         .await?;
     Ok(())
@@ -1119,6 +1105,7 @@ async fn period_paid(
             payment_id,
             app_key: &sub.app_key,
             user_id: &sub.user_id,
+            // The subscription's first payment is the order's.
             order_id: (earlier == 0).then_some(sub.order_id.as_str()),
             subscription_id: Some(sub.id),
             credits_granted: sub.credits_per_period,
@@ -1132,42 +1119,33 @@ async fn period_paid(
     let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
     add_refs(conn, channel, payment, ids).await?;
 
-    let mut changes = SubscriptionChanges::at(now);
-    changes.period(sub.current_period_end, *period_start, *period_end);
-    changes.status(sub.status()?, SubscriptionStatus::Active);
-    changes.customer(sub.provider_customer_id.as_deref(), customer_id);
-    update_subscription(conn, sub.id, changes).await?;
+    let name = match &order {
+        Some(order) => plan_name(conn, order).await?,
+        None => sub.plan_id.clone(),
+    };
+    let plan = plan_period_paid(
+        &Subscription::try_from(sub.clone())?,
+        earlier,
+        channel,
+        payment_id,
+        (*period_start, *period_end),
+        customer_id,
+        &name,
+        now,
+    )?;
+    update_subscription(conn, sub.id, &plan.update, now).await?;
+    // The payment's unique key decides: only a payment seen for the first time grants.
     if !new {
         return Ok(ignored("payment already granted"));
     }
-    if earlier > 0 {
+    if plan.renewed {
         let extra = json!({
             "payment_id": payment_id,
             "credits_granted": sub.credits_per_period,
         });
         subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
     }
-    let period_end = period_end.or(sub.current_period_end.map(from_db));
-    let name = match &order {
-        Some(order) => plan_name(conn, order).await?,
-        None => sub.plan_id.clone(),
-    };
-    grant(
-        conn,
-        PaymentGrant {
-            app: &sub.app_key,
-            user: &sub.user_id,
-            channel,
-            payment_id,
-            order_id: Some(&sub.order_id),
-            txn_type: TxnType::Subscription,
-            credits: sub.credits_per_period,
-            expires_at: period_expiry(sub.credits_expire, period_end, now),
-            description: period_description(&name, &sub.billing_interval),
-        },
-        now,
-    )
-    .await?;
+    apply_grant(conn, plan.grant.as_ref(), now).await?;
     Ok(applied(format!(
         "period paid; granted {} credits",
         sub.credits_per_period
@@ -1210,11 +1188,20 @@ async fn subscription_changed(
         Err(outcome) => return Ok(outcome),
     };
     trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
-    if let (Some(at), Some(last)) = (event.created_at, sub.status_changed_at) {
-        if to_db(at) < last {
-            return Ok(ignored("older than the last applied change"));
-        }
-    }
+    let news = SubscriptionNews {
+        status: *status,
+        cancel_at_period_end: *cancel_at_period_end,
+        period_start: *period_start,
+        period_end: *period_end,
+        customer_id,
+        changed_at: event.created_at,
+    };
+    let last_change = sub.status_changed_at.map(from_db);
+    let Some(plan) =
+        plan_subscription_change(&Subscription::try_from(sub.clone())?, last_change, &news)
+    else {
+        return Ok(ignored("older than the last applied change"));
+    };
     remember_customer(
         conn,
         (&sub.app_key, &sub.user_id),
@@ -1223,44 +1210,16 @@ async fn subscription_changed(
         now,
     )
     .await?;
-    let current = sub.status()?;
-    let mut changes = SubscriptionChanges::at(now);
-    if let Some(status) = status {
-        changes.status(current, *status);
-    }
-    changes.cancel_at_period_end = *cancel_at_period_end;
-    changes.period(sub.current_period_end, *period_start, *period_end);
-    changes.customer(sub.provider_customer_id.as_deref(), customer_id);
-    changes.status_changed_at = event.created_at.map(to_db);
-    let now_status = changes.status.unwrap_or(sub.status.as_str()).to_owned();
-    let ending = changes
-        .cancel_at_period_end
-        .unwrap_or(sub.cancel_at_period_end);
-    update_subscription(conn, sub.id, changes).await?;
-    let after: SubscriptionRow = subscriptions::table
-        .find(sub.id)
-        .select(SubscriptionRow::as_select())
-        .first(conn)
-        .await?;
-    let changed = after.status != sub.status
-        || after.cancel_at_period_end != sub.cancel_at_period_end
-        || after.current_period_start != sub.current_period_start
-        || after.current_period_end != sub.current_period_end
-        || after.plan_id != sub.plan_id;
-    if changed {
-        let event_type = if after.status == "canceled" && sub.status != "canceled" {
-            EventType::SubscriptionCanceled
-        } else {
-            EventType::SubscriptionUpdated
+    update_subscription(conn, sub.id, &plan.update, now).await?;
+    if let Some(notice) = plan.notice {
+        let event_type = match notice {
+            SubscriptionNotice::Canceled => EventType::SubscriptionCanceled,
+            SubscriptionNotice::Updated => EventType::SubscriptionUpdated,
         };
         let extra = json!({ "previous_status": sub.status });
         subscription_event(conn, event_type, sub.id, extra, now).await?;
     }
-    Ok(applied(if ending && now_status != "canceled" {
-        format!("subscription {now_status}, ends at period end")
-    } else {
-        format!("subscription {now_status}")
-    }))
+    Ok(applied(plan.detail))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1341,16 +1300,15 @@ async fn payment_by_refs(
     ))
 }
 
-async fn grant(
+/// Applies a planned ledger movement (a grant or a clawback) in the event's transaction.
+async fn apply_grant(
     conn: &mut Conn,
-    g: PaymentGrant<'_>,
+    movement: Option<&Movement>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    if g.credits <= 0 {
-        return Ok(());
+    if let Some(movement) = movement {
+        ledger::apply(conn, movement, &movement.request_hash(), now).await?;
     }
-    let movement = g.movement()?;
-    ledger::apply(conn, &movement, &movement.request_hash(), now).await?;
     Ok(())
 }
 
@@ -1358,7 +1316,7 @@ async fn refunded(
     conn: &mut Conn,
     channel: Channel,
     (refund_key, ids): (&str, &[String]),
-    (total_minor, this_minor): (Option<i64>, Option<i64>),
+    report: RefundReport,
     trace: &mut Trace,
     now: OffsetDateTime,
 ) -> Result<EventOutcome, StoreError> {
@@ -1377,24 +1335,15 @@ async fn refunded(
     )
     .first(conn)
     .await?;
-    let total = refunded_total(
-        payment.refunded_minor,
-        payment.amount_paid_minor,
-        total_minor,
-        this_minor,
-    );
-    let credits = clawback_credits(
-        payment.credits_granted,
-        payment.amount_paid_minor,
-        total,
-        payment.clawed_back,
-    );
+    let order_status = order.as_ref().map(OrderRow::status).transpose()?;
+    let plan = plan_refund(&payment.facts(), channel, refund_key, report, order_status)?;
+    let (total, credits) = (plan.refunded_total, plan.credits);
     let inserted = diesel::insert_into(refunds::table)
         .values((
             refunds::channel.eq(channel.as_str()),
             refunds::refund_key.eq(refund_key),
             refunds::payment.eq(payment.id),
-            refunds::amount_minor.eq(total - payment.refunded_minor),
+            refunds::amount_minor.eq(plan.amount_minor),
             refunds::credits.eq(credits),
             refunds::created_at.eq(to_db(now)),
         ))
@@ -1412,15 +1361,12 @@ async fn refunded(
         ))
         .execute(conn)
         .await?;
-    if credits > 0 {
-        let movement = clawback_movement(&payment, channel, refund_key, credits)?;
-        ledger::apply(conn, &movement, &movement.request_hash(), now).await?;
-    }
+    apply_grant(conn, plan.clawback.as_ref(), now).await?;
     let data = json!({
         "order_id": payment.order_id,
         "payment_id": payment.payment_id,
         "channel": channel.as_str(),
-        "refunded_minor": total - payment.refunded_minor,
+        "refunded_minor": plan.amount_minor,
         "refunded_total_minor": total,
         "amount_paid_minor": payment.amount_paid_minor,
         "credits_clawed_back": credits,
@@ -1433,10 +1379,8 @@ async fn refunded(
         now,
     )
     .await?;
-    if let Some(order) = order {
-        if order.status()? != OrderStatus::Refunded {
-            set_order_status(conn, &order.id, OrderStatus::Refunded, None, now).await?;
-        }
+    if let (Some(order), true) = (order, plan.refund_order) {
+        set_order_status(conn, &order.id, OrderStatus::Refunded, None, now).await?;
     }
     Ok(applied(format!(
         "clawed back {credits} credits ({total} of {} refunded)",

@@ -1,0 +1,696 @@
+//! What a provider event changes, decided without I/O, in the spirit of the ledger's
+//! `plan_movement`: the store reads and locks the rows an event names, asks these functions what
+//! to write, and writes exactly that in the event's transaction.
+//!
+//! The rules here: when an order completes and what it keeps of an event's provider ids; how a
+//! subscription's period, status and customer move (never backwards, a canceled subscription
+//! stays canceled); which subscription changes are announced and how; the credits a paid pack
+//! or period grants, with their expiry and description; and what a refund claws back.
+//! Idempotency is the store's: a payment or refund row is written once per provider id, and what
+//! a plan grants is applied only when that row is new.
+
+use tally_ledger::{AccountRef, LedgerError, Movement, MovementKind, TxnType};
+use time::OffsetDateTime;
+
+use crate::refund::{RefundReport, clawback_credits};
+use crate::{Channel, Interval, Order, OrderStatus, Subscription, SubscriptionStatus};
+
+/// What an event says about the order it names.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderNews<'a> {
+    /// The provider's checkout session id (empty when the event has none).
+    pub session_id: &'a str,
+    /// The provider's customer id.
+    pub customer_id: Option<&'a str>,
+    /// The provider's subscription id.
+    pub subscription_id: Option<&'a str>,
+}
+
+/// The change an event makes to an order; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderUpdate {
+    /// The order becomes `completed` now: it announces `order.completed` and counts one
+    /// redemption of its coupon.
+    pub complete: bool,
+    /// The provider session, when the order has none yet.
+    pub provider_session_id: Option<String>,
+    /// A customer id other than the stored one.
+    pub provider_customer_id: Option<String>,
+    /// The subscription, when the order has none yet.
+    pub provider_subscription_id: Option<String>,
+}
+
+/// How `news` changes `order`; `paid` when money arrived. A pending, failed or expired order
+/// completes all the same (a late payment revives it); a completed or refunded one stays.
+pub fn plan_order_update(order: &Order, news: &OrderNews<'_>, paid: bool) -> OrderUpdate {
+    OrderUpdate {
+        complete: paid && !matches!(order.status, OrderStatus::Completed | OrderStatus::Refunded),
+        provider_session_id: (order.provider_session_id.is_none() && !news.session_id.is_empty())
+            .then(|| news.session_id.to_owned()),
+        provider_customer_id: news
+            .customer_id
+            .filter(|c| Some(*c) != order.provider_customer_id.as_deref())
+            .map(str::to_owned),
+        provider_subscription_id: news
+            .subscription_id
+            .filter(|_| order.provider_subscription_id.is_none())
+            .map(str::to_owned),
+    }
+}
+
+/// The change an event makes to a subscription; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionUpdate {
+    /// A new status.
+    pub status: Option<SubscriptionStatus>,
+    /// A new customer id.
+    pub provider_customer_id: Option<String>,
+    /// A new current period, `(start, end)`.
+    pub period: Option<(Option<OffsetDateTime>, OffsetDateTime)>,
+    /// Whether it ends with the current period.
+    pub cancel_at_period_end: Option<bool>,
+    /// The provider's instant of the change applied (later, older changes are ignored).
+    pub status_changed_at: Option<OffsetDateTime>,
+}
+
+impl SubscriptionUpdate {
+    /// Moves the period to `(start, end)` if `end` is later than the stored end: a late event
+    /// about an earlier period never moves it back.
+    pub fn period(
+        &mut self,
+        current: &Subscription,
+        start: Option<OffsetDateTime>,
+        end: Option<OffsetDateTime>,
+    ) {
+        if let Some(end) = end {
+            if current.current_period_end.is_none_or(|stored| end > stored) {
+                self.period = Some((start, end));
+            }
+        }
+    }
+
+    /// A new status, unless the stored one is terminal (a canceled subscription stays canceled).
+    pub fn status(&mut self, current: &Subscription, new: SubscriptionStatus) {
+        if !current.status.is_terminal() {
+            self.status = Some(new);
+        }
+    }
+
+    /// A customer id the event names, when it is not the stored one.
+    pub fn customer(&mut self, current: &Subscription, new: Option<&str>) {
+        if let Some(new) = new.filter(|n| Some(*n) != current.provider_customer_id.as_deref()) {
+            self.provider_customer_id = Some(new.to_owned());
+        }
+    }
+
+    /// Whether it changes nothing but the update instant.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `current` with the update applied.
+    pub fn applied_to(&self, current: &Subscription) -> Subscription {
+        let mut next = current.clone();
+        if let Some(status) = self.status {
+            next.status = status;
+        }
+        if let Some(customer) = &self.provider_customer_id {
+            next.provider_customer_id = Some(customer.clone());
+        }
+        if let Some((start, end)) = self.period {
+            next.current_period_start = start;
+            next.current_period_end = Some(end);
+        }
+        if let Some(ending) = self.cancel_at_period_end {
+            next.cancel_at_period_end = ending;
+        }
+        next
+    }
+}
+
+/// How a subscription change is announced to the app's webhook endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionNotice {
+    /// `subscription.canceled`: it became canceled.
+    Canceled,
+    /// `subscription.updated`: its status, period, plan or cancel-at-period-end changed.
+    Updated,
+}
+
+/// What a `SubscriptionChanged` event does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionChangePlan {
+    /// The change to write.
+    pub update: SubscriptionUpdate,
+    /// How to announce it (`None`: nothing anyone sees changed).
+    pub notice: Option<SubscriptionNotice>,
+    /// The outcome's detail.
+    pub detail: String,
+}
+
+/// What the provider says a subscription is now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscriptionNews<'a> {
+    /// Its status, when the event says.
+    pub status: Option<SubscriptionStatus>,
+    /// Whether it ends with the period, when the event says.
+    pub cancel_at_period_end: Option<bool>,
+    /// The current period's start.
+    pub period_start: Option<OffsetDateTime>,
+    /// The current period's end.
+    pub period_end: Option<OffsetDateTime>,
+    /// The provider's customer id.
+    pub customer_id: Option<&'a str>,
+    /// When the provider made the change.
+    pub changed_at: Option<OffsetDateTime>,
+}
+
+/// Applies what the provider says of `current`, whose last applied change happened at
+/// `last_change`; `None` when the event is older than that change (events arrive out of order).
+pub fn plan_subscription_change(
+    current: &Subscription,
+    last_change: Option<OffsetDateTime>,
+    news: &SubscriptionNews<'_>,
+) -> Option<SubscriptionChangePlan> {
+    if let (Some(at), Some(last)) = (news.changed_at, last_change) {
+        if at < last {
+            return None;
+        }
+    }
+    let mut update = SubscriptionUpdate::default();
+    if let Some(status) = news.status {
+        update.status(current, status);
+    }
+    update.cancel_at_period_end = news.cancel_at_period_end;
+    update.period(current, news.period_start, news.period_end);
+    update.customer(current, news.customer_id);
+    update.status_changed_at = news.changed_at;
+    let after = update.applied_to(current);
+    let seen = |s: &Subscription| {
+        (
+            s.status,
+            s.cancel_at_period_end,
+            s.current_period_start,
+            s.current_period_end,
+            s.plan_id.clone(),
+        )
+    };
+    let notice = (seen(&after) != seen(current)).then(|| {
+        if after.status == SubscriptionStatus::Canceled
+            && current.status != SubscriptionStatus::Canceled
+        {
+            SubscriptionNotice::Canceled
+        } else {
+            SubscriptionNotice::Updated
+        }
+    });
+    let status = after.status.as_str();
+    let detail = if after.cancel_at_period_end && after.status != SubscriptionStatus::Canceled {
+        format!("subscription {status}, ends at period end")
+    } else {
+        format!("subscription {status}")
+    };
+    Some(SubscriptionChangePlan {
+        update,
+        notice,
+        detail,
+    })
+}
+
+/// What a paid period (a subscription's first payment or a renewal) does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodPlan {
+    /// The payment is the subscription's first, which its order paid for: refunding it refunds
+    /// the order.
+    pub first_payment: bool,
+    /// The subscription's new period and state.
+    pub update: SubscriptionUpdate,
+    /// Announce `subscription.renewed` (every paid period after the first).
+    pub renewed: bool,
+    /// The period's credits (none when the plan includes none).
+    pub grant: Option<Movement>,
+}
+
+/// What the payment `payment_id` of a period from `start` to `end` does to `sub`, which has
+/// `earlier_payments` payments so far, on `channel`; `plan_name` names the credits.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_period_paid(
+    sub: &Subscription,
+    earlier_payments: i64,
+    channel: Channel,
+    payment_id: &str,
+    (start, end): (Option<OffsetDateTime>, Option<OffsetDateTime>),
+    customer_id: Option<&str>,
+    plan_name: &str,
+    now: OffsetDateTime,
+) -> Result<PeriodPlan, LedgerError> {
+    let mut update = SubscriptionUpdate::default();
+    update.period(sub, start, end);
+    update.status(sub, SubscriptionStatus::Active);
+    update.customer(sub, customer_id);
+    let period_end = end.or(sub.current_period_end);
+    let grant = CreditGrant {
+        app: &sub.app,
+        user: &sub.user,
+        channel,
+        payment_id,
+        order_id: Some(&sub.order_id),
+        txn_type: TxnType::Subscription,
+        credits: sub.credits_per_period,
+        expires_at: period_expiry(sub.credits_expire, period_end, now),
+        description: period_description(plan_name, sub.interval),
+    }
+    .movement()?;
+    Ok(PeriodPlan {
+        first_payment: earlier_payments == 0,
+        update,
+        renewed: earlier_payments > 0,
+        grant,
+    })
+}
+
+/// The credits a paid credit pack grants (none for a pack of zero credits).
+pub fn plan_pack_paid(
+    order: &Order,
+    payment_id: &str,
+    plan_name: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Movement>, LedgerError> {
+    CreditGrant {
+        app: &order.app,
+        user: &order.user,
+        channel: order.channel,
+        payment_id,
+        order_id: Some(&order.id),
+        txn_type: TxnType::Purchase,
+        credits: order.credits,
+        expires_at: pack_expiry(order.credits_expire_days, now),
+        description: format!("Credit pack: {plan_name}"),
+    }
+    .movement()
+}
+
+/// A payment as a refund sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFacts {
+    /// The provider's payment id.
+    pub payment_id: String,
+    /// The app.
+    pub app: String,
+    /// The user.
+    pub user: String,
+    /// The order it paid, if any (a subscription's first payment, a pack).
+    pub order_id: Option<String>,
+    /// Credits it granted.
+    pub credits_granted: i64,
+    /// What was paid, minor units.
+    pub amount_paid_minor: i64,
+    /// What was refunded so far.
+    pub refunded_minor: i64,
+    /// Credits clawed back so far.
+    pub clawed_back: i64,
+}
+
+/// What one refund does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundPlan {
+    /// The payment's refunded total after it.
+    pub refunded_total: i64,
+    /// What this refund adds, minor units.
+    pub amount_minor: i64,
+    /// Credits it claws back.
+    pub credits: i64,
+    /// The clawback (none when no credits are to be taken).
+    pub clawback: Option<Movement>,
+    /// The order it paid becomes `refunded` (it was not already).
+    pub refund_order: bool,
+}
+
+/// What the refund `refund_key` on `channel`, reported as `report`, does to `payment`, whose
+/// order (if any) is in `order_status`.
+pub fn plan_refund(
+    payment: &PaymentFacts,
+    channel: Channel,
+    refund_key: &str,
+    report: RefundReport,
+    order_status: Option<OrderStatus>,
+) -> Result<RefundPlan, LedgerError> {
+    let total = report.total_after(payment.refunded_minor, payment.amount_paid_minor);
+    let credits = clawback_credits(
+        payment.credits_granted,
+        payment.amount_paid_minor,
+        total,
+        payment.clawed_back,
+    );
+    let clawback = if credits > 0 {
+        let movement = Movement {
+            account: AccountRef::new(&payment.app, &payment.user)?,
+            kind: MovementKind::Clawback { credits },
+            description: format!("Refund of payment {}", payment.payment_id),
+            idempotency_key: Some(format!("refund:{channel}:{refund_key}")),
+            metadata: Some(serde_json::json!({
+                "order_id": payment.order_id,
+                "payment_id": payment.payment_id,
+                "refund_key": refund_key,
+                "channel": channel.as_str(),
+            })),
+            actor: Some(format!("provider:{channel}")),
+        };
+        movement.validate()?;
+        Some(movement)
+    } else {
+        None
+    };
+    Ok(RefundPlan {
+        refunded_total: total,
+        amount_minor: total - payment.refunded_minor,
+        credits,
+        clawback,
+        refund_order: order_status.is_some_and(|s| s != OrderStatus::Refunded),
+    })
+}
+
+/// Credits a provider payment grants, as a ledger movement keyed by the payment (so a payment
+/// grants once, whatever delivers it).
+struct CreditGrant<'a> {
+    app: &'a str,
+    user: &'a str,
+    channel: Channel,
+    payment_id: &'a str,
+    order_id: Option<&'a str>,
+    txn_type: TxnType,
+    credits: i64,
+    expires_at: Option<OffsetDateTime>,
+    description: String,
+}
+
+impl CreditGrant<'_> {
+    fn movement(self) -> Result<Option<Movement>, LedgerError> {
+        if self.credits <= 0 {
+            return Ok(None);
+        }
+        let movement = Movement {
+            account: AccountRef::new(self.app, self.user)?,
+            kind: MovementKind::Grant {
+                txn_type: self.txn_type,
+                credits: self.credits,
+                expires_at: self.expires_at,
+            },
+            description: self.description,
+            idempotency_key: Some(format!("payment:{}:{}", self.channel, self.payment_id)),
+            metadata: Some(serde_json::json!({
+                "order_id": self.order_id,
+                "payment_id": self.payment_id,
+                "channel": self.channel.as_str(),
+            })),
+            actor: Some(format!("provider:{}", self.channel)),
+        };
+        movement.validate()?;
+        Ok(Some(movement))
+    }
+}
+
+/// The ledger description of a subscription period's credits.
+pub fn period_description(plan: &str, interval: Interval) -> String {
+    let period = match interval {
+        Interval::Year => "yearly",
+        Interval::Month => "monthly",
+    };
+    format!("{plan} plan — {period} credits")
+}
+
+/// When the credits of a paid period expire: at the period's end, if the plan's credits expire
+/// and that end is still ahead (the ledger refuses an expiry in the past).
+pub fn period_expiry(
+    credits_expire: bool,
+    period_end: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    period_end.filter(|end| credits_expire && *end > now)
+}
+
+/// When a pack's credits expire: `days` after payment, when the pack says.
+pub fn pack_expiry(days: Option<u32>, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    days.filter(|d| *d > 0)
+        .map(|d| now + time::Duration::days(i64::from(d)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn order(status: OrderStatus) -> Order {
+        Order {
+            id: "ord_1".into(),
+            app: "default".into(),
+            user: "alice".into(),
+            order_type: crate::OrderType::Credits,
+            status,
+            plan_id: "7".into(),
+            interval: None,
+            channel: Channel::Stripe,
+            amount_minor: 999,
+            currency: "usd".into(),
+            discount_minor: 0,
+            coupon_code: None,
+            credits: 500,
+            credits_expire_days: Some(30),
+            provider_session_id: Some("cs_1".into()),
+            checkout_url: None,
+            provider_customer_id: None,
+            provider_subscription_id: None,
+            failure_reason: None,
+            created_at: NOW,
+            completed_at: None,
+            updated_at: NOW,
+        }
+    }
+
+    fn sub(status: SubscriptionStatus) -> Subscription {
+        Subscription {
+            id: "1".into(),
+            app: "default".into(),
+            user: "alice".into(),
+            plan_id: "3".into(),
+            interval: Interval::Month,
+            channel: Channel::Stripe,
+            order_id: "ord_1".into(),
+            provider_subscription_id: "sub_1".into(),
+            provider_customer_id: Some("cus_1".into()),
+            status,
+            current_period_start: Some(NOW),
+            current_period_end: Some(datetime!(2026-07-01 12:00 UTC)),
+            cancel_at_period_end: false,
+            credits_per_period: 1000,
+            credits_expire: true,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    #[test]
+    fn money_completes_an_order_once_and_revives_a_lapsed_one() {
+        let news = OrderNews {
+            session_id: "cs_2",
+            customer_id: Some("cus_9"),
+            subscription_id: Some("sub_9"),
+        };
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Failed,
+            OrderStatus::Expired,
+        ] {
+            assert!(
+                plan_order_update(&order(status), &news, true).complete,
+                "{status:?}"
+            );
+        }
+        for status in [OrderStatus::Completed, OrderStatus::Refunded] {
+            assert!(
+                !plan_order_update(&order(status), &news, true).complete,
+                "{status:?}"
+            );
+        }
+        let unpaid = plan_order_update(&order(OrderStatus::Pending), &news, false);
+        assert_eq!(
+            unpaid,
+            OrderUpdate {
+                complete: false,
+                provider_session_id: None,
+                provider_customer_id: Some("cus_9".into()),
+                provider_subscription_id: Some("sub_9".into()),
+            },
+            "the session it has stays; the customer and subscription are learnt"
+        );
+    }
+
+    #[test]
+    fn periods_never_move_back_and_canceled_stays_canceled() {
+        let s = sub(SubscriptionStatus::Active);
+        let mut u = SubscriptionUpdate::default();
+        u.period(&s, Some(NOW), Some(datetime!(2026-06-15 00:00 UTC)));
+        assert_eq!(u.period, None, "an earlier period");
+        u.period(&s, None, Some(datetime!(2026-08-01 12:00 UTC)));
+        assert_eq!(u.period, Some((None, datetime!(2026-08-01 12:00 UTC))));
+        let mut u = SubscriptionUpdate::default();
+        u.status(
+            &sub(SubscriptionStatus::Canceled),
+            SubscriptionStatus::Active,
+        );
+        assert_eq!(u.status, None);
+        u.customer(&s, Some("cus_1"));
+        assert!(u.is_empty(), "the same customer changes nothing");
+    }
+
+    #[test]
+    fn subscription_changes_are_announced_when_something_seen_changes() {
+        let s = sub(SubscriptionStatus::Active);
+        let news = |status, ending| SubscriptionNews {
+            status: Some(status),
+            cancel_at_period_end: Some(ending),
+            changed_at: Some(NOW),
+            ..SubscriptionNews::default()
+        };
+        let same = plan_subscription_change(&s, None, &news(SubscriptionStatus::Active, false));
+        assert_eq!(same.unwrap().notice, None);
+        let ending =
+            plan_subscription_change(&s, None, &news(SubscriptionStatus::Active, true)).unwrap();
+        assert_eq!(ending.notice, Some(SubscriptionNotice::Updated));
+        assert_eq!(ending.detail, "subscription active, ends at period end");
+        let canceled =
+            plan_subscription_change(&s, None, &news(SubscriptionStatus::Canceled, false)).unwrap();
+        assert_eq!(canceled.notice, Some(SubscriptionNotice::Canceled));
+        let stale = plan_subscription_change(
+            &s,
+            Some(NOW + time::Duration::seconds(1)),
+            &news(SubscriptionStatus::PastDue, false),
+        );
+        assert_eq!(stale, None, "older than the last applied change");
+    }
+
+    #[test]
+    fn periods_grant_their_credits_and_renewals_are_announced() {
+        let s = sub(SubscriptionStatus::PastDue);
+        let end = datetime!(2026-08-01 12:00 UTC);
+        let first = plan_period_paid(
+            &s,
+            0,
+            Channel::Stripe,
+            "in_1",
+            (Some(NOW), Some(end)),
+            None,
+            "Pro",
+            NOW,
+        )
+        .unwrap();
+        assert!(first.first_payment && !first.renewed);
+        assert_eq!(first.update.status, Some(SubscriptionStatus::Active));
+        let grant = first.grant.unwrap();
+        assert_eq!(
+            grant.kind,
+            MovementKind::Grant {
+                txn_type: TxnType::Subscription,
+                credits: 1000,
+                expires_at: Some(end),
+            }
+        );
+        assert_eq!(
+            grant.idempotency_key.as_deref(),
+            Some("payment:stripe:in_1")
+        );
+        assert_eq!(grant.description, "Pro plan — monthly credits");
+        let renewal = plan_period_paid(
+            &s,
+            1,
+            Channel::Stripe,
+            "in_2",
+            (None, None),
+            None,
+            "Pro",
+            NOW,
+        )
+        .unwrap();
+        assert!(renewal.renewed && !renewal.first_payment);
+        let mut free = sub(SubscriptionStatus::Active);
+        free.credits_per_period = 0;
+        let none = plan_period_paid(
+            &free,
+            1,
+            Channel::Stripe,
+            "in_3",
+            (None, None),
+            None,
+            "Free",
+            NOW,
+        );
+        assert_eq!(none.unwrap().grant, None);
+    }
+
+    #[test]
+    fn packs_grant_with_their_expiry() {
+        let grant = plan_pack_paid(&order(OrderStatus::Pending), "order:ord_1", "Starter", NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            grant.kind,
+            MovementKind::Grant {
+                txn_type: TxnType::Purchase,
+                credits: 500,
+                expires_at: Some(datetime!(2026-07-01 12:00 UTC)),
+            }
+        );
+        assert_eq!(grant.description, "Credit pack: Starter");
+    }
+
+    #[test]
+    fn refunds_claw_back_in_proportion_and_refund_the_order_once() {
+        let payment = PaymentFacts {
+            payment_id: "pi_1".into(),
+            app: "default".into(),
+            user: "alice".into(),
+            order_id: Some("ord_1".into()),
+            credits_granted: 1000,
+            amount_paid_minor: 1000,
+            refunded_minor: 0,
+            clawed_back: 0,
+        };
+        let half = plan_refund(
+            &payment,
+            Channel::Stripe,
+            "re_1",
+            RefundReport::Cumulative(500),
+            Some(OrderStatus::Completed),
+        )
+        .unwrap();
+        assert_eq!(
+            (half.refunded_total, half.amount_minor, half.credits),
+            (500, 500, 500)
+        );
+        assert!(half.refund_order);
+        let claw = half.clawback.unwrap();
+        assert_eq!(claw.kind, MovementKind::Clawback { credits: 500 });
+        assert_eq!(claw.idempotency_key.as_deref(), Some("refund:stripe:re_1"));
+        let done = PaymentFacts {
+            refunded_minor: 1000,
+            clawed_back: 1000,
+            ..payment
+        };
+        let again = plan_refund(
+            &done,
+            Channel::Creem,
+            "re_2",
+            RefundReport::Full,
+            Some(OrderStatus::Refunded),
+        )
+        .unwrap();
+        assert_eq!(
+            (again.credits, again.clawback, again.refund_order),
+            (0, None, false)
+        );
+    }
+}
