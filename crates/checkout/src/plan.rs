@@ -58,6 +58,31 @@ pub fn plan_order_update(order: &Order, news: &OrderNews<'_>, paid: bool) -> Ord
     }
 }
 
+/// What a failed or expired checkout does to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutEnded {
+    /// The order's new status (`failed` or `expired`).
+    pub status: OrderStatus,
+    /// Why, recorded on the order.
+    pub reason: Option<&'static str>,
+    /// Announce `order.failed`.
+    pub announce_failed: bool,
+}
+
+/// Ends a checkout: only a pending order fails or expires (one paid meanwhile stays paid);
+/// `None` when the order is past that.
+pub fn plan_checkout_ended(order: &Order, failed: bool) -> Option<CheckoutEnded> {
+    (order.status == OrderStatus::Pending).then_some(CheckoutEnded {
+        status: if failed {
+            OrderStatus::Failed
+        } else {
+            OrderStatus::Expired
+        },
+        reason: failed.then_some("payment failed"),
+        announce_failed: failed,
+    })
+}
+
 /// The change an event makes to a subscription; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriptionUpdate {
@@ -527,6 +552,29 @@ mod tests {
             },
             "the session it has stays; the customer and subscription are learnt"
         );
+    }
+
+    #[test]
+    fn only_pending_checkouts_end() {
+        let failed = plan_checkout_ended(&order(OrderStatus::Pending), true).unwrap();
+        assert_eq!(failed.status, OrderStatus::Failed);
+        assert!(failed.announce_failed);
+        let expired = plan_checkout_ended(&order(OrderStatus::Pending), false).unwrap();
+        assert_eq!(
+            (expired.status, expired.reason),
+            (OrderStatus::Expired, None)
+        );
+        for status in [
+            OrderStatus::Completed,
+            OrderStatus::Failed,
+            OrderStatus::Refunded,
+        ] {
+            assert_eq!(
+                plan_checkout_ended(&order(status), true),
+                None,
+                "{status:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tally_checkout::plan::{
-    OrderNews, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate, plan_order_update,
-    plan_pack_paid, plan_period_paid, plan_refund, plan_subscription_change,
+    OrderNews, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate, plan_checkout_ended,
+    plan_order_update, plan_pack_paid, plan_period_paid, plan_refund, plan_subscription_change,
 };
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
@@ -879,16 +879,15 @@ async fn checkout_ended(
         )));
     };
     trace.set(&order.app_key, &order.user_id, Some(&order.id));
-    let status = order.status()?;
-    if status != OrderStatus::Pending {
-        return Ok(ignored(format!("order is {status}")));
-    }
-    let reason = (to == OrderStatus::Failed).then_some("payment failed");
-    set_order_status(conn, &order.id, to, reason, now).await?;
-    if to == OrderStatus::Failed {
+    let failed = to == OrderStatus::Failed;
+    let Some(plan) = plan_checkout_ended(&Order::try_from(order.clone())?, failed) else {
+        return Ok(ignored(format!("order is {}", order.status()?)));
+    };
+    set_order_status(conn, &order.id, plan.status, plan.reason, now).await?;
+    if plan.announce_failed {
         order_event(conn, EventType::OrderFailed, &order.id, now).await?;
     }
-    Ok(applied(format!("order {to}")))
+    Ok(applied(format!("order {}", plan.status)))
 }
 
 // ---------------------------------------------------------------------------------
