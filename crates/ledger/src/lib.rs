@@ -14,6 +14,7 @@ pub mod codes;
 pub mod error;
 pub mod holds;
 pub mod model;
+pub mod notice;
 pub mod plan;
 pub mod repo;
 pub mod service;

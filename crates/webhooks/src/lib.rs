@@ -19,6 +19,7 @@
 
 pub mod dispatcher;
 pub mod event;
+pub mod payload;
 pub mod repo;
 pub mod retry;
 pub mod service;

@@ -35,18 +35,12 @@ use crate::schema::{
     billing_customers, billing_events, coupons, orders, payment_refs, payments, plans,
     provider_coupons, refunds, subscriptions,
 };
-use serde_json::json;
 use tally_webhooks::EventType;
+use tally_webhooks::payload::{OrderChanged, OrderRefunded, Payload, SubscriptionChanged};
 
 use super::Conn;
 
 const INACTIVE: [&str; 2] = ["canceled", "expired"];
-
-fn rfc3339(t: Option<time::PrimitiveDateTime>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| {
-        serde_json::Value::String(tally_kernel::rfc3339(from_db(t)))
-    })
-}
 
 /// Reports an order's change to the outbox, with the order as it now is.
 async fn order_event(
@@ -60,21 +54,31 @@ async fn order_event(
         .select(OrderRow::as_select())
         .first(conn)
         .await?;
-    let mut data = json!({
-        "order_id": o.id,
-        "type": o.order_type,
-        "status": o.status,
-        "plan_id": o.plan_id,
-        "channel": o.channel,
-        "amount_minor": o.amount_minor,
-        "discount_minor": o.discount_minor,
-        "currency": o.currency,
-        "credits": o.credits,
-    });
-    if event_type == EventType::OrderFailed {
-        data["failure_reason"] = json!(o.failure_reason);
-    }
-    outbox::emit(conn, event_type, (&o.app_key, Some(&o.user_id)), data, now).await
+    let failed = event_type == EventType::OrderFailed;
+    let payload = Payload::Order(
+        event_type,
+        OrderChanged {
+            order_id: o.id,
+            order_type: o.order_type,
+            status: o.status,
+            plan_id: o.plan_id,
+            channel: o.channel,
+            amount_minor: o.amount_minor,
+            discount_minor: o.discount_minor,
+            currency: o.currency,
+            credits: o.credits,
+            failure_reason: failed.then_some(o.failure_reason),
+        },
+    );
+    outbox::emit(conn, &payload, (&o.app_key, Some(&o.user_id)), now).await
+}
+
+/// What a subscription event adds to the subscription's fields.
+#[derive(Debug, Default)]
+struct SubscriptionExtra {
+    previous_status: Option<String>,
+    payment_id: Option<String>,
+    credits_granted: Option<i64>,
 }
 
 /// Reports a subscription's change to the outbox, with the subscription as it now is.
@@ -82,7 +86,7 @@ async fn subscription_event(
     conn: &mut Conn,
     event_type: EventType,
     id: i64,
-    extra: serde_json::Value,
+    extra: SubscriptionExtra,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     let s: SubscriptionRow = subscriptions::table
@@ -90,22 +94,29 @@ async fn subscription_event(
         .select(SubscriptionRow::as_select())
         .first(conn)
         .await?;
-    let mut data = json!({
-        "subscription_id": s.id.to_string(),
-        "order_id": s.order_id,
-        "plan_id": s.plan_id,
-        "interval": s.billing_interval,
-        "channel": s.channel,
-        "status": s.status,
-        "current_period_start": rfc3339(s.current_period_start),
-        "current_period_end": rfc3339(s.current_period_end),
-        "cancel_at_period_end": s.cancel_at_period_end,
-        "credits_per_period": s.credits_per_period,
-    });
-    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
-        data.extend(extra);
-    }
-    outbox::emit(conn, event_type, (&s.app_key, Some(&s.user_id)), data, now).await
+    let (current_period_start, current_period_end) = SubscriptionChanged::period(
+        s.current_period_start.map(from_db),
+        s.current_period_end.map(from_db),
+    );
+    let payload = Payload::Subscription(
+        event_type,
+        SubscriptionChanged {
+            subscription_id: s.id.to_string(),
+            order_id: s.order_id,
+            plan_id: s.plan_id,
+            interval: s.billing_interval,
+            channel: s.channel,
+            status: s.status,
+            current_period_start,
+            current_period_end,
+            cancel_at_period_end: s.cancel_at_period_end,
+            credits_per_period: s.credits_per_period,
+            previous_status: extra.previous_status,
+            payment_id: extra.payment_id,
+            credits_granted: extra.credits_granted,
+        },
+    );
+    outbox::emit(conn, &payload, (&s.app_key, Some(&s.user_id)), now).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -992,7 +1003,8 @@ async fn subscription_from_order(
         .await?
         .ok_or(StoreError::Invariant("subscription vanished after insert"))?;
     if created {
-        subscription_event(conn, EventType::SubscriptionCreated, sub.id, json!({}), now).await?;
+        let extra = SubscriptionExtra::default();
+        subscription_event(conn, EventType::SubscriptionCreated, sub.id, extra, now).await?;
     }
     Ok(sub)
 }
@@ -1138,10 +1150,11 @@ async fn period_paid(
         return Ok(ignored("payment already granted"));
     }
     if plan.renewed {
-        let extra = json!({
-            "payment_id": payment_id,
-            "credits_granted": sub.credits_per_period,
-        });
+        let extra = SubscriptionExtra {
+            payment_id: Some(payment_id.clone()),
+            credits_granted: Some(sub.credits_per_period),
+            ..SubscriptionExtra::default()
+        };
         subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
     }
     apply_grant(conn, plan.grant.as_ref(), now).await?;
@@ -1215,7 +1228,10 @@ async fn subscription_changed(
             SubscriptionNotice::Canceled => EventType::SubscriptionCanceled,
             SubscriptionNotice::Updated => EventType::SubscriptionUpdated,
         };
-        let extra = json!({ "previous_status": sub.status });
+        let extra = SubscriptionExtra {
+            previous_status: Some(sub.status.clone()),
+            ..SubscriptionExtra::default()
+        };
         subscription_event(conn, event_type, sub.id, extra, now).await?;
     }
     Ok(applied(plan.detail))
@@ -1361,20 +1377,19 @@ async fn refunded(
         .execute(conn)
         .await?;
     apply_grant(conn, plan.clawback.as_ref(), now).await?;
-    let data = json!({
-        "order_id": payment.order_id,
-        "payment_id": payment.payment_id,
-        "channel": channel.as_str(),
-        "refunded_minor": plan.amount_minor,
-        "refunded_total_minor": total,
-        "amount_paid_minor": payment.amount_paid_minor,
-        "credits_clawed_back": credits,
+    let payload = Payload::OrderRefunded(OrderRefunded {
+        order_id: payment.order_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        channel: channel.as_str().to_owned(),
+        refunded_minor: plan.amount_minor,
+        refunded_total_minor: total,
+        amount_paid_minor: payment.amount_paid_minor,
+        credits_clawed_back: credits,
     });
     outbox::emit(
         conn,
-        EventType::OrderRefunded,
+        &payload,
         (&payment.app_key, Some(&payment.user_id)),
-        data,
         now,
     )
     .await?;

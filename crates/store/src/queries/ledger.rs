@@ -15,6 +15,7 @@ use tally_ledger::{
     LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
 };
 use tally_ledger::{CaptureRequest, Hold, HoldStatus, RedemptionCode, ReserveRequest};
+use tally_webhooks::payload::{CheckinCompleted, Payload};
 use time::{Date, OffsetDateTime};
 
 use crate::StoreError;
@@ -308,18 +309,17 @@ pub(crate) async fn checkin(
             }
             e => e.into(),
         })?;
-    let data = serde_json::json!({
-        "day": day,
-        "streak": streak,
-        "awarded": reward,
-        "balance_after": txn.balance_after,
-        "transaction_id": txn.id.to_string(),
+    let payload = Payload::CheckinCompleted(CheckinCompleted {
+        day: day.clone(),
+        streak,
+        awarded: reward,
+        balance_after: txn.balance_after,
+        transaction_id: txn.id.to_string(),
     });
     super::outbox::emit(
         conn,
-        tally_webhooks::EventType::CheckinCompleted,
+        &payload,
         (&request.account.app, Some(&request.account.user)),
-        data,
         request.now,
     )
     .await?;

@@ -7,9 +7,12 @@
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::json;
 use tally_ledger::Transaction;
+use tally_ledger::notice::{LedgerNotice, NoticeSettings, needs_settings, plan_notices};
 use tally_ledger::plan::Plan;
+use tally_webhooks::payload::{
+    CreditsExpired, CreditsLow, CreditsMoved, EndpointDisabled, HoldExpired, Payload,
+};
 use tally_webhooks::{
     AttemptResult, ClaimedDelivery, DISABLE_AFTER, Delivery, DeliveryQuery, DeliveryStatus,
     Endpoint, EndpointChanges, EventType, NewEndpoint, OutboundEvent,
@@ -26,19 +29,21 @@ use crate::schema::{
 
 use super::Conn;
 
-fn rfc3339(t: OffsetDateTime) -> serde_json::Value {
-    serde_json::Value::String(tally_kernel::rfc3339(t))
-}
-
 /// Adds an event to the outbox, in the caller's transaction.
 pub(crate) async fn emit(
     conn: &mut Conn,
-    event_type: EventType,
+    payload: &Payload,
     (app, user): (&str, Option<&str>),
-    data: serde_json::Value,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let event = OutboundEvent::new(event_type, app, user.map(str::to_owned), now, data);
+    let event_type = payload.event_type();
+    let event = OutboundEvent::new(
+        event_type,
+        app,
+        user.map(str::to_owned),
+        now,
+        payload.data(),
+    );
     diesel::insert_into(webhook_events::table)
         .values((
             webhook_events::id.eq(&event.id),
@@ -56,7 +61,7 @@ pub(crate) async fn emit(
 
 /// The app's `credits.low` threshold and whether any enabled endpoint asked for
 /// `credits.spent`: read only when a write lowers a balance.
-async fn app_hooks(conn: &mut Conn, app: &str) -> Result<(Option<i64>, bool), StoreError> {
+async fn app_hooks(conn: &mut Conn, app: &str) -> Result<NoticeSettings, StoreError> {
     let threshold = webhook_settings::table
         .filter(webhook_settings::app_key.eq(app))
         .select(webhook_settings::low_balance_threshold)
@@ -67,13 +72,16 @@ async fn app_hooks(conn: &mut Conn, app: &str) -> Result<(Option<i64>, bool), St
             .filter(webhook_endpoints::enabled.eq(true))
             .filter(webhook_endpoints::wants_spent.eq(true)),
     );
-    Ok(diesel::select((threshold, wants_spent))
+    let (low_balance_threshold, wants_spent) = diesel::select((threshold, wants_spent))
         .get_result(conn)
-        .await?)
+        .await?;
+    Ok(NoticeSettings {
+        low_balance_threshold,
+        wants_spent,
+    })
 }
 
-/// The events a ledger write reports: expiries, the movement itself, expired holds
-/// and a downward crossing of the low-balance threshold.
+/// Adds the events a ledger write announces ([`plan_notices`]) to the outbox.
 pub(crate) async fn ledger_events(
     conn: &mut Conn,
     account: &AccountRow,
@@ -81,62 +89,58 @@ pub(crate) async fn ledger_events(
     written: Option<&Transaction>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let who = (account.app_key.as_str(), Some(account.user_id.as_str()));
-    for entry in &plan.expiries {
-        let data = json!({
-            "lot_id": entry.expired_lot.map(|id| id.to_string()),
-            "credits": entry.amount.abs(),
-            "balance_after": entry.balance_after,
-        });
-        emit(conn, EventType::CreditsExpired, who, data, now).await?;
-    }
-    let before = account.balance - account.held;
-    let after = plan.balance - plan.held;
-    let spent = written.is_some_and(|t| t.amount < 0);
-    let (threshold, wants_spent) = if after < before || spent {
+    let before = (account.balance, account.held);
+    let settings = if needs_settings(before, plan, written) {
         app_hooks(conn, &account.app_key).await?
     } else {
-        (None, false)
+        NoticeSettings::default()
     };
-    if let Some(txn) = written {
-        let data = json!({
-            "transaction_id": txn.id.to_string(),
-            "type": txn.txn_type.as_str(),
-            "credits": txn.amount.abs(),
-            "balance_after": txn.balance_after,
-            "description": txn.description,
-        });
-        if txn.amount > 0 {
-            let mut data = data;
-            let expires = plan.new_lot.as_ref().and_then(|l| l.expires_at);
-            data["expires_at"] = expires.map_or(serde_json::Value::Null, rfc3339);
-            emit(conn, EventType::CreditsGranted, who, data, now).await?;
-        } else if txn.amount < 0 && wants_spent {
-            emit(conn, EventType::CreditsSpent, who, data, now).await?;
-        }
-    }
-    for &hold_id in &plan.expired_holds {
-        emit(
-            conn,
-            EventType::HoldExpired,
-            who,
-            json!({ "hold_id": hold_id.to_string() }),
-            now,
-        )
-        .await?;
-    }
-    if let Some(threshold) = threshold {
-        if before >= threshold && after < threshold {
-            let data = json!({
-                "threshold": threshold,
-                "available_before": before,
-                "available_after": after,
-                "balance": plan.balance,
-            });
-            emit(conn, EventType::CreditsLow, who, data, now).await?;
-        }
+    let who = (account.app_key.as_str(), Some(account.user_id.as_str()));
+    for notice in plan_notices(before, plan, written, settings) {
+        emit(conn, &ledger_payload(notice), who, now).await?;
     }
     Ok(())
+}
+
+/// The wire shape of a ledger notice.
+fn ledger_payload(notice: LedgerNotice) -> Payload {
+    let moved = |t: Transaction| CreditsMoved {
+        transaction_id: t.id.to_string(),
+        txn_type: t.txn_type.as_str().to_owned(),
+        credits: t.amount.abs(),
+        balance_after: t.balance_after,
+        description: t.description,
+    };
+    match notice {
+        LedgerNotice::Expired {
+            lot_id,
+            credits,
+            balance_after,
+        } => Payload::CreditsExpired(CreditsExpired {
+            lot_id: lot_id.map(|id| id.to_string()),
+            credits,
+            balance_after,
+        }),
+        LedgerNotice::Granted {
+            transaction,
+            expires_at,
+        } => Payload::granted(moved(transaction), expires_at),
+        LedgerNotice::Spent { transaction } => Payload::CreditsSpent(moved(transaction)),
+        LedgerNotice::HoldExpired { hold_id } => Payload::HoldExpired(HoldExpired {
+            hold_id: hold_id.to_string(),
+        }),
+        LedgerNotice::Low {
+            threshold,
+            available_before,
+            available_after,
+            balance,
+        } => Payload::CreditsLow(CreditsLow {
+            threshold,
+            available_before,
+            available_after,
+            balance,
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -684,20 +688,13 @@ pub(crate) async fn record_attempt(
             ))
             .execute(conn)
             .await?;
-        let data = json!({
-            "endpoint_id": endpoint.id,
-            "url": endpoint.url,
-            "failing_since": rfc3339(from_db(failing_since)),
-            "reason": reason,
+        let payload = Payload::EndpointDisabled(EndpointDisabled {
+            endpoint_id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            failing_since: Payload::instant(from_db(failing_since)),
+            reason: reason.clone(),
         });
-        emit(
-            conn,
-            EventType::EndpointDisabled,
-            (&endpoint.app_key, None),
-            data,
-            from_db(at),
-        )
-        .await?;
+        emit(conn, &payload, (&endpoint.app_key, None), from_db(at)).await?;
         tracing::warn!(
             endpoint = %endpoint.id,
             url = %endpoint.url,
