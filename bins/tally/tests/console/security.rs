@@ -53,6 +53,23 @@ async fn page(app: &TestApp, path: &str, cookie: Option<&str>) -> (StatusCode, S
     (reply.status(), reply.text().await.unwrap())
 }
 
+/// Posts a form with the session's cookie; answers the status.
+async fn post_form<T: serde::Serialize + ?Sized>(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    fields: &T,
+) -> StatusCode {
+    client()
+        .post(format!("{}{path}", app.address))
+        .header(COOKIE, cookie)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// The CSRF token of the session behind `cookie`, read from a page's forms.
 async fn csrf(app: &TestApp, cookie: &str) -> String {
     let (_, html) = page(app, "/console/coupons", Some(cookie)).await;
@@ -966,17 +983,8 @@ async fn plan_features_yearly_ids_and_coupon_plans_from_the_console(db: Db) {
     let cookie = sign_in(&app).await;
     let token = csrf(&app, &cookie).await;
     let post = |path: String, fields: Vec<(String, String)>| {
-        let (cookie, address) = (cookie.clone(), app.address.clone());
-        async move {
-            client()
-                .post(format!("{address}{path}"))
-                .header(COOKIE, cookie)
-                .form(&fields)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        let (app, cookie) = (&app, cookie.clone());
+        async move { post_form(app, &cookie, &path, &fields).await }
     };
     let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = pairs

@@ -321,6 +321,14 @@ impl From<crate::ApiError> for PageError {
     }
 }
 
+/// Logs a failed console store operation (`what` failed) and answers the failure page.
+pub(crate) fn failed(what: &'static str) -> impl FnOnce(tally_console::ConsoleError) -> PageError {
+    move |e| {
+        tracing::error!(error = %e, "{what} failed");
+        PageError::Internal
+    }
+}
+
 /// The session id from the request's cookie.
 pub(crate) fn session_cookie(req: &HttpRequest) -> Option<String> {
     req.headers()

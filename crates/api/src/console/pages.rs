@@ -139,10 +139,7 @@ pub(crate) async fn logout(
             .sessions
             .sign_out(&id, state.ledger.now())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "console sign-out failed");
-                PageError::Internal
-            })?;
+            .map_err(super::failed("console sign-out"))?;
     }
     let mut answer = see_other("/console/login");
     answer.headers_mut().insert(
@@ -543,10 +540,11 @@ async fn apps_page(
     switchable: bool,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let apps = state.sessions.apps().await.map_err(|e| {
-        tracing::error!(error = %e, "listing the apps failed");
-        PageError::Internal
-    })?;
+    let apps = state
+        .sessions
+        .apps()
+        .await
+        .map_err(super::failed("listing the apps"))?;
     let body = html! {
         (notice(&notice_))
         section.panel aria-labelledby="apps-title" {

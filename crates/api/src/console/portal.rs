@@ -169,10 +169,11 @@ async fn portal_page(
             }
         }
     };
-    let branding = state.sessions.branding(&s.app).await.map_err(|e| {
-        tracing::error!(error = %e, "reading the portal's branding failed");
-        PageError::Internal
-    })?;
+    let branding = state
+        .sessions
+        .branding(&s.app)
+        .await
+        .map_err(super::failed("reading the portal's branding"))?;
     Ok(html_with_policy(
         status,
         frame(s, &branding, body),
@@ -340,10 +341,11 @@ async fn branding_page(
     op: &Operator,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let b = state.sessions.branding(&op.app).await.map_err(|e| {
-        tracing::error!(error = %e, "reading the portal's branding failed");
-        PageError::Internal
-    })?;
+    let b = state
+        .sessions
+        .branding(&op.app)
+        .await
+        .map_err(super::failed("reading the portal's branding"))?;
     let body = html! {
         (notice(&notice_))
         section.panel aria-labelledby="branding-title" {
