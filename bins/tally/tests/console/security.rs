@@ -1082,3 +1082,102 @@ async fn plan_features_yearly_ids_and_coupon_plans_from_the_console(db: Db) {
     assert_eq!(coupon_plans().await, json!([]));
     app.finish().await;
 }
+
+backend_tests!(webhook_endpoints_are_edited_in_the_console);
+
+async fn webhook_endpoints_are_edited_in_the_console(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let admin = admin_token("root");
+    let (status, created, _) = app
+        .post(
+            "/admin/webhooks/endpoints",
+            &admin,
+            json!({"url": "https://93.184.216.34/tally", "description": "billing"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let stored = || async {
+        let (_, list, _) = app.get("/admin/webhooks/endpoints", &admin).await;
+        list["data"][0].clone()
+    };
+    let before = stored().await;
+    let cookie = sign_in(&app).await;
+    let token = csrf(&app, &cookie).await;
+    let (status, html) = page(
+        &app,
+        &format!("/console/webhooks/endpoints/{id}"),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("value=\"https://93.184.216.34/tally\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("name=\"event:credits.granted\" value=\"on\" checked"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("name=\"event:credits.spent\" value=\"on\" checked"),
+        "off by default: {html}"
+    );
+    let path = format!("/console/webhooks/endpoints/{id}/edit");
+    let form = |csrf: &str, url: &str, events: &[&str]| {
+        let mut f = vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("url".to_owned(), url.to_owned()),
+            ("description".to_owned(), "refunds only".to_owned()),
+        ];
+        f.extend(
+            events
+                .iter()
+                .map(|e| (format!("event:{e}"), "on".to_owned())),
+        );
+        f
+    };
+    // Refused, nothing changed: a forged form, no event type, an unknown one, a private URL.
+    let forged = form(
+        &"0".repeat(64),
+        "https://93.184.216.35/new",
+        &["order.refunded"],
+    );
+    assert_eq!(
+        post_form(&app, &cookie, &path, &forged).await,
+        StatusCode::FORBIDDEN
+    );
+    for (url, events) in [
+        ("https://93.184.216.35/new", &[][..]),
+        ("https://93.184.216.35/new", &["order.exploded"][..]),
+        ("http://127.0.0.1:9000/hook", &["order.refunded"][..]),
+    ] {
+        let status = post_form(&app, &cookie, &path, &form(&token, url, events)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url} {events:?}");
+    }
+    assert_eq!(stored().await, before);
+    // Saved: the API shows the new URL, description and event types; the secret stays.
+    let good = form(
+        &token,
+        "https://93.184.216.35/new",
+        &["order.refunded", "credits.spent"],
+    );
+    assert_eq!(
+        post_form(&app, &cookie, &path, &good).await,
+        StatusCode::SEE_OTHER
+    );
+    let after = stored().await;
+    assert_eq!(after["url"], "https://93.184.216.35/new");
+    assert_eq!(after["description"], "refunds only");
+    let mut types: Vec<String> = after["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["credits.spent", "order.refunded"]);
+    let (status, _) = page(&app, "/console/webhooks/endpoints/nope", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.finish().await;
+}

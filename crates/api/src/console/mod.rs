@@ -152,6 +152,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(ops_pages::endpoint_action),
         )
         .route(
+            "/console/webhooks/endpoints/{id}",
+            web::get().to(ops_pages::endpoint),
+        )
+        .route(
+            "/console/webhooks/endpoints/{id}/edit",
+            web::post().to(ops_pages::update_endpoint),
+        )
+        .route(
             "/console/webhooks/deliveries/{id}/retry",
             web::post().to(ops_pages::retry_delivery),
         )

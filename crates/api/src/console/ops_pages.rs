@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tally_checkout::{AppOrderQuery, OrderStatus, OrderType};
 use tally_console::Operator;
 use tally_webhooks::service::{CreateEndpoint, UpdateEndpoint};
-use tally_webhooks::{DeliveryQuery, DeliveryStatus};
+use tally_webhooks::{DeliveryQuery, DeliveryStatus, EventType};
 
 use super::pages::{Notice, notice, refusal};
 use super::view::{self, instant, money, pill, segment};
@@ -196,7 +196,10 @@ async fn webhooks_page(
                 table id="endpoints" {
                     thead { tr { th { "URL" } th { "Events" } th { "State" } th { "" } } }
                     tbody { @for e in &endpoints { tr {
-                        td { (e.url) @if !e.description.is_empty() { div.muted { (e.description) } } }
+                        td {
+                            a href={ "/console/webhooks/endpoints/" (segment(&e.id)) } { (e.url) }
+                            @if !e.description.is_empty() { div.muted { (e.description) } }
+                        }
                         td { (e.event_types.len()) " types" }
                         td {
                             @if e.enabled { span.pill.on { "enabled" } } @else { span.pill.off { "disabled" } }
@@ -355,6 +358,102 @@ pub(crate) async fn endpoint_action(
         Ok(message) => answer(&state, &op, Notice::Done(message)).await,
         Err(e) => Err(ApiError::from(e).into()),
     }
+}
+
+async fn endpoint_page(
+    state: &AppState,
+    op: &Operator,
+    id: &str,
+    notice_: Option<Notice>,
+) -> Result<Markup, PageError> {
+    let e = state
+        .webhooks
+        .get(&op.app, id)
+        .await
+        .map_err(ApiError::from)?;
+    let body = html! {
+        (notice(&notice_))
+        section.panel aria-labelledby="endpoint-title" {
+            h2 id="endpoint-title" { "Endpoint " code { (e.id) } }
+            form method="post" action={ "/console/webhooks/endpoints/" (segment(&e.id)) "/edit" } {
+                input type="hidden" name="csrf" value=(op.csrf_token);
+                div.fields {
+                    div { label for="endpoint-url" { "URL" } input type="text" id="endpoint-url" name="url" required value=(e.url); }
+                    div { label for="endpoint-description" { "Description" } input type="text" id="endpoint-description" name="description" maxlength="500" value=(e.description); }
+                }
+                fieldset.choices {
+                    legend { "Events it receives (at least one)" }
+                    @for t in EventType::ALL {
+                        label {
+                            input type="checkbox" name={ "event:" (t.as_str()) } value="on" checked[e.event_types.contains(&t)];
+                            " " code { (t.as_str()) }
+                        }
+                    }
+                }
+                div.actions { button type="submit" id="save-endpoint" { "Save" } a href="/console/webhooks" { "Back to webhooks" } }
+            }
+        }
+    };
+    Ok(view::page(
+        op,
+        "/console/webhooks",
+        "Webhook endpoint",
+        body,
+    ))
+}
+
+/// One endpoint, with its URL, description and event types to edit.
+pub(crate) async fn endpoint(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    Ok(html(
+        StatusCode::OK,
+        endpoint_page(&state, &op, &id, None).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EndpointEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    description: String,
+    /// The ticked `event:<type>` boxes.
+    #[serde(flatten)]
+    ticked: std::collections::BTreeMap<String, String>,
+}
+
+/// Saves an endpoint's URL, description and event types (checked like the API's update).
+pub(crate) async fn update_endpoint(
+    state: web::Data<AppState>,
+    Signed(op): Signed,
+    id: web::Path<String>,
+    form: web::Form<EndpointEditForm>,
+) -> Result<HttpResponse, PageError> {
+    check_csrf(&op, &form.csrf)?;
+    let change = UpdateEndpoint {
+        url: Some(form.url.trim().to_owned()),
+        event_types: Some(
+            form.ticked
+                .keys()
+                .filter_map(|k| k.strip_prefix("event:"))
+                .map(str::to_owned)
+                .collect(),
+        ),
+        description: Some(form.description.trim().to_owned()),
+        enabled: None,
+        rotate_secret: false,
+    };
+    let (hooks, app, endpoint_id) = (state.webhooks.clone(), op.app.clone(), id.to_string());
+    let made = detached(async move { hooks.update(&app, &endpoint_id, change).await }).await;
+    super::pages::form_outcome(made, "/console/webhooks", |n| {
+        endpoint_page(&state, &op, &id, Some(n))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
