@@ -9,6 +9,7 @@
 //! Idempotency is the store's: a payment or refund row is written once per provider id, and what
 //! a plan grants is applied only when that row is new.
 
+use tally_kernel::truncate_micros;
 use tally_ledger::{AccountRef, LedgerError, Movement, MovementKind, TxnType};
 use time::OffsetDateTime;
 
@@ -107,6 +108,8 @@ impl SubscriptionUpdate {
         start: Option<OffsetDateTime>,
         end: Option<OffsetDateTime>,
     ) {
+        // Compared and kept at the microsecond both databases store.
+        let (start, end) = (start.map(truncate_micros), end.map(truncate_micros));
         if let Some(end) = end {
             if current.current_period_end.is_none_or(|stored| end > stored) {
                 self.period = Some((start, end));
@@ -585,6 +588,12 @@ mod tests {
         assert_eq!(u.period, None, "an earlier period");
         u.period(&s, None, Some(datetime!(2026-08-01 12:00 UTC)));
         assert_eq!(u.period, Some((None, datetime!(2026-08-01 12:00 UTC))));
+        let mut same = SubscriptionUpdate::default();
+        same.period(&s, None, Some(datetime!(2026-07-01 12:00:00.000000123 UTC)));
+        assert_eq!(
+            same.period, None,
+            "the stored end, give or take nanoseconds"
+        );
         let mut u = SubscriptionUpdate::default();
         u.status(
             &sub(SubscriptionStatus::Canceled),
