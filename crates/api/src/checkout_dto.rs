@@ -5,6 +5,7 @@ use tally_checkout::{BillingEvent, Order, Subscription};
 use utoipa::IntoParams;
 use utoipa::ToSchema;
 
+use crate::ApiError;
 use crate::dto::rfc3339;
 
 /// An order: one attempt to buy a plan or a credit pack.
@@ -129,6 +130,36 @@ pub struct CreateSessionRequest {
     /// Where to send a customer who gives up; its host must be allowed.
     pub cancel_url: Option<String>,
 }
+
+impl CreateSessionRequest {
+    /// The checkout command: channel, type and interval parsed, refused by name when unknown.
+    pub fn command(self) -> Result<tally_checkout::CreateSession, ApiError> {
+        use tally_checkout::{Channel, Interval, OrderType};
+        let channel = Channel::parse(&self.channel)
+            .ok_or_else(|| ApiError::validation("channel", CHANNELS))?;
+        let order_type = OrderType::parse(&self.order_type)
+            .ok_or_else(|| ApiError::validation("type", "must be subscription or credits"))?;
+        let interval = self
+            .interval
+            .map(|s| {
+                Interval::parse(&s)
+                    .ok_or_else(|| ApiError::validation("interval", "must be month or year"))
+            })
+            .transpose()?;
+        Ok(tally_checkout::CreateSession {
+            channel,
+            order_type,
+            plan_id: self.plan_id,
+            interval,
+            coupon_code: self.coupon_code,
+            success_url: self.success_url,
+            cancel_url: self.cancel_url,
+        })
+    }
+}
+
+/// What an unknown channel is told.
+pub(crate) const CHANNELS: &str = "must be one of stripe, creem, sandbox";
 
 /// An opened payment session.
 #[derive(Debug, Serialize, ToSchema)]

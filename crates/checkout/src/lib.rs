@@ -23,8 +23,8 @@ pub use model::{
     SubscriptionStatus,
 };
 pub use provider::{
-    CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, PaymentProvider, PortalRequest,
-    ProviderError, SandboxDriver, WebhookHeaders,
+    CheckoutMode, CheckoutRequest, CheckoutSession, CouponDuration, CouponRequest, PaymentProvider,
+    PortalRequest, ProviderError, SandboxDriver, WebhookHeaders,
 };
 pub use repo::{
     AppOrderQuery, AppSubscriptionQuery, CheckoutRepository, EventQuery, NewOrder, OrderQuery,

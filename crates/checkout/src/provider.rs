@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+pub use tally_catalog::CouponDuration;
+
 use crate::{Channel, PaymentEvent};
 
 /// Whether a checkout starts a subscription or takes one payment.
@@ -79,8 +81,8 @@ pub struct CouponRequest {
     pub amount_off: Option<i64>,
     /// Currency of `amount_off`.
     pub currency: Option<String>,
-    /// `once`, `repeating` or `forever`.
-    pub duration: String,
+    /// How long the discount lasts.
+    pub duration: CouponDuration,
     /// Months, for `repeating`.
     pub duration_months: Option<u32>,
     /// The price or product it is used with (Creem discounts name their products).

@@ -54,16 +54,16 @@ pub struct CheckoutConfig {
 }
 
 /// A request to buy a plan or a pack, as the API received it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CreateSession {
-    /// `stripe`, `creem` or `sandbox`.
-    pub channel: String,
-    /// `subscription` or `credits`.
-    pub order_type: String,
+    /// The payment channel.
+    pub channel: Channel,
+    /// A subscription or a credit pack.
+    pub order_type: OrderType,
     /// Plan or pack id.
     pub plan_id: String,
-    /// `month` or `year` (subscriptions; default `month`).
-    pub interval: Option<String>,
+    /// The billing interval (subscriptions only; default a month).
+    pub interval: Option<Interval>,
     /// Coupon code.
     pub coupon_code: Option<String>,
     /// Where the provider sends the customer after paying.
@@ -142,17 +142,9 @@ impl Checkout {
         request: CreateSession,
         idempotency_key: Option<String>,
     ) -> Result<SessionCreated, CheckoutError> {
-        let channel = Channel::parse(&request.channel).ok_or_else(|| {
-            CheckoutError::invalid("channel", "must be one of stripe, creem, sandbox")
-        })?;
-        let order_type = OrderType::parse(&request.order_type)
-            .ok_or_else(|| CheckoutError::invalid("type", "must be subscription or credits"))?;
-        let interval = match (order_type, request.interval.as_deref()) {
-            (OrderType::Subscription, None) => Some(Interval::Month),
-            (OrderType::Subscription, Some(s)) => Some(
-                Interval::parse(s)
-                    .ok_or_else(|| CheckoutError::invalid("interval", "must be month or year"))?,
-            ),
+        let (channel, order_type) = (request.channel, request.order_type);
+        let interval = match (order_type, request.interval) {
+            (OrderType::Subscription, interval) => Some(interval.unwrap_or(Interval::Month)),
             (OrderType::Credits, None) => None,
             (OrderType::Credits, Some(_)) => {
                 return Err(CheckoutError::invalid(
@@ -339,7 +331,7 @@ impl Checkout {
                 percent_off: coupon.percent_off,
                 amount_off: coupon.amount_off,
                 currency: coupon.currency.clone(),
-                duration: coupon.duration.as_str().to_owned(),
+                duration: coupon.duration,
                 duration_months: coupon.duration_months,
                 price_ref: price_ref.to_owned(),
                 idempotency_key: format!(

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, PaymentEvent,
@@ -156,8 +157,8 @@ pub(crate) fn discount_body(r: &CouponRequest) -> Value {
             fields.insert("currency".into(), json!(currency.to_ascii_uppercase()));
         }
     }
-    fields.insert("duration".into(), json!(r.duration));
-    if r.duration == "repeating" {
+    fields.insert("duration".into(), json!(r.duration.as_str()));
+    if r.duration == CouponDuration::Repeating {
         if let Some(months) = r.duration_months {
             fields.insert("duration_in_months".into(), json!(months));
         }

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
+use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, EventKind,
@@ -189,8 +190,8 @@ pub(crate) fn coupon_form(r: &CouponRequest) -> Vec<(String, String)> {
             form.push(pair("currency", currency.to_ascii_lowercase()));
         }
     }
-    form.push(pair("duration", &r.duration));
-    if r.duration == "repeating" {
+    form.push(pair("duration", r.duration.as_str()));
+    if r.duration == CouponDuration::Repeating {
         if let Some(months) = r.duration_months {
             form.push(pair("duration_in_months", months.to_string()));
         }

@@ -3,12 +3,12 @@
 //! check-in. The token in the path is the session (15 minutes, see `tally-console`); being
 //! unguessable, it also stands in for a CSRF token on the page's forms.
 
+use crate::checkout_dto::CreateSessionRequest;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use tally_catalog::PlanKind;
-use tally_checkout::CreateSession;
 use tally_console::{Branding, Operator, PortalSession};
 use tally_ledger::{AccountRef, TransactionQuery};
 
@@ -284,7 +284,7 @@ pub(crate) async fn buy(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
-    let request = CreateSession {
+    let request = CreateSessionRequest {
         channel: form.channel.clone(),
         order_type: match plan.kind {
             PlanKind::Subscription => "subscription",
@@ -296,11 +296,16 @@ pub(crate) async fn buy(
         coupon_code: None,
         success_url: s.return_url.clone(),
         cancel_url: Some(s.return_url.clone()),
-    };
+    }
+    .command();
     let checkout = state.checkout.clone();
     let (app, user) = (s.app.clone(), s.user.clone());
-    let result =
-        detached(async move { checkout.create_session(&app, &user, request, None).await }).await;
+    let result = match request {
+        Ok(request) => {
+            detached(async move { checkout.create_session(&app, &user, request, None).await }).await
+        }
+        Err(e) => Err(e),
+    };
     redirect_or_refusal(&state, &token, &s, result.map(|session| session.url)).await
 }
 

@@ -2,7 +2,7 @@
 //! received provider events.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use tally_checkout::{Channel, CreateSession, Order, OrderStatus};
+use tally_checkout::{Channel, Order, OrderStatus};
 
 use crate::AppState;
 use crate::auth::{Admin, User};
@@ -38,16 +38,7 @@ pub async fn create_session(
     body: web::Json<CreateSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req, None)?;
-    let body = body.into_inner();
-    let request = CreateSession {
-        channel: body.channel,
-        order_type: body.order_type,
-        plan_id: body.plan_id,
-        interval: body.interval,
-        coupon_code: body.coupon_code,
-        success_url: body.success_url,
-        cancel_url: body.cancel_url,
-    };
+    let request = body.into_inner().command()?;
     let checkout = state.checkout.clone();
     let session = detached(async move {
         checkout

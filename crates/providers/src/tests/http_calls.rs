@@ -203,7 +203,7 @@ async fn stripe_portal_and_coupon() {
             percent_off: Some(20),
             amount_off: None,
             currency: None,
-            duration: "repeating".into(),
+            duration: tally_checkout::CouponDuration::Repeating,
             duration_months: Some(3),
             price_ref: "price_1Pro".into(),
             idempotency_key: "coupon:demo:LAUNCH20".into(),
@@ -253,7 +253,7 @@ async fn stripe_amount_coupon_sends_the_currency() {
             percent_off: None,
             amount_off: Some(500),
             currency: Some("USD".into()),
-            duration: "once".into(),
+            duration: tally_checkout::CouponDuration::Once,
             duration_months: None,
             price_ref: "price_1".into(),
             idempotency_key: "k".into(),
@@ -503,7 +503,7 @@ async fn creem_portal_and_discount() {
         percent_off: Some(20),
         amount_off: None,
         currency: None,
-        duration: "repeating".into(),
+        duration: tally_checkout::CouponDuration::Repeating,
         duration_months: Some(3),
         price_ref: "prod_Pro".into(),
         idempotency_key: "ignored".into(),
@@ -513,7 +513,7 @@ async fn creem_portal_and_discount() {
     coupon.percent_off = None;
     coupon.amount_off = Some(500);
     coupon.currency = Some("eur".into());
-    coupon.duration = "once".into();
+    coupon.duration = tally_checkout::CouponDuration::Once;
     assert_eq!(
         creem.create_coupon(&coupon).await.unwrap(),
         "FIVE",
