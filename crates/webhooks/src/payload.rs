@@ -163,16 +163,6 @@ pub struct SubscriptionChanged {
     pub credits_granted: Option<i64>,
 }
 
-impl SubscriptionChanged {
-    /// The period's instants as the wire has them.
-    pub fn period(
-        start: Option<OffsetDateTime>,
-        end: Option<OffsetDateTime>,
-    ) -> (Option<String>, Option<String>) {
-        (instant(start), instant(end))
-    }
-}
-
 /// `endpoint.disabled`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointDisabled {
@@ -243,11 +233,6 @@ impl Payload {
         };
         // Plain structs of strings and integers always serialise.
         value.unwrap_or_default()
-    }
-
-    /// An instant as the wire has it.
-    pub fn instant(t: OffsetDateTime) -> String {
-        tally_kernel::rfc3339(t)
     }
 
     /// `credits.granted` from a grant's history row and its lot's expiry.

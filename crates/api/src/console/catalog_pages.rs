@@ -702,13 +702,10 @@ impl CouponEditForm {
         Ok(CouponPatch {
             max_redemptions: Some(whole("redemptions allowed", &self.max_redemptions)?),
             expires_at: Some(expires_at),
-            plan_ids: self.plans_listed.as_ref().map(|_| {
-                self.ticked
-                    .keys()
-                    .filter_map(|k| k.strip_prefix("plan:"))
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            plan_ids: self
+                .plans_listed
+                .as_ref()
+                .map(|_| super::pages::ticked(&self.ticked, "plan:")),
             ..Default::default()
         })
     }

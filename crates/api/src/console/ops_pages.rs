@@ -437,13 +437,7 @@ pub(crate) async fn update_endpoint(
     check_csrf(&op, &form.csrf)?;
     let change = UpdateEndpoint {
         url: Some(form.url.trim().to_owned()),
-        event_types: Some(
-            form.ticked
-                .keys()
-                .filter_map(|k| k.strip_prefix("event:"))
-                .map(str::to_owned)
-                .collect(),
-        ),
+        event_types: Some(super::pages::ticked(&form.ticked, "event:")),
         description: Some(form.description.trim().to_owned()),
         enabled: None,
         rotate_secret: false,

@@ -289,6 +289,19 @@ pub(crate) enum Notice {
     Refused(String),
 }
 
+/// The names behind a form's ticked checkboxes named `<prefix><name>` (a form's repeated
+/// choices arrive as one field per box).
+pub(crate) fn ticked(
+    fields: &std::collections::BTreeMap<String, String>,
+    prefix: &str,
+) -> Vec<String> {
+    fields
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A form that could not be read, refused the way the domain's refusals are.
 pub(crate) fn unreadable(message: String) -> ApiError {
     ApiError::new(crate::ErrorCode::ValidationError, message)

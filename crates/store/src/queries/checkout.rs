@@ -94,10 +94,7 @@ async fn subscription_event(
         .select(SubscriptionRow::as_select())
         .first(conn)
         .await?;
-    let (current_period_start, current_period_end) = SubscriptionChanged::period(
-        s.current_period_start.map(from_db),
-        s.current_period_end.map(from_db),
-    );
+    let instant = |t: Option<time::PrimitiveDateTime>| t.map(|t| tally_kernel::rfc3339(from_db(t)));
     let payload = Payload::Subscription(
         event_type,
         SubscriptionChanged {
@@ -107,8 +104,8 @@ async fn subscription_event(
             interval: s.billing_interval,
             channel: s.channel,
             status: s.status,
-            current_period_start,
-            current_period_end,
+            current_period_start: instant(s.current_period_start),
+            current_period_end: instant(s.current_period_end),
             cancel_at_period_end: s.cancel_at_period_end,
             credits_per_period: s.credits_per_period,
             previous_status: extra.previous_status,

@@ -691,7 +691,7 @@ pub(crate) async fn record_attempt(
         let payload = Payload::EndpointDisabled(EndpointDisabled {
             endpoint_id: endpoint.id.clone(),
             url: endpoint.url.clone(),
-            failing_since: Payload::instant(from_db(failing_since)),
+            failing_since: tally_kernel::rfc3339(from_db(failing_since)),
             reason: reason.clone(),
         });
         emit(conn, &payload, (&endpoint.app_key, None), from_db(at)).await?;
