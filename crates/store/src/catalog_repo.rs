@@ -1,5 +1,5 @@
-//! [`CatalogRepository`] on the pools: the same transaction macros as the ledger's repository,
-//! over the catalog's queries (see `queries/catalog.rs`).
+//! [`CatalogRepository`] on the pools: the catalog's queries (see `queries/catalog.rs`), run
+//! the way `exec.rs` says.
 
 use async_trait::async_trait;
 use tally_catalog::{
@@ -7,64 +7,71 @@ use tally_catalog::{
     PlanKey, PlanQuery, PlanUpdate,
 };
 
-use crate::repo::{read, write_tx};
-use crate::{Store, StoreError, error_chain};
-
-fn logged(e: StoreError) -> CatalogError {
-    if !matches!(e, StoreError::Catalog(_)) {
-        tracing::error!(error = %error_chain(&e), "catalog storage operation failed");
-    }
-    e.into()
-}
+use crate::Store;
+use crate::exec::exec;
 
 #[async_trait]
 impl CatalogRepository for Store {
     async fn insert_plan(&self, plan: NewPlan) -> Result<Plan, CatalogError> {
-        let plan = &plan;
-        write_tx!(self, catalog, |conn, ops| ops::insert_plan(conn, plan)
-            .await)
-        .map_err(logged)
+        exec!(self, Write, catalog, |conn, ops| ops::insert_plan(
+            conn, &plan
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn update_plan(&self, update: PlanUpdate) -> Result<Plan, CatalogError> {
-        let update = &update;
-        write_tx!(self, catalog, |conn, ops| ops::update_plan(conn, update)
-            .await)
-        .map_err(logged)
+        exec!(self, Write, catalog, |conn, ops| ops::update_plan(
+            conn, &update
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn plan(&self, key: PlanKey) -> Result<Option<Plan>, CatalogError> {
-        read!(self, catalog, |conn, ops| ops::plan(conn, &key).await).map_err(logged)
+        exec!(self, ShortRead, catalog, |conn, ops| ops::plan(conn, &key)
+            .await)
+        .map_err(Into::into)
     }
 
     async fn plans(&self, query: PlanQuery) -> Result<Vec<Plan>, CatalogError> {
-        read!(self, catalog, |conn, ops| ops::plans(conn, &query).await).map_err(logged)
+        exec!(self, ShortRead, catalog, |conn, ops| ops::plans(
+            conn, &query
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn insert_coupon(&self, coupon: NewCoupon) -> Result<Coupon, CatalogError> {
-        let coupon = &coupon;
-        write_tx!(self, catalog, |conn, ops| ops::insert_coupon(conn, coupon)
-            .await)
-        .map_err(logged)
+        exec!(self, Write, catalog, |conn, ops| ops::insert_coupon(
+            conn, &coupon
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn update_coupon(&self, update: CouponUpdate) -> Result<Coupon, CatalogError> {
-        let update = &update;
-        write_tx!(self, catalog, |conn, ops| ops::update_coupon(conn, update)
-            .await)
-        .map_err(logged)
+        exec!(self, Write, catalog, |conn, ops| ops::update_coupon(
+            conn, &update
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn coupon_by_id(&self, app: String, id: String) -> Result<Option<Coupon>, CatalogError> {
-        read!(self, catalog, |conn, ops| ops::coupon_by_id(
+        exec!(self, ShortRead, catalog, |conn, ops| ops::coupon_by_id(
             conn, &app, &id
         )
         .await)
-        .map_err(logged)
+        .map_err(Into::into)
     }
 
     async fn coupons(&self, query: CouponQuery) -> Result<Vec<Coupon>, CatalogError> {
-        read!(self, catalog, |conn, ops| ops::coupons(conn, &query).await).map_err(logged)
+        exec!(self, ShortRead, catalog, |conn, ops| ops::coupons(
+            conn, &query
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn coupon_by_code(
@@ -72,10 +79,10 @@ impl CatalogRepository for Store {
         app: String,
         code: String,
     ) -> Result<Option<Coupon>, CatalogError> {
-        read!(self, catalog, |conn, ops| ops::coupon_by_code(
+        exec!(self, ShortRead, catalog, |conn, ops| ops::coupon_by_code(
             conn, &app, &code
         )
         .await)
-        .map_err(logged)
+        .map_err(Into::into)
     }
 }

@@ -1,6 +1,5 @@
-//! [`CheckoutRepository`] on the pools: the same transaction macros as the ledger's repository,
-//! over checkout's queries (see `queries/checkout.rs`). Writes run as one operation on a
-//! blocking thread on SQLite (like the ledger's), short reads inline.
+//! [`CheckoutRepository`] on the pools: checkout's queries (see `queries/checkout.rs`), run the
+//! way `exec.rs` says.
 
 use async_trait::async_trait;
 use tally_checkout::{
@@ -10,38 +9,27 @@ use tally_checkout::{
 };
 use time::OffsetDateTime;
 
-use crate::repo::{read, write_tx};
-use crate::{Store, StoreError, error_chain};
+use std::sync::Arc;
 
-fn logged(e: StoreError) -> CheckoutError {
-    if !matches!(e, StoreError::Checkout(_)) {
-        tracing::error!(error = %error_chain(&e), "checkout storage operation failed");
-    }
-    e.into()
-}
+use crate::Store;
+use crate::exec::{exec, retry_race};
 
 #[async_trait]
 impl CheckoutRepository for Store {
     async fn insert_order(&self, order: NewOrder) -> Result<(Order, String), CheckoutError> {
-        self.run(move |store| async move {
-            let order = &order;
-            write_tx!(store, checkout, |conn, ops| ops::insert_order(conn, order)
-                .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Write, checkout, |conn, ops| ops::insert_order(
+            conn, &order
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn attach_session(&self, session: SessionAttached) -> Result<Order, CheckoutError> {
-        self.run(move |store| async move {
-            let session = &session;
-            write_tx!(store, checkout, |conn, ops| ops::attach_session(
-                conn, session
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Write, checkout, |conn, ops| ops::attach_session(
+            conn, &session
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn fail_order(
@@ -50,29 +38,25 @@ impl CheckoutRepository for Store {
         reason: String,
         now: OffsetDateTime,
     ) -> Result<Order, CheckoutError> {
-        self.run(move |store| async move {
-            let (order_id, reason) = (&order_id, &reason);
-            write_tx!(store, checkout, |conn, ops| ops::fail_order(
-                conn, order_id, reason, now
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Write, checkout, |conn, ops| ops::fail_order(
+            conn, &order_id, &reason, now
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn order(&self, id: String) -> Result<Option<Order>, CheckoutError> {
-        let id = &id;
-        self.run_read(async { read!(self, checkout, |conn, ops| ops::order(conn, id).await) })
-            .await
-            .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::order(conn, &id)
+            .await)
+        .map_err(Into::into)
     }
 
     async fn orders(&self, query: OrderQuery) -> Result<Vec<Order>, CheckoutError> {
-        let query = &query;
-        self.run_read(async { read!(self, checkout, |conn, ops| ops::orders(conn, query).await) })
-            .await
-            .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::orders(
+            conn, &query
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn subscription(
@@ -80,15 +64,11 @@ impl CheckoutRepository for Store {
         app: String,
         user: String,
     ) -> Result<Option<Subscription>, CheckoutError> {
-        let (app, user) = (&app, &user);
-        self.run_read(async {
-            read!(self, checkout, |conn, ops| ops::subscription(
-                conn, app, user
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::subscription(
+            conn, &app, &user
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn customer(
@@ -97,15 +77,11 @@ impl CheckoutRepository for Store {
         user: String,
         channel: Channel,
     ) -> Result<Option<String>, CheckoutError> {
-        let (app, user) = (&app, &user);
-        self.run_read(async {
-            read!(self, checkout, |conn, ops| ops::customer(
-                conn, app, user, channel
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::customer(
+            conn, &app, &user, channel
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn provider_coupon(
@@ -115,15 +91,11 @@ impl CheckoutRepository for Store {
         channel: Channel,
         price_ref: String,
     ) -> Result<Option<String>, CheckoutError> {
-        let (app, code, price_ref) = (&app, &code, &price_ref);
-        self.run_read(async {
-            read!(self, checkout, |conn, ops| ops::provider_coupon(
-                conn, app, code, channel, price_ref
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::provider_coupon(
+            conn, &app, &code, channel, &price_ref
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn put_provider_coupon(
@@ -135,19 +107,11 @@ impl CheckoutRepository for Store {
         provider_id: String,
         now: OffsetDateTime,
     ) -> Result<String, CheckoutError> {
-        self.run(move |store| async move {
+        exec!(self, Write, checkout, |conn, ops| {
             let key = (app.as_str(), code.as_str(), channel, price_ref.as_str());
-            let provider_id = &provider_id;
-            write_tx!(store, checkout, |conn, ops| ops::put_provider_coupon(
-                conn,
-                key,
-                provider_id,
-                now
-            )
-            .await)
+            ops::put_provider_coupon(conn, key, &provider_id, now).await
         })
-        .await
-        .map_err(logged)
+        .map_err(Into::into)
     }
 
     async fn apply_event(
@@ -156,43 +120,32 @@ impl CheckoutRepository for Store {
         payload: String,
         now: OffsetDateTime,
     ) -> Result<EventOutcome, CheckoutError> {
-        self.run(move |store| async move {
-            let (event, payload) = (&event, &payload);
-            match write_tx!(store, checkout, |conn, ops| ops::apply_event(
-                conn, event, payload, now
-            )
-            .await)
-            {
-                // The ledger's account lock makes this rare (two first movements of a new
-                // account at once); the whole event is retried, from its own insert.
-                Err(StoreError::IdempotencyRace) => {
-                    write_tx!(store, checkout, |conn, ops| ops::apply_event(
-                        conn, event, payload, now
-                    )
-                    .await)
-                }
-                other => other,
+        // The whole event is retried, from its own insert.
+        let (event, payload) = (Arc::new(event), Arc::<str>::from(payload));
+        retry_race(|| {
+            let (event, payload) = (event.clone(), payload.clone());
+            async move {
+                exec!(self, Write, checkout, |conn, ops| {
+                    ops::apply_event(conn, &event, &payload, now).await
+                })
             }
         })
         .await
-        .map_err(logged)
+        .map_err(Into::into)
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<BillingEvent>, CheckoutError> {
-        self.run(move |store| async move {
-            read!(store, checkout, |conn, ops| ops::events(conn, &query).await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Read, checkout, |conn, ops| ops::events(conn, &query)
+            .await)
+        .map_err(Into::into)
     }
 
     async fn app_orders(&self, query: AppOrderQuery) -> Result<Vec<Order>, CheckoutError> {
-        self.run(move |store| async move {
-            read!(store, checkout, |conn, ops| ops::app_orders(conn, &query)
-                .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Read, checkout, |conn, ops| ops::app_orders(
+            conn, &query
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn order_events(
@@ -200,28 +153,22 @@ impl CheckoutRepository for Store {
         app: String,
         order_id: String,
     ) -> Result<Vec<BillingEvent>, CheckoutError> {
-        self.run_read(async {
-            read!(self, checkout, |conn, ops| ops::order_events(
-                conn, &app, &order_id
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, checkout, |conn, ops| ops::order_events(
+            conn, &app, &order_id
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn app_subscriptions(
         &self,
         query: AppSubscriptionQuery,
     ) -> Result<Vec<Subscription>, CheckoutError> {
-        self.run(move |store| async move {
-            read!(store, checkout, |conn, ops| ops::app_subscriptions(
-                conn, &query
-            )
-            .await)
-        })
-        .await
-        .map_err(logged)
+        exec!(self, Read, checkout, |conn, ops| ops::app_subscriptions(
+            conn, &query
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn app_subscription(
@@ -229,13 +176,9 @@ impl CheckoutRepository for Store {
         app: String,
         id: i64,
     ) -> Result<Option<Subscription>, CheckoutError> {
-        self.run_read(async {
-            read!(self, checkout, |conn, ops| ops::app_subscription(
-                conn, &app, id
-            )
-            .await)
+        exec!(self, ShortRead, checkout, |conn, ops| {
+            ops::app_subscription(conn, &app, id).await
         })
-        .await
-        .map_err(logged)
+        .map_err(Into::into)
     }
 }

@@ -1,4 +1,5 @@
-//! [`ConsoleRepository`] on the pools (see `queries/console.rs`).
+//! [`ConsoleRepository`] on the pools: the console's queries (see `queries/console.rs`), run the
+//! way `exec.rs` says.
 
 use async_trait::async_trait;
 use tally_console::{
@@ -6,24 +7,17 @@ use tally_console::{
 };
 use time::OffsetDateTime;
 
-use crate::repo::{read, write_tx};
-use crate::{Store, StoreError, error_chain};
-
-fn logged(e: StoreError) -> ConsoleError {
-    tracing::error!(error = %error_chain(&e), "console storage operation failed");
-    ConsoleError::storage(e)
-}
+use crate::Store;
+use crate::exec::exec;
 
 #[async_trait]
 impl ConsoleRepository for Store {
     async fn insert_link(&self, link: NewLink) -> Result<(), ConsoleError> {
-        let link = &link;
-        async {
-            write_tx!(self, console, |conn, ops| ops::insert_link(conn, link)
-                .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::insert_link(
+            conn, &link
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn redeem_link(
@@ -31,36 +25,29 @@ impl ConsoleRepository for Store {
         token_hash: String,
         now: OffsetDateTime,
     ) -> Result<Option<(String, String)>, ConsoleError> {
-        let token_hash = &token_hash;
-        async {
-            write_tx!(self, console, |conn, ops| ops::redeem_link(
-                conn, token_hash, now
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::redeem_link(
+            conn,
+            &token_hash,
+            now
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn insert_session(&self, session: StoredSession) -> Result<(), ConsoleError> {
-        let session = &session;
-        async {
-            write_tx!(self, console, |conn, ops| ops::insert_session(
-                conn, session
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::insert_session(
+            conn, &session
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn session(&self, id_hash: String) -> Result<Option<StoredSession>, ConsoleError> {
-        async {
-            read!(self, console, |conn, ops| ops::session(conn, &id_hash)
-                .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, console, |conn, ops| ops::session(
+            conn, &id_hash
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn touch_session(
@@ -68,33 +55,25 @@ impl ConsoleRepository for Store {
         id_hash: String,
         now: OffsetDateTime,
     ) -> Result<(), ConsoleError> {
-        let id_hash = &id_hash;
-        async {
-            write_tx!(self, console, |conn, ops| ops::touch_session(
-                conn, id_hash, now
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::touch_session(
+            conn, &id_hash, now
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn apps(&self, limit: i64) -> Result<Vec<String>, ConsoleError> {
-        async { read!(self, console, |conn, ops| ops::apps(conn, limit).await) }
-            .await
-            .map_err(logged)
+        exec!(self, Read, console, |conn, ops| ops::apps(conn, limit)
+            .await)
+        .map_err(Into::into)
     }
 
     async fn set_session_app(&self, id_hash: String, app: String) -> Result<bool, ConsoleError> {
-        let (id_hash, app) = (&id_hash, &app);
-        async {
-            write_tx!(self, console, |conn, ops| ops::set_session_app(
-                conn, id_hash, app
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::set_session_app(
+            conn, &id_hash, &app
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn delete_session(
@@ -102,17 +81,13 @@ impl ConsoleRepository for Store {
         id_hash: String,
         idle_before: OffsetDateTime,
     ) -> Result<(), ConsoleError> {
-        let id_hash = &id_hash;
-        async {
-            write_tx!(self, console, |conn, ops| ops::delete_session(
-                conn,
-                id_hash,
-                idle_before
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::delete_session(
+            conn,
+            &id_hash,
+            idle_before
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn insert_portal_session(
@@ -121,36 +96,30 @@ impl ConsoleRepository for Store {
         session: PortalSession,
         now: OffsetDateTime,
     ) -> Result<(), ConsoleError> {
-        let (token_hash, session) = (&token_hash, &session);
-        async {
-            write_tx!(self, console, |conn, ops| ops::insert_portal_session(
-                conn, token_hash, session, now
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| {
+            ops::insert_portal_session(conn, &token_hash, &session, now).await
+        })
+        .map_err(Into::into)
     }
 
     async fn portal_session(
         &self,
         token_hash: String,
     ) -> Result<Option<PortalSession>, ConsoleError> {
-        async {
-            read!(self, console, |conn, ops| ops::portal_session(
-                conn,
-                &token_hash
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, ShortRead, console, |conn, ops| ops::portal_session(
+            conn,
+            &token_hash
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn branding(&self, app: String) -> Result<Branding, ConsoleError> {
-        async { read!(self, console, |conn, ops| ops::branding(conn, &app).await) }
-            .await
-            .map_err(logged)
+        exec!(self, ShortRead, console, |conn, ops| ops::branding(
+            conn, &app
+        )
+        .await)
+        .map_err(Into::into)
     }
 
     async fn put_branding(
@@ -160,14 +129,10 @@ impl ConsoleRepository for Store {
         actor: String,
         now: OffsetDateTime,
     ) -> Result<(), ConsoleError> {
-        let (app, branding, actor) = (&app, &branding, &actor);
-        async {
-            write_tx!(self, console, |conn, ops| ops::put_branding(
-                conn, app, branding, actor, now
-            )
-            .await)
-        }
-        .await
-        .map_err(logged)
+        exec!(self, Write, console, |conn, ops| ops::put_branding(
+            conn, &app, &branding, &actor, now
+        )
+        .await)
+        .map_err(Into::into)
     }
 }

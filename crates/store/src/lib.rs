@@ -53,6 +53,7 @@ mod catalog_rows;
 mod checkout_repo;
 mod checkout_rows;
 mod console_repo;
+mod exec;
 mod ops;
 mod outbox;
 mod pg;
@@ -125,6 +126,17 @@ pub enum StoreError {
     Invariant(&'static str),
 }
 
+impl StoreError {
+    /// Whether this is a failure of the storage itself, worth an operator's attention: not a
+    /// domain rule's refusal, and not the race the store retries.
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            Self::Ledger(_) | Self::Catalog(_) | Self::Checkout(_) | Self::IdempotencyRace
+        )
+    }
+}
+
 impl From<StoreError> for LedgerError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -150,6 +162,18 @@ impl From<StoreError> for CheckoutError {
             StoreError::Catalog(e) => e.into(),
             other => CheckoutError::storage(other),
         }
+    }
+}
+
+impl From<StoreError> for tally_console::ConsoleError {
+    fn from(e: StoreError) -> Self {
+        Self::storage(e)
+    }
+}
+
+impl From<StoreError> for tally_webhooks::RepoError {
+    fn from(e: StoreError) -> Self {
+        Self::storage(e)
     }
 }
 
@@ -207,12 +231,7 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub(crate) enum Pools {
     Pg(Pool<AsyncPgConnection>),
-    Sqlite {
-        write: Pool<SqliteConn>,
-        read: Pool<SqliteConn>,
-        /// The money paths' writes, committed in groups on `write` (see `sqlite_rt.rs`).
-        group: sqlite_rt::GroupCommit,
-    },
+    Sqlite(exec::SqlitePools),
 }
 
 /// The Diesel-backed store. Cheap to clone; implements [`tally_ledger::LedgerRepository`].
@@ -281,11 +300,11 @@ impl Store {
                 let group = sqlite_rt::GroupCommit::start(write.clone()).map_err(|e| {
                     StoreError::Connection(format!("starting the SQLite writer: {e}"))
                 })?;
-                Pools::Sqlite {
+                Pools::Sqlite(exec::SqlitePools {
                     write,
                     read: sqlite_pool(path, options.sqlite_readers.max(1))?,
                     group,
-                }
+                })
             }
         };
         let store = Self { pools, backend };
@@ -352,10 +371,10 @@ impl Store {
         }
         match &self.pools {
             Pools::Pg(p) => vec![("postgres", stats!(p))],
-            Pools::Sqlite { write, read, .. } => {
+            Pools::Sqlite(p) => {
                 vec![
-                    ("sqlite_write", stats!(write)),
-                    ("sqlite_read", stats!(read)),
+                    ("sqlite_write", stats!(p.write)),
+                    ("sqlite_read", stats!(p.read)),
                 ]
             }
         }

@@ -1,8 +1,9 @@
 //! The queries compiled for PostgreSQL. Each file under `queries/` is compiled twice, here and in
 //! `sqlite.rs`, so a construct one dialect lacks fails to build at its own line. The only
 //! differences the files see are [`locked!`] — PostgreSQL takes row locks (`FOR UPDATE`), since
-//! several nodes and pooled connections write at once — and how a hand-written statement names
-//! its parameters ([`bind`]).
+//! several nodes and pooled connections write at once —, how a hand-written statement names
+//! its parameters ([`bind`]), and how the balance's one statement is read
+//! ([`account_and_lots_rows`]).
 
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = diesel_async::AsyncPgConnection;
@@ -24,6 +25,22 @@ macro_rules! locked_skip {
 /// The `n`th bind parameter of a hand-written statement (`sql_query`), `$n`.
 pub(crate) fn bind(n: usize) -> String {
     format!("${n}")
+}
+
+/// The rows of `account_and_lots_query!` for one account.
+pub(crate) async fn account_and_lots_rows(
+    conn: &mut Conn,
+    app: &str,
+    user: &str,
+) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
+    use crate::ops::account_and_lots_query;
+    use crate::predicates::LiveLot;
+    use crate::rows::{AccountRow, LotRow};
+    use crate::schema::{accounts, lots};
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    account_and_lots_query!(app, user).load(conn).await
 }
 
 #[path = "queries/catalog.rs"]

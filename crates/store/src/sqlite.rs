@@ -25,6 +25,27 @@ pub(crate) fn bind(n: usize) -> String {
     format!("?{n}")
 }
 
+/// The rows of `account_and_lots_query!` for one account, read through Diesel's synchronous API
+/// on the connection inside the wrapper. `diesel-async`'s wrapper renders a statement's SQL text
+/// and copies its bind values and rows for every execution; here the prepared statement is found
+/// by the query's type and its rows are read in place. It is the hottest read (every balance),
+/// so it alone is worth the second path.
+pub(crate) async fn account_and_lots_rows(
+    conn: &mut Conn,
+    app: &str,
+    user: &str,
+) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
+    use crate::ops::account_and_lots_query;
+    use crate::predicates::LiveLot;
+    use crate::rows::{AccountRow, LotRow};
+    use crate::schema::{accounts, lots};
+    use diesel::prelude::*;
+
+    let (app, user) = (app.to_owned(), user.to_owned());
+    conn.spawn_blocking(move |conn| account_and_lots_query!(&app, &user).load(conn))
+        .await
+}
+
 // The same files as `pg.rs` compiles, on purpose: that is what checks them against both dialects.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/catalog.rs"]

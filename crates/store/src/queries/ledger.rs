@@ -31,7 +31,7 @@ use crate::schema::{
 };
 
 use super::Conn;
-use crate::ops::{account_and_lots_query, fold_account};
+use crate::ops::fold_account;
 
 /// Locks the account row for this transaction, creating it on first use.
 async fn lock_account(
@@ -366,7 +366,6 @@ pub(crate) async fn latest_checkin(
 /// The account and its live lots in one statement: read outside a transaction, two
 /// statements could see two states (a balance from before a movement, lots after it).
 /// Active holds are not read: with `held` non-zero, read [`account`] in a snapshot.
-#[allow(dead_code, reason = "SQLite's balance reads it through `sqlite_sync`")]
 pub(crate) async fn account_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
@@ -391,15 +390,15 @@ pub(crate) async fn account(
     Ok(view)
 }
 
+/// The account's view and id, from one statement (`account_and_lots_query!`), read the way the
+/// backend reads it fastest.
 async fn account_row_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
 ) -> Result<(AccountView, Option<i64>), StoreError> {
-    let rows: Vec<(AccountRow, Option<LotRow>)> =
-        account_and_lots_query!(&account.app, &account.user)
-            .load(conn)
-            .await?;
-    Ok(fold_account(rows))
+    Ok(fold_account(
+        super::account_and_lots_rows(conn, &account.app, &account.user).await?,
+    ))
 }
 
 /// A page of the app's accounts, newest first; the cursor is a user id of the app.
