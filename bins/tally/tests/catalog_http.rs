@@ -7,92 +7,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tally::{Application, Secret, Settings};
 use tally_ledger::ManualClock;
-use tempfile::TempDir;
+use tally_testkit::{Backend, ScratchDb};
 use time::macros::datetime;
 
 const SECRET: &str = "catalog-http-test-secret-0123456789abcdef";
-const PG_ENV: &str = "TALLY_TEST_POSTGRES_URL";
-
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A scratch PostgreSQL database, dropped with the test.
-struct PgDatabase {
-    server: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (url, name) = (self.server.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = AsyncPgConnection::establish(&url).await.ok()?;
-                conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
-}
-
-fn with_database(server: &str, name: &str) -> String {
-    let (base, query) = match server.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (server, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap();
-    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
-    match query {
-        Some(q) => format!("{scheme}://{authority}/{name}?{q}"),
-        None => format!("{scheme}://{authority}/{name}"),
-    }
-}
-
 struct App {
     base: String,
     client: reqwest::Client,
-    _dir: Option<TempDir>,
-    _pg: Option<PgDatabase>,
+    _db: ScratchDb,
 }
 
 /// Starts a server on a fresh database; `None` (after a notice) for PostgreSQL when it is not
 /// configured.
-async fn spawn(db: Db) -> Option<App> {
-    let (url, dir, pg) = match db {
-        Db::Sqlite => {
-            let dir = TempDir::new().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("tally.db").display());
-            (url, Some(dir), None)
-        }
-        Db::Postgres => {
-            let Some(server) = std::env::var(PG_ENV).ok().filter(|s| !s.trim().is_empty()) else {
-                eprintln!("skipping PostgreSQL: {PG_ENV} not set");
-                return None;
-            };
-            let name = format!("tally_cat_{:016x}", rand::random::<u64>());
-            let mut conn = AsyncPgConnection::establish(&server).await.unwrap();
-            conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            let url = with_database(&server, &name);
-            (url, None, Some(PgDatabase { server, name }))
-        }
-    };
+async fn spawn(db: Backend) -> Option<App> {
+    let scratch = ScratchDb::new(db).await?;
+    let url = scratch.url.clone();
     let settings = Settings {
         database_url: url,
         bind: "127.0.0.1:0".into(),
@@ -114,8 +48,7 @@ async fn spawn(db: Db) -> Option<App> {
     Some(App {
         base,
         client,
-        _dir: dir,
-        _pg: pg,
+        _db: scratch,
     })
 }
 
@@ -244,27 +177,19 @@ fn assert_error(reply: &(StatusCode, Value), status: StatusCode, code: &str, fie
     }
 }
 
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if let Some(app) = super::spawn(super::Db::Sqlite).await {
-                    super::$name(app).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if let Some(app) = super::spawn(super::Db::Postgres).await {
-                    super::$name(app).await;
-                }
-            }
-        }
-    )*};
+/// Runs one case against a server on a fresh database.
+async fn run<F, Fut>(db: Backend, _name: &str, case: F)
+where
+    F: FnOnce(App) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if let Some(app) = spawn(db).await {
+        case(app).await;
+    }
 }
 
-backend_tests!(
+tally_testkit::backend_tests!(
+    run = run;
     public_plans_are_active_ordered_and_per_app,
     admin_plans_create_list_and_partial_update,
     bad_plan_input_changes_nothing,

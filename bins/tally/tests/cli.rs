@@ -194,7 +194,8 @@ async fn migrate_command() {
 
 async fn two_processes_share_one_database() {
     // Both nodes start at once on an empty database: they race to migrate it.
-    let (database_url, _, database) = common::fresh_database(Db::Postgres).await;
+    let database = common::fresh_database(Db::Postgres).await;
+    let database_url = database.url.clone();
     let dir = TempDir::new().unwrap();
     let ((node_a, a), (node_b, b)) = tokio::join!(
         start_node(&database_url, dir.path(), &[]),

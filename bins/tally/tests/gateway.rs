@@ -1,9 +1,9 @@
 //! The `examples/ai-gateway` program (in-process holds on the database) and a running
 //! `tally serve` (HTTP consumes) spend from one account at the same time; afterwards every
 //! credit is accounted for and `tally verify` passes. On SQLite, and on PostgreSQL when
-//! `TALLY_TEST_POSTGRES_URL` is set (a fresh database `tally_h_<hex>`, dropped afterwards).
+//! `TALLY_TEST_POSTGRES_URL` is set (a fresh database from `tally-testkit`, dropped afterwards).
 //!
-//! Self-contained on purpose: it shares no helpers with the other HTTP tests.
+//! It shares no helpers with the other HTTP tests beyond the scratch database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +18,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-const PG_ENV: &str = "TALLY_TEST_POSTGRES_URL";
 const JWT_SECRET: &str = "gateway-test-secret-0123456789abcdef0123456789";
 const SERVICE_KEY: &str = "gateway-test-service-key-0123";
 const USER: &str = "alice";
@@ -36,7 +35,7 @@ async fn sqlite_gateway_and_server_share_one_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_gateway_and_server_share_one_account() {
-    let Some(db) = PgDatabase::create().await else {
+    let Some(db) = tally_testkit::ScratchDb::postgres().await else {
         return;
     };
     let dir = TempDir::new().unwrap();
@@ -358,77 +357,5 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A fresh PostgreSQL database on the server `TALLY_TEST_POSTGRES_URL` names; dropped with it.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create() -> Option<Self> {
-        use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-        let Some(admin_url) = std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty()) else {
-            eprintln!("skipping PostgreSQL: {PG_ENV} not set");
-            return None;
-        };
-        let name = format!("tally_h_{:016x}", rand::random::<u64>());
-        let mut admin = AsyncPgConnection::establish(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        Some(Self {
-            url: with_database(&admin_url, &name),
-            admin_url,
-            name,
-        })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        // A thread of its own: this runs inside the test's runtime.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut admin = AsyncPgConnection::establish(&url).await.ok()?;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("warning: could not drop test database {}", self.name);
-        }
-    }
-}
-
-/// The URL with its database (path) replaced, keeping any query string.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host}/{database}?{q}"),
-        None => format!("{host}/{database}"),
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tally_catalog::CatalogError;
 use tally_checkout::CheckoutError;
+use tally_kernel::FieldError;
 use tally_ledger::LedgerError;
 use tally_webhooks::{RepoError, WebhookError};
 
@@ -174,9 +175,22 @@ impl ApiError {
 
     /// 400 VALIDATION_ERROR naming a field.
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self::new(ErrorCode::ValidationError, format!("{field}: {message}"))
-            .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
+        Self::fields(vec![FieldError::new(field, message)])
+    }
+
+    /// 400 `VALIDATION_ERROR` naming every refused field: `message` lists them all
+    /// (`field: message; …`), `details.fields` has one `{field, message}` each.
+    pub fn fields(fields: Vec<FieldError>) -> Self {
+        let message = fields
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let fields: Vec<Value> = fields
+            .into_iter()
+            .map(|f| json!({ "field": f.field, "message": f.message }))
+            .collect();
+        Self::new(ErrorCode::ValidationError, message).with_details(json!({ "fields": fields }))
     }
 
     /// 500 INTERNAL; the body repeats the request id so operators can find the log line.
@@ -231,7 +245,7 @@ impl ResponseError for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::Validation { field, message } => Self::validation(field, message),
+            LedgerError::Validation(field) => Self::fields(vec![field]),
             LedgerError::InsufficientCredits {
                 requested,
                 available,
@@ -291,10 +305,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Overflow => {
                 Self::validation("amount", "the resulting balance is out of range")
             }
-            LedgerError::Storage(source) => {
-                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
-                Self::internal()
-            }
+            LedgerError::Storage(_) => Self::internal(),
         }
     }
 }
@@ -302,26 +313,11 @@ impl From<LedgerError> for ApiError {
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
-            CatalogError::Validation(fields) => {
-                let message = fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let fields: Vec<Value> = fields
-                    .into_iter()
-                    .map(|f| json!({ "field": f.field, "message": f.message }))
-                    .collect();
-                Self::new(ErrorCode::ValidationError, message)
-                    .with_details(json!({ "fields": fields }))
-            }
+            CatalogError::Validation(fields) => Self::fields(fields),
             CatalogError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
             CatalogError::PlanNotFound => Self::not_found("no such plan"),
             CatalogError::CouponNotFound => Self::not_found("no such coupon"),
-            CatalogError::Storage(source) => {
-                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
-                Self::internal()
-            }
+            CatalogError::Storage(_) => Self::internal(),
         }
     }
 }
@@ -349,10 +345,7 @@ impl From<CheckoutError> for ApiError {
                 ErrorCode::IdempotencyInProgress,
                 "a request with this idempotency key is still running",
             ),
-            CheckoutError::Storage(source) => {
-                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
-                Self::internal()
-            }
+            CheckoutError::Storage(_) => Self::internal(),
         }
     }
 }
@@ -360,33 +353,12 @@ impl From<CheckoutError> for ApiError {
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
         match e {
-            WebhookError::Validation(message) => {
-                let field = webhook_field(&message);
-                Self::new(ErrorCode::ValidationError, message.clone())
-                    .with_details(json!({ "fields": [{ "field": field, "message": message }] }))
-            }
+            WebhookError::Validation(field) => Self::fields(vec![field]),
             WebhookError::InvalidUrl(e) => Self::new(ErrorCode::InvalidWebhookUrl, e.to_string()),
             WebhookError::NotFound => Self::not_found("no such webhook endpoint or delivery"),
-            WebhookError::Storage(RepoError::Storage(source)) => {
-                tracing::error!(error = %tally_ledger::error::error_chain(&*source), "storage failure");
-                Self::internal()
-            }
+            WebhookError::Storage(RepoError::Storage(_)) => Self::internal(),
         }
     }
-}
-
-/// The request field a webhook validation message is about: the domain names the field at the
-/// start of its messages, except for an unknown event type name.
-fn webhook_field(message: &str) -> &'static str {
-    ["event_types", "description", "low_balance_threshold", "url"]
-        .into_iter()
-        .find(|field| message.starts_with(field))
-        .or_else(|| {
-            message
-                .starts_with("unknown event type")
-                .then_some("event_types")
-        })
-        .unwrap_or("body")
 }
 
 #[derive(Serialize)]
@@ -518,7 +490,10 @@ mod tests {
             (e.status, e.code),
             (StatusCode::NOT_FOUND, ErrorCode::NotFound)
         );
-        let e = ApiError::from(WebhookError::Validation("unknown event type `x.y`".into()));
+        let e = ApiError::from(WebhookError::Validation(FieldError::new(
+            "event_types",
+            "unknown event type `x.y`",
+        )));
         assert_eq!(
             (e.status, e.code),
             (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
@@ -529,12 +504,6 @@ mod tests {
                 json!({"fields": [{"field": "event_types", "message": "unknown event type `x.y`"}]})
             )
         );
-        let e = ApiError::from(WebhookError::Validation(
-            "low_balance_threshold must be between 0 and 10^12".into(),
-        ));
-        assert_eq!(
-            e.details.as_ref().map(|d| d["fields"][0]["field"].clone()),
-            Some(json!("low_balance_threshold"))
-        );
+        assert_eq!(e.message, "event_types: unknown event type `x.y`");
     }
 }

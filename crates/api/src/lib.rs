@@ -12,7 +12,7 @@ pub mod routes;
 pub mod telemetry;
 pub mod webhook_dto;
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::{HttpRequest, ResponseError, web};
 use tally_ledger::Ledger;
 
@@ -68,6 +68,12 @@ fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
 }
 
+/// Forms are the console's and the sandbox's: a form that cannot be read answers a page.
+fn form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    let page = console::PageError::BadForm(err.to_string());
+    actix_web::error::InternalError::from_response(err, page.error_response()).into()
+}
+
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
@@ -91,6 +97,11 @@ pub fn configure(
                 .error_handler(json_error),
         )
         .app_data(web::PayloadConfig::default().limit(body_limit_bytes))
+        .app_data(
+            web::FormConfig::default()
+                .limit(body_limit_bytes)
+                .error_handler(form_error),
+        )
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .service(routes::credits::balance)

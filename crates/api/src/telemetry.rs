@@ -8,13 +8,12 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError, web};
+use actix_web::{Error, web};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorCode};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -194,28 +193,6 @@ fn new_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
 
-/// Error responses that did not come from [`ApiError`] or a page (actix's own 404/405/413 and
-/// the like) get the envelope too.
-fn envelope_for(status: StatusCode) -> ApiError {
-    match status {
-        StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "method not allowed on this route",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
-        }
-        StatusCode::UNAUTHORIZED => ApiError::unauthorized("authentication required"),
-        StatusCode::FORBIDDEN => ApiError::forbidden("not allowed"),
-        s if s.is_client_error() => ApiError {
-            status: s,
-            ..ApiError::new(ErrorCode::ValidationError, "bad request")
-        },
-        _ => ApiError::internal(),
-    }
-}
-
 /// Middleware: request id on every response and log line, one access log line, metrics.
 pub async fn observe(
     req: ServiceRequest,
@@ -232,27 +209,9 @@ pub async fn observe(
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))
         .await;
-    let mut res = match result {
-        Ok(res) => {
-            // JSON errors are the API's own; HTML error pages are the console's and the
-            // portal's, written for people.
-            let own = res.headers().get(CONTENT_TYPE).is_some_and(|v| {
-                let v = v.as_bytes();
-                v.starts_with(b"application/json") || v.starts_with(b"text/html")
-            });
-            if res.status().as_u16() >= 400 && !own {
-                let status = res.status();
-                let body = REQUEST_ID
-                    .scope(id.clone(), async { envelope_for(status) })
-                    .await;
-                res.into_response(body.error_response())
-            } else {
-                res.map_into_boxed_body()
-            }
-        }
-        // Inner services here convert their errors to responses; pass anything else on.
-        Err(e) => return Err(e),
-    };
+    // Every error body is written where the error arises (an `ApiError`, an extractor's error
+    // handler, a page); nothing here rewrites a response.
+    let mut res = result?.map_into_boxed_body();
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

@@ -8,33 +8,15 @@ use crate::validate::{check_amount, check_currency, normalise_currency, truncate
 /// Most plans one coupon may be restricted to.
 pub const MAX_COUPON_PLANS: usize = 100;
 
-/// How long a coupon's discount lasts on a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CouponDuration {
-    /// The first payment only.
-    Once,
-    /// The first `duration_months` months.
-    Repeating,
-    /// Every payment.
-    Forever,
-}
-
-impl CouponDuration {
-    /// Every duration.
-    pub const ALL: [CouponDuration; 3] = [Self::Once, Self::Repeating, Self::Forever];
-
-    /// The wire and storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Once => "once",
-            Self::Repeating => "repeating",
-            Self::Forever => "forever",
-        }
-    }
-
-    /// Parses [`CouponDuration::as_str`]'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s)
+tally_kernel::wire_enum! {
+    /// How long a coupon's discount lasts on a subscription.
+    pub enum CouponDuration {
+        /// The first payment only.
+        Once = "once",
+        /// The first `duration_months` months.
+        Repeating = "repeating",
+        /// Every payment.
+        Forever = "forever",
     }
 }
 

@@ -1,13 +1,6 @@
 //! Domain errors. They know nothing of HTTP; the API shell maps them to status codes.
 
-/// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The offending field, as the wire names it (e.g. `price_monthly`, `features[2]`).
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+pub use tally_kernel::FieldError;
 
 /// Everything a catalog operation can refuse or fail with.
 #[derive(Debug, thiserror::Error)]

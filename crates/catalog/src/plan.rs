@@ -9,30 +9,13 @@ use crate::validate::{check_amount, check_currency, check_external_id, normalise
 /// Most features a plan may list.
 pub const MAX_FEATURES: usize = 50;
 
-/// What kind of thing a plan sells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PlanKind {
-    /// A recurring subscription, billed monthly or yearly.
-    Subscription,
-    /// A one-time pack of credits.
-    CreditPack,
-}
-
-impl PlanKind {
-    /// Both kinds.
-    pub const ALL: [PlanKind; 2] = [PlanKind::Subscription, PlanKind::CreditPack];
-
-    /// The wire and storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Subscription => "subscription",
-            Self::CreditPack => "credit_pack",
-        }
-    }
-
-    /// Parses [`PlanKind::as_str`]'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+tally_kernel::wire_enum! {
+    /// What kind of thing a plan sells.
+    pub enum PlanKind {
+        /// A recurring subscription, billed monthly or yearly.
+        Subscription = "subscription",
+        /// A one-time pack of credits.
+        CreditPack = "credit_pack",
     }
 }
 
@@ -561,7 +544,7 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for k in PlanKind::ALL {
+        for &k in PlanKind::ALL {
             assert_eq!(PlanKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(PlanKind::parse("pack"), None);

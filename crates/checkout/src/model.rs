@@ -1,48 +1,11 @@
 //! Orders, subscriptions and received provider events, as the domain sees them.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in documentation order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire and storage spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $wire),+
-                }
-            }
-
-            /// Parses the wire spelling.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s {
-                    $($wire => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum!(
+tally_kernel::wire_enum! {
     /// A payment channel: a provider, or the local sandbox.
-    Channel {
+    pub enum Channel {
         /// Stripe Checkout and Billing.
         Stripe = "stripe",
         /// Creem (merchant of record).
@@ -50,21 +13,21 @@ wire_enum!(
         /// Tally's own test page; enabled only by configuration.
         Sandbox = "sandbox",
     }
-);
+}
 
-wire_enum!(
+tally_kernel::wire_enum! {
     /// What an order buys.
-    OrderType {
+    pub enum OrderType {
         /// A one-time credit pack.
         Credits = "credits",
         /// A subscription plan.
         Subscription = "subscription",
     }
-);
+}
 
-wire_enum!(
+tally_kernel::wire_enum! {
     /// Order lifecycle: `pending → completed | failed | expired`, `completed → refunded`.
-    OrderStatus {
+    pub enum OrderStatus {
         /// Waiting for the customer to pay.
         Pending = "pending",
         /// Paid.
@@ -76,21 +39,21 @@ wire_enum!(
         /// The payment was refunded (fully or partly).
         Refunded = "refunded",
     }
-);
+}
 
-wire_enum!(
+tally_kernel::wire_enum! {
     /// Billing interval of a subscription.
-    Interval {
+    pub enum Interval {
         /// Billed monthly.
         Month = "month",
         /// Billed yearly.
         Year = "year",
     }
-);
+}
 
-wire_enum!(
+tally_kernel::wire_enum! {
     /// Subscription lifecycle.
-    SubscriptionStatus {
+    pub enum SubscriptionStatus {
         /// Paid and current.
         Active = "active",
         /// In a trial period.
@@ -102,7 +65,7 @@ wire_enum!(
         /// The period ended without payment.
         Expired = "expired",
     }
-);
+}
 
 impl SubscriptionStatus {
     /// Whether no later event may change it (a canceled subscription stays canceled).

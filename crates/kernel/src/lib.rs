@@ -1,17 +1,47 @@
 //! The kernel every Tally domain crate shares, so that the basics exist once: the clock and the
-//! microsecond instants both databases store, the rules for app keys and user ids, and the one
-//! format instants take on the wire.
+//! microsecond instants both databases store, the rules for app keys and user ids, the one
+//! format instants take on the wire, enums with one wire name each ([`wire_enum!`]), and the
+//! one shape of a refused field ([`FieldError`]).
 //!
-//! It depends on nothing but `time`; each domain crate wraps the rules' refusals in its own
-//! error type.
+//! It depends on nothing but `time` and `serde`; each domain crate wraps the rules' refusals in
+//! its own error type.
 
 mod clock;
 mod ids;
+mod wire;
+
+#[doc(hidden)]
+pub use serde;
 
 pub use clock::{Clock, ManualClock, SystemClock, truncate_micros};
 pub use ids::{
     APP_KEY_RULE, MAX_APP_KEY_LEN, MAX_USER_ID_CHARS, USER_ID_RULE, is_app_key, is_user_id,
 };
+
+/// One problem with one field of a request, in every domain crate's validation errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The offending field, as the wire names it (e.g. `price_monthly`, `features[2]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
 
 /// An instant as RFC 3339 text (`2026-12-05T13:45:00.123456Z` for UTC), the one way instants
 /// appear in API bodies, outbound events and pages.

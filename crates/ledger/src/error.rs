@@ -1,16 +1,13 @@
 //! Domain errors. They know nothing of HTTP; the API shell maps them to status codes.
 
+pub use tally_kernel::FieldError;
+
 /// Everything a ledger operation can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The request is malformed or out of range; the message names the field.
-    #[error("{field}: {message}")]
-    Validation {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// The request is malformed or out of range; the error names the field.
+    #[error("{0}")]
+    Validation(FieldError),
     /// A debit larger than what the account has available.
     #[error("insufficient credits: {requested} requested, {available} available")]
     InsufficientCredits {
@@ -72,10 +69,7 @@ pub enum LedgerError {
 impl LedgerError {
     /// Shorthand for a validation error.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+        Self::Validation(FieldError::new(field, message))
     }
 
     /// Wraps a storage error.

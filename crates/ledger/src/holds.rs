@@ -11,36 +11,17 @@ use crate::{AccountRef, AccountView, LedgerError, MAX_CREDITS, MovementKind, Txn
 /// The longest a hold may live.
 pub const MAX_HOLD_TTL_SECONDS: i64 = 24 * 3600;
 
-/// Where a hold is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldStatus {
-    /// Reserving credits.
-    Active,
-    /// Settled: `captured` credits were charged, the rest returned.
-    Captured,
-    /// Returned in full by the caller.
-    Released,
-    /// Returned in full because its time ran out.
-    Expired,
-}
-
-impl HoldStatus {
-    /// Stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Captured => "captured",
-            Self::Released => "released",
-            Self::Expired => "expired",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Captured, Self::Released, Self::Expired]
-            .into_iter()
-            .find(|h| h.as_str() == s)
+tally_kernel::wire_enum! {
+    /// Where a hold is in its life.
+    pub enum HoldStatus {
+        /// Reserving credits.
+        Active = "active",
+        /// Settled: `captured` credits were charged, the rest returned.
+        Captured = "captured",
+        /// Returned in full by the caller.
+        Released = "released",
+        /// Returned in full because its time ran out.
+        Expired = "expired",
     }
 }
 

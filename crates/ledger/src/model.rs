@@ -52,62 +52,27 @@ pub fn validate_user_id(user: &str) -> Result<(), LedgerError> {
     }
 }
 
-/// What a transaction records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TxnType {
-    /// Usage reported by an AI service.
-    AiUsage,
-    /// Daily check-in reward.
-    Checkin,
-    /// Credits included with a subscription period.
-    Subscription,
-    /// A one-time credit pack.
-    Purchase,
-    /// An admin's manual adjustment (either sign).
-    AdminAdjustment,
-    /// Clawback after a payment refund.
-    Refund,
-    /// Remainder of a lot that reached its expiry.
-    Expiry,
-    /// A redeemed code.
-    Redemption,
-    /// A reward granted by another service through the service API.
-    Reward,
-}
-
-impl TxnType {
-    /// Every type, in documentation order.
-    pub const ALL: [TxnType; 9] = [
-        Self::AiUsage,
-        Self::Checkin,
-        Self::Subscription,
-        Self::Purchase,
-        Self::AdminAdjustment,
-        Self::Refund,
-        Self::Expiry,
-        Self::Redemption,
-        Self::Reward,
-    ];
-
-    /// The stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AiUsage => "ai_usage",
-            Self::Checkin => "checkin",
-            Self::Subscription => "subscription",
-            Self::Purchase => "purchase",
-            Self::AdminAdjustment => "admin_adjustment",
-            Self::Refund => "refund",
-            Self::Expiry => "expiry",
-            Self::Redemption => "redemption",
-            Self::Reward => "reward",
-        }
-    }
-
-    /// Parses a stored or wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+tally_kernel::wire_enum! {
+    /// What a transaction records.
+    pub enum TxnType {
+        /// Usage reported by an AI service.
+        AiUsage = "ai_usage",
+        /// Daily check-in reward.
+        Checkin = "checkin",
+        /// Credits included with a subscription period.
+        Subscription = "subscription",
+        /// A one-time credit pack.
+        Purchase = "purchase",
+        /// An admin's manual adjustment (either sign).
+        AdminAdjustment = "admin_adjustment",
+        /// Clawback after a payment refund.
+        Refund = "refund",
+        /// Remainder of a lot that reached its expiry.
+        Expiry = "expiry",
+        /// A redeemed code.
+        Redemption = "redemption",
+        /// A reward granted by another service through the service API.
+        Reward = "reward",
     }
 }
 

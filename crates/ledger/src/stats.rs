@@ -12,35 +12,19 @@ use crate::{LedgerError, TxnType};
 /// Most buckets one request may ask for.
 pub const MAX_BUCKETS: i64 = 400;
 
-/// How days are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    /// One UTC day.
-    Day,
-    /// Monday to Sunday.
-    Week,
-    /// A calendar month.
-    Month,
+tally_kernel::wire_enum! {
+    /// How days are grouped.
+    pub enum Bucket {
+        /// One UTC day.
+        Day = "day",
+        /// Monday to Sunday.
+        Week = "week",
+        /// A calendar month.
+        Month = "month",
+    }
 }
 
 impl Bucket {
-    /// Every bucket size.
-    pub const ALL: [Bucket; 3] = [Self::Day, Self::Week, Self::Month];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Day => "day",
-            Self::Week => "week",
-            Self::Month => "month",
-        }
-    }
-
-    /// Parses [`Bucket::as_str`]'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|b| b.as_str() == s)
-    }
-
     /// The first day of the bucket holding `day`.
     pub fn start_of(self, day: Date) -> Date {
         match self {
@@ -188,48 +172,21 @@ pub struct RollupRow {
     pub amount_out: i64,
 }
 
-/// The figures the rollup keeps per day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RollupMetric {
-    /// Marks the day as rolled up (present even for a day without activity).
-    Day,
-    /// Credits in and out per transaction type.
-    Credits,
-    /// Payments minus refunds per currency.
-    Revenue,
-    /// Accounts opened.
-    Accounts,
-    /// Check-ins.
-    Checkins,
-    /// Subscriptions started.
-    Subscriptions,
-}
-
-impl RollupMetric {
-    const ALL: [Self; 6] = [
-        Self::Day,
-        Self::Credits,
-        Self::Revenue,
-        Self::Accounts,
-        Self::Checkins,
-        Self::Subscriptions,
-    ];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Day => "day",
-            Self::Credits => "credits",
-            Self::Revenue => "revenue",
-            Self::Accounts => "accounts",
-            Self::Checkins => "checkins",
-            Self::Subscriptions => "subscriptions",
-        }
-    }
-
-    /// Parses [`RollupMetric::as_str`]'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
+tally_kernel::wire_enum! {
+    /// The figures the rollup keeps per day.
+    pub enum RollupMetric {
+        /// Marks the day as rolled up (present even for a day without activity).
+        Day = "day",
+        /// Credits in and out per transaction type.
+        Credits = "credits",
+        /// Payments minus refunds per currency.
+        Revenue = "revenue",
+        /// Accounts opened.
+        Accounts = "accounts",
+        /// Check-ins.
+        Checkins = "checkins",
+        /// Subscriptions started.
+        Subscriptions = "subscriptions",
     }
 }
 
@@ -530,7 +487,7 @@ mod tests {
                 active_subscriptions: 0,
             }
         );
-        for m in RollupMetric::ALL {
+        for &m in RollupMetric::ALL {
             assert_eq!(RollupMetric::parse(m.as_str()), Some(m));
         }
         // Merged with live counts, the fold sees both.

@@ -1,5 +1,5 @@
 //! The catalog over `tally_store::Store`: plans and coupons, written once and run on both
-//! backends (`sqlite_<case>` and `postgres_<case>`; the latter skip with a notice when
+//! backends (`<case>::sqlite` and `<case>::postgres`; the latter pass with a notice when
 //! `TALLY_TEST_POSTGRES_URL` is unset).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,7 +23,7 @@ struct Ctx {
     clock: Arc<ManualClock>,
 }
 
-async fn run<F, Fut>(backend: Backend, case: F)
+async fn run<F, Fut>(backend: Backend, _name: &str, case: F)
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
@@ -37,36 +37,17 @@ where
     drop(db);
 }
 
-macro_rules! cases {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            run(Backend::Sqlite, $case).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            run(Backend::Postgres, $case).await;
-        }
-    )*};
-}
-
-cases! {
-    plans_round_trip => sqlite_plans_round_trip, postgres_plans_round_trip;
-    partial_update_replaces_only_given_fields =>
-        sqlite_partial_update_replaces_only_given_fields,
-        postgres_partial_update_replaces_only_given_fields;
-    invalid_writes_change_nothing =>
-        sqlite_invalid_writes_change_nothing, postgres_invalid_writes_change_nothing;
-    listing_order_and_active_filter =>
-        sqlite_listing_order_and_active_filter, postgres_listing_order_and_active_filter;
-    apps_are_isolated => sqlite_apps_are_isolated, postgres_apps_are_isolated;
-    coupons_round_trip_and_page => sqlite_coupons_round_trip_and_page, postgres_coupons_round_trip_and_page;
-    duplicate_coupon_code_conflicts =>
-        sqlite_duplicate_coupon_code_conflicts, postgres_duplicate_coupon_code_conflicts;
-    coupon_plan_ids_must_exist_in_the_app =>
-        sqlite_coupon_plan_ids_must_exist_in_the_app, postgres_coupon_plan_ids_must_exist_in_the_app;
-}
+tally_testkit::backend_tests!(
+    run = run;
+    plans_round_trip,
+    partial_update_replaces_only_given_fields,
+    invalid_writes_change_nothing,
+    listing_order_and_active_filter,
+    apps_are_isolated,
+    coupons_round_trip_and_page,
+    duplicate_coupon_code_conflicts,
+    coupon_plan_ids_must_exist_in_the_app,
+);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -1,111 +1,49 @@
 //! The events Tally sends to webhook endpoints and the JSON body receivers get.
 
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// The kind of an outbound event; its wire name is what receivers see in `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum EventType {
-    /// Credits were added to a user's balance.
-    #[serde(rename = "credits.granted")]
-    CreditsGranted,
-    /// Credits were consumed (high volume: off unless an endpoint asks for it).
-    #[serde(rename = "credits.spent")]
-    CreditsSpent,
-    /// A balance fell below its low-balance threshold.
-    #[serde(rename = "credits.low")]
-    CreditsLow,
-    /// A credit grant reached its expiry.
-    #[serde(rename = "credits.expired")]
-    CreditsExpired,
-    /// A user completed a check-in.
-    #[serde(rename = "checkin.completed")]
-    CheckinCompleted,
-    /// An order was paid.
-    #[serde(rename = "order.completed")]
-    OrderCompleted,
-    /// An order's payment failed.
-    #[serde(rename = "order.failed")]
-    OrderFailed,
-    /// An order was refunded.
-    #[serde(rename = "order.refunded")]
-    OrderRefunded,
-    /// A subscription started.
-    #[serde(rename = "subscription.created")]
-    SubscriptionCreated,
-    /// A subscription renewed for another period.
-    #[serde(rename = "subscription.renewed")]
-    SubscriptionRenewed,
-    /// A subscription changed plan, status or period.
-    #[serde(rename = "subscription.updated")]
-    SubscriptionUpdated,
-    /// A subscription was canceled.
-    #[serde(rename = "subscription.canceled")]
-    SubscriptionCanceled,
-    /// A credit hold expired without being captured.
-    #[serde(rename = "hold.expired")]
-    HoldExpired,
-    /// A webhook endpoint was disabled after failing for too long.
-    #[serde(rename = "endpoint.disabled")]
-    EndpointDisabled,
+tally_kernel::wire_enum! {
+    /// The kind of an outbound event; its wire name is what receivers see in `type`.
+    #[derive(PartialOrd, Ord)]
+    pub enum EventType {
+        /// Credits were added to a user's balance.
+        CreditsGranted = "credits.granted",
+        /// Credits were consumed (high volume: off unless an endpoint asks for it).
+        CreditsSpent = "credits.spent",
+        /// A balance fell below its low-balance threshold.
+        CreditsLow = "credits.low",
+        /// A credit grant reached its expiry.
+        CreditsExpired = "credits.expired",
+        /// A user completed a check-in.
+        CheckinCompleted = "checkin.completed",
+        /// An order was paid.
+        OrderCompleted = "order.completed",
+        /// An order's payment failed.
+        OrderFailed = "order.failed",
+        /// An order was refunded.
+        OrderRefunded = "order.refunded",
+        /// A subscription started.
+        SubscriptionCreated = "subscription.created",
+        /// A subscription renewed for another period.
+        SubscriptionRenewed = "subscription.renewed",
+        /// A subscription changed plan, status or period.
+        SubscriptionUpdated = "subscription.updated",
+        /// A subscription was canceled.
+        SubscriptionCanceled = "subscription.canceled",
+        /// A credit hold expired without being captured.
+        HoldExpired = "hold.expired",
+        /// A webhook endpoint was disabled after failing for too long.
+        EndpointDisabled = "endpoint.disabled",
+    }
 }
 
 impl EventType {
-    /// Every event type, in a stable order.
-    pub const ALL: [EventType; 14] = [
-        Self::CreditsGranted,
-        Self::CreditsSpent,
-        Self::CreditsLow,
-        Self::CreditsExpired,
-        Self::CheckinCompleted,
-        Self::OrderCompleted,
-        Self::OrderFailed,
-        Self::OrderRefunded,
-        Self::SubscriptionCreated,
-        Self::SubscriptionRenewed,
-        Self::SubscriptionUpdated,
-        Self::SubscriptionCanceled,
-        Self::HoldExpired,
-        Self::EndpointDisabled,
-    ];
-
-    /// The wire name, e.g. `credits.granted`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::CreditsGranted => "credits.granted",
-            Self::CreditsSpent => "credits.spent",
-            Self::CreditsLow => "credits.low",
-            Self::CreditsExpired => "credits.expired",
-            Self::CheckinCompleted => "checkin.completed",
-            Self::OrderCompleted => "order.completed",
-            Self::OrderFailed => "order.failed",
-            Self::OrderRefunded => "order.refunded",
-            Self::SubscriptionCreated => "subscription.created",
-            Self::SubscriptionRenewed => "subscription.renewed",
-            Self::SubscriptionUpdated => "subscription.updated",
-            Self::SubscriptionCanceled => "subscription.canceled",
-            Self::HoldExpired => "hold.expired",
-            Self::EndpointDisabled => "endpoint.disabled",
-        }
-    }
-
-    /// The event type with this wire name, if any (exact, case-sensitive match).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-
     /// Whether a new endpoint subscribes to this type without asking; `credits.spent` fires on
     /// every spend, so it must be requested explicitly.
     pub const fn default_enabled(self) -> bool {
         !matches!(self, Self::CreditsSpent)
-    }
-}
-
-impl std::fmt::Display for EventType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -180,7 +118,7 @@ mod tests {
 
     #[test]
     fn wire_names_round_trip() {
-        for t in EventType::ALL {
+        for &t in EventType::ALL {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
             assert_eq!(t.to_string(), t.as_str());
             let json = serde_json::to_string(&t).unwrap();
@@ -201,7 +139,7 @@ mod tests {
 
     #[test]
     fn only_credits_spent_is_opt_in() {
-        for t in EventType::ALL {
+        for &t in EventType::ALL {
             assert_eq!(t.default_enabled(), t != EventType::CreditsSpent, "{t}");
         }
     }

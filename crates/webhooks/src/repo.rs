@@ -68,35 +68,15 @@ pub struct EndpointChanges {
     pub rotate: Option<(String, OffsetDateTime)>,
 }
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt.
-    Pending,
-    /// The receiver answered 2xx.
-    Succeeded,
-    /// Every attempt failed; nothing more is tried unless an admin retries it.
-    Failed,
-}
-
-impl DeliveryStatus {
-    /// The stored and wire name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// The status with this name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(Self::Pending),
-            "succeeded" => Some(Self::Succeeded),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
+tally_kernel::wire_enum! {
+    /// Where a delivery stands.
+    pub enum DeliveryStatus {
+        /// Waiting for its next attempt.
+        Pending = "pending",
+        /// The receiver answered 2xx.
+        Succeeded = "succeeded",
+        /// Every attempt failed; nothing more is tried unless an admin retries it.
+        Failed = "failed",
     }
 }
 

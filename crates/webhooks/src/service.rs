@@ -2,6 +2,7 @@
 //! and retrying deliveries, and the per-app `credits.low` threshold.
 
 use std::sync::Arc;
+use tally_kernel::FieldError;
 
 use rand::RngCore;
 use tally_kernel::Clock;
@@ -21,7 +22,7 @@ pub const MAX_DESCRIPTION_LEN: usize = 500;
 pub enum WebhookError {
     /// A field is malformed or out of range.
     #[error("{0}")]
-    Validation(String),
+    Validation(FieldError),
     /// The endpoint URL is malformed or points into a private network.
     #[error("invalid endpoint url: {0}")]
     InvalidUrl(#[from] UrlError),
@@ -85,19 +86,21 @@ pub fn new_endpoint_id() -> String {
     format!("we_{}", hex::encode(bytes))
 }
 
+fn invalid(field: &str, message: impl Into<String>) -> WebhookError {
+    WebhookError::Validation(FieldError::new(field, message))
+}
+
 fn event_types(names: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, WebhookError> {
     let Some(names) = names else {
         return Ok(None);
     };
     if names.is_empty() {
-        return Err(WebhookError::Validation(
-            "event_types must name at least one event type".into(),
-        ));
+        return Err(invalid("event_types", "must name at least one event type"));
     }
     let mut types = Vec::with_capacity(names.len());
     for name in &names {
         let t = EventType::parse(name)
-            .ok_or_else(|| WebhookError::Validation(format!("unknown event type `{name}`")))?;
+            .ok_or_else(|| invalid("event_types", format!("unknown event type `{name}`")))?;
         if !types.contains(&t) {
             types.push(t);
         }
@@ -108,8 +111,9 @@ fn event_types(names: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, Web
 
 fn description(d: Option<String>) -> Result<Option<String>, WebhookError> {
     match d {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN => Err(WebhookError::Validation(
-            format!("description is longer than {MAX_DESCRIPTION_LEN} characters"),
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN => Err(invalid(
+            "description",
+            format!("longer than {MAX_DESCRIPTION_LEN} characters"),
         )),
         d => Ok(d),
     }
@@ -155,7 +159,8 @@ impl Webhooks {
     ) -> Result<(Endpoint, WebhookSecret), WebhookError> {
         let event_types = event_types(request.event_types)?.unwrap_or_else(|| {
             EventType::ALL
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|t| t.default_enabled())
                 .collect()
         });
@@ -265,8 +270,9 @@ impl Webhooks {
         threshold: Option<i64>,
     ) -> Result<(), WebhookError> {
         if threshold.is_some_and(|t| !(0..=1_000_000_000_000).contains(&t)) {
-            return Err(WebhookError::Validation(
-                "low_balance_threshold must be between 0 and 10^12".into(),
+            return Err(invalid(
+                "low_balance_threshold",
+                "must be between 0 and 10^12",
             ));
         }
         Ok(self

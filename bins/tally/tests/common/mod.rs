@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tally::{Application, Secret, Settings};
 use tally_ledger::{Ledger, ManualClock};
-use tempfile::TempDir;
+use tally_testkit::ScratchDb;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -27,49 +27,17 @@ pub const OTHER_SERVICE_KEY: &str = "svc-other-0123456789abcdef";
 pub const GATEWAY_SECRET: &str = "gateway-secret-0123456789abcdef";
 /// Where every test's clock starts.
 pub const START: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
-/// The variable naming the PostgreSQL server for the PostgreSQL variants.
-pub const POSTGRES_ENV: &str = "TALLY_TEST_POSTGRES_URL";
-/// Sent with every skipped PostgreSQL variant.
-pub const POSTGRES_SKIP: &str = "skipping PostgreSQL: TALLY_TEST_POSTGRES_URL not set";
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    /// A temp file.
-    Sqlite,
-    /// A fresh database on the server `TALLY_TEST_POSTGRES_URL` names.
-    Postgres,
-}
-
-/// The PostgreSQL server URL, when the environment names one.
-pub fn postgres_url() -> Option<String> {
-    std::env::var(POSTGRES_ENV)
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-}
+/// Which database a test runs on (`Db::Sqlite`, a temporary file; `Db::Postgres`, a fresh
+/// database on the server `TALLY_TEST_POSTGRES_URL` names).
+pub use tally_testkit::Backend as Db;
 
 /// `backend_tests!(a, b)` writes `a::sqlite`, `a::postgres`, `b::sqlite`, … test functions, each
-/// calling the async fn of that name with a [`Db`]. The PostgreSQL variant passes, with a note on
-/// stderr, when `TALLY_TEST_POSTGRES_URL` is unset.
+/// calling the async fn of that name with a [`Db`] (see `tally_testkit::backend_tests!`).
 #[allow(unused_macros)]
 macro_rules! backend_tests {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name($crate::common::Db::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if $crate::common::postgres_url().is_none() {
-                    eprintln!("{}", $crate::common::POSTGRES_SKIP);
-                    return;
-                }
-                super::$name($crate::common::Db::Postgres).await;
-            }
-        }
-    )+};
+    ($($name:ident),+ $(,)?) => {
+        tally_testkit::backend_tests!($($name),+);
+    };
 }
 
 /// `postgres_tests!(a)` writes `a::postgres` only.
@@ -79,96 +47,19 @@ macro_rules! postgres_tests {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                if $crate::common::postgres_url().is_none() {
-                    eprintln!("{}", $crate::common::POSTGRES_SKIP);
-                    return;
+                if tally_testkit::postgres_configured() {
+                    super::$name().await;
                 }
-                super::$name().await;
             }
         }
     )+};
 }
 
-/// A scratch PostgreSQL database, dropped (connections and all) with the test.
-#[derive(Debug)]
-pub struct PgDatabase {
-    server_url: String,
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create(server_url: &str) -> Self {
-        let name = format!("tally_h_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let mut conn = AsyncPgConnection::establish(server_url)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {POSTGRES_ENV}: {e}"));
-        conn.batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
-        Self {
-            server_url: server_url.to_owned(),
-            name,
-        }
-    }
-
-    fn url(&self) -> String {
-        database_url_with(&self.server_url, &self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (url, name) = (self.server_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime; a thread with its own runtime may block on I/O.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = AsyncPgConnection::establish(&url).await.ok()?;
-                conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("note: could not drop test database {}", self.name);
-        }
-    }
-}
-
-/// `server_url` with its database path replaced by `name` (query string kept).
-pub fn database_url_with(server_url: &str, name: &str) -> String {
-    let (base, query) = match server_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (server_url, None),
-    };
-    let (scheme, rest) = base.split_once("://").expect("URL has a scheme");
-    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
-    let mut out = format!("{scheme}://{authority}/{name}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// A database URL no test has used (not migrated yet), and what keeps the database alive.
-pub async fn fresh_database(db: Db) -> (String, Option<TempDir>, Option<PgDatabase>) {
-    match db {
-        Db::Sqlite => {
-            let dir = TempDir::new().expect("temp dir");
-            let path = dir.path().join("tally.db");
-            (format!("sqlite://{}", path.display()), Some(dir), None)
-        }
-        Db::Postgres => {
-            let server = postgres_url().expect("TALLY_TEST_POSTGRES_URL is set");
-            let pg = PgDatabase::create(&server).await;
-            (pg.url(), None, Some(pg))
-        }
-    }
+/// A database no test has used (not migrated yet), kept as long as the value lives.
+pub async fn fresh_database(db: Db) -> ScratchDb {
+    ScratchDb::new(db)
+        .await
+        .expect("the PostgreSQL variants run only when it is configured")
 }
 
 /// The settings every test server starts from.
@@ -218,8 +109,7 @@ pub struct TestApp {
     /// A client with a timeout, shared by the test's callers.
     pub client: reqwest::Client,
     ledger: Ledger,
-    _dir: Option<TempDir>,
-    _pg: Option<PgDatabase>,
+    _db: ScratchDb,
 }
 
 impl TestApp {
@@ -230,7 +120,8 @@ impl TestApp {
 
     /// A server whose settings `configure` adjusts first.
     pub async fn spawn_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Self {
-        let (database_url, dir, pg) = fresh_database(db).await;
+        let scratch = fresh_database(db).await;
+        let database_url = scratch.url.clone();
         let mut settings = base_settings(database_url.clone());
         configure(&mut settings);
         let clock = Arc::new(ManualClock::new(START));
@@ -248,15 +139,14 @@ impl TestApp {
             clock,
             client: client(),
             ledger,
-            _dir: dir,
-            _pg: pg,
+            _db: scratch,
         }
     }
 
     /// Why the server refuses to start with the test settings as `configure` leaves them.
     pub async fn startup_error(db: Db, configure: impl FnOnce(&mut Settings)) -> String {
-        let (database_url, _dir, _pg) = fresh_database(db).await;
-        let mut settings = base_settings(database_url);
+        let scratch = fresh_database(db).await;
+        let mut settings = base_settings(scratch.url.clone());
         configure(&mut settings);
         match Application::build(settings, Arc::new(ManualClock::new(START))).await {
             Ok(app) => panic!("the server started: {app:?}"),

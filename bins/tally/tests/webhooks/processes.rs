@@ -96,9 +96,9 @@ async fn wait_distinct(receiver: &Receiver, n: usize, secs: u64) -> BTreeMap<Str
 
 async fn sigkill_loses_nothing(db: Db) {
     const EVENTS: usize = 60;
-    let (url, dir, _pg) = fresh_database(db).await;
+    let scratch = fresh_database(db).await;
+    let url = scratch.url.clone();
     let work = tempfile::tempdir().unwrap();
-    let _keep = dir;
     // Slow receiver, small batches: most deliveries are still pending when the kill comes.
     let receiver = Receiver::start(Arc::new(|_| (200, Duration::from_millis(1000)))).await;
     let env = [
@@ -165,9 +165,9 @@ async fn sigkill_loses_nothing(db: Db) {
 
 async fn outbox_drains_once_each(db: Db) {
     const EVENTS: usize = 1_000;
-    let (url, dir, _pg) = fresh_database(db).await;
+    let scratch = fresh_database(db).await;
+    let url = scratch.url.clone();
     let work = tempfile::tempdir().unwrap();
-    let _keep = dir;
     let receiver = Receiver::ok().await;
     // The events are written while no process dispatches; they wait in the outbox.
     let (writer, base) = start(&url, work.path(), &[("TALLY_WEBHOOKS_ENABLED", "false")]).await;

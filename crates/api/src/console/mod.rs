@@ -272,6 +272,9 @@ pub enum PageError {
     /// No such object in the operator's app.
     #[error("{0}")]
     NotFound(String),
+    /// A form whose fields could not be read.
+    #[error("the form could not be read: {0}")]
+    BadForm(String),
     /// Something failed; logged where it happened.
     #[error("internal error")]
     Internal,
@@ -283,6 +286,7 @@ impl ResponseError for PageError {
             Self::SignIn => StatusCode::SEE_OTHER,
             Self::Csrf | Self::PortalExpired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadForm(_) => StatusCode::BAD_REQUEST,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -308,6 +312,13 @@ impl ResponseError for PageError {
                 ),
             ),
             Self::NotFound(what) => html(self.status_code(), view::message_page("Not found", what)),
+            Self::BadForm(why) => html(
+                self.status_code(),
+                view::message_page(
+                    "Form refused",
+                    &format!("The form could not be read ({why}). Nothing was changed."),
+                ),
+            ),
             Self::Internal => html(
                 self.status_code(),
                 view::message_page(

@@ -385,7 +385,7 @@ async fn endpoint_page(
                     legend { "Events it receives (at least one)" }
                     @for t in EventType::ALL {
                         label {
-                            input type="checkbox" name={ "event:" (t.as_str()) } value="on" checked[e.event_types.contains(&t)];
+                            input type="checkbox" name={ "event:" (t.as_str()) } value="on" checked[e.event_types.contains(t)];
                             " " code { (t.as_str()) }
                         }
                     }
