@@ -1,7 +1,7 @@
 //! Wire shapes of orders, subscriptions, payment sessions and provider events.
 
 use serde::{Deserialize, Serialize};
-use tally_checkout::{BillingEvent, Order, Subscription};
+use tally_checkout::{BillingEvent, Order, Subscription, SubscriptionChange};
 use utoipa::IntoParams;
 use utoipa::ToSchema;
 
@@ -108,6 +108,49 @@ impl From<Subscription> for SubscriptionDto {
             order_id: s.order_id,
         }
     }
+}
+
+/// `POST /subscription/cancel` and `POST /admin/subscriptions/{id}/cancel`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelSubscriptionRequest {
+    /// `true` (the default): run to the end of the paid period, then end without renewing;
+    /// `false`: end now.
+    pub at_period_end: Option<bool>,
+}
+
+impl CancelSubscriptionRequest {
+    /// The change asked for.
+    pub fn change(&self) -> SubscriptionChange {
+        if self.at_period_end.unwrap_or(true) {
+            SubscriptionChange::CancelAtPeriodEnd
+        } else {
+            SubscriptionChange::CancelNow
+        }
+    }
+}
+
+/// What a cancel or resume asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionChangeDto {
+    /// `cancel_at_period_end`, `cancel_now` or `resume`.
+    pub change: String,
+    /// `requested`: the provider was asked, and the subscription changes when its event
+    /// arrives (through the sandbox, before this answer); `unchanged`: it already was so.
+    pub outcome: String,
+    /// The subscription as Tally knows it when answering.
+    pub subscription: SubscriptionDto,
+}
+
+/// Pagination of `GET /subscriptions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionPageQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Keyset cursor: a subscription id (`meta.next_before` of the previous page); the page
+    /// holds the older subscriptions.
+    pub before: Option<String>,
 }
 
 /// `POST /payment/create-session`.

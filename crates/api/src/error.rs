@@ -68,6 +68,10 @@ error_codes! {
     AlreadyCheckedIn = "ALREADY_CHECKED_IN", CONFLICT;
     /// Check-in is switched off for the app.
     CheckinDisabled = "CHECKIN_DISABLED", CONFLICT;
+    /// The user already has a live subscription; change or cancel it instead of buying another.
+    AlreadySubscribed = "ALREADY_SUBSCRIBED", CONFLICT;
+    /// No live (active, trialing or past due) subscription to cancel or resume.
+    NoActiveSubscription = "NO_ACTIVE_SUBSCRIPTION", NOT_FOUND;
     /// The hold was captured, released or expired already.
     HoldNotActive = "HOLD_NOT_ACTIVE", CONFLICT;
     /// The hold's time ran out.
@@ -340,6 +344,8 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::InvalidSignature(m) => Self::new(ErrorCode::InvalidSignature, m),
             CheckoutError::OrderNotFound => Self::not_found("no such order"),
             CheckoutError::NoCustomer(m) => Self::new(ErrorCode::NoBillingCustomer, m),
+            CheckoutError::AlreadySubscribed(m) => Self::new(ErrorCode::AlreadySubscribed, m),
+            CheckoutError::NoActiveSubscription(m) => Self::new(ErrorCode::NoActiveSubscription, m),
             CheckoutError::IdempotencyKeyReused => LedgerError::IdempotencyKeyReused.into(),
             CheckoutError::IdempotencyInProgress => Self::new(
                 ErrorCode::IdempotencyInProgress,

@@ -32,6 +32,13 @@ pub enum CheckoutError {
     /// The user has no customer record at the provider yet.
     #[error("{0}")]
     NoCustomer(String),
+    /// The user already has a live subscription (active, trialing or past due); a second
+    /// checkout for one is refused (switching plans is a change of that subscription).
+    #[error("{0}")]
+    AlreadySubscribed(String),
+    /// No live subscription to cancel or resume.
+    #[error("{0}")]
+    NoActiveSubscription(String),
     /// The idempotency key was used for a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,

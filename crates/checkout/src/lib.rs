@@ -20,14 +20,16 @@ pub use error::CheckoutError;
 pub use event::{EventKind, EventOutcome, PaymentEvent};
 pub use model::{
     BillingEvent, Channel, Interval, Order, OrderStatus, OrderType, Subscription,
-    SubscriptionStatus,
+    SubscriptionChange, SubscriptionStatus,
 };
 pub use provider::{
     CheckoutMode, CheckoutRequest, CheckoutSession, CouponDuration, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError, SandboxDriver, WebhookHeaders,
+    PortalRequest, ProviderError, SandboxDriver, SubscriptionRequest, WebhookHeaders,
 };
 pub use repo::{
     AppOrderQuery, AppSubscriptionQuery, CheckoutRepository, EventQuery, NewOrder, OrderQuery,
     SessionAttached,
 };
-pub use service::{Checkout, CheckoutConfig, CreateSession, Providers, SessionCreated};
+pub use service::{
+    Checkout, CheckoutConfig, CreateSession, Providers, SessionCreated, SubscriptionChangeAnswer,
+};

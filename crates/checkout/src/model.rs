@@ -72,6 +72,24 @@ impl SubscriptionStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Canceled)
     }
+
+    /// Whether the subscription still runs: it renews, or is being retried, or is in its
+    /// trial. A user has at most one live subscription per app.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+}
+
+tally_kernel::wire_enum! {
+    /// What a user or an operator asks of a subscription.
+    pub enum SubscriptionChange {
+        /// Run to the end of the paid period, then end (no renewal).
+        CancelAtPeriodEnd = "cancel_at_period_end",
+        /// End now.
+        CancelNow = "cancel_now",
+        /// Undo a pending cancel at the period end: renew as before.
+        Resume = "resume",
+    }
 }
 
 /// An order: one attempt to buy a plan or a credit pack.

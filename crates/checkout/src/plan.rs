@@ -14,7 +14,10 @@ use tally_ledger::{AccountRef, LedgerError, Movement, MovementKind, TxnType};
 use time::OffsetDateTime;
 
 use crate::refund::{RefundReport, clawback_credits};
-use crate::{Channel, Interval, Order, OrderStatus, Subscription, SubscriptionStatus};
+use crate::{
+    Channel, CheckoutError, Interval, Order, OrderStatus, Subscription, SubscriptionChange,
+    SubscriptionStatus,
+};
 
 /// What an event says about the order it names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -463,6 +466,55 @@ pub fn pack_expiry(days: Option<u32>, now: OffsetDateTime) -> Option<OffsetDateT
         .map(|d| now + time::Duration::days(i64::from(d)))
 }
 
+/// Refuses a second subscription checkout while `current` (the user's latest subscription in the
+/// app) still runs: one live subscription per app and user.
+pub fn check_can_subscribe(current: Option<&Subscription>) -> Result<(), CheckoutError> {
+    match current {
+        Some(sub) if sub.status.is_live() => Err(CheckoutError::AlreadySubscribed(format!(
+            "the user already has a {} subscription (id {}) to plan {}; change or cancel it instead",
+            sub.status, sub.id, sub.plan_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a request to change a subscription asks of its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionAsk {
+    /// Ask the provider; the subscription changes when its event arrives.
+    Provider,
+    /// The subscription is already as asked (a repeated request): nothing to ask.
+    Unchanged,
+}
+
+/// Decides what asking for `change` of `current` means: a live subscription is needed; asking
+/// for what is already so (a second cancel at the period end, resuming one that is not ending)
+/// changes nothing and asks nobody.
+pub fn plan_subscription_request(
+    current: Option<&Subscription>,
+    change: SubscriptionChange,
+) -> Result<SubscriptionAsk, CheckoutError> {
+    let Some(sub) = current.filter(|s| s.status.is_live()) else {
+        return Err(CheckoutError::NoActiveSubscription(match current {
+            Some(sub) => format!(
+                "subscription {} is {}: nothing to {change}",
+                sub.id, sub.status
+            ),
+            None => format!("no subscription: nothing to {change}"),
+        }));
+    };
+    let already = match change {
+        SubscriptionChange::CancelAtPeriodEnd => sub.cancel_at_period_end,
+        SubscriptionChange::Resume => !sub.cancel_at_period_end,
+        SubscriptionChange::CancelNow => false,
+    };
+    Ok(if already {
+        SubscriptionAsk::Unchanged
+    } else {
+        SubscriptionAsk::Provider
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -749,5 +801,62 @@ mod tests {
             (again.credits, again.clawback, again.refund_order),
             (0, None, false)
         );
+    }
+
+    #[test]
+    fn one_live_subscription_per_user() {
+        assert!(check_can_subscribe(None).is_ok());
+        for status in [
+            SubscriptionStatus::Active,
+            SubscriptionStatus::Trialing,
+            SubscriptionStatus::PastDue,
+        ] {
+            assert!(
+                matches!(
+                    check_can_subscribe(Some(&sub(status))),
+                    Err(CheckoutError::AlreadySubscribed(_))
+                ),
+                "{status:?}"
+            );
+        }
+        for status in [SubscriptionStatus::Canceled, SubscriptionStatus::Expired] {
+            assert!(
+                check_can_subscribe(Some(&sub(status))).is_ok(),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cancel_and_resume_ask_the_provider_only_for_a_change() {
+        use SubscriptionChange::{CancelAtPeriodEnd, CancelNow, Resume};
+        let active = sub(SubscriptionStatus::Active);
+        let ending = Subscription {
+            cancel_at_period_end: true,
+            ..active.clone()
+        };
+        let ask = |s: &Subscription, c| plan_subscription_request(Some(s), c).unwrap();
+        assert_eq!(ask(&active, CancelAtPeriodEnd), SubscriptionAsk::Provider);
+        assert_eq!(ask(&ending, CancelAtPeriodEnd), SubscriptionAsk::Unchanged);
+        assert_eq!(ask(&active, CancelNow), SubscriptionAsk::Provider);
+        assert_eq!(ask(&ending, CancelNow), SubscriptionAsk::Provider);
+        assert_eq!(ask(&ending, Resume), SubscriptionAsk::Provider);
+        assert_eq!(ask(&active, Resume), SubscriptionAsk::Unchanged);
+        assert_eq!(
+            ask(&sub(SubscriptionStatus::PastDue), CancelNow),
+            SubscriptionAsk::Provider
+        );
+        for gone in [
+            None,
+            Some(sub(SubscriptionStatus::Canceled)),
+            Some(sub(SubscriptionStatus::Expired)),
+        ] {
+            for change in SubscriptionChange::ALL {
+                assert!(matches!(
+                    plan_subscription_request(gone.as_ref(), *change),
+                    Err(CheckoutError::NoActiveSubscription(_))
+                ));
+            }
+        }
     }
 }

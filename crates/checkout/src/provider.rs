@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 pub use tally_catalog::CouponDuration;
 
-use crate::{Channel, PaymentEvent};
+use crate::{Channel, PaymentEvent, SubscriptionChange};
 
 /// Whether a checkout starts a subscription or takes one payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,17 @@ pub struct CouponRequest {
     pub idempotency_key: String,
 }
 
+/// A change of a subscription to ask the provider for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRequest {
+    /// The provider's subscription id.
+    pub subscription_id: String,
+    /// What to change.
+    pub change: SubscriptionChange,
+    /// Sent as the provider's idempotency key where it takes one (Stripe's POSTs).
+    pub idempotency_key: String,
+}
+
 /// Request headers of a webhook delivery, names lower-case.
 pub type WebhookHeaders = Vec<(String, String)>;
 
@@ -129,6 +140,11 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the provider-side coupon; answers what [`CheckoutRequest::discount`] needs.
     async fn create_coupon(&self, request: &CouponRequest) -> Result<String, ProviderError>;
 
+    /// Asks the provider to cancel or resume a subscription. Tally's own record changes only
+    /// when the provider's event about it arrives.
+    async fn change_subscription(&self, request: &SubscriptionRequest)
+    -> Result<(), ProviderError>;
+
     /// Verifies a delivery's signature over the raw `body` (at `now`), then parses it.
     fn parse_webhook(
         &self,
@@ -149,4 +165,12 @@ pub trait SandboxDriver: Send + Sync + std::fmt::Debug + 'static {
         pay: bool,
         now: OffsetDateTime,
     ) -> Vec<(WebhookHeaders, Vec<u8>)>;
+
+    /// The delivery a provider sends once it has made `change` to `subscription` at `now`.
+    fn subscription_changed(
+        &self,
+        subscription: &crate::Subscription,
+        change: SubscriptionChange,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>);
 }

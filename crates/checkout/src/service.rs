@@ -16,8 +16,28 @@ use crate::{
     AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutMode,
     CheckoutRepository, CheckoutRequest, EventOutcome, EventQuery, Interval, NewOrder, Order,
     OrderQuery, OrderStatus, OrderType, PaymentProvider, PortalRequest, ProviderError,
-    SessionAttached, Subscription, WebhookHeaders,
+    SessionAttached, Subscription, SubscriptionChange, SubscriptionRequest, WebhookHeaders, plan,
 };
+
+/// The `Idempotency-Key` header's rule: 1–255 characters.
+fn check_idempotency_key(key: &str) -> Result<(), CheckoutError> {
+    if key.is_empty() || key.len() > 255 {
+        return Err(CheckoutError::invalid(
+            "Idempotency-Key",
+            "must be 1-255 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A provider call's failure as checkout reports it: an unconfigured channel, or the provider's
+/// own failure (its message; keys are redacted by the providers).
+fn provider_failed(e: ProviderError) -> CheckoutError {
+    match e {
+        ProviderError::NotConfigured(c) => CheckoutError::ProviderNotConfigured(c.to_string()),
+        e => CheckoutError::Provider(e.to_string()),
+    }
+}
 
 /// The configured providers, by channel. A channel that is absent is not configured.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +101,17 @@ pub struct SessionCreated {
     pub session_id: String,
     /// Where to send the customer.
     pub url: String,
+}
+
+/// What a cancel or resume asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionChangeAnswer {
+    /// What was asked.
+    pub change: SubscriptionChange,
+    /// Whether the provider was asked (`false`: the subscription already was as asked).
+    pub requested: bool,
+    /// The subscription as Tally knows it now (before the provider's event).
+    pub subscription: Subscription,
 }
 
 /// Orders, subscriptions, sessions and provider events of every app.
@@ -154,12 +185,7 @@ impl Checkout {
             }
         };
         if let Some(key) = &idempotency_key {
-            if key.is_empty() || key.len() > 255 {
-                return Err(CheckoutError::invalid(
-                    "Idempotency-Key",
-                    "must be 1-255 characters",
-                ));
-            }
+            check_idempotency_key(key)?;
         }
         self.check_redirect("success_url", &request.success_url)?;
         if let Some(url) = &request.cancel_url {
@@ -176,6 +202,13 @@ impl Checkout {
             .await?
             .ok_or(CheckoutError::PlanNotFound)?;
         let priced = price(&plan, order_type, interval, channel)?;
+        if order_type == OrderType::Subscription {
+            let current = self
+                .repo
+                .subscription(app.to_owned(), user.to_owned())
+                .await?;
+            plan::check_can_subscribe(current.as_ref())?;
+        }
         let coupon = match request.coupon_code.as_deref() {
             None => None,
             Some(code) => Some(self.usable_coupon(app, code, &plan).await?),
@@ -251,12 +284,7 @@ impl Checkout {
                 self.repo
                     .fail_order(order.id.clone(), reason.clone(), self.now())
                     .await?;
-                Err(match e {
-                    ProviderError::NotConfigured(c) => {
-                        CheckoutError::ProviderNotConfigured(c.to_string())
-                    }
-                    _ => CheckoutError::Provider(reason),
-                })
+                Err(provider_failed(e))
             }
         }
     }
@@ -462,17 +490,93 @@ impl Checkout {
                         return_url,
                     })
                     .await
-                    .map_err(|e| match e {
-                        ProviderError::NotConfigured(c) => {
-                            CheckoutError::ProviderNotConfigured(c.to_string())
-                        }
-                        e => CheckoutError::Provider(e.to_string()),
-                    });
+                    .map_err(provider_failed);
             }
         }
         Err(CheckoutError::NoCustomer(
             "no billing customer yet: the user has not completed a checkout".into(),
         ))
+    }
+
+    /// Asks the provider to make `change` to the user's live subscription. The answer says what
+    /// was asked; the subscription itself changes when the provider's event arrives.
+    pub async fn change_subscription(
+        &self,
+        app: &str,
+        user: &str,
+        change: SubscriptionChange,
+        idempotency_key: Option<String>,
+    ) -> Result<SubscriptionChangeAnswer, CheckoutError> {
+        let current = self
+            .repo
+            .subscription(app.to_owned(), user.to_owned())
+            .await?;
+        self.request_change(current, change, idempotency_key).await
+    }
+
+    /// Like [`Checkout::change_subscription`], for an operator naming the subscription by id.
+    pub async fn change_app_subscription(
+        &self,
+        app: &str,
+        id: i64,
+        change: SubscriptionChange,
+        idempotency_key: Option<String>,
+    ) -> Result<SubscriptionChangeAnswer, CheckoutError> {
+        let Some(current) = self.repo.app_subscription(app.to_owned(), id).await? else {
+            return Err(CheckoutError::NoActiveSubscription(format!(
+                "no subscription {id} in this app"
+            )));
+        };
+        self.request_change(Some(current), change, idempotency_key)
+            .await
+    }
+
+    async fn request_change(
+        &self,
+        current: Option<Subscription>,
+        change: SubscriptionChange,
+        idempotency_key: Option<String>,
+    ) -> Result<SubscriptionChangeAnswer, CheckoutError> {
+        let ask = plan::plan_subscription_request(current.as_ref(), change)?;
+        // The plan refuses a missing subscription.
+        let Some(subscription) = current else {
+            return Err(CheckoutError::NoActiveSubscription(
+                "no subscription".into(),
+            ));
+        };
+        if ask == plan::SubscriptionAsk::Unchanged {
+            return Ok(SubscriptionChangeAnswer {
+                change,
+                requested: false,
+                subscription,
+            });
+        }
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let provider = self.providers.get(subscription.channel).ok_or_else(|| {
+            CheckoutError::ProviderNotConfigured(subscription.channel.to_string())
+        })?;
+        let idempotency_key = idempotency_key.unwrap_or_else(|| {
+            format!(
+                "tally-{}-{change}-{:016x}",
+                subscription.provider_subscription_id,
+                rand::thread_rng().r#gen::<u64>()
+            )
+        });
+        provider
+            .change_subscription(&SubscriptionRequest {
+                subscription_id: subscription.provider_subscription_id.clone(),
+                change,
+                idempotency_key,
+            })
+            .await
+            .map_err(provider_failed)?;
+        Ok(SubscriptionChangeAnswer {
+            change,
+            requested: true,
+            subscription,
+        })
     }
 
     /// Verifies and applies one provider webhook delivery.

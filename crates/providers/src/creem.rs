@@ -8,7 +8,8 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, PaymentEvent,
-    PaymentProvider, PortalRequest, ProviderError, SubscriptionStatus, WebhookHeaders,
+    PaymentProvider, PortalRequest, ProviderError, SubscriptionChange, SubscriptionRequest,
+    SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
 
@@ -167,6 +168,22 @@ pub(crate) fn discount_body(r: &CouponRequest) -> Value {
     Value::Object(fields)
 }
 
+/// The path and body asking Creem for `r`'s change.
+pub(crate) fn subscription_call(r: &SubscriptionRequest) -> (String, Value) {
+    let id = &r.subscription_id;
+    match r.change {
+        SubscriptionChange::CancelAtPeriodEnd => (
+            format!("/v1/subscriptions/{id}/cancel"),
+            json!({ "mode": "scheduled" }),
+        ),
+        SubscriptionChange::CancelNow => (
+            format!("/v1/subscriptions/{id}/cancel"),
+            json!({ "mode": "immediate" }),
+        ),
+        SubscriptionChange::Resume => (format!("/v1/subscriptions/{id}/resume"), json!({})),
+    }
+}
+
 fn answer_str(answer: &Value, field: &str) -> Result<String, ProviderError> {
     str_at(answer, &[field])
         .ok_or_else(|| ProviderError::Upstream(format!("creem answered without `{field}`")))
@@ -198,6 +215,16 @@ impl PaymentProvider for CreemProvider {
     async fn create_coupon(&self, request: &CouponRequest) -> Result<String, ProviderError> {
         let answer = self.post("/v1/discounts", discount_body(request)).await?;
         Ok(str_at(&answer, &["code"]).unwrap_or_else(|| request.code.clone()))
+    }
+
+    /// `POST /v1/subscriptions/{id}/cancel` (`mode`: `scheduled` at the period end, `immediate`
+    /// now) or `POST /v1/subscriptions/{id}/resume`.
+    async fn change_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<(), ProviderError> {
+        let (path, body) = subscription_call(request);
+        self.post(&path, body).await.map(drop)
     }
 
     fn parse_webhook(

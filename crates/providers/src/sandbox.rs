@@ -9,7 +9,7 @@ use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, Interval, Order,
     OrderType, PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SandboxDriver,
-    SubscriptionStatus, WebhookHeaders,
+    Subscription, SubscriptionChange, SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::{Date, OffsetDateTime};
 
@@ -162,35 +162,34 @@ impl SandboxProvider {
         self.period_paid(order, period, order.amount_minor, now)
     }
 
-    /// The signed `subscription.updated` a provider sends when the customer cancels the
-    /// subscription of `order`: at the period end (`at_period_end`) or at once.
-    pub fn cancel(
+    /// The signed `subscription.updated` a provider sends once it has made `change` to
+    /// `subscription` at `now`: still running but ending with its period, ended now, or renewing
+    /// again. Each change is a new event (its id is unique), as a provider's would be.
+    pub fn subscription_changed(
         &self,
-        order: &Order,
-        at_period_end: bool,
+        subscription: &Subscription,
+        change: SubscriptionChange,
         now: OffsetDateTime,
-    ) -> Option<(WebhookHeaders, Vec<u8>)> {
-        (order.order_type == OrderType::Subscription).then(|| {
-            let (status, kind) = if at_period_end {
-                (SubscriptionStatus::Active, "subscription.cancel_scheduled")
-            } else {
-                (SubscriptionStatus::Canceled, "subscription.canceled")
-            };
-            let data = WireData {
-                order_id: Some(order.id.clone()),
-                subscription_id: Some(subscription_id(order)),
-                customer_id: order.provider_customer_id.clone(),
-                status: Some(status.as_str().to_owned()),
-                cancel_at_period_end: Some(at_period_end),
-                ..WireData::default()
-            };
-            self.sign_as(
-                &format!("evt_sbx_{}_{kind}", order.id),
-                "subscription.updated",
-                data,
-                now,
-            )
-        })
+    ) -> (WebhookHeaders, Vec<u8>) {
+        let (status, cancel_at_period_end) = match change {
+            SubscriptionChange::CancelAtPeriodEnd => (subscription.status, true),
+            SubscriptionChange::CancelNow => (SubscriptionStatus::Canceled, false),
+            SubscriptionChange::Resume => (subscription.status, false),
+        };
+        let data = WireData {
+            order_id: Some(subscription.order_id.clone()),
+            subscription_id: Some(subscription.provider_subscription_id.clone()),
+            customer_id: subscription.provider_customer_id.clone(),
+            status: Some(status.as_str().to_owned()),
+            cancel_at_period_end: Some(cancel_at_period_end),
+            ..WireData::default()
+        };
+        let id = format!(
+            "evt_sbx_{}_{change}_{:016x}",
+            subscription.provider_subscription_id,
+            rand::random::<u64>()
+        );
+        self.sign_as(&id, "subscription.updated", data, now)
     }
 
     fn period_paid(
@@ -397,6 +396,15 @@ impl PaymentProvider for SandboxProvider {
         Ok(CheckoutSession { session_id, url })
     }
 
+    /// The sandbox has no servers to ask: its driver sends the event (see
+    /// [`SandboxProvider::subscription_changed`]).
+    async fn change_subscription(
+        &self,
+        _request: &SubscriptionRequest,
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// There is no sandbox portal: the customer goes straight back.
     async fn create_portal(&self, request: &PortalRequest) -> Result<String, ProviderError> {
         Ok(request
@@ -435,5 +443,14 @@ impl SandboxDriver for SandboxProvider {
     ) -> Vec<(WebhookHeaders, Vec<u8>)> {
         // The inherent method: also usable without the trait in scope.
         SandboxProvider::deliveries(self, order, pay, now)
+    }
+
+    fn subscription_changed(
+        &self,
+        subscription: &Subscription,
+        change: SubscriptionChange,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>) {
+        SandboxProvider::subscription_changed(self, subscription, change, now)
     }
 }

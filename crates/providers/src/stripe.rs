@@ -8,8 +8,8 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, EventKind,
-    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SubscriptionStatus,
-    WebhookHeaders,
+    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SubscriptionChange,
+    SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
 
@@ -84,21 +84,36 @@ impl StripeProvider {
         form: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<Value, ProviderError> {
+        self.call(Method::POST, path, form, Some(idempotency_key))
+            .await
+    }
+
+    /// One API call; Stripe takes idempotency keys on POST only.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ProviderError> {
         let key = self
             .config
             .secret_key
             .as_deref()
             .ok_or(ProviderError::NotConfigured(Channel::Stripe))?;
+        let mut headers = vec![
+            ("authorization", format!("Bearer {key}")),
+            ("stripe-version", self.config.api_version.clone()),
+        ];
+        if let Some(idempotency_key) = idempotency_key {
+            headers.push(("idempotency-key", idempotency_key.to_owned()));
+        }
         let call = ApiCall {
             provider: "stripe",
-            method: Method::POST,
+            method,
             base: &self.config.api_base,
             path,
-            headers: vec![
-                ("authorization", format!("Bearer {key}")),
-                ("stripe-version", self.config.api_version.clone()),
-                ("idempotency-key", idempotency_key.to_owned()),
-            ],
+            headers,
             body: Body::Form(encode_form(form)),
             error_message: |v| str_at(v, &["error", "message"]),
         };
@@ -262,6 +277,28 @@ impl PaymentProvider for StripeProvider {
             )
             .await?;
         answer_str(&answer, "id")
+    }
+
+    /// `POST /v1/subscriptions/{id}` with `cancel_at_period_end=true|false` (cancel at the period
+    /// end, or resume), or `DELETE /v1/subscriptions/{id}` (cancel now).
+    async fn change_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<(), ProviderError> {
+        let path = format!("/v1/subscriptions/{}", request.subscription_id);
+        let at_period_end = |on: bool| vec![pair("cancel_at_period_end", on.to_string())];
+        match request.change {
+            SubscriptionChange::CancelAtPeriodEnd => {
+                self.post(&path, &at_period_end(true), &request.idempotency_key)
+                    .await
+            }
+            SubscriptionChange::Resume => {
+                self.post(&path, &at_period_end(false), &request.idempotency_key)
+                    .await
+            }
+            SubscriptionChange::CancelNow => self.call(Method::DELETE, &path, &[], None).await,
+        }
+        .map(drop)
     }
 
     fn parse_webhook(

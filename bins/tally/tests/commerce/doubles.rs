@@ -153,6 +153,18 @@ pub async fn stripe() -> Double {
                     "url": "https://billing.stripe.com/p/session/test_1"}),
                 ok,
             ),
+            path if path.starts_with("/v1/subscriptions/") => {
+                let id = path.trim_start_matches("/v1/subscriptions/");
+                if id == "sub_gone" {
+                    return (
+                        404,
+                        json!({"error": {"type": "invalid_request_error", "code": "resource_missing",
+                            "message": "No such subscription: 'sub_gone'"}}),
+                        ok,
+                    );
+                }
+                (200, json!({"id": id, "object": "subscription"}), ok)
+            }
             _ => (
                 404,
                 json!({"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}),
@@ -184,6 +196,11 @@ pub async fn creem() -> Double {
                 json!({"customer_portal_link": "https://creem.io/my-orders/login/xyz"}),
                 ok,
             ),
+            path if path.starts_with("/v1/subscriptions/") => {
+                let id = path.trim_start_matches("/v1/subscriptions/");
+                let id = id.split('/').next().unwrap_or_default();
+                (200, json!({"id": id, "object": "subscription", "status": "active"}), ok)
+            }
             "/v1/discounts" => {
                 let body = r.json();
                 (

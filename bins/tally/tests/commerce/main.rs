@@ -12,6 +12,7 @@ mod bad_input;
 mod coupons;
 mod creem;
 mod doubles;
+mod lifecycle;
 #[path = "../webhooks/receiver.rs"]
 mod receiver;
 mod sandbox;

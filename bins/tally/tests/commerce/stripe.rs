@@ -20,7 +20,7 @@ backend_tests!(
     coupon_and_portal,
 );
 
-fn event(id: &str, event_type: &str, created: i64, object: Value) -> String {
+pub(crate) fn event(id: &str, event_type: &str, created: i64, object: Value) -> String {
     json!({
         "id": id, "object": "event", "type": event_type, "created": created,
         "api_version": "2026-10-28.endive", "livemode": false,
@@ -29,12 +29,12 @@ fn event(id: &str, event_type: &str, created: i64, object: Value) -> String {
     .to_string()
 }
 
-async fn send(app: &TestApp, body: &str) -> (u16, Value) {
+pub(crate) async fn send(app: &TestApp, body: &str) -> (u16, Value) {
     let sig = stripe_signature(STRIPE_WHSEC, now_unix(app), body);
     deliver(app, "stripe", &[("stripe-signature", &sig)], body).await
 }
 
-fn checkout_completed(session: &str, order: &str, mode: &str, extra: Value) -> Value {
+pub(crate) fn checkout_completed(session: &str, order: &str, mode: &str, extra: Value) -> Value {
     let mut object = json!({
         "id": session, "object": "checkout.session", "mode": mode, "status": "complete",
         "payment_status": "paid", "client_reference_id": order,
@@ -47,7 +47,7 @@ fn checkout_completed(session: &str, order: &str, mode: &str, extra: Value) -> V
     object
 }
 
-fn invoice_paid(invoice: &str, sub: &str, order: &str, start: i64, end: i64) -> Value {
+pub(crate) fn invoice_paid(invoice: &str, sub: &str, order: &str, start: i64, end: i64) -> Value {
     json!({
         "id": invoice, "object": "invoice", "billing_reason": "subscription_cycle",
         "customer": "cus_alice", "status": "paid", "amount_paid": 999, "currency": "usd",
@@ -57,7 +57,13 @@ fn invoice_paid(invoice: &str, sub: &str, order: &str, start: i64, end: i64) -> 
     })
 }
 
-fn subscription_object(sub: &str, order: &str, status: &str, cancel: bool, end: i64) -> Value {
+pub(crate) fn subscription_object(
+    sub: &str,
+    order: &str,
+    status: &str,
+    cancel: bool,
+    end: i64,
+) -> Value {
     json!({
         "id": sub, "object": "subscription", "status": status, "customer": "cus_alice",
         "cancel_at_period_end": cancel, "metadata": {"order_id": order},
@@ -66,7 +72,7 @@ fn subscription_object(sub: &str, order: &str, status: &str, cancel: bool, end: 
     })
 }
 
-async fn subscribe(app: &TestApp, user: &str, plan: &str) -> String {
+pub(crate) async fn subscribe(app: &TestApp, user: &str, plan: &str) -> String {
     let (status, body) = create_session(
         app,
         user,

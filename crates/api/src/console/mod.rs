@@ -122,7 +122,9 @@ pub fn configure_portal(cfg: &mut web::ServiceConfig) {
         .route("/portal/{token}", web::get().to(portal::page))
         .route("/portal/{token}/checkin", web::post().to(portal::checkin))
         .route("/portal/{token}/buy", web::post().to(portal::buy))
-        .route("/portal/{token}/manage", web::post().to(portal::manage));
+        .route("/portal/{token}/manage", web::post().to(portal::manage))
+        .route("/portal/{token}/cancel", web::post().to(portal::cancel))
+        .route("/portal/{token}/resume", web::post().to(portal::resume));
 }
 
 /// Registers the console's routes.
@@ -340,10 +342,18 @@ impl From<crate::ApiError> for PageError {
     }
 }
 
-/// Logs a failed console store operation (`what` failed) and answers the failure page.
+/// Logs why `what` failed, unless the storage failed: the store logged that already, with its
+/// cause, where it happened.
+pub(crate) fn log_failure(what: &str, e: &tally_console::ConsoleError) {
+    if !matches!(e, tally_console::ConsoleError::Storage(_)) {
+        tracing::error!(error = %e, "{what} failed");
+    }
+}
+
+/// Logs a failed console operation (see [`log_failure`]) and answers the failure page.
 pub(crate) fn failed(what: &'static str) -> impl FnOnce(tally_console::ConsoleError) -> PageError {
     move |e| {
-        tracing::error!(error = %e, "{what} failed");
+        log_failure(what, &e);
         PageError::Internal
     }
 }
@@ -394,7 +404,7 @@ impl FromRequest for Signed {
                 Ok(Some(op)) => Ok(Signed(op)),
                 Ok(None) => Err(PageError::SignIn),
                 Err(e) => {
-                    tracing::error!(error = %e, "console session lookup failed");
+                    log_failure("console session lookup", &e);
                     Err(PageError::Internal)
                 }
             }

@@ -114,7 +114,7 @@ pub(crate) async fn login(
             ),
         )),
         Err(e) => {
-            tracing::error!(error = %e, "console sign-in failed");
+            super::log_failure("console sign-in", &e);
             Err(PageError::Internal)
         }
     }
@@ -658,7 +658,7 @@ pub(crate) async fn switch_app(
         }
         Err(ConsoleError::SessionEnded) => Err(PageError::SignIn),
         Err(e) => {
-            tracing::error!(error = %e, "switching the console's app failed");
+            super::log_failure("switching the console's app", &e);
             Err(PageError::Internal)
         }
     }

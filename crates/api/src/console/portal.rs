@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, web};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use tally_catalog::PlanKind;
+use tally_checkout::SubscriptionChange;
 use tally_console::{Branding, Operator, PortalSession};
 use tally_ledger::{AccountRef, TransactionQuery};
 
@@ -27,7 +28,7 @@ async fn session(state: &AppState, token: &str) -> Result<PortalSession, PageErr
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(PageError::PortalExpired),
         Err(e) => {
-            tracing::error!(error = %e, "portal session lookup failed");
+            super::log_failure("portal session lookup", &e);
             Err(PageError::Internal)
         }
     }
@@ -126,7 +127,18 @@ async fn portal_page(
                         " · " (sub.status.as_str().replace('_', " "))
                         @if let Some(end) = sub.current_period_end { " · current period ends " (instant(end)) }
                         @if sub.cancel_at_period_end { " · ends then" } }
-                    form method="post" action={ (base) "/manage" } {
+                    @if sub.status.is_live() {
+                        @if sub.cancel_at_period_end {
+                            form.inline method="post" action={ (base) "/resume" } {
+                                button type="submit" id="resume" { "Keep my subscription" }
+                            }
+                        } @else {
+                            form.inline method="post" action={ (base) "/cancel" } {
+                                button.secondary type="submit" id="cancel" { "Cancel at period end" }
+                            }
+                        }
+                    }
+                    form.inline method="post" action={ (base) "/manage" } {
                         button.secondary type="submit" id="manage" { "Manage subscription" }
                     }
                 },
@@ -327,6 +339,66 @@ async fn redirect_or_refusal(
     }
 }
 
+/// Cancels the user's subscription at the end of the paid period.
+pub(crate) async fn cancel(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    change(state, token, SubscriptionChange::CancelAtPeriodEnd).await
+}
+
+/// Undoes a pending cancel: the subscription renews again.
+pub(crate) async fn resume(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    change(state, token, SubscriptionChange::Resume).await
+}
+
+/// Asks for `change` (as `POST /subscription/cancel` and `/resume` do) and shows the page with
+/// what happened, or why not.
+async fn change(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    change: SubscriptionChange,
+) -> Result<HttpResponse, PageError> {
+    let s = session(&state, &token).await?;
+    let checkout = state.checkout.clone();
+    let (app, user) = (s.app.clone(), s.user.clone());
+    let asked = detached(async move {
+        checkout
+            .change_subscription(&app, &user, change, None)
+            .await
+    })
+    .await;
+    let answer = match asked {
+        Ok(answer) => crate::routes::subscriptions::settle(&state, answer).await,
+        Err(e) => Err(e),
+    };
+    let (n, status) = match answer {
+        Ok(done) => {
+            let sub = &done.subscription;
+            let text = match (change, sub.cancel_at_period_end) {
+                (SubscriptionChange::CancelAtPeriodEnd, true) => {
+                    "Your subscription ends with the current period; it will not renew.".to_owned()
+                }
+                (SubscriptionChange::Resume, false) => {
+                    "Your subscription continues and renews as before.".to_owned()
+                }
+                _ => "Your request was sent to the payment provider; this page shows the change \
+                      once it confirms."
+                    .to_owned(),
+            };
+            (Notice::Done(text), StatusCode::OK)
+        }
+        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
+            (Notice::Refused(refusal(&e)), e.status)
+        }
+        Err(_) => return Err(PageError::Internal),
+    };
+    portal_page(&state, &token, &s, Some(n), status).await
+}
+
 /// Sends the user to the provider's own subscription portal.
 pub(crate) async fn manage(
     state: web::Data<AppState>,
@@ -414,7 +486,7 @@ pub(crate) async fn save_branding(
             Notice::Refused(format!("{field}: {message}")),
         ),
         Err(Err(e)) => {
-            tracing::error!(error = %e, "saving the portal's branding failed");
+            super::log_failure("saving the portal's branding", &e);
             return Err(PageError::Internal);
         }
     };

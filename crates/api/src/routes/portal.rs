@@ -48,7 +48,7 @@ async fn open(
         .create_portal_session(&account.app, &account.user, return_url, state.ledger.now())
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "creating a portal session failed");
+            crate::console::log_failure("creating a portal session", &e);
             ApiError::internal()
         })?;
     Ok(ok(PortalSessionDto {

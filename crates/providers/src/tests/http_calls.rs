@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError,
+    PortalRequest, ProviderError, SubscriptionChange, SubscriptionRequest,
 };
 
 use super::double::{Double, Reply};
@@ -575,5 +575,147 @@ fn creem_host_follows_the_key() {
     assert!(
         !debug.contains(CREEM_KEY) && !debug.contains("s3cret"),
         "{debug}"
+    );
+}
+
+fn subscription_request(change: SubscriptionChange) -> SubscriptionRequest {
+    SubscriptionRequest {
+        subscription_id: "sub_1Pro".into(),
+        change,
+        idempotency_key: format!("tally-sub_1Pro-{change}"),
+    }
+}
+
+#[tokio::test]
+async fn stripe_cancel_resume_and_end_now_send_the_exact_requests() {
+    let answer = || Reply::ok(json!({"id": "sub_1Pro", "object": "subscription"}));
+    let double = Double::start(vec![answer(), answer(), answer()]).await;
+    let stripe = stripe_at(&double.base);
+    for change in [
+        SubscriptionChange::CancelAtPeriodEnd,
+        SubscriptionChange::Resume,
+        SubscriptionChange::CancelNow,
+    ] {
+        stripe
+            .change_subscription(&subscription_request(change))
+            .await
+            .unwrap();
+    }
+    let requests = double.requests();
+    assert_eq!(requests.len(), 3);
+    let sent: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                r.form(),
+                r.header("idempotency-key"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "POST",
+                "/v1/subscriptions/sub_1Pro",
+                pairs(&[("cancel_at_period_end", "true")]),
+                Some("tally-sub_1Pro-cancel_at_period_end"),
+            ),
+            (
+                "POST",
+                "/v1/subscriptions/sub_1Pro",
+                pairs(&[("cancel_at_period_end", "false")]),
+                Some("tally-sub_1Pro-resume"),
+            ),
+            // Stripe takes idempotency keys on POST only; a DELETE is idempotent by itself.
+            ("DELETE", "/v1/subscriptions/sub_1Pro", vec![], None),
+        ]
+    );
+    for r in &requests {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {STRIPE_KEY}").as_str())
+        );
+        assert_eq!(r.header("stripe-version"), Some(STRIPE_API_VERSION));
+    }
+}
+
+#[tokio::test]
+async fn creem_cancel_resume_and_end_now_send_the_exact_requests() {
+    let answer = || Reply::ok(json!({"id": "sub_1Pro", "object": "subscription"}));
+    let double = Double::start(vec![answer(), answer(), answer()]).await;
+    let creem = creem_at(&double.base);
+    for change in [
+        SubscriptionChange::CancelAtPeriodEnd,
+        SubscriptionChange::CancelNow,
+        SubscriptionChange::Resume,
+    ] {
+        creem
+            .change_subscription(&subscription_request(change))
+            .await
+            .unwrap();
+    }
+    let sent: Vec<_> = double
+        .requests()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.header("x-api-key"), Some(CREEM_KEY));
+            (r.method.clone(), r.path.clone(), r.json())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "POST".to_owned(),
+                "/v1/subscriptions/sub_1Pro/cancel".to_owned(),
+                json!({"mode": "scheduled"})
+            ),
+            (
+                "POST".to_owned(),
+                "/v1/subscriptions/sub_1Pro/cancel".to_owned(),
+                json!({"mode": "immediate"})
+            ),
+            (
+                "POST".to_owned(),
+                "/v1/subscriptions/sub_1Pro/resume".to_owned(),
+                json!({})
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_subscription_change_is_an_upstream_error() {
+    let double = Double::start(vec![
+        Reply::status(
+            400,
+            json!({"error": {"type": "invalid_request_error",
+                "message": "No such subscription: 'sub_1Pro'"}}),
+        ),
+        Reply::status(
+            404,
+            json!({"trace_id": "t", "status": 404, "error": "Not Found",
+                "message": ["Subscription not found"]}),
+        ),
+    ])
+    .await;
+    let stripe_error = stripe_at(&double.base)
+        .change_subscription(&subscription_request(SubscriptionChange::CancelAtPeriodEnd))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stripe_error, ProviderError::Upstream(m) if m.contains("No such subscription")),
+        "{stripe_error:?}"
+    );
+    let creem_error = creem_at(&double.base)
+        .change_subscription(&subscription_request(SubscriptionChange::Resume))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&creem_error, ProviderError::Upstream(m) if m.contains("Subscription not found")),
+        "{creem_error:?}"
     );
 }

@@ -3,7 +3,8 @@
 
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, EventKind, Interval, Order, OrderStatus, OrderType,
-    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SubscriptionStatus,
+    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, Subscription, SubscriptionChange,
+    SubscriptionStatus,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -294,7 +295,8 @@ fn renewals_and_cancellations() {
             .is_none()
     );
 
-    let (h, b) = provider.cancel(&o, true, NOW).unwrap();
+    let sub = subscription(&o);
+    let (h, b) = provider.subscription_changed(&sub, SubscriptionChange::CancelAtPeriodEnd, NOW);
     let scheduled = provider.parse_webhook(&h, &b, NOW).unwrap();
     assert!(matches!(
         scheduled.kind,
@@ -304,14 +306,55 @@ fn renewals_and_cancellations() {
             ..
         }
     ));
-    let (h, b) = provider.cancel(&o, false, NOW).unwrap();
+    let (h, b) = provider.subscription_changed(&sub, SubscriptionChange::Resume, NOW);
+    let resumed = provider.parse_webhook(&h, &b, NOW).unwrap();
+    assert_ne!(resumed.id, scheduled.id);
+    assert!(matches!(
+        resumed.kind,
+        EventKind::SubscriptionChanged {
+            status: Some(SubscriptionStatus::Active),
+            cancel_at_period_end: Some(false),
+            ..
+        }
+    ));
+    let (h, b) = provider.subscription_changed(&sub, SubscriptionChange::CancelNow, NOW);
     let canceled = provider.parse_webhook(&h, &b, NOW).unwrap();
     assert_ne!(canceled.id, scheduled.id);
     assert!(matches!(
         canceled.kind,
         EventKind::SubscriptionChanged {
             status: Some(SubscriptionStatus::Canceled),
+            ref subscription_id,
             ..
-        }
+        } if subscription_id == "sbx_sub_ord_00000000000000000000abcd"
     ));
+    // The same change asked twice is two events (a provider sends one per change).
+    let (_, again) = provider.subscription_changed(&sub, SubscriptionChange::CancelNow, NOW);
+    assert_ne!(
+        provider.parse_webhook(&h, &again, NOW).ok().map(|e| e.id),
+        Some(canceled.id)
+    );
+}
+
+/// The subscription the sandbox's first payment of `o` starts.
+fn subscription(o: &Order) -> Subscription {
+    Subscription {
+        id: "1".into(),
+        app: o.app.clone(),
+        user: o.user.clone(),
+        plan_id: o.plan_id.clone(),
+        interval: Interval::Month,
+        channel: Channel::Sandbox,
+        order_id: o.id.clone(),
+        provider_subscription_id: format!("sbx_sub_{}", o.id),
+        provider_customer_id: Some("sbx_cus_1".into()),
+        status: SubscriptionStatus::Active,
+        current_period_start: Some(NOW),
+        current_period_end: None,
+        cancel_at_period_end: false,
+        credits_per_period: o.credits,
+        credits_expire: false,
+        created_at: NOW,
+        updated_at: NOW,
+    }
 }

@@ -1,0 +1,194 @@
+//! The subscription lifecycle: a user's subscriptions, cancel and resume (for the user and for
+//! operators). Tally asks the provider; the subscription changes when the provider's event
+//! arrives, through the same webhook path as every other event. For the sandbox channel Tally
+//! is the provider: its event is sent before the answer.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use tally_checkout::{
+    AppSubscriptionQuery, Channel, CheckoutError, SubscriptionChange, SubscriptionChangeAnswer,
+};
+
+use crate::AppState;
+use crate::auth::{Admin, User};
+use crate::checkout_dto::{
+    CancelSubscriptionRequest, SubscriptionChangeDto, SubscriptionDto, SubscriptionPageQuery,
+};
+use crate::dto::before_cursor_named;
+use crate::error::{ApiError, ok, ok_cursor_page};
+use crate::routes::{detached, idempotency_key, page};
+
+/// The caller's subscriptions, newest first, past ones included; paged by the `before` cursor.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(SubscriptionPageQuery),
+    responses(
+        (status = 200, description = "A page of subscriptions; `meta.next_before` is the cursor of the next page", body = [SubscriptionDto]),
+        (status = 400, description = "Bad limit or cursor")
+    )
+)]
+#[get("/subscriptions")]
+pub async fn list(
+    state: web::Data<AppState>,
+    User(caller): User,
+    query: web::Query<SubscriptionPageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, offset) = page(query.limit, None)?;
+    let mut rows = state
+        .checkout
+        .app_subscriptions(AppSubscriptionQuery {
+            app: caller.app,
+            user: Some(caller.user),
+            before: before_cursor_named(query.before.as_deref(), "a subscription id")?,
+            limit: limit + 1,
+            ..AppSubscriptionQuery::default()
+        })
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_before = has_more
+        .then(|| rows.last().map(|s| s.id.clone()))
+        .flatten();
+    let rows: Vec<SubscriptionDto> = rows.into_iter().map(Into::into).collect();
+    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
+}
+
+/// Cancels the caller's live subscription: at the end of the paid period (the default) or now.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Passed to the provider (Stripe)")),
+    request_body = CancelSubscriptionRequest,
+    responses(
+        (status = 200, description = "What was asked; the subscription changes when the provider's event arrives", body = SubscriptionChangeDto),
+        (status = 400, description = "Malformed body"),
+        (status = 404, description = "No live subscription (NO_ACTIVE_SUBSCRIPTION)"),
+        (status = 502, description = "The provider refused or failed; nothing changed")
+    )
+)]
+#[post("/subscription/cancel")]
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    User(caller): User,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let change = optional_body::<CancelSubscriptionRequest>(&body)?.change();
+    let key = idempotency_key(&req, None)?;
+    let answer = state
+        .checkout
+        .change_subscription(&caller.app, &caller.user, change, key)
+        .await?;
+    Ok(ok(settle(&state, answer).await?))
+}
+
+/// Undoes a pending cancel at the period end: the caller's subscription renews as before.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Passed to the provider (Stripe)")),
+    responses(
+        (status = 200, description = "What was asked; the subscription changes when the provider's event arrives", body = SubscriptionChangeDto),
+        (status = 404, description = "No live subscription (NO_ACTIVE_SUBSCRIPTION)"),
+        (status = 502, description = "The provider refused or failed; nothing changed")
+    )
+)]
+#[post("/subscription/resume")]
+pub async fn resume(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    User(caller): User,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req, None)?;
+    let answer = state
+        .checkout
+        .change_subscription(&caller.app, &caller.user, SubscriptionChange::Resume, key)
+        .await?;
+    Ok(ok(settle(&state, answer).await?))
+}
+
+/// Cancels one of the app's subscriptions (operators): at the period end (the default) or now.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Subscription id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Passed to the provider (Stripe)")
+    ),
+    request_body = CancelSubscriptionRequest,
+    responses(
+        (status = 200, description = "What was asked; the subscription changes when the provider's event arrives", body = SubscriptionChangeDto),
+        (status = 400, description = "Malformed body"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such live subscription in this app (NO_ACTIVE_SUBSCRIPTION)"),
+        (status = 502, description = "The provider refused or failed; nothing changed")
+    )
+)]
+#[post("/admin/subscriptions/{id}/cancel")]
+pub async fn admin_cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let change = optional_body::<CancelSubscriptionRequest>(&body)?.change();
+    let id = before_cursor_named(Some(&id), "a subscription id")
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::from(CheckoutError::NoActiveSubscription(
+                "no such subscription in this app".into(),
+            ))
+        })?;
+    let key = idempotency_key(&req, None)?;
+    let answer = state
+        .checkout
+        .change_app_subscription(&admin.app, id, change, key)
+        .await?;
+    Ok(ok(settle(&state, answer).await?))
+}
+
+/// A JSON body that may be left out (an empty body is the default request); a body that is
+/// there must be the request, whole.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e.to_string()))
+}
+
+/// The answer to a change. On the sandbox channel Tally plays the provider: its signed event
+/// goes through the webhook path first, and the answer shows the changed subscription.
+pub(crate) async fn settle(
+    state: &AppState,
+    answer: SubscriptionChangeAnswer,
+) -> Result<SubscriptionChangeDto, ApiError> {
+    let SubscriptionChangeAnswer {
+        change,
+        requested,
+        mut subscription,
+    } = answer;
+    if requested && subscription.channel == Channel::Sandbox {
+        if let Some(driver) = state.sandbox.clone() {
+            let checkout = state.checkout.clone();
+            let (headers, body) =
+                driver.subscription_changed(&subscription, change, checkout.now());
+            let (app, id) = (subscription.app.clone(), subscription.id.clone());
+            subscription = detached(async move {
+                checkout
+                    .handle_webhook(Channel::Sandbox, &headers, &body)
+                    .await?;
+                let id = id.parse::<i64>().unwrap_or_default();
+                checkout.app_subscription(&app, id).await
+            })
+            .await?
+            .unwrap_or(subscription);
+        }
+    }
+    Ok(SubscriptionChangeDto {
+        change: change.as_str().to_owned(),
+        outcome: if requested { "requested" } else { "unchanged" }.to_owned(),
+        subscription: subscription.into(),
+    })
+}
