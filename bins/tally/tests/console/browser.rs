@@ -14,7 +14,11 @@ use crate::common::{Db, TestApp, admin_token, app_token, console_link};
 
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 
-backend_tests!(operator_round_in_the_browser, end_user_round_in_the_browser);
+backend_tests!(
+    operator_round_in_the_browser,
+    end_user_round_in_the_browser,
+    subscription_round_in_the_browser
+);
 
 fn shot_path(db: Db, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -485,6 +489,106 @@ async fn end_user_round_in_the_browser(db: Db) {
     shot(&mut page, db, "portal-after").await;
     page.viewport(390, 844).await.expect("viewport");
     shot(&mut page, db, "portal-390").await;
+
+    page.close().await;
+    browser.close().await;
+    app.finish().await;
+}
+
+/// A subscriber's round on the billing page: subscribe through the sandbox, cancel at the period
+/// end, change their mind and keep it — and the API agrees at each step.
+async fn subscription_round_in_the_browser(db: Db) {
+    let Some(chromium) = find_chromium() else {
+        eprintln!("skipping the subscription browser test: no Chromium (or set {CHROMIUM_ENV})");
+        return;
+    };
+    let app = TestApp::spawn_with(db, |s| s.sandbox_enabled = true).await;
+    let (status, body, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin_token("root"),
+            json!({"name": "Pro", "kind": "subscription", "currency": "usd",
+                "price_monthly": 1999, "credits_included": 5000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, session, _) = app
+        .post(
+            "/billing/portal-sessions",
+            &app_token("erin", "default", None),
+            json!({"return_url": "http://localhost:3000/account"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let portal = session["data"]["url"].as_str().unwrap().to_owned();
+    let subscription = || async {
+        let (status, body, _) = app
+            .get("/subscription", &app_token("erin", "default", None))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    };
+
+    let browser = Browser::launch(&chromium)
+        .await
+        .unwrap_or_else(|e| panic!("launching {}: {e}", chromium.display()));
+    let mut page = browser.new_page().await.expect("a tab");
+    page.viewport(1280, 900).await.expect("viewport");
+    page.goto(&portal, PAGE_TIMEOUT)
+        .await
+        .expect("the portal loads");
+    click_then(
+        &mut page,
+        "[id^='plan-'] form button",
+        "location.pathname.startsWith('/payment/sandbox/')",
+    )
+    .await;
+    click_then(
+        &mut page,
+        "#pay",
+        "document.getElementById('status')?.textContent === 'completed'",
+    )
+    .await;
+    assert_eq!(app.balance("erin").await, 5000);
+
+    page.goto(&portal, PAGE_TIMEOUT)
+        .await
+        .expect("the portal loads");
+    click_then(
+        &mut page,
+        "#cancel",
+        "document.getElementById('resume') !== null",
+    )
+    .await;
+    let shown = text(&mut page, "document.body.innerText").await;
+    assert!(
+        shown.contains("ends with the current period") && shown.contains("ends then"),
+        "{shown}"
+    );
+    assert_eq!(subscription().await["cancel_at_period_end"], true);
+    shot(&mut page, db, "portal-canceling").await;
+
+    click_then(
+        &mut page,
+        "#resume",
+        "document.getElementById('cancel') !== null",
+    )
+    .await;
+    let shown = text(&mut page, "document.body.innerText").await;
+    assert!(shown.contains("renews as before"), "{shown}");
+    let sub = subscription().await;
+    assert_eq!(
+        (
+            sub["status"].as_str(),
+            sub["cancel_at_period_end"].as_bool()
+        ),
+        (Some("active"), Some(false))
+    );
+    assert_eq!(
+        app.balance("erin").await,
+        5000,
+        "cancelling takes nothing back"
+    );
 
     page.close().await;
     browser.close().await;

@@ -78,6 +78,8 @@ async fn portal_page(
         .await
         .map_err(ApiError::from)?;
     let channels = state.checkout.channels();
+    // One live subscription per user: plans are offered only to users without one.
+    let subscribed = subscription.as_ref().is_some_and(|s| s.status.is_live());
     let base = format!("/portal/{token}");
     let buy = |plan_id: &str, interval: Option<&str>, label: Markup| {
         html! {
@@ -127,19 +129,21 @@ async fn portal_page(
                         " · " (sub.status.as_str().replace('_', " "))
                         @if let Some(end) = sub.current_period_end { " · current period ends " (instant(end)) }
                         @if sub.cancel_at_period_end { " · ends then" } }
-                    @if sub.status.is_live() {
-                        @if sub.cancel_at_period_end {
-                            form.inline method="post" action={ (base) "/resume" } {
-                                button type="submit" id="resume" { "Keep my subscription" }
-                            }
-                        } @else {
-                            form.inline method="post" action={ (base) "/cancel" } {
-                                button.secondary type="submit" id="cancel" { "Cancel at period end" }
+                    div.actions {
+                        @if sub.status.is_live() {
+                            @if sub.cancel_at_period_end {
+                                form.inline method="post" action={ (base) "/resume" } {
+                                    button type="submit" id="resume" { "Keep my subscription" }
+                                }
+                            } @else {
+                                form.inline method="post" action={ (base) "/cancel" } {
+                                    button.secondary type="submit" id="cancel" { "Cancel at period end" }
+                                }
                             }
                         }
-                    }
-                    form.inline method="post" action={ (base) "/manage" } {
-                        button.secondary type="submit" id="manage" { "Manage subscription" }
+                        form.inline method="post" action={ (base) "/manage" } {
+                            button.secondary type="submit" id="manage" { "Manage subscription" }
+                        }
                     }
                 },
             }
@@ -155,6 +159,8 @@ async fn portal_page(
                             @if !p.description.is_empty() { p.muted { (p.description) } }
                             @if p.kind == PlanKind::CreditPack {
                                 @if let Some(price) = p.price { div.actions { (buy(&p.id, None, html! { "Buy for " (money(price, &p.currency)) })) } }
+                            } @else if subscribed {
+                                p.muted { @if subscription.as_ref().is_some_and(|s| s.plan_id == p.id) { "Your plan." } @else { "One subscription at a time: cancel yours to switch." } }
                             } @else {
                                 div.actions {
                                     @if let Some(m) = p.price_monthly { (buy(&p.id, Some("month"), html! { (money(m, &p.currency)) " a month" })) }
