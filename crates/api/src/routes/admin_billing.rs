@@ -12,8 +12,8 @@ use crate::checkout_dto::{
     AdminSubscriptionQuery as SubscriptionFilters,
 };
 use crate::dto::before_cursor_named;
-use crate::error::{ApiError, ok, ok_cursor_page};
-use crate::routes::{instant, page};
+use crate::error::{ApiError, ok};
+use crate::routes::{instant, keyset_page, page};
 
 /// Parses an optional wire value of one of the domain's enums, naming every allowed spelling
 /// when it is none of them.
@@ -65,7 +65,7 @@ pub async fn list_orders(
             "must be an order id of this app",
         ));
     }
-    let mut rows = state
+    let rows = state
         .checkout
         .app_orders(AppOrderQuery {
             app: admin.app,
@@ -94,13 +94,12 @@ pub async fn list_orders(
             limit: limit + 1,
         })
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_before = has_more
-        .then(|| rows.last().map(|o| o.id.clone()))
-        .flatten();
-    let rows: Vec<AdminOrderDto> = rows.into_iter().map(Into::into).collect();
-    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
+    Ok(keyset_page(
+        rows,
+        (limit, offset),
+        |o| o.id.clone(),
+        AdminOrderDto::from,
+    ))
 }
 
 /// One order of the app, with the provider events that touched it.
@@ -148,7 +147,7 @@ pub async fn list_subscriptions(
     if query.plan.as_deref() == Some("") {
         return Err(ApiError::validation("plan", "must not be empty"));
     }
-    let mut rows = state
+    let rows = state
         .checkout
         .app_subscriptions(AppSubscriptionQuery {
             app: admin.app,
@@ -164,13 +163,12 @@ pub async fn list_subscriptions(
             limit: limit + 1,
         })
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_before = has_more
-        .then(|| rows.last().map(|s| s.id.clone()))
-        .flatten();
-    let rows: Vec<AdminSubscriptionDto> = rows.into_iter().map(Into::into).collect();
-    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
+    Ok(keyset_page(
+        rows,
+        (limit, offset),
+        |s| s.id.clone(),
+        AdminSubscriptionDto::from,
+    ))
 }
 
 /// One subscription of the app.

@@ -40,6 +40,21 @@ where
         .map_err(ApiError::from)
 }
 
+/// Answers one keyset page of `rows`, fetched with `limit + 1`: an extra row means there is
+/// more, and the id of the last row kept (`id_of`) is the next page's `before` cursor.
+pub(crate) fn keyset_page<T, D: serde::Serialize>(
+    mut rows: Vec<T>,
+    (limit, offset): (i64, i64),
+    id_of: impl Fn(&T) -> String,
+    dto: impl FnMut(T) -> D,
+) -> actix_web::HttpResponse {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_before = has_more.then(|| rows.last().map(&id_of)).flatten();
+    let rows: Vec<D> = rows.into_iter().map(dto).collect();
+    crate::error::ok_cursor_page(rows, limit, offset, has_more, next_before)
+}
+
 pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(20);
     let offset = offset.unwrap_or(0);

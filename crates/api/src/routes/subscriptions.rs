@@ -14,8 +14,8 @@ use crate::checkout_dto::{
     CancelSubscriptionRequest, SubscriptionChangeDto, SubscriptionDto, SubscriptionPageQuery,
 };
 use crate::dto::before_cursor_named;
-use crate::error::{ApiError, ok, ok_cursor_page};
-use crate::routes::{detached, idempotency_key, page};
+use crate::error::{ApiError, ok};
+use crate::routes::{detached, idempotency_key, keyset_page, page};
 
 /// The caller's subscriptions, newest first, past ones included; paged by the `before` cursor.
 #[utoipa::path(
@@ -34,7 +34,7 @@ pub async fn list(
     query: web::Query<SubscriptionPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page(query.limit, None)?;
-    let mut rows = state
+    let rows = state
         .checkout
         .app_subscriptions(AppSubscriptionQuery {
             app: caller.app,
@@ -44,13 +44,12 @@ pub async fn list(
             ..AppSubscriptionQuery::default()
         })
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_before = has_more
-        .then(|| rows.last().map(|s| s.id.clone()))
-        .flatten();
-    let rows: Vec<SubscriptionDto> = rows.into_iter().map(Into::into).collect();
-    Ok(ok_cursor_page(rows, limit, offset, has_more, next_before))
+    Ok(keyset_page(
+        rows,
+        (limit, offset),
+        |s| s.id.clone(),
+        SubscriptionDto::from,
+    ))
 }
 
 /// Cancels the caller's live subscription: at the end of the paid period (the default) or now.
