@@ -166,6 +166,9 @@ pub enum SubscriptionNotice {
     Canceled,
     /// `subscription.updated`: its status, period, plan or cancel-at-period-end changed.
     Updated,
+    /// `subscription.past_due`: a renewal payment failed and the provider is retrying (it became
+    /// `past_due`; recovery back to `active` is an `Updated`).
+    PastDue,
 }
 
 /// What a `SubscriptionChanged` event does.
@@ -226,11 +229,12 @@ pub fn plan_subscription_change(
             s.plan_id.clone(),
         )
     };
+    let became = |status| after.status == status && current.status != status;
     let notice = (seen(&after) != seen(current)).then(|| {
-        if after.status == SubscriptionStatus::Canceled
-            && current.status != SubscriptionStatus::Canceled
-        {
+        if became(SubscriptionStatus::Canceled) {
             SubscriptionNotice::Canceled
+        } else if became(SubscriptionStatus::PastDue) {
+            SubscriptionNotice::PastDue
         } else {
             SubscriptionNotice::Updated
         }
@@ -674,6 +678,16 @@ mod tests {
         let canceled =
             plan_subscription_change(&s, None, &news(SubscriptionStatus::Canceled, false)).unwrap();
         assert_eq!(canceled.notice, Some(SubscriptionNotice::Canceled));
+        let failing =
+            plan_subscription_change(&s, None, &news(SubscriptionStatus::PastDue, false)).unwrap();
+        assert_eq!(failing.notice, Some(SubscriptionNotice::PastDue));
+        let recovered = plan_subscription_change(
+            &sub(SubscriptionStatus::PastDue),
+            None,
+            &news(SubscriptionStatus::Active, false),
+        )
+        .unwrap();
+        assert_eq!(recovered.notice, Some(SubscriptionNotice::Updated));
         let stale = plan_subscription_change(
             &s,
             Some(NOW + time::Duration::seconds(1)),

@@ -30,6 +30,8 @@ tally_kernel::wire_enum! {
         SubscriptionRenewed = "subscription.renewed",
         /// A subscription changed plan, status or period.
         SubscriptionUpdated = "subscription.updated",
+        /// A renewal payment failed: the subscription is past due while the provider retries.
+        SubscriptionPastDue = "subscription.past_due",
         /// A subscription was canceled.
         SubscriptionCanceled = "subscription.canceled",
         /// A credit hold expired without being captured.
@@ -134,7 +136,7 @@ mod tests {
         let mut names: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
     }
 
     #[test]

@@ -19,6 +19,7 @@ backend_tests!(
     stripe_cancel_and_resume_follow_the_provider,
     creem_cancel_follows_the_provider,
     portal_cancel_and_resume,
+    stripe_failed_renewal_is_past_due_until_paid,
 );
 
 /// Subscribes `user` to `plan` through the sandbox and pays.
@@ -543,5 +544,84 @@ async fn portal_cancel_and_resume(db: Db) {
         subscription(&app, "alice").await["cancel_at_period_end"],
         false
     );
+    app.finish().await;
+}
+
+/// A renewal payment fails: Stripe moves the subscription to `past_due` (the host app hears
+/// `subscription.past_due` once, however often the event arrives) and grants nothing; the retry
+/// succeeds, the next period is paid and granted, and the subscription is `active` again (with
+/// `subscription.renewed`).
+async fn stripe_failed_renewal_is_past_due_until_paid(db: Db) {
+    let stripe = doubles::stripe().await;
+    let app = spawn(db, Some(&stripe), None).await;
+    let watcher = crate::watch(&app).await;
+    let (pro, _) = seed_plans(&app).await;
+    let order = stripe_subscriber(&app, &pro, "sub_pd").await;
+    let t0 = now_unix(&app);
+    let t1 = t0 + 30 * 86_400;
+    let failing = event(
+        "evt_pd",
+        "customer.subscription.updated",
+        t0 + 10,
+        subscription_object("sub_pd", &order, "past_due", false, t1),
+    );
+    assert_eq!(send(&app, &failing).await.0, 200);
+    assert_eq!(send(&app, &failing).await.1["data"]["outcome"], "duplicate");
+    assert_eq!(subscription(&app, "alice").await["status"], "past_due");
+    assert_eq!(
+        app.balance("alice").await,
+        1000,
+        "a failed payment grants nothing"
+    );
+    // Still live: no second subscription is sold meanwhile.
+    let (status, _) = create_session(
+        &app,
+        "alice",
+        json!({"channel": "stripe", "type": "subscription", "plan_id": pro,
+            "success_url": "https://app.example/ok"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // The retry is paid: the next period's credits, and active again.
+    let paid = event(
+        "evt_in_pd2",
+        "invoice.paid",
+        t0 + 20,
+        invoice_paid("in_pd2", "sub_pd", &order, t1, t1 + 30 * 86_400),
+    );
+    assert_eq!(send(&app, &paid).await.0, 200);
+    // A paid period makes it active at once; Stripe's own status event then changes nothing.
+    assert_eq!(subscription(&app, "alice").await["status"], "active");
+    let recovered = event(
+        "evt_pd_ok",
+        "customer.subscription.updated",
+        t0 + 21,
+        subscription_object("sub_pd", &order, "active", false, t1 + 30 * 86_400),
+    );
+    assert_eq!(send(&app, &recovered).await.0, 200);
+    assert_eq!(subscription(&app, "alice").await["status"], "active");
+    assert_eq!(app.balance("alice").await, 2000);
+
+    // order.completed, subscription.created and credits.granted for the first period;
+    // subscription.past_due; subscription.renewed and credits.granted for the second.
+    let told = crate::outbound(&watcher, 6).await;
+    assert_eq!(told.len(), 6, "{told:?}");
+    let of_type = |t: &str| -> Vec<Value> {
+        told.iter()
+            .filter(|(x, _)| x == t)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let past_due = of_type("subscription.past_due");
+    assert_eq!(past_due.len(), 1, "{told:?}");
+    assert_eq!(
+        (
+            past_due[0]["status"].as_str(),
+            past_due[0]["previous_status"].as_str()
+        ),
+        (Some("past_due"), Some("active"))
+    );
+    assert_eq!(of_type("subscription.renewed").len(), 1, "{told:?}");
     app.finish().await;
 }

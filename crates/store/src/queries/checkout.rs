@@ -1224,6 +1224,7 @@ async fn subscription_changed(
         let event_type = match notice {
             SubscriptionNotice::Canceled => EventType::SubscriptionCanceled,
             SubscriptionNotice::Updated => EventType::SubscriptionUpdated,
+            SubscriptionNotice::PastDue => EventType::SubscriptionPastDue,
         };
         let extra = SubscriptionExtra {
             previous_status: Some(sub.status.clone()),
