@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Db, TestApp, admin_token, app_token, user_token};
 use crate::doubles::{self, hmac_hex};
+use crate::sandbox::form_post;
 use crate::stripe::{
     checkout_completed, event, invoice_paid, send, subscribe, subscription_object,
 };
@@ -474,11 +475,6 @@ async fn portal_url(app: &TestApp, user: &str) -> String {
     body["data"]["url"].as_str().unwrap().to_owned()
 }
 
-async fn portal_post(app: &TestApp, url: &str) -> (u16, String) {
-    let reply = app.client.post(url).send().await.unwrap();
-    (reply.status().as_u16(), reply.text().await.unwrap())
-}
-
 async fn portal_cancel_and_resume(db: Db) {
     let app = spawn(db, None, None).await;
     let (pro, _) = seed_plans(&app).await;
@@ -498,7 +494,7 @@ async fn portal_cancel_and_resume(db: Db) {
         "{page}"
     );
 
-    let (status, page) = portal_post(&app, &format!("{url}/cancel")).await;
+    let (status, page) = form_post(&app, &format!("{url}/cancel")).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("ends with the current period"), "{page}");
     assert!(
@@ -510,7 +506,7 @@ async fn portal_cancel_and_resume(db: Db) {
         true
     );
 
-    let (status, page) = portal_post(&app, &format!("{url}/resume")).await;
+    let (status, page) = form_post(&app, &format!("{url}/resume")).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("renews as before"), "{page}");
     assert_eq!(
@@ -530,7 +526,7 @@ async fn portal_cancel_and_resume(db: Db) {
         .await
         .unwrap();
     assert!(!page.contains("id=\"cancel\""), "{page}");
-    let (status, page) = portal_post(&app, &format!("{bob}/cancel")).await;
+    let (status, page) = form_post(&app, &format!("{bob}/cancel")).await;
     assert_eq!(status, 404, "{page}");
     assert!(page.contains("Not applied"), "{page}");
     assert_eq!(
@@ -538,7 +534,7 @@ async fn portal_cancel_and_resume(db: Db) {
         false
     );
     // An altered portal URL opens nothing.
-    let (status, _) = portal_post(&app, &format!("{url}x/cancel")).await;
+    let (status, _) = form_post(&app, &format!("{url}x/cancel")).await;
     assert_eq!(status, 403);
     assert_eq!(
         subscription(&app, "alice").await["cancel_at_period_end"],

@@ -8,7 +8,8 @@ use crate::{create_session, events, orders, seed_plans, spawn, subscription};
 
 backend_tests!(sandbox_pay_and_cancel, sandbox_off_by_default);
 
-async fn form_post(app: &TestApp, url: &str) -> (u16, String) {
+/// `POST url` with no body, as a page's button does; answers status and page text.
+pub(crate) async fn form_post(app: &TestApp, url: &str) -> (u16, String) {
     let r = app.client.post(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
