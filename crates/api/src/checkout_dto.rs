@@ -313,6 +313,36 @@ impl From<Order> for AdminOrderDto {
     }
 }
 
+/// `POST /admin/orders/{id}/refund`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOrderRequest {
+    /// Minor units of the order's currency; left out: all that is left of the payment. Creem
+    /// refunds in full only.
+    #[schema(minimum = 1)]
+    pub amount: Option<i64>,
+    /// Why, for people: 1-500 characters, no control characters; carried in the provider's
+    /// refund metadata (Stripe).
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// What a refund asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundDto {
+    /// `requested`: the provider was asked; the order and the credits change when its refund
+    /// event arrives (through the sandbox, before this answer).
+    pub outcome: String,
+    /// The provider's id of the refunded payment.
+    pub payment_id: String,
+    /// What was asked back, minor units.
+    pub amount_minor: i64,
+    /// Whether that is all that was left of the payment.
+    pub full: bool,
+    /// The order as Tally knows it when answering.
+    pub order: AdminOrderDto,
+}
+
 /// `GET /admin/orders/{id}`: the order and the provider events traced to it, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminOrderDetailDto {

@@ -72,6 +72,8 @@ error_codes! {
     AlreadySubscribed = "ALREADY_SUBSCRIBED", CONFLICT;
     /// No live (active, trialing or past due) subscription to cancel or resume.
     NoActiveSubscription = "NO_ACTIVE_SUBSCRIPTION", NOT_FOUND;
+    /// The order cannot be refunded: unpaid, not yet reported paid, or refunded in full.
+    NotRefundable = "NOT_REFUNDABLE", CONFLICT;
     /// The hold was captured, released or expired already.
     HoldNotActive = "HOLD_NOT_ACTIVE", CONFLICT;
     /// The hold's time ran out.
@@ -346,6 +348,7 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::NoCustomer(m) => Self::new(ErrorCode::NoBillingCustomer, m),
             CheckoutError::AlreadySubscribed(m) => Self::new(ErrorCode::AlreadySubscribed, m),
             CheckoutError::NoActiveSubscription(m) => Self::new(ErrorCode::NoActiveSubscription, m),
+            CheckoutError::NotRefundable(m) => Self::new(ErrorCode::NotRefundable, m),
             CheckoutError::IdempotencyKeyReused => LedgerError::IdempotencyKeyReused.into(),
             CheckoutError::IdempotencyInProgress => Self::new(
                 ErrorCode::IdempotencyInProgress,

@@ -137,6 +137,7 @@ pub fn configure(
         .service(routes::admin_billing::list_subscriptions)
         .service(routes::admin_billing::get_subscription)
         .service(routes::subscriptions::admin_cancel)
+        .service(routes::refunds::refund)
         .service(routes::subscriptions::list)
         .service(routes::subscriptions::cancel)
         .service(routes::subscriptions::resume)

@@ -39,6 +39,9 @@ pub enum CheckoutError {
     /// No live subscription to cancel or resume.
     #[error("{0}")]
     NoActiveSubscription(String),
+    /// The order cannot be refunded: unpaid, not yet reported paid, or refunded in full.
+    #[error("{0}")]
+    NotRefundable(String),
     /// The idempotency key was used for a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,

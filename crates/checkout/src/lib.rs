@@ -24,12 +24,14 @@ pub use model::{
 };
 pub use provider::{
     CheckoutMode, CheckoutRequest, CheckoutSession, CouponDuration, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError, SandboxDriver, SubscriptionRequest, WebhookHeaders,
+    PortalRequest, ProviderError, RefundRequest, SandboxDriver, SubscriptionRequest,
+    WebhookHeaders,
 };
 pub use repo::{
     AppOrderQuery, AppSubscriptionQuery, CheckoutRepository, EventQuery, NewOrder, OrderQuery,
     SessionAttached,
 };
 pub use service::{
-    Checkout, CheckoutConfig, CreateSession, Providers, SessionCreated, SubscriptionChangeAnswer,
+    Checkout, CheckoutConfig, CreateSession, Providers, RefundAnswer, RefundOrder, SessionCreated,
+    SubscriptionChangeAnswer,
 };

@@ -519,6 +519,108 @@ pub fn plan_subscription_request(
     })
 }
 
+/// A payment as recorded, with every id a refund may name it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedPayment {
+    /// What a refund's arithmetic needs.
+    pub facts: PaymentFacts,
+    /// The provider's ids for it: the payment id first, then PaymentIntent, charge, Creem order
+    /// and transaction ids, as the events named them.
+    pub refs: Vec<String>,
+}
+
+/// What an operator's refund of an order asks of its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAsk {
+    /// The payment refunded: the order's own payment (a pack, or a subscription's first period).
+    pub payment_id: String,
+    /// Every id the provider may know the payment by.
+    pub payment_refs: Vec<String>,
+    /// What to refund, minor units: the amount asked, else everything not yet refunded.
+    pub amount_minor: i64,
+    /// Whether that is all that is left (the provider is asked for a full refund).
+    pub full: bool,
+}
+
+/// The longest refund reason kept.
+pub const MAX_REFUND_REASON: usize = 500;
+
+/// Decides whether the `order` can be refunded by `amount_minor` (`None`: all that is left) and
+/// how. Only a paid order refunds, through its own payment, never beyond what is left of it; Creem
+/// refunds a payment in full only. The credits follow from the provider's refund event, as for a
+/// refund made in the provider's dashboard.
+pub fn plan_refund_request(
+    order: &Order,
+    payment: Option<&RecordedPayment>,
+    amount_minor: Option<i64>,
+    reason: Option<&str>,
+) -> Result<RefundAsk, CheckoutError> {
+    if let Some(reason) = reason {
+        if reason.trim().is_empty()
+            || reason.chars().count() > MAX_REFUND_REASON
+            || reason.chars().any(char::is_control)
+        {
+            return Err(CheckoutError::invalid(
+                "reason",
+                format!("must be 1-{MAX_REFUND_REASON} characters without control characters"),
+            ));
+        }
+    }
+    if let Some(amount) = amount_minor {
+        if amount <= 0 {
+            return Err(CheckoutError::invalid(
+                "amount",
+                "must be a positive number of minor units",
+            ));
+        }
+    }
+    if !matches!(order.status, OrderStatus::Completed | OrderStatus::Refunded) {
+        return Err(CheckoutError::NotRefundable(format!(
+            "order {} is {}: nothing was paid",
+            order.id, order.status
+        )));
+    }
+    let Some(payment) = payment else {
+        return Err(CheckoutError::NotRefundable(format!(
+            "no payment of order {} has been reported by the provider yet",
+            order.id
+        )));
+    };
+    let facts = &payment.facts;
+    let left = facts.amount_paid_minor - facts.refunded_minor;
+    if facts.amount_paid_minor <= 0 {
+        return Err(CheckoutError::NotRefundable(format!(
+            "payment {} of order {} was for nothing: there is no money to give back",
+            facts.payment_id, order.id
+        )));
+    }
+    if left <= 0 {
+        return Err(CheckoutError::NotRefundable(format!(
+            "payment {} of order {} is refunded in full already",
+            facts.payment_id, order.id
+        )));
+    }
+    let amount = amount_minor.unwrap_or(left);
+    if amount > left {
+        return Err(CheckoutError::invalid(
+            "amount",
+            format!("must be at most {left}: what is left to refund of this payment"),
+        ));
+    }
+    if order.channel == Channel::Creem && amount < left {
+        return Err(CheckoutError::invalid(
+            "amount",
+            format!("Creem refunds a payment in full only: leave it out, or send {left}"),
+        ));
+    }
+    Ok(RefundAsk {
+        payment_id: facts.payment_id.clone(),
+        payment_refs: payment.refs.clone(),
+        amount_minor: amount,
+        full: amount == left,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -872,5 +974,83 @@ mod tests {
                 ));
             }
         }
+    }
+
+    fn paid_payment(paid: i64, refunded: i64) -> RecordedPayment {
+        RecordedPayment {
+            facts: PaymentFacts {
+                payment_id: "order:ord_1".into(),
+                app: "default".into(),
+                user: "alice".into(),
+                order_id: Some("ord_1".into()),
+                credits_granted: 500,
+                amount_paid_minor: paid,
+                refunded_minor: refunded,
+                clawed_back: 0,
+            },
+            refs: vec!["order:ord_1".into(), "pi_1".into()],
+        }
+    }
+
+    #[test]
+    fn a_refund_takes_what_is_left_or_a_part_of_it() {
+        let order = order(OrderStatus::Completed);
+        let all = plan_refund_request(&order, Some(&paid_payment(999, 0)), None, None).unwrap();
+        assert_eq!((all.amount_minor, all.full), (999, true));
+        assert_eq!(all.payment_refs, ["order:ord_1", "pi_1"]);
+        let part = plan_refund_request(&order, Some(&paid_payment(999, 0)), Some(100), Some("why"))
+            .unwrap();
+        assert_eq!((part.amount_minor, part.full), (100, false));
+        // A partly refunded order refunds the rest; exactly the rest is a full refund.
+        let refunded = self::order(OrderStatus::Refunded);
+        let rest =
+            plan_refund_request(&refunded, Some(&paid_payment(999, 100)), Some(899), None).unwrap();
+        assert_eq!((rest.amount_minor, rest.full), (899, true));
+    }
+
+    #[test]
+    fn refunds_that_cannot_be_are_refused() {
+        let paid = paid_payment(999, 0);
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Failed,
+            OrderStatus::Expired,
+        ] {
+            let err = plan_refund_request(&order(status), Some(&paid), None, None).unwrap_err();
+            assert!(matches!(err, CheckoutError::NotRefundable(_)), "{status}");
+        }
+        let done = order(OrderStatus::Completed);
+        let not_reported = plan_refund_request(&done, None, None, None).unwrap_err();
+        assert!(matches!(not_reported, CheckoutError::NotRefundable(_)));
+        let whole = plan_refund_request(&done, Some(&paid_payment(999, 999)), None, None);
+        assert!(matches!(whole, Err(CheckoutError::NotRefundable(_))));
+        let free = plan_refund_request(&done, Some(&paid_payment(0, 0)), None, None);
+        assert!(matches!(free, Err(CheckoutError::NotRefundable(_))));
+        let field = |r: Result<RefundAsk, CheckoutError>| match r {
+            Err(CheckoutError::Validation(fields)) => fields[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        for amount in [0, -1, 1000] {
+            assert_eq!(
+                field(plan_refund_request(&done, Some(&paid), Some(amount), None)),
+                "amount"
+            );
+        }
+        for reason in ["", "  ", "a\u{7}b", &"r".repeat(MAX_REFUND_REASON + 1)] {
+            assert_eq!(
+                field(plan_refund_request(&done, Some(&paid), None, Some(reason))),
+                "reason"
+            );
+        }
+        // Creem refunds whole payments only.
+        let creem = Order {
+            channel: Channel::Creem,
+            ..order(OrderStatus::Completed)
+        };
+        assert_eq!(
+            field(plan_refund_request(&creem, Some(&paid), Some(10), None)),
+            "amount"
+        );
+        assert!(plan_refund_request(&creem, Some(&paid), Some(999), None).is_ok());
     }
 }

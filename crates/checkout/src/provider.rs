@@ -102,6 +102,26 @@ pub struct SubscriptionRequest {
     pub idempotency_key: String,
 }
 
+/// A refund to ask the provider for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// Tally order id, carried in metadata where the provider has it.
+    pub order_id: String,
+    /// App key, carried in metadata.
+    pub app: String,
+    /// Every id the provider may know the payment by; each provider picks the one its refund
+    /// call takes (Stripe a PaymentIntent or charge, Creem a transaction).
+    pub payment_refs: Vec<String>,
+    /// How much, minor units.
+    pub amount_minor: i64,
+    /// Whether that is all that is left of the payment.
+    pub full: bool,
+    /// Why, for people (carried in metadata).
+    pub reason: Option<String>,
+    /// Sent as the provider's idempotency key where it takes one (Stripe).
+    pub idempotency_key: String,
+}
+
 /// Request headers of a webhook delivery, names lower-case.
 pub type WebhookHeaders = Vec<(String, String)>;
 
@@ -114,6 +134,10 @@ pub enum ProviderError {
     /// The provider answered an error, or could not be reached in time (after retries).
     #[error("{0}")]
     Upstream(String),
+    /// The provider cannot do what was asked for this object (a refund of a payment it knows
+    /// no refundable id of); nothing was sent.
+    #[error("{0}")]
+    Unsupported(String),
     /// The webhook's signature is missing, wrong or too old.
     #[error("{0}")]
     InvalidSignature(String),
@@ -145,6 +169,10 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug + 'static {
     async fn change_subscription(&self, request: &SubscriptionRequest)
     -> Result<(), ProviderError>;
 
+    /// Asks the provider to refund a payment. The credits are clawed back when the provider's
+    /// refund event arrives, as for a refund made in its dashboard.
+    async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError>;
+
     /// Verifies a delivery's signature over the raw `body` (at `now`), then parses it.
     fn parse_webhook(
         &self,
@@ -173,4 +201,7 @@ pub trait SandboxDriver: Send + Sync + std::fmt::Debug + 'static {
         change: SubscriptionChange,
         now: OffsetDateTime,
     ) -> (WebhookHeaders, Vec<u8>);
+
+    /// The delivery a provider sends once it has refunded `request` at `now`.
+    fn refunded(&self, request: &RefundRequest, now: OffsetDateTime) -> (WebhookHeaders, Vec<u8>);
 }

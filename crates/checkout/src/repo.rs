@@ -207,6 +207,14 @@ pub trait CheckoutRepository: Send + Sync + std::fmt::Debug + 'static {
         query: AppSubscriptionQuery,
     ) -> Result<Vec<Subscription>, CheckoutError>;
 
+    /// The order's own payment (a pack's, or a subscription's first period's) with every id
+    /// it is known by; `None` until the provider has reported it paid.
+    async fn order_payment(
+        &self,
+        app: String,
+        order_id: String,
+    ) -> Result<Option<crate::plan::RecordedPayment>, CheckoutError>;
+
     /// One subscription of the app by id.
     async fn app_subscription(
         &self,

@@ -16,7 +16,8 @@ use crate::{
     AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutMode,
     CheckoutRepository, CheckoutRequest, EventOutcome, EventQuery, Interval, NewOrder, Order,
     OrderQuery, OrderStatus, OrderType, PaymentProvider, PortalRequest, ProviderError,
-    SessionAttached, Subscription, SubscriptionChange, SubscriptionRequest, WebhookHeaders, plan,
+    RefundRequest, SessionAttached, Subscription, SubscriptionChange, SubscriptionRequest,
+    WebhookHeaders, plan,
 };
 
 /// The `Idempotency-Key` header's rule: 1–255 characters.
@@ -112,6 +113,26 @@ pub struct SubscriptionChangeAnswer {
     pub requested: bool,
     /// The subscription as Tally knows it now (before the provider's event).
     pub subscription: Subscription,
+}
+
+/// An operator's refund of an order, as the API received it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefundOrder {
+    /// Minor units; `None` refunds all that is left of the payment.
+    pub amount_minor: Option<i64>,
+    /// Why, for people.
+    pub reason: Option<String>,
+}
+
+/// What a refund asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAnswer {
+    /// The order as Tally knows it now (before the provider's refund event).
+    pub order: Order,
+    /// The payment refunded.
+    pub payment_id: String,
+    /// What the provider was asked.
+    pub request: RefundRequest,
 }
 
 /// Orders, subscriptions, sessions and provider events of every app.
@@ -579,6 +600,65 @@ impl Checkout {
         })
     }
 
+    /// Asks the order's provider to refund its payment (all that is left, or `refund.amount_minor`).
+    /// The order and the credits change when the provider's refund event arrives, once, as for
+    /// a refund made in the provider's dashboard.
+    pub async fn refund_order(
+        &self,
+        app: &str,
+        order_id: &str,
+        refund: RefundOrder,
+        idempotency_key: Option<String>,
+    ) -> Result<RefundAnswer, CheckoutError> {
+        let order = self
+            .repo
+            .order(order_id.to_owned())
+            .await?
+            .filter(|o| o.app == app)
+            .ok_or(CheckoutError::OrderNotFound)?;
+        let payment = self
+            .repo
+            .order_payment(app.to_owned(), order.id.clone())
+            .await?;
+        let ask = plan::plan_refund_request(
+            &order,
+            payment.as_ref(),
+            refund.amount_minor,
+            refund.reason.as_deref(),
+        )?;
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let provider = self
+            .providers
+            .get(order.channel)
+            .ok_or_else(|| CheckoutError::ProviderNotConfigured(order.channel.to_string()))?;
+        let request = RefundRequest {
+            order_id: order.id.clone(),
+            app: order.app.clone(),
+            payment_refs: ask.payment_refs,
+            amount_minor: ask.amount_minor,
+            full: ask.full,
+            reason: refund.reason,
+            idempotency_key: idempotency_key.unwrap_or_else(|| {
+                format!(
+                    "tally-refund-{}-{:016x}",
+                    order.id,
+                    rand::thread_rng().r#gen::<u64>()
+                )
+            }),
+        };
+        provider.refund(&request).await.map_err(|e| match e {
+            ProviderError::Unsupported(m) => CheckoutError::NotRefundable(m),
+            e => provider_failed(e),
+        })?;
+        Ok(RefundAnswer {
+            order,
+            payment_id: ask.payment_id,
+            request,
+        })
+    }
+
     /// Verifies and applies one provider webhook delivery.
     pub async fn handle_webhook(
         &self,
@@ -598,7 +678,9 @@ impl Checkout {
                 }
                 ProviderError::InvalidSignature(m) => CheckoutError::InvalidSignature(m),
                 ProviderError::Malformed(m) => CheckoutError::invalid("body", m),
-                ProviderError::Upstream(m) => CheckoutError::Provider(m),
+                ProviderError::Upstream(m) | ProviderError::Unsupported(m) => {
+                    CheckoutError::Provider(m)
+                }
             })?;
         let payload = String::from_utf8_lossy(body).into_owned();
         self.repo.apply_event(event, payload, self.now()).await

@@ -8,8 +8,8 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, PaymentEvent,
-    PaymentProvider, PortalRequest, ProviderError, SubscriptionChange, SubscriptionRequest,
-    SubscriptionStatus, WebhookHeaders,
+    PaymentProvider, PortalRequest, ProviderError, RefundRequest, SubscriptionChange,
+    SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
 
@@ -184,6 +184,22 @@ pub(crate) fn subscription_call(r: &SubscriptionRequest) -> (String, Value) {
     }
 }
 
+/// The `POST /v1/refunds` body for `r`: the payment's transaction (`tran_…`).
+pub(crate) fn refund_body(r: &RefundRequest) -> Result<Value, ProviderError> {
+    let transaction = r
+        .payment_refs
+        .iter()
+        .find(|id| id.starts_with("tran_"))
+        .ok_or_else(|| {
+            ProviderError::Unsupported(format!(
+                "Creem refunds a transaction, and no event named one for this payment ({}); \
+                 refund it in the Creem dashboard",
+                r.payment_refs.join(", ")
+            ))
+        })?;
+    Ok(json!({ "transaction_id": transaction }))
+}
+
 fn answer_str(answer: &Value, field: &str) -> Result<String, ProviderError> {
     str_at(answer, &[field])
         .ok_or_else(|| ProviderError::Upstream(format!("creem answered without `{field}`")))
@@ -225,6 +241,14 @@ impl PaymentProvider for CreemProvider {
     ) -> Result<(), ProviderError> {
         let (path, body) = subscription_call(request);
         self.post(&path, body).await.map(drop)
+    }
+
+    /// `POST /v1/refunds` with the payment's transaction id: Creem refunds what is left of a
+    /// payment, in full.
+    async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError> {
+        self.post("/v1/refunds", refund_body(request)?)
+            .await
+            .map(drop)
     }
 
     fn parse_webhook(

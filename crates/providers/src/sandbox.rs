@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, Interval, Order,
-    OrderType, PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SandboxDriver,
-    Subscription, SubscriptionChange, SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
+    OrderType, PaymentEvent, PaymentProvider, PortalRequest, ProviderError, RefundRequest,
+    SandboxDriver, Subscription, SubscriptionChange, SubscriptionRequest, SubscriptionStatus,
+    WebhookHeaders,
 };
 use time::{Date, OffsetDateTime};
 
@@ -190,6 +191,24 @@ impl SandboxProvider {
             rand::random::<u64>()
         );
         self.sign_as(&id, "subscription.updated", data, now)
+    }
+
+    /// The signed `refund.created` a provider sends once it has refunded `request` at `now`:
+    /// this refund's own amount, naming the payment. Each refund is a new event.
+    pub fn refunded(
+        &self,
+        request: &RefundRequest,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>) {
+        let refund = format!("sbx_re_{:016x}", rand::random::<u64>());
+        let data = WireData {
+            order_id: Some(request.order_id.clone()),
+            payment_refs: request.payment_refs.clone(),
+            refund_key: Some(refund.clone()),
+            amount_minor: Some(request.amount_minor),
+            ..WireData::default()
+        };
+        self.sign_as(&format!("evt_{refund}"), "refund.created", data, now)
     }
 
     fn period_paid(
@@ -405,6 +424,12 @@ impl PaymentProvider for SandboxProvider {
         Ok(())
     }
 
+    /// The sandbox has no servers to ask: its driver sends the refund event (see
+    /// [`SandboxProvider::refunded`]).
+    async fn refund(&self, _request: &RefundRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// There is no sandbox portal: the customer goes straight back.
     async fn create_portal(&self, request: &PortalRequest) -> Result<String, ProviderError> {
         Ok(request
@@ -452,5 +477,9 @@ impl SandboxDriver for SandboxProvider {
         now: OffsetDateTime,
     ) -> (WebhookHeaders, Vec<u8>) {
         SandboxProvider::subscription_changed(self, subscription, change, now)
+    }
+
+    fn refunded(&self, request: &RefundRequest, now: OffsetDateTime) -> (WebhookHeaders, Vec<u8>) {
+        SandboxProvider::refunded(self, request, now)
     }
 }

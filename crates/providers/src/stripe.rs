@@ -8,7 +8,7 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, EventKind,
-    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, SubscriptionChange,
+    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, RefundRequest, SubscriptionChange,
     SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
@@ -219,6 +219,32 @@ pub(crate) fn coupon_form(r: &CouponRequest) -> Vec<(String, String)> {
     form
 }
 
+/// The `POST /v1/refunds` form for `r`: Stripe refunds a PaymentIntent or a charge, so a
+/// payment known only by its invoice cannot be refunded from Tally.
+pub(crate) fn refund_form(r: &RefundRequest) -> Result<Vec<(String, String)>, ProviderError> {
+    let by = |prefix: &str| r.payment_refs.iter().find(|id| id.starts_with(prefix));
+    let mut form = match (by("pi_"), by("ch_")) {
+        (Some(intent), _) => vec![pair("payment_intent", intent)],
+        (None, Some(charge)) => vec![pair("charge", charge)],
+        (None, None) => {
+            return Err(ProviderError::Unsupported(format!(
+                "Stripe refunds a PaymentIntent or a charge, and no event named one for this \
+                 payment ({}); refund it in the Stripe dashboard",
+                r.payment_refs.join(", ")
+            )));
+        }
+    };
+    if !r.full {
+        form.push(pair("amount", r.amount_minor.to_string()));
+    }
+    form.push(pair("metadata[order_id]", &r.order_id));
+    form.push(pair("metadata[app]", &r.app));
+    if let Some(reason) = &r.reason {
+        form.push(pair("metadata[reason]", reason));
+    }
+    Ok(form)
+}
+
 fn answer_str(answer: &Value, field: &str) -> Result<String, ProviderError> {
     str_at(answer, &[field])
         .ok_or_else(|| ProviderError::Upstream(format!("stripe answered without `{field}`")))
@@ -299,6 +325,15 @@ impl PaymentProvider for StripeProvider {
             SubscriptionChange::CancelNow => self.call(Method::DELETE, &path, &[], None).await,
         }
         .map(drop)
+    }
+
+    /// `POST /v1/refunds` naming the PaymentIntent (else the charge), with `amount` unless the
+    /// refund takes all that is left.
+    async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError> {
+        let form = refund_form(request)?;
+        self.post("/v1/refunds", &form, &request.idempotency_key)
+            .await
+            .map(drop)
     }
 
     fn parse_webhook(

@@ -2,6 +2,7 @@
 //! way `exec.rs` says.
 
 use async_trait::async_trait;
+use tally_checkout::plan::RecordedPayment;
 use tally_checkout::{
     AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutRepository,
     EventOutcome, EventQuery, NewOrder, Order, OrderQuery, PaymentEvent, SessionAttached,
@@ -168,6 +169,17 @@ impl CheckoutRepository for Store {
             conn, &query
         )
         .await)
+        .map_err(Into::into)
+    }
+
+    async fn order_payment(
+        &self,
+        app: String,
+        order_id: String,
+    ) -> Result<Option<RecordedPayment>, CheckoutError> {
+        exec!(self, ShortRead, checkout, |conn, ops| {
+            ops::order_payment(conn, &app, &order_id).await
+        })
         .map_err(Into::into)
     }
 

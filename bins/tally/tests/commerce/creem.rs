@@ -12,12 +12,12 @@ use crate::{
 
 backend_tests!(creem_subscription_flow, creem_signatures_are_checked);
 
-fn event(id: &str, event_type: &str, created_ms: i64, object: Value) -> String {
+pub(crate) fn event(id: &str, event_type: &str, created_ms: i64, object: Value) -> String {
     json!({"id": id, "eventType": event_type, "created_at": created_ms, "object": object})
         .to_string()
 }
 
-async fn send(app: &TestApp, body: &str) -> (u16, Value) {
+pub(crate) async fn send(app: &TestApp, body: &str) -> (u16, Value) {
     let sig = hmac_hex(CREEM_WHSEC, body);
     deliver(app, "creem", &[("creem-signature", &sig)], body).await
 }
@@ -29,7 +29,7 @@ fn iso(unix: i64) -> String {
         .unwrap()
 }
 
-fn paid(sub: &str, order: &str, transaction: &str, start: i64, end: i64) -> Value {
+pub(crate) fn paid(sub: &str, order: &str, transaction: &str, start: i64, end: i64) -> Value {
     json!({
         "id": sub, "object": "subscription", "status": "active",
         "customer": {"id": "cust_alice", "email": "alice@example.com"},

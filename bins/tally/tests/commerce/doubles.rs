@@ -116,7 +116,8 @@ impl Drop for Double {
     }
 }
 
-/// A Stripe double answering checkout, portal and coupon calls like Stripe does.
+/// A Stripe double answering checkout, portal, coupon, subscription and refund calls like
+/// Stripe does.
 pub async fn stripe() -> Double {
     Double::start(Arc::new(|r: &Recorded, i: usize| {
         let ok = Duration::ZERO;
@@ -153,6 +154,29 @@ pub async fn stripe() -> Double {
                     "url": "https://billing.stripe.com/p/session/test_1"}),
                 ok,
             ),
+            "/v1/refunds" => {
+                let form = r.form();
+                match form.get("payment_intent").map(String::as_str) {
+                    Some("pi_refunded") => (
+                        400,
+                        json!({"error": {"type": "invalid_request_error",
+                            "code": "charge_already_refunded",
+                            "message": "Charge ch_x has already been refunded."}}),
+                        ok,
+                    ),
+                    Some("pi_down") => (
+                        500,
+                        json!({"error": {"type": "api_error", "message": "An error occurred."}}),
+                        ok,
+                    ),
+                    _ => (
+                        200,
+                        json!({"id": format!("re_{i}"), "object": "refund", "status": "succeeded",
+                            "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok())}),
+                        ok,
+                    ),
+                }
+            }
             path if path.starts_with("/v1/subscriptions/") => {
                 let id = path.trim_start_matches("/v1/subscriptions/");
                 if id == "sub_gone" {
@@ -175,7 +199,8 @@ pub async fn stripe() -> Double {
     .await
 }
 
-/// A Creem double answering checkout, portal and discount calls like Creem does.
+/// A Creem double answering checkout, portal, discount, subscription and refund calls like
+/// Creem does.
 pub async fn creem() -> Double {
     Double::start(Arc::new(|r: &Recorded, i: usize| {
         let ok = Duration::ZERO;
@@ -200,6 +225,23 @@ pub async fn creem() -> Double {
                 let id = path.trim_start_matches("/v1/subscriptions/");
                 let id = id.split('/').next().unwrap_or_default();
                 (200, json!({"id": id, "object": "subscription", "status": "active"}), ok)
+            }
+            "/v1/refunds" => {
+                let body = r.json();
+                if body["transaction_id"] == "tran_refused" {
+                    return (
+                        400,
+                        json!({"trace_id": "t", "status": 400, "error": "Bad Request",
+                            "message": ["Transaction is already refunded"]}),
+                        ok,
+                    );
+                }
+                (
+                    200,
+                    json!({"id": format!("ref_{i}"), "object": "refund", "status": "pending",
+                        "transaction": body["transaction_id"]}),
+                    ok,
+                )
             }
             "/v1/discounts" => {
                 let body = r.json();

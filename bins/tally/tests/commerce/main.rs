@@ -15,6 +15,7 @@ mod doubles;
 mod lifecycle;
 #[path = "../webhooks/receiver.rs"]
 mod receiver;
+mod refunds;
 mod sandbox;
 mod stats;
 mod stripe;

@@ -12,6 +12,7 @@ pub mod internal;
 pub mod orders;
 pub mod payment;
 pub mod portal;
+pub mod refunds;
 pub mod subscriptions;
 pub mod system;
 pub mod webhooks;

@@ -149,12 +149,19 @@ pub async fn admin_cancel(
 }
 
 /// A JSON body that may be left out (an empty body is the default request); a body that is
-/// there must be the request, whole.
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+/// there must be the request, whole, as a JSON object (an array is never read by position).
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e.to_string()))
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::validation("body", e.to_string()))
 }
 
 /// The answer to a change. On the sandbox channel Tally plays the provider: its signed event

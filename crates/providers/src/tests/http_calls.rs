@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError, SubscriptionChange, SubscriptionRequest,
+    PortalRequest, ProviderError, RefundRequest, SubscriptionChange, SubscriptionRequest,
 };
 
 use super::double::{Double, Reply};
@@ -717,5 +717,164 @@ async fn a_refused_subscription_change_is_an_upstream_error() {
     assert!(
         matches!(&creem_error, ProviderError::Upstream(m) if m.contains("Subscription not found")),
         "{creem_error:?}"
+    );
+}
+
+fn refund_request(refs: &[&str], amount_minor: i64, full: bool) -> RefundRequest {
+    RefundRequest {
+        order_id: "ord_1".into(),
+        app: "default".into(),
+        payment_refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+        amount_minor,
+        full,
+        reason: Some("asked & answered".into()),
+        idempotency_key: "tally-refund-ord_1".into(),
+    }
+}
+
+#[tokio::test]
+async fn stripe_refunds_name_the_payment_intent_else_the_charge() {
+    let refund = json!({"id": "re_1", "object": "refund", "status": "succeeded"});
+    let double = Double::start(vec![Reply::ok(refund.clone()), Reply::ok(refund)]).await;
+    let stripe = stripe_at(&double.base);
+    // A part of a payment known by its invoice, PaymentIntent and charge.
+    stripe
+        .refund(&refund_request(&["in_1", "ch_1", "pi_1"], 250, false))
+        .await
+        .unwrap();
+    // All that is left of a payment known by its charge only: no amount.
+    stripe
+        .refund(&refund_request(&["in_2", "ch_2"], 999, true))
+        .await
+        .unwrap();
+    let requests = double.requests();
+    let sent: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.header("authorization"),
+                Some(format!("Bearer {STRIPE_KEY}").as_str())
+            );
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                r.form(),
+                r.header("idempotency-key"),
+            )
+        })
+        .collect();
+    let metadata = [
+        ("metadata[order_id]", "ord_1"),
+        ("metadata[app]", "default"),
+        ("metadata[reason]", "asked & answered"),
+    ];
+    let with = |first: &[(&'static str, &'static str)]| {
+        let mut all = first.to_vec();
+        all.extend(metadata);
+        pairs(&all)
+    };
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "POST",
+                "/v1/refunds",
+                with(&[("payment_intent", "pi_1"), ("amount", "250")]),
+                Some("tally-refund-ord_1"),
+            ),
+            (
+                "POST",
+                "/v1/refunds",
+                with(&[("charge", "ch_2")]),
+                Some("tally-refund-ord_1"),
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn creem_refunds_name_the_transaction() {
+    let double = Double::start(vec![Reply::ok(
+        json!({"id": "ref_1", "object": "refund", "status": "pending"}),
+    )])
+    .await;
+    creem_at(&double.base)
+        .refund(&refund_request(&["ord_creem_1", "tran_1"], 999, true))
+        .await
+        .unwrap();
+    let requests = double.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].path, "/v1/refunds");
+    assert_eq!(requests[0].header("x-api-key"), Some(CREEM_KEY));
+    assert_eq!(requests[0].json(), json!({"transaction_id": "tran_1"}));
+}
+
+#[tokio::test]
+async fn a_refund_without_a_refundable_id_asks_nobody() {
+    let double = Double::start(vec![]).await;
+    let stripe = stripe_at(&double.base)
+        .refund(&refund_request(&["in_1"], 999, true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stripe, ProviderError::Unsupported(m) if m.contains("in_1")),
+        "{stripe:?}"
+    );
+    let creem = creem_at(&double.base)
+        .refund(&refund_request(&["ord_creem_1"], 999, true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&creem, ProviderError::Unsupported(m) if m.contains("ord_creem_1")),
+        "{creem:?}"
+    );
+    assert!(double.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_refund_to_a_silent_or_refusing_provider_is_an_upstream_error() {
+    let double = Double::start(vec![
+        Reply::Hang,
+        Reply::Hang,
+        Reply::Hang,
+        Reply::status(
+            400,
+            json!({"trace_id": "t", "status": 400, "error": "Bad Request",
+                "message": ["Transaction is already refunded"]}),
+        ),
+    ])
+    .await;
+    let stripe = StripeProvider::new(
+        StripeConfig {
+            secret_key: Some(STRIPE_KEY.into()),
+            api_base: double.base.clone(),
+            ..StripeConfig::default()
+        },
+        fast_client(Duration::from_millis(300)),
+    );
+    let err = stripe
+        .refund(&refund_request(&["pi_1"], 10, false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Upstream(m) if m.contains("timed out")),
+        "{err:?}"
+    );
+    let requests = double.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("idempotency-key") == Some("tally-refund-ord_1")),
+        "retries keep the key"
+    );
+    let err = creem_at(&double.base)
+        .refund(&refund_request(&["tran_1"], 10, true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Upstream(m) if m.contains("already refunded")),
+        "{err:?}"
     );
 }

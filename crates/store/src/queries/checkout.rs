@@ -11,8 +11,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tally_checkout::plan::{
-    OrderNews, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate, plan_checkout_ended,
-    plan_order_update, plan_pack_paid, plan_period_paid, plan_refund, plan_subscription_change,
+    OrderNews, RecordedPayment, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate,
+    plan_checkout_ended, plan_order_update, plan_pack_paid, plan_period_paid, plan_refund,
+    plan_subscription_change,
 };
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
@@ -420,6 +421,38 @@ pub(crate) async fn app_subscriptions(
         .load(conn)
         .await?;
     rows.into_iter().map(Subscription::try_from).collect()
+}
+
+/// The order's own payment with every id it is known by (the payment id first).
+pub(crate) async fn order_payment(
+    conn: &mut Conn,
+    app: &str,
+    order_id: &str,
+) -> Result<Option<RecordedPayment>, StoreError> {
+    let row: Option<(PaymentRow, String)> = payments::table
+        .filter(payments::app_key.eq(app))
+        .filter(payments::order_id.eq(order_id))
+        .order(payments::id)
+        .select((PaymentRow::as_select(), payments::channel))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((row, channel)) = row else {
+        return Ok(None);
+    };
+    let others: Vec<String> = payment_refs::table
+        .filter(payment_refs::channel.eq(&channel))
+        .filter(payment_refs::payment.eq(row.id))
+        .order(payment_refs::payment_ref)
+        .select(payment_refs::payment_ref)
+        .load(conn)
+        .await?;
+    let mut refs = vec![row.payment_id.clone()];
+    refs.extend(others.into_iter().filter(|r| *r != row.payment_id));
+    Ok(Some(RecordedPayment {
+        facts: row.facts(),
+        refs,
+    }))
 }
 
 /// One subscription of the app.
