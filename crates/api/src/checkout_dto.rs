@@ -313,6 +313,92 @@ impl From<Order> for AdminOrderDto {
     }
 }
 
+/// `POST /subscription/change`, and the query of `GET /subscription/change-preview`.
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChangePlanRequest {
+    /// The subscription plan to switch to (of the caller's app).
+    #[schema(min_length = 1)]
+    pub plan_id: String,
+    /// `month` or `year`; left out: the subscription's own. A change keeps the interval.
+    pub interval: Option<String>,
+}
+
+impl ChangePlanRequest {
+    /// The interval asked, parsed.
+    pub fn interval(&self) -> Result<Option<tally_checkout::Interval>, ApiError> {
+        self.interval
+            .as_deref()
+            .map(|s| {
+                tally_checkout::Interval::parse(s)
+                    .ok_or_else(|| ApiError::validation("interval", "must be month or year"))
+            })
+            .transpose()
+    }
+}
+
+/// What switching plans does now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanChangePreviewDto {
+    /// The plan switched to.
+    pub plan_id: String,
+    /// The plan switched from.
+    pub current_plan_id: String,
+    /// `month` or `year` (a change keeps the interval).
+    pub interval: String,
+    /// `upgrade` (a dearer price: charged now, pro rata, and in effect now) or `downgrade` (the
+    /// same or a cheaper price: billed from the next period, nothing refunded).
+    pub direction: String,
+    /// The new plan's price per period, minor units.
+    pub price_minor: i64,
+    /// Lower-case ISO 4217.
+    pub currency: String,
+    /// Estimated charge now: the price difference for the rest of the period (upgrades only);
+    /// the provider's proration invoice is what is charged.
+    pub amount_due_now_minor: i64,
+    /// Credits granted when the provider reports the switch: the difference in included
+    /// credits for the rest of the period (0 when the new plan includes fewer).
+    pub credits_now: i64,
+    /// Credits each later period grants.
+    pub credits_per_period: i64,
+    /// Credits each period granted so far.
+    pub current_credits_per_period: i64,
+    /// RFC 3339: the end of the current period.
+    pub current_period_end: Option<String>,
+}
+
+impl PlanChangePreviewDto {
+    /// The quote for `sub`.
+    pub fn new(quote: tally_checkout::change::PlanChangeQuote, sub: &Subscription) -> Self {
+        Self {
+            plan_id: quote.plan_id,
+            current_plan_id: sub.plan_id.clone(),
+            interval: quote.interval.as_str().to_owned(),
+            direction: quote.direction.as_str().to_owned(),
+            price_minor: quote.price_minor,
+            currency: quote.currency,
+            amount_due_now_minor: quote.amount_due_now_minor,
+            credits_now: quote.credits_now,
+            credits_per_period: quote.credits_per_period,
+            current_credits_per_period: sub.credits_per_period,
+            current_period_end: sub.current_period_end.map(rfc3339),
+        }
+    }
+}
+
+/// What a plan change asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanChangeDto {
+    /// `requested`: the provider was asked; the subscription switches, and the credits come,
+    /// when its event arrives (through the sandbox, before this answer).
+    pub outcome: String,
+    /// What the switch does, as quoted when asked.
+    pub preview: PlanChangePreviewDto,
+    /// The subscription as Tally knows it when answering.
+    pub subscription: SubscriptionDto,
+}
+
 /// `POST /admin/orders/{id}/refund`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -141,6 +141,8 @@ pub fn configure(
         .service(routes::subscriptions::list)
         .service(routes::subscriptions::cancel)
         .service(routes::subscriptions::resume)
+        .service(routes::subscriptions::change_preview)
+        .service(routes::subscriptions::change_plan)
         .service(routes::portal::user_session)
         .service(routes::portal::service_session)
         .service(routes::orders::list)

@@ -93,6 +93,10 @@ pub enum EventKind {
         amount_paid_minor: i64,
         /// Other ids a refund may name for this payment (PaymentIntent, charge).
         payment_refs: Vec<String>,
+        /// The payment is a plan change's proration (Stripe `billing_reason` =
+        /// `subscription_update`), not a period: recorded, and it grants nothing (the switch's
+        /// credits come with the subscription's change).
+        plan_change: bool,
     },
     /// A subscription changed state (`customer.subscription.*`, Creem `subscription.*` other
     /// than `paid`). Applied only if newer than the last applied change of that subscription.
@@ -111,6 +115,9 @@ pub enum EventKind {
         period_start: Option<OffsetDateTime>,
         /// Period end, when the event says.
         period_end: Option<OffsetDateTime>,
+        /// The price it bills now (Stripe price id, Creem product id, the sandbox's price
+        /// name), when the event says: a price of another of the app's plans is a plan change.
+        price_ref: Option<String>,
     },
     /// Money went back to the customer (`charge.refunded`, Creem `refund.created`). Claws back
     /// the credits the payment granted, in proportion to the amount refunded.

@@ -7,6 +7,7 @@
 //! provider-neutral [`PaymentEvent`]; the repository records the event and applies its effect in
 //! one database transaction.
 
+pub mod change;
 pub mod error;
 pub mod event;
 pub mod model;
@@ -24,14 +25,14 @@ pub use model::{
 };
 pub use provider::{
     CheckoutMode, CheckoutRequest, CheckoutSession, CouponDuration, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError, RefundRequest, SandboxDriver, SubscriptionRequest,
-    WebhookHeaders,
+    PlanChangeRequest, PortalRequest, ProviderError, RefundRequest, SandboxDriver,
+    SubscriptionRequest, WebhookHeaders,
 };
 pub use repo::{
     AppOrderQuery, AppSubscriptionQuery, CheckoutRepository, EventQuery, NewOrder, OrderQuery,
     SessionAttached,
 };
 pub use service::{
-    Checkout, CheckoutConfig, CreateSession, Providers, RefundAnswer, RefundOrder, SessionCreated,
-    SubscriptionChangeAnswer,
+    Checkout, CheckoutConfig, CreateSession, PlanChangeAnswer, Providers, RefundAnswer,
+    RefundOrder, SessionCreated, SubscriptionChangeAnswer,
 };

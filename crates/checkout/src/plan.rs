@@ -100,6 +100,23 @@ pub struct SubscriptionUpdate {
     pub cancel_at_period_end: Option<bool>,
     /// The provider's instant of the change applied (later, older changes are ignored).
     pub status_changed_at: Option<OffsetDateTime>,
+    /// The plan the provider now bills it for, when that is another plan.
+    pub plan: Option<PlanSwitch>,
+}
+
+/// A plan a provider's event says a subscription is now billed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSwitch {
+    /// The plan.
+    pub plan_id: String,
+    /// Its name, for the credits' description.
+    pub plan_name: String,
+    /// The interval billed.
+    pub interval: Interval,
+    /// The plan's included credits per period.
+    pub credits_per_period: i64,
+    /// Whether the plan's credits expire with their period.
+    pub credits_expire: bool,
 }
 
 impl SubscriptionUpdate {
@@ -155,6 +172,12 @@ impl SubscriptionUpdate {
         if let Some(ending) = self.cancel_at_period_end {
             next.cancel_at_period_end = ending;
         }
+        if let Some(plan) = &self.plan {
+            next.plan_id.clone_from(&plan.plan_id);
+            next.interval = plan.interval;
+            next.credits_per_period = plan.credits_per_period;
+            next.credits_expire = plan.credits_expire;
+        }
         next
     }
 }
@@ -172,7 +195,7 @@ pub enum SubscriptionNotice {
 }
 
 /// What a `SubscriptionChanged` event does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionChangePlan {
     /// The change to write.
     pub update: SubscriptionUpdate,
@@ -180,6 +203,8 @@ pub struct SubscriptionChangePlan {
     pub notice: Option<SubscriptionNotice>,
     /// The outcome's detail.
     pub detail: String,
+    /// The rest of the period's extra credits, when it moved to a plan with more.
+    pub grant: Option<Movement>,
 }
 
 /// What the provider says a subscription is now.
@@ -197,18 +222,28 @@ pub struct SubscriptionNews<'a> {
     pub customer_id: Option<&'a str>,
     /// When the provider made the change.
     pub changed_at: Option<OffsetDateTime>,
+    /// The plan it bills now, when the event names a price of the app's plans.
+    pub plan: Option<&'a PlanSwitch>,
+    /// The event's business key (`channel:event id`): a plan switch grants once per key.
+    pub event_key: &'a str,
 }
 
 /// Applies what the provider says of `current`, whose last applied change happened at
 /// `last_change`; `None` when the event is older than that change (events arrive out of order).
+///
+/// A switch to another plan (see [`crate::change`]) takes the new plan's credits per period and
+/// expiry for later periods; when it includes more credits than before, the difference for the
+/// rest of the current period (from the provider's instant of the change) is granted now,
+/// expiring with the period when the plan's credits expire. Fewer credits take nothing back.
 pub fn plan_subscription_change(
     current: &Subscription,
     last_change: Option<OffsetDateTime>,
     news: &SubscriptionNews<'_>,
-) -> Option<SubscriptionChangePlan> {
+    now: OffsetDateTime,
+) -> Result<Option<SubscriptionChangePlan>, LedgerError> {
     if let (Some(at), Some(last)) = (news.changed_at, last_change) {
         if at < last {
-            return None;
+            return Ok(None);
         }
     }
     let mut update = SubscriptionUpdate::default();
@@ -219,6 +254,16 @@ pub fn plan_subscription_change(
     update.period(current, news.period_start, news.period_end);
     update.customer(current, news.customer_id);
     update.status_changed_at = news.changed_at;
+    update.plan = news
+        .plan
+        .filter(|p| {
+            (p.plan_id.as_str(), p.interval) != (current.plan_id.as_str(), current.interval)
+        })
+        .cloned();
+    let grant = match &update.plan {
+        Some(switch) => plan_switch_grant(current, switch, news, now)?,
+        None => None,
+    };
     let after = update.applied_to(current);
     let seen = |s: &Subscription| {
         (
@@ -240,16 +285,61 @@ pub fn plan_subscription_change(
         }
     });
     let status = after.status.as_str();
-    let detail = if after.cancel_at_period_end && after.status != SubscriptionStatus::Canceled {
+    let mut detail = if after.cancel_at_period_end && after.status != SubscriptionStatus::Canceled {
         format!("subscription {status}, ends at period end")
     } else {
         format!("subscription {status}")
     };
-    Some(SubscriptionChangePlan {
+    if let Some(switch) = &update.plan {
+        detail.push_str(&format!(", plan {} → {}", current.plan_id, switch.plan_id));
+        if let Some(MovementKind::Grant { credits, .. }) = grant.as_ref().map(|g| &g.kind) {
+            detail.push_str(&format!(" (+{credits} credits for the rest of the period)"));
+        }
+    }
+    Ok(Some(SubscriptionChangePlan {
         update,
         notice,
         detail,
-    })
+        grant,
+    }))
+}
+
+/// The extra credits of a switch to a plan with more: the difference for what is left of the
+/// current period at the provider's instant of the change.
+fn plan_switch_grant(
+    current: &Subscription,
+    switch: &PlanSwitch,
+    news: &SubscriptionNews<'_>,
+    now: OffsetDateTime,
+) -> Result<Option<Movement>, LedgerError> {
+    let credits = crate::change::prorated(
+        switch.credits_per_period - current.credits_per_period,
+        current.current_period_start,
+        current.current_period_end,
+        news.changed_at.unwrap_or(now),
+    );
+    if credits <= 0 {
+        return Ok(None);
+    }
+    let movement = Movement {
+        account: AccountRef::new(&current.app, &current.user)?,
+        kind: MovementKind::Grant {
+            txn_type: TxnType::Subscription,
+            credits,
+            expires_at: period_expiry(switch.credits_expire, current.current_period_end, now),
+        },
+        description: format!("Plan change to {}: rest of the period", switch.plan_name),
+        idempotency_key: Some(format!("plan-change:{}", news.event_key)),
+        metadata: Some(serde_json::json!({
+            "subscription_id": current.id,
+            "order_id": current.order_id,
+            "from_plan_id": current.plan_id,
+            "plan_id": switch.plan_id,
+        })),
+        actor: Some(format!("provider:{}", current.channel)),
+    };
+    movement.validate()?;
+    Ok(Some(movement))
 }
 
 /// What a paid period (a subscription's first payment or a renewal) does.
@@ -264,10 +354,14 @@ pub struct PeriodPlan {
     pub renewed: bool,
     /// The period's credits (none when the plan includes none).
     pub grant: Option<Movement>,
+    /// The credits the payment grants (recorded with it: a refund claws back in proportion).
+    pub credits: i64,
 }
 
 /// What the payment `payment_id` of a period from `start` to `end` does to `sub`, which has
-/// `earlier_payments` payments so far, on `channel`; `plan_name` names the credits.
+/// `earlier_payments` payments so far, on `channel`; `plan_name` names the credits. A plan
+/// change's proration (`plan_change`) is no period: it moves nothing and grants nothing (the
+/// switch's credits come with the subscription's change, see [`plan_subscription_change`]).
 #[allow(clippy::too_many_arguments)]
 pub fn plan_period_paid(
     sub: &Subscription,
@@ -277,8 +371,20 @@ pub fn plan_period_paid(
     (start, end): (Option<OffsetDateTime>, Option<OffsetDateTime>),
     customer_id: Option<&str>,
     plan_name: &str,
+    plan_change: bool,
     now: OffsetDateTime,
 ) -> Result<PeriodPlan, LedgerError> {
+    if plan_change {
+        let mut update = SubscriptionUpdate::default();
+        update.customer(sub, customer_id);
+        return Ok(PeriodPlan {
+            first_payment: false,
+            update,
+            renewed: false,
+            grant: None,
+            credits: 0,
+        });
+    }
     let mut update = SubscriptionUpdate::default();
     update.period(sub, start, end);
     update.status(sub, SubscriptionStatus::Active);
@@ -301,6 +407,7 @@ pub fn plan_period_paid(
         update,
         renewed: earlier_payments > 0,
         grant,
+        credits: sub.credits_per_period,
     })
 }
 
@@ -771,31 +878,31 @@ mod tests {
             changed_at: Some(NOW),
             ..SubscriptionNews::default()
         };
-        let same = plan_subscription_change(&s, None, &news(SubscriptionStatus::Active, false));
+        let change = |s: &Subscription, last, news: &SubscriptionNews<'_>| {
+            plan_subscription_change(s, last, news, NOW).unwrap()
+        };
+        let same = change(&s, None, &news(SubscriptionStatus::Active, false));
         assert_eq!(same.unwrap().notice, None);
-        let ending =
-            plan_subscription_change(&s, None, &news(SubscriptionStatus::Active, true)).unwrap();
+        let ending = change(&s, None, &news(SubscriptionStatus::Active, true)).unwrap();
         assert_eq!(ending.notice, Some(SubscriptionNotice::Updated));
         assert_eq!(ending.detail, "subscription active, ends at period end");
-        let canceled =
-            plan_subscription_change(&s, None, &news(SubscriptionStatus::Canceled, false)).unwrap();
+        let canceled = change(&s, None, &news(SubscriptionStatus::Canceled, false)).unwrap();
         assert_eq!(canceled.notice, Some(SubscriptionNotice::Canceled));
-        let failing =
-            plan_subscription_change(&s, None, &news(SubscriptionStatus::PastDue, false)).unwrap();
+        let failing = change(&s, None, &news(SubscriptionStatus::PastDue, false)).unwrap();
         assert_eq!(failing.notice, Some(SubscriptionNotice::PastDue));
-        let recovered = plan_subscription_change(
+        let recovered = change(
             &sub(SubscriptionStatus::PastDue),
             None,
             &news(SubscriptionStatus::Active, false),
         )
         .unwrap();
         assert_eq!(recovered.notice, Some(SubscriptionNotice::Updated));
-        let stale = plan_subscription_change(
+        let stale = change(
             &s,
             Some(NOW + time::Duration::seconds(1)),
             &news(SubscriptionStatus::PastDue, false),
         );
-        assert_eq!(stale, None, "older than the last applied change");
+        assert!(stale.is_none(), "older than the last applied change");
     }
 
     #[test]
@@ -810,6 +917,7 @@ mod tests {
             (Some(NOW), Some(end)),
             None,
             "Pro",
+            false,
             NOW,
         )
         .unwrap();
@@ -837,6 +945,7 @@ mod tests {
             (None, None),
             None,
             "Pro",
+            false,
             NOW,
         )
         .unwrap();
@@ -851,6 +960,7 @@ mod tests {
             (None, None),
             None,
             "Free",
+            false,
             NOW,
         );
         assert_eq!(none.unwrap().grant, None);
@@ -1052,5 +1162,71 @@ mod tests {
             "amount"
         );
         assert!(plan_refund_request(&creem, Some(&paid), Some(999), None).is_ok());
+    }
+
+    #[test]
+    fn a_switch_to_more_credits_grants_the_rest_of_the_period_once() {
+        // The period runs 2026-06-01 12:00 to 2026-07-01 12:00 (30 days); 1,000 credits now.
+        let s = sub(SubscriptionStatus::Active);
+        let more = PlanSwitch {
+            plan_id: "5".into(),
+            plan_name: "Max".into(),
+            interval: Interval::Month,
+            credits_per_period: 4000,
+            credits_expire: true,
+        };
+        let news = SubscriptionNews {
+            status: Some(SubscriptionStatus::Active),
+            changed_at: Some(datetime!(2026-06-21 12:00 UTC)),
+            plan: Some(&more),
+            event_key: "stripe:evt_up",
+            ..SubscriptionNews::default()
+        };
+        let plan = plan_subscription_change(&s, None, &news, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.update.plan.as_ref(), Some(&more));
+        assert_eq!(plan.notice, Some(SubscriptionNotice::Updated));
+        let grant = plan.grant.expect("more credits");
+        assert_eq!(
+            grant.kind,
+            MovementKind::Grant {
+                txn_type: TxnType::Subscription,
+                credits: 1000,
+                expires_at: Some(datetime!(2026-07-01 12:00 UTC)),
+            },
+            "a third of the 3,000 more, expiring with the period"
+        );
+        assert_eq!(
+            grant.idempotency_key.as_deref(),
+            Some("plan-change:stripe:evt_up")
+        );
+        let after = plan.update.applied_to(&s);
+        assert_eq!(
+            (after.plan_id.as_str(), after.credits_per_period),
+            ("5", 4000)
+        );
+
+        // Reported again once applied: the same plan, nothing to switch or grant.
+        let again = plan_subscription_change(&after, None, &news, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.update.plan, again.grant), (None, None));
+
+        // Back to fewer credits: the plan switches, nothing is taken back.
+        let fewer = PlanSwitch {
+            plan_id: "3".into(),
+            credits_per_period: 1000,
+            ..more.clone()
+        };
+        let down = SubscriptionNews {
+            plan: Some(&fewer),
+            ..news
+        };
+        let back = plan_subscription_change(&after, None, &down, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.update.plan.as_ref(), Some(&fewer));
+        assert_eq!(back.grant, None);
     }
 }

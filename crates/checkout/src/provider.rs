@@ -102,6 +102,20 @@ pub struct SubscriptionRequest {
     pub idempotency_key: String,
 }
 
+/// A switch of a subscription to another plan's price, to ask the provider for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangeRequest {
+    /// The provider's subscription id.
+    pub subscription_id: String,
+    /// The new price: Stripe price id, Creem product id, the sandbox's price name.
+    pub price_ref: String,
+    /// Charge the difference now, pro rata for the rest of the period (an upgrade); otherwise
+    /// the new price applies from the next period and nothing is charged or refunded now.
+    pub prorate: bool,
+    /// Sent as the provider's idempotency key where it takes one (Stripe).
+    pub idempotency_key: String,
+}
+
 /// A refund to ask the provider for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
@@ -169,6 +183,10 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug + 'static {
     async fn change_subscription(&self, request: &SubscriptionRequest)
     -> Result<(), ProviderError>;
 
+    /// Asks the provider to bill the subscription at another plan's price. Tally's record
+    /// switches plans when the provider's event about it arrives.
+    async fn change_plan(&self, request: &PlanChangeRequest) -> Result<(), ProviderError>;
+
     /// Asks the provider to refund a payment. The credits are clawed back when the provider's
     /// refund event arrives, as for a refund made in its dashboard.
     async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError>;
@@ -199,6 +217,15 @@ pub trait SandboxDriver: Send + Sync + std::fmt::Debug + 'static {
         &self,
         subscription: &crate::Subscription,
         change: SubscriptionChange,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>);
+
+    /// The delivery a provider sends once it has switched `subscription` as `request` asks, at
+    /// `now`.
+    fn plan_changed(
+        &self,
+        subscription: &crate::Subscription,
+        request: &PlanChangeRequest,
         now: OffsetDateTime,
     ) -> (WebhookHeaders, Vec<u8>);
 

@@ -7,17 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use serde::Serialize;
-use tally_catalog::{Catalog, Coupon, Plan, PlanKind};
+use tally_catalog::{Catalog, Coupon, Plan};
 use tally_kernel::Clock;
 use time::OffsetDateTime;
 
+use crate::change::{self, PlanChangeQuote, price};
 use crate::provider::CouponRequest;
 use crate::{
     AppOrderQuery, AppSubscriptionQuery, BillingEvent, Channel, CheckoutError, CheckoutMode,
     CheckoutRepository, CheckoutRequest, EventOutcome, EventQuery, Interval, NewOrder, Order,
-    OrderQuery, OrderStatus, OrderType, PaymentProvider, PortalRequest, ProviderError,
-    RefundRequest, SessionAttached, Subscription, SubscriptionChange, SubscriptionRequest,
-    WebhookHeaders, plan,
+    OrderQuery, OrderStatus, OrderType, PaymentProvider, PlanChangeRequest, PortalRequest,
+    ProviderError, RefundRequest, SessionAttached, Subscription, SubscriptionChange,
+    SubscriptionRequest, WebhookHeaders, plan,
 };
 
 /// The `Idempotency-Key` header's rule: 1–255 characters.
@@ -113,6 +114,17 @@ pub struct SubscriptionChangeAnswer {
     pub requested: bool,
     /// The subscription as Tally knows it now (before the provider's event).
     pub subscription: Subscription,
+}
+
+/// What a plan change asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangeAnswer {
+    /// What the switch does, as quoted when it was asked.
+    pub quote: PlanChangeQuote,
+    /// The subscription as Tally knows it now (before the provider's event).
+    pub subscription: Subscription,
+    /// What the provider was asked.
+    pub request: PlanChangeRequest,
 }
 
 /// An operator's refund of an order, as the API received it.
@@ -600,6 +612,85 @@ impl Checkout {
         })
     }
 
+    /// What switching the user's live subscription to `plan_id` (for `interval`, `None`: the
+    /// same) would do now: the direction, the estimated charge and the credits.
+    pub async fn preview_plan_change(
+        &self,
+        app: &str,
+        user: &str,
+        plan_id: &str,
+        interval: Option<Interval>,
+    ) -> Result<(PlanChangeQuote, Subscription), CheckoutError> {
+        let current = self
+            .repo
+            .subscription(app.to_owned(), user.to_owned())
+            .await?;
+        let target = self
+            .catalog
+            .plan(app, plan_id)
+            .await?
+            .ok_or(CheckoutError::PlanNotFound)?;
+        let current_plan = match &current {
+            Some(sub) => self.catalog.plan(app, &sub.plan_id).await?,
+            None => None,
+        };
+        let quote = change::quote_plan_change(
+            current.as_ref(),
+            current_plan.as_ref(),
+            &target,
+            interval,
+            self.now(),
+        )?;
+        // The quote refuses a missing subscription.
+        let sub =
+            current.ok_or_else(|| CheckoutError::NoActiveSubscription("no subscription".into()))?;
+        Ok((quote, sub))
+    }
+
+    /// Asks the provider to bill the user's live subscription at `plan_id`'s price: now, pro
+    /// rata, for an upgrade; from the next period for a downgrade. The subscription switches,
+    /// and any credits come, when the provider's event arrives.
+    pub async fn change_plan(
+        &self,
+        app: &str,
+        user: &str,
+        plan_id: &str,
+        interval: Option<Interval>,
+        idempotency_key: Option<String>,
+    ) -> Result<PlanChangeAnswer, CheckoutError> {
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let (quote, subscription) = self
+            .preview_plan_change(app, user, plan_id, interval)
+            .await?;
+        let provider = self.providers.get(subscription.channel).ok_or_else(|| {
+            CheckoutError::ProviderNotConfigured(subscription.channel.to_string())
+        })?;
+        let request = PlanChangeRequest {
+            subscription_id: subscription.provider_subscription_id.clone(),
+            price_ref: quote.price_ref.clone(),
+            prorate: quote.direction == change::Direction::Upgrade,
+            idempotency_key: idempotency_key.unwrap_or_else(|| {
+                format!(
+                    "tally-{}-plan-{}-{:016x}",
+                    subscription.provider_subscription_id,
+                    quote.plan_id,
+                    rand::thread_rng().r#gen::<u64>()
+                )
+            }),
+        };
+        provider
+            .change_plan(&request)
+            .await
+            .map_err(provider_failed)?;
+        Ok(PlanChangeAnswer {
+            quote,
+            subscription,
+            request,
+        })
+    }
+
     /// Asks the order's provider to refund its payment (all that is left, or `refund.amount_minor`).
     /// The order and the credits change when the provider's refund event arrives, once, as for
     /// a refund made in the provider's dashboard.
@@ -794,68 +885,6 @@ impl Checkout {
             })
             .await
     }
-}
-
-struct Priced {
-    amount_minor: i64,
-    price_ref: String,
-}
-
-/// The list price and the provider's price/product id for this purchase.
-fn price(
-    plan: &Plan,
-    order_type: OrderType,
-    interval: Option<Interval>,
-    channel: Channel,
-) -> Result<Priced, CheckoutError> {
-    if !plan.active {
-        return Err(CheckoutError::PlanNotPurchasable(
-            "plan is not active".into(),
-        ));
-    }
-    let (amount, stripe, creem) = match (plan.kind, order_type, interval) {
-        (PlanKind::Subscription, OrderType::Subscription, Some(Interval::Month)) => (
-            plan.price_monthly,
-            &plan.stripe_price_id_monthly,
-            &plan.creem_product_id_monthly,
-        ),
-        (PlanKind::Subscription, OrderType::Subscription, Some(Interval::Year)) => (
-            plan.price_yearly,
-            &plan.stripe_price_id_yearly,
-            &plan.creem_product_id_yearly,
-        ),
-        (PlanKind::CreditPack, OrderType::Credits, None) => {
-            (plan.price, &plan.stripe_price_id, &plan.creem_product_id)
-        }
-        (PlanKind::CreditPack, _, _) => {
-            return Err(CheckoutError::invalid(
-                "type",
-                "this plan is a credit pack: use type credits",
-            ));
-        }
-        (PlanKind::Subscription, _, _) => {
-            return Err(CheckoutError::invalid(
-                "type",
-                "this plan is a subscription: use type subscription",
-            ));
-        }
-    };
-    let what = interval.map_or("one-time".to_owned(), |i| format!("{i}ly"));
-    let amount_minor = amount
-        .ok_or_else(|| CheckoutError::PlanNotPurchasable(format!("plan has no {what} price")))?;
-    let price_ref = match channel {
-        Channel::Stripe => stripe.clone().ok_or_else(|| {
-            CheckoutError::PlanNotPurchasable(format!("plan has no Stripe {what} price id"))
-        })?,
-        Channel::Creem => creem.clone().ok_or_else(|| {
-            CheckoutError::PlanNotPurchasable(format!("plan has no creem_product_id for {what}"))
-        })?,
-        Channel::Sandbox => format!("sandbox_{}_{}", plan.id, what),
-    };
-    Ok(Priced {
-        amount_minor,
-        price_ref,
-    })
 }
 
 /// The coupon's discount on `amount_minor`, never more than the amount.

@@ -8,8 +8,8 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, PaymentEvent,
-    PaymentProvider, PortalRequest, ProviderError, RefundRequest, SubscriptionChange,
-    SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
+    PaymentProvider, PlanChangeRequest, PortalRequest, ProviderError, RefundRequest,
+    SubscriptionChange, SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
 
@@ -243,6 +243,19 @@ impl PaymentProvider for CreemProvider {
         self.post(&path, body).await.map(drop)
     }
 
+    /// `POST /v1/subscriptions/{id}/upgrade` with the new product and `update_behavior`
+    /// `proration-charge-immediately` (an upgrade) or `proration-none` (from the next period).
+    async fn change_plan(&self, request: &PlanChangeRequest) -> Result<(), ProviderError> {
+        let path = format!("/v1/subscriptions/{}/upgrade", request.subscription_id);
+        let behavior = if request.prorate {
+            "proration-charge-immediately"
+        } else {
+            "proration-none"
+        };
+        let body = json!({ "product_id": request.price_ref, "update_behavior": behavior });
+        self.post(&path, body).await.map(drop)
+    }
+
     /// `POST /v1/refunds` with the payment's transaction id: Creem refunds what is left of a
     /// payment, in full.
     async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError> {
@@ -321,6 +334,7 @@ fn event_kind(event_type: &str, o: &Value) -> Result<EventKind, ProviderError> {
                     .or_else(|| i64_at(o, &["product", "price"]))
                     .unwrap_or(0),
                 payment_refs: vec![transaction],
+                plan_change: false,
             }
         }
         "subscription.active"
@@ -354,6 +368,8 @@ fn event_kind(event_type: &str, o: &Value) -> Result<EventKind, ProviderError> {
                 cancel_at_period_end,
                 period_start: rfc3339_at(o, &["current_period_start_date"]),
                 period_end: rfc3339_at(o, &["current_period_end_date"]),
+                price_ref: id_at(o, &["product"])
+                    .or_else(|| str_at(o, &["items", "0", "product_id"])),
             }
         }
         "refund.created" => EventKind::Refunded {

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutRequest, CheckoutSession, CouponRequest, EventKind, Interval, Order,
-    OrderType, PaymentEvent, PaymentProvider, PortalRequest, ProviderError, RefundRequest,
-    SandboxDriver, Subscription, SubscriptionChange, SubscriptionRequest, SubscriptionStatus,
-    WebhookHeaders,
+    OrderType, PaymentEvent, PaymentProvider, PlanChangeRequest, PortalRequest, ProviderError,
+    RefundRequest, SandboxDriver, Subscription, SubscriptionChange, SubscriptionRequest,
+    SubscriptionStatus, WebhookHeaders,
 };
 use time::{Date, OffsetDateTime};
 
@@ -89,6 +89,8 @@ struct WireData {
     refunded_total_minor: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dispute_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_ref: Option<String>,
 }
 
 impl SandboxProvider {
@@ -187,6 +189,30 @@ impl SandboxProvider {
         };
         let id = format!(
             "evt_sbx_{}_{change}_{:016x}",
+            subscription.provider_subscription_id,
+            rand::random::<u64>()
+        );
+        self.sign_as(&id, "subscription.updated", data, now)
+    }
+
+    /// The signed `subscription.updated` a provider sends once it bills `subscription` at
+    /// `request`'s price (from `now`). Each switch is a new event.
+    pub fn plan_changed(
+        &self,
+        subscription: &Subscription,
+        request: &PlanChangeRequest,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>) {
+        let data = WireData {
+            order_id: Some(subscription.order_id.clone()),
+            subscription_id: Some(subscription.provider_subscription_id.clone()),
+            customer_id: subscription.provider_customer_id.clone(),
+            status: Some(subscription.status.as_str().to_owned()),
+            price_ref: Some(request.price_ref.clone()),
+            ..WireData::default()
+        };
+        let id = format!(
+            "evt_sbx_{}_plan_{:016x}",
             subscription.provider_subscription_id,
             rand::random::<u64>()
         );
@@ -362,6 +388,7 @@ fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
             period_end: unix(d.period_end),
             amount_paid_minor: d.amount_minor.unwrap_or(0),
             payment_refs: d.payment_refs,
+            plan_change: false,
         },
         "subscription.updated" => EventKind::SubscriptionChanged {
             subscription_id: need(d.subscription_id, "subscription_id", t)?,
@@ -371,6 +398,7 @@ fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
             cancel_at_period_end: d.cancel_at_period_end,
             period_start: unix(d.period_start),
             period_end: unix(d.period_end),
+            price_ref: d.price_ref,
         },
         "refund.created" => EventKind::Refunded {
             refund_key: need(d.refund_key, "refund_key", t)?,
@@ -421,6 +449,12 @@ impl PaymentProvider for SandboxProvider {
         &self,
         _request: &SubscriptionRequest,
     ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// The sandbox has no servers to ask: its driver sends the switch's event (see
+    /// [`SandboxProvider::plan_changed`]).
+    async fn change_plan(&self, _request: &PlanChangeRequest) -> Result<(), ProviderError> {
         Ok(())
     }
 
@@ -477,6 +511,15 @@ impl SandboxDriver for SandboxProvider {
         now: OffsetDateTime,
     ) -> (WebhookHeaders, Vec<u8>) {
         SandboxProvider::subscription_changed(self, subscription, change, now)
+    }
+
+    fn plan_changed(
+        &self,
+        subscription: &Subscription,
+        request: &PlanChangeRequest,
+        now: OffsetDateTime,
+    ) -> (WebhookHeaders, Vec<u8>) {
+        SandboxProvider::plan_changed(self, subscription, request, now)
     }
 
     fn refunded(&self, request: &RefundRequest, now: OffsetDateTime) -> (WebhookHeaders, Vec<u8>) {

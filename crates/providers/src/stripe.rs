@@ -8,8 +8,8 @@ use tally_checkout::CouponDuration;
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, EventKind,
-    PaymentEvent, PaymentProvider, PortalRequest, ProviderError, RefundRequest, SubscriptionChange,
-    SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
+    PaymentEvent, PaymentProvider, PlanChangeRequest, PortalRequest, ProviderError, RefundRequest,
+    SubscriptionChange, SubscriptionRequest, SubscriptionStatus, WebhookHeaders,
 };
 use time::OffsetDateTime;
 
@@ -327,6 +327,35 @@ impl PaymentProvider for StripeProvider {
         .map(drop)
     }
 
+    /// `GET /v1/subscriptions/{id}` for its item, then `POST /v1/subscriptions/{id}` moving that
+    /// item to the new price, with `proration_behavior=always_invoice` (an upgrade: the
+    /// difference is invoiced and charged now) or `none` (from the next period).
+    async fn change_plan(&self, request: &PlanChangeRequest) -> Result<(), ProviderError> {
+        let path = format!("/v1/subscriptions/{}", request.subscription_id);
+        let current = self.call(Method::GET, &path, &[], None).await?;
+        let item = id_at(&current, &["items", "data", "0"]).ok_or_else(|| {
+            ProviderError::Upstream(format!(
+                "stripe answered subscription {} without an item",
+                request.subscription_id
+            ))
+        })?;
+        let form = vec![
+            pair("items[0][id]", item),
+            pair("items[0][price]", &request.price_ref),
+            pair(
+                "proration_behavior",
+                if request.prorate {
+                    "always_invoice"
+                } else {
+                    "none"
+                },
+            ),
+        ];
+        self.post(&path, &form, &request.idempotency_key)
+            .await
+            .map(drop)
+    }
+
     /// `POST /v1/refunds` naming the PaymentIntent (else the charge), with `amount` unless the
     /// refund takes all that is left.
     async fn refund(&self, request: &RefundRequest) -> Result<(), ProviderError> {
@@ -432,6 +461,7 @@ fn event_kind(event_type: &str, o: &Value) -> Result<EventKind, ProviderError> {
                 cancel_at_period_end: bool_at(o, &["cancel_at_period_end"]),
                 period_start: period("current_period_start"),
                 period_end: period("current_period_end"),
+                price_ref: id_at(o, &["items", "data", "0", "price"]),
             }
         }
         "charge.refunded" => {
@@ -487,6 +517,7 @@ fn invoice_paid(o: &Value, event_type: &str) -> Result<EventKind, ProviderError>
         period_end: unix_at(o, &["lines", "data", "0", "period", "end"]),
         amount_paid_minor: i64_at(o, &["amount_paid"]).unwrap_or(0),
         payment_refs: refs(candidates),
+        plan_change: str_at(o, &["billing_reason"]).as_deref() == Some("subscription_update"),
     })
 }
 

@@ -313,6 +313,10 @@ pub(crate) struct SubscriptionChanges<'a> {
     pub current_period_end: Option<PrimitiveDateTime>,
     pub cancel_at_period_end: Option<bool>,
     pub status_changed_at: Option<PrimitiveDateTime>,
+    pub plan_id: Option<&'a str>,
+    pub billing_interval: Option<&'static str>,
+    pub credits_per_period: Option<i64>,
+    pub credits_expire: Option<bool>,
     pub updated_at: PrimitiveDateTime,
 }
 
@@ -326,6 +330,10 @@ impl<'a> SubscriptionChanges<'a> {
             current_period_end: update.period.map(|(_, end)| to_db(end)),
             cancel_at_period_end: update.cancel_at_period_end,
             status_changed_at: update.status_changed_at.map(to_db),
+            plan_id: update.plan.as_ref().map(|p| p.plan_id.as_str()),
+            billing_interval: update.plan.as_ref().map(|p| p.interval.as_str()),
+            credits_per_period: update.plan.as_ref().map(|p| p.credits_per_period),
+            credits_expire: update.plan.as_ref().map(|p| p.credits_expire),
             updated_at: to_db(now),
         }
     }

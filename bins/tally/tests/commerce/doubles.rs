@@ -187,7 +187,12 @@ pub async fn stripe() -> Double {
                         ok,
                     );
                 }
-                (200, json!({"id": id, "object": "subscription"}), ok)
+                (
+                    200,
+                    json!({"id": id, "object": "subscription", "items": {"object": "list",
+                        "data": [{"id": format!("si_{id}"), "object": "subscription_item"}]}}),
+                    ok,
+                )
             }
             _ => (
                 404,

@@ -24,7 +24,7 @@ backend_tests!(
 );
 
 /// Subscribes `user` to `plan` through the sandbox and pays.
-async fn sandbox_subscribe(app: &TestApp, user: &str, plan: &str) -> String {
+pub(crate) async fn sandbox_subscribe(app: &TestApp, user: &str, plan: &str) -> String {
     let (status, body) = create_session(
         app,
         user,
@@ -287,7 +287,7 @@ async fn lifecycle_requests_refused_change_nothing(db: Db) {
 }
 
 /// Alice's Stripe subscription `sub`, paid for one period, through signed events.
-async fn stripe_subscriber(app: &TestApp, pro: &str, sub: &str) -> String {
+pub(crate) async fn stripe_subscriber(app: &TestApp, pro: &str, sub: &str) -> String {
     let order = subscribe(app, "alice", pro).await;
     let t0 = now_unix(app);
     let completed = event(
@@ -463,7 +463,7 @@ async fn creem_cancel_follows_the_provider(db: Db) {
 }
 
 /// The user's billing page (`/portal/{token}`), opened through the user's own token.
-async fn portal_url(app: &TestApp, user: &str) -> String {
+pub(crate) async fn portal_url(app: &TestApp, user: &str) -> String {
     let (status, body, _) = app
         .post(
             "/billing/portal-sessions",

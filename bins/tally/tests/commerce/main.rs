@@ -13,6 +13,7 @@ mod coupons;
 mod creem;
 mod doubles;
 mod lifecycle;
+mod plan_change;
 #[path = "../webhooks/receiver.rs"]
 mod receiver;
 mod refunds;

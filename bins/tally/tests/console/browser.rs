@@ -512,6 +512,16 @@ async fn subscription_round_in_the_browser(db: Db) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    let (status, max, _) = app
+        .post(
+            "/admin/billing/plans",
+            &admin_token("root"),
+            json!({"name": "Max", "kind": "subscription", "currency": "usd",
+                "price_monthly": 4999, "credits_included": 8000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{max}");
+    let max = max["data"]["id"].as_str().unwrap().to_owned();
     let (status, session, _) = app
         .post(
             "/billing/portal-sessions",
@@ -589,6 +599,19 @@ async fn subscription_round_in_the_browser(db: Db) {
         5000,
         "cancelling takes nothing back"
     );
+
+    // Up to Max: the whole period is left, so all 3,000 more credits come now.
+    click_then(
+        &mut page,
+        &format!("#switch-{max}"),
+        "document.body.innerText.includes('Your plan is changed')",
+    )
+    .await;
+    let shown = text(&mut page, "document.body.innerText").await;
+    assert!(shown.contains("+3,000 credits"), "{shown}");
+    assert_eq!(subscription().await["plan_id"], max.as_str());
+    assert_eq!(app.balance("erin").await, 8000);
+    shot(&mut page, db, "portal-plan-changed").await;
 
     page.close().await;
     browser.close().await;

@@ -124,7 +124,11 @@ pub fn configure_portal(cfg: &mut web::ServiceConfig) {
         .route("/portal/{token}/buy", web::post().to(portal::buy))
         .route("/portal/{token}/manage", web::post().to(portal::manage))
         .route("/portal/{token}/cancel", web::post().to(portal::cancel))
-        .route("/portal/{token}/resume", web::post().to(portal::resume));
+        .route("/portal/{token}/resume", web::post().to(portal::resume))
+        .route(
+            "/portal/{token}/change",
+            web::post().to(portal::change_plan),
+        );
 }
 
 /// Registers the console's routes.

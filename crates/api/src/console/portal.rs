@@ -159,8 +159,19 @@ async fn portal_page(
                             @if !p.description.is_empty() { p.muted { (p.description) } }
                             @if p.kind == PlanKind::CreditPack {
                                 @if let Some(price) = p.price { div.actions { (buy(&p.id, None, html! { "Buy for " (money(price, &p.currency)) })) } }
-                            } @else if subscribed {
-                                p.muted { @if subscription.as_ref().is_some_and(|s| s.plan_id == p.id) { "Your plan." } @else { "One subscription at a time: cancel yours to switch." } }
+                            } @else if let Some(sub) = subscription.as_ref().filter(|_| subscribed) {
+                                @if sub.plan_id == p.id {
+                                    p.muted { "Your plan." }
+                                } @else if let Some(price) = interval_price(p, sub.interval) {
+                                    div.actions {
+                                        form.inline method="post" action={ (base) "/change" } {
+                                            input type="hidden" name="plan_id" value=(p.id);
+                                            button type="submit" id={ "switch-" (p.id) } { "Switch for " (money(price, &p.currency)) " a " (sub.interval.as_str()) }
+                                        }
+                                    }
+                                } @else {
+                                    p.muted { "Not offered " (sub.interval.as_str()) "ly." }
+                                }
                             } @else {
                                 div.actions {
                                     @if let Some(m) = p.price_monthly { (buy(&p.id, Some("month"), html! { (money(m, &p.currency)) " a month" })) }
@@ -403,6 +414,74 @@ async fn change(
         Err(_) => return Err(PageError::Internal),
     };
     portal_page(&state, &token, &s, Some(n), status).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChangeForm {
+    #[serde(default)]
+    plan_id: String,
+}
+
+/// Switches the user's subscription to another plan (as `POST /subscription/change` does) and
+/// shows the page with what happened, or why not.
+pub(crate) async fn change_plan(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    form: web::Form<ChangeForm>,
+) -> Result<HttpResponse, PageError> {
+    let s = session(&state, &token).await?;
+    let checkout = state.checkout.clone();
+    let (app, user, plan_id) = (s.app.clone(), s.user.clone(), form.plan_id.clone());
+    let asked = detached(async move {
+        checkout
+            .change_plan(&app, &user, &plan_id, None, None)
+            .await
+    })
+    .await;
+    let answer = match asked {
+        Ok(answer) => crate::routes::subscriptions::settle_plan_change(&state, answer).await,
+        Err(e) => Err(e),
+    };
+    let (n, status) = match answer {
+        Ok(done) if done.subscription.plan_id == form.plan_id => {
+            let mut text = "Your plan is changed".to_owned();
+            if done.preview.credits_now > 0 {
+                text.push_str(&format!(
+                    ": +{} credits for the rest of this period",
+                    number(done.preview.credits_now)
+                ));
+            }
+            if done.preview.amount_due_now_minor > 0 {
+                text.push_str(&format!(
+                    "; about {} is charged now",
+                    money(done.preview.amount_due_now_minor, &done.preview.currency)
+                ));
+            }
+            text.push('.');
+            (Notice::Done(text), StatusCode::OK)
+        }
+        Ok(_) => (
+            Notice::Done(
+                "Your request was sent to the payment provider; this page shows the change once \
+                 it confirms."
+                    .to_owned(),
+            ),
+            StatusCode::OK,
+        ),
+        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
+            (Notice::Refused(refusal(&e)), e.status)
+        }
+        Err(_) => return Err(PageError::Internal),
+    };
+    portal_page(&state, &token, &s, Some(n), status).await
+}
+
+/// A subscription plan's price for `interval`, if it has one.
+fn interval_price(plan: &tally_catalog::Plan, interval: tally_checkout::Interval) -> Option<i64> {
+    match interval {
+        tally_checkout::Interval::Month => plan.price_monthly,
+        tally_checkout::Interval::Year => plan.price_yearly,
+    }
 }
 
 /// Sends the user to the provider's own subscription portal.

@@ -5,13 +5,15 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use tally_checkout::{
-    AppSubscriptionQuery, Channel, CheckoutError, SubscriptionChange, SubscriptionChangeAnswer,
+    AppSubscriptionQuery, Channel, CheckoutError, PlanChangeAnswer, SubscriptionChange,
+    SubscriptionChangeAnswer,
 };
 
 use crate::AppState;
 use crate::auth::{Admin, User};
 use crate::checkout_dto::{
-    CancelSubscriptionRequest, SubscriptionChangeDto, SubscriptionDto, SubscriptionPageQuery,
+    CancelSubscriptionRequest, ChangePlanRequest, PlanChangeDto, PlanChangePreviewDto,
+    SubscriptionChangeDto, SubscriptionDto, SubscriptionPageQuery,
 };
 use crate::dto::before_cursor_named;
 use crate::error::{ApiError, ok};
@@ -149,19 +151,121 @@ pub async fn admin_cancel(
 }
 
 /// A JSON body that may be left out (an empty body is the default request); a body that is
-/// there must be the request, whole, as a JSON object (an array is never read by position).
+/// there must be the request, whole (see [`object_body`]).
 pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    object_body(body)
+}
+
+/// The request as a JSON object (an array is never read by position).
+fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e.to_string()))?;
     if !value.is_object() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
     serde_json::from_value(value).map_err(|e| ApiError::validation("body", e.to_string()))
+}
+
+/// What switching the caller's live subscription to another plan would do now.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(ChangePlanRequest),
+    responses(
+        (status = 200, description = "The direction, the estimated charge now and the credits", body = PlanChangePreviewDto),
+        (status = 400, description = "The plan the subscription is on, a credit pack, another interval, or an unknown parameter"),
+        (status = 404, description = "No such plan (NOT_FOUND), or no live subscription (NO_ACTIVE_SUBSCRIPTION)"),
+        (status = 422, description = "The plan is archived or has no price for the interval and channel (PLAN_NOT_PURCHASABLE)")
+    )
+)]
+#[get("/subscription/change-preview")]
+pub async fn change_preview(
+    state: web::Data<AppState>,
+    User(caller): User,
+    query: web::Query<ChangePlanRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (quote, sub) = state
+        .checkout
+        .preview_plan_change(&caller.app, &caller.user, &query.plan_id, query.interval()?)
+        .await?;
+    Ok(ok(PlanChangePreviewDto::new(quote, &sub)))
+}
+
+/// Switches the caller's live subscription to another plan: an upgrade now (the provider
+/// charges the difference pro rata), a downgrade from the next period.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Passed to the provider (Stripe)")),
+    request_body = ChangePlanRequest,
+    responses(
+        (status = 200, description = "What was asked; the subscription switches when the provider's event arrives", body = PlanChangeDto),
+        (status = 400, description = "Malformed body, the plan the subscription is on, a credit pack, or another interval"),
+        (status = 404, description = "No such plan (NOT_FOUND), or no live subscription (NO_ACTIVE_SUBSCRIPTION)"),
+        (status = 422, description = "The plan is archived or has no price for the interval and channel (PLAN_NOT_PURCHASABLE)"),
+        (status = 502, description = "The provider refused or failed; nothing changed")
+    )
+)]
+#[post("/subscription/change")]
+pub async fn change_plan(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    User(caller): User,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: ChangePlanRequest = object_body(&body)?;
+    let key = idempotency_key(&req, None)?;
+    let answer = state
+        .checkout
+        .change_plan(
+            &caller.app,
+            &caller.user,
+            &body.plan_id,
+            body.interval()?,
+            key,
+        )
+        .await?;
+    Ok(ok(settle_plan_change(&state, answer).await?))
+}
+
+/// The answer to a plan change. On the sandbox channel Tally plays the provider: its signed
+/// event goes through the webhook path first, and the answer shows the switched subscription.
+pub(crate) async fn settle_plan_change(
+    state: &AppState,
+    answer: PlanChangeAnswer,
+) -> Result<PlanChangeDto, ApiError> {
+    let PlanChangeAnswer {
+        quote,
+        mut subscription,
+        request,
+    } = answer;
+    let preview = PlanChangePreviewDto::new(quote, &subscription);
+    if subscription.channel == Channel::Sandbox {
+        if let Some(driver) = state.sandbox.clone() {
+            let checkout = state.checkout.clone();
+            let (headers, body) = driver.plan_changed(&subscription, &request, checkout.now());
+            let (app, id) = (subscription.app.clone(), subscription.id.clone());
+            subscription = detached(async move {
+                checkout
+                    .handle_webhook(Channel::Sandbox, &headers, &body)
+                    .await?;
+                let id = id.parse::<i64>().unwrap_or_default();
+                checkout.app_subscription(&app, id).await
+            })
+            .await?
+            .unwrap_or(subscription);
+        }
+    }
+    Ok(PlanChangeDto {
+        outcome: "requested".to_owned(),
+        preview,
+        subscription: subscription.into(),
+    })
 }
 
 /// The answer to a change. On the sandbox channel Tally plays the provider: its signed event

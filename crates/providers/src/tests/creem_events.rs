@@ -56,6 +56,7 @@ fn subscription_changed(
         cancel_at_period_end,
         period_start: Some(datetime!(2024-10-12 11:58:38 UTC)),
         period_end: Some(datetime!(2024-11-12 11:58:38 UTC)),
+        price_ref: Some("prod_d1AY2Sadk9YAvLI0pj97f".into()),
     }
 }
 
@@ -118,6 +119,7 @@ fn subscription_paid() {
             period_end: Some(datetime!(2024-11-12 11:58:38 UTC)),
             amount_paid_minor: 1000,
             payment_refs: vec!["tran_5yMaWzAl3jxuGJMCOrYWwk".into()],
+            plan_change: false,
         },
     );
     assert_eq!(parsed, expected);

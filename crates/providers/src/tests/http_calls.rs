@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tally_checkout::{
     Channel, CheckoutMode, CheckoutRequest, CheckoutSession, CouponRequest, PaymentProvider,
-    PortalRequest, ProviderError, RefundRequest, SubscriptionChange, SubscriptionRequest,
+    PlanChangeRequest, PortalRequest, ProviderError, RefundRequest, SubscriptionChange,
+    SubscriptionRequest,
 };
 
 use super::double::{Double, Reply};
@@ -876,5 +877,121 @@ async fn a_refund_to_a_silent_or_refusing_provider_is_an_upstream_error() {
     assert!(
         matches!(&err, ProviderError::Upstream(m) if m.contains("already refunded")),
         "{err:?}"
+    );
+}
+
+fn plan_change_request(prorate: bool) -> PlanChangeRequest {
+    PlanChangeRequest {
+        subscription_id: "sub_1Pro".into(),
+        price_ref: "price_max_m".into(),
+        prorate,
+        idempotency_key: "tally-sub_1Pro-plan-5".into(),
+    }
+}
+
+#[tokio::test]
+async fn stripe_plan_change_moves_the_item_with_or_without_proration() {
+    let subscription = json!({"id": "sub_1Pro", "object": "subscription",
+        "items": {"object": "list", "data": [{"id": "si_1", "object": "subscription_item"}]}});
+    let double = Double::start(vec![
+        Reply::ok(subscription.clone()),
+        Reply::ok(subscription.clone()),
+        Reply::ok(subscription.clone()),
+        Reply::ok(subscription),
+        // A subscription without items cannot be moved.
+        Reply::ok(json!({"id": "sub_1Pro", "object": "subscription"})),
+    ])
+    .await;
+    let stripe = stripe_at(&double.base);
+    stripe
+        .change_plan(&plan_change_request(true))
+        .await
+        .unwrap();
+    stripe
+        .change_plan(&plan_change_request(false))
+        .await
+        .unwrap();
+    let err = stripe
+        .change_plan(&plan_change_request(true))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Upstream(m) if m.contains("without an item")),
+        "{err:?}"
+    );
+    let requests = double.requests();
+    let sent: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                r.form(),
+                r.header("idempotency-key"),
+            )
+        })
+        .collect();
+    let moved = |behavior| {
+        pairs(&[
+            ("items[0][id]", "si_1"),
+            ("items[0][price]", "price_max_m"),
+            ("proration_behavior", behavior),
+        ])
+    };
+    assert_eq!(
+        sent,
+        vec![
+            ("GET", "/v1/subscriptions/sub_1Pro", vec![], None),
+            (
+                "POST",
+                "/v1/subscriptions/sub_1Pro",
+                moved("always_invoice"),
+                Some("tally-sub_1Pro-plan-5")
+            ),
+            ("GET", "/v1/subscriptions/sub_1Pro", vec![], None),
+            (
+                "POST",
+                "/v1/subscriptions/sub_1Pro",
+                moved("none"),
+                Some("tally-sub_1Pro-plan-5")
+            ),
+            ("GET", "/v1/subscriptions/sub_1Pro", vec![], None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn creem_plan_change_asks_for_the_new_product() {
+    let double = Double::start(vec![
+        Reply::ok(json!({"id": "sub_1Pro", "object": "subscription"})),
+        Reply::ok(json!({"id": "sub_1Pro", "object": "subscription"})),
+    ])
+    .await;
+    let creem = creem_at(&double.base);
+    creem.change_plan(&plan_change_request(true)).await.unwrap();
+    creem
+        .change_plan(&plan_change_request(false))
+        .await
+        .unwrap();
+    let sent: Vec<_> = double
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.json()))
+        .collect();
+    let upgrade = |behavior| json!({"product_id": "price_max_m", "update_behavior": behavior});
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "POST".to_owned(),
+                "/v1/subscriptions/sub_1Pro/upgrade".to_owned(),
+                upgrade("proration-charge-immediately")
+            ),
+            (
+                "POST".to_owned(),
+                "/v1/subscriptions/sub_1Pro/upgrade".to_owned(),
+                upgrade("proration-none")
+            ),
+        ]
     );
 }

@@ -180,6 +180,7 @@ fn paying_a_subscription_completes_and_pays_the_first_period() {
                 period_end: Some(datetime!(2026-02-28 12:00 UTC)),
                 amount_paid_minor: 1200,
                 payment_refs: vec![],
+                plan_change: false,
             },
         }
     );

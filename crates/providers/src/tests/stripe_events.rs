@@ -140,6 +140,7 @@ fn invoice_paid_with_parent_subscription_details() {
             period_end: Some(ts(1_766_743_200)),
             amount_paid_minor: 1200,
             payment_refs: vec![],
+            plan_change: false,
         },
     );
     assert_eq!(parsed, expected);
@@ -163,6 +164,7 @@ fn invoice_paid_in_legacy_shape_and_with_expanded_payments() {
             period_end: Some(ts(20)),
             amount_paid_minor: 999,
             payment_refs: vec!["pi_old".into(), "ch_old".into()],
+            plan_change: false,
         }
     );
 
@@ -209,6 +211,7 @@ fn subscription_updated_reads_item_periods() {
             cancel_at_period_end: Some(true),
             period_start: Some(ts(1_764_151_200)),
             period_end: Some(ts(1_766_743_200)),
+            price_ref: Some("price_1Pro".into()),
         },
     );
     assert_eq!(parsed, expected);
@@ -229,6 +232,7 @@ fn subscription_deleted_is_canceled() {
             cancel_at_period_end: Some(true),
             period_start: Some(ts(1_764_151_200)),
             period_end: Some(ts(1_766_743_200)),
+            price_ref: Some("price_1Pro".into()),
         },
     );
     assert_eq!(parsed, expected);

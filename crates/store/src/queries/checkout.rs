@@ -10,10 +10,12 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use tally_catalog::PlanQuery;
+use tally_checkout::change::plan_for_price_ref;
 use tally_checkout::plan::{
-    OrderNews, RecordedPayment, SubscriptionNews, SubscriptionNotice, SubscriptionUpdate,
-    plan_checkout_ended, plan_order_update, plan_pack_paid, plan_period_paid, plan_refund,
-    plan_subscription_change,
+    OrderNews, PlanSwitch, RecordedPayment, SubscriptionNews, SubscriptionNotice,
+    SubscriptionUpdate, plan_checkout_ended, plan_order_update, plan_pack_paid, plan_period_paid,
+    plan_refund, plan_subscription_change,
 };
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
@@ -1093,6 +1095,7 @@ async fn period_paid(
         period_end,
         amount_paid_minor,
         payment_refs,
+        plan_change,
     } = kind
     else {
         return Err(StoreError::Invariant(
@@ -1139,27 +1142,6 @@ async fn period_paid(
         .count()
         .get_result(conn)
         .await?;
-    let (payment, new) = insert_payment(
-        conn,
-        NewPayment {
-            channel: channel.as_str(),
-            payment_id,
-            app_key: &sub.app_key,
-            user_id: &sub.user_id,
-            // The subscription's first payment is the order's.
-            order_id: (earlier == 0).then_some(sub.order_id.as_str()),
-            subscription_id: Some(sub.id),
-            credits_granted: sub.credits_per_period,
-            amount_paid_minor: (*amount_paid_minor).max(0),
-            refunded_minor: 0,
-            clawed_back: 0,
-            created_at: to_db(now),
-        },
-    )
-    .await?;
-    let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
-    add_refs(conn, channel, payment, ids).await?;
-
     let name = match &order {
         Some(order) => plan_name(conn, order).await?,
         None => sub.plan_id.clone(),
@@ -1172,8 +1154,30 @@ async fn period_paid(
         (*period_start, *period_end),
         customer_id,
         &name,
+        *plan_change,
         now,
     )?;
+    let (payment, new) = insert_payment(
+        conn,
+        NewPayment {
+            channel: channel.as_str(),
+            payment_id,
+            app_key: &sub.app_key,
+            user_id: &sub.user_id,
+            // The subscription's first payment is the order's.
+            order_id: plan.first_payment.then_some(sub.order_id.as_str()),
+            subscription_id: Some(sub.id),
+            credits_granted: plan.credits,
+            amount_paid_minor: (*amount_paid_minor).max(0),
+            refunded_minor: 0,
+            clawed_back: 0,
+            created_at: to_db(now),
+        },
+    )
+    .await?;
+    let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
+    add_refs(conn, channel, payment, ids).await?;
+
     update_subscription(conn, sub.id, &plan.update, now).await?;
     // The payment's unique key decides: only a payment seen for the first time grants.
     if !new {
@@ -1188,9 +1192,14 @@ async fn period_paid(
         subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
     }
     apply_grant(conn, plan.grant.as_ref(), now).await?;
+    if *plan_change {
+        return Ok(applied(
+            "plan change's proration paid; no period, no credits",
+        ));
+    }
     Ok(applied(format!(
         "period paid; granted {} credits",
-        sub.credits_per_period
+        plan.credits
     )))
 }
 
@@ -1209,6 +1218,7 @@ async fn subscription_changed(
         cancel_at_period_end,
         period_start,
         period_end,
+        price_ref,
     } = &event.kind
     else {
         return Err(StoreError::Invariant(
@@ -1230,6 +1240,11 @@ async fn subscription_changed(
         Err(outcome) => return Ok(outcome),
     };
     trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
+    let switch = match price_ref {
+        Some(price_ref) => billed_plan(conn, &sub.app_key, channel, price_ref).await?,
+        None => None,
+    };
+    let event_key = format!("{channel}:{}", event.id);
     let news = SubscriptionNews {
         status: *status,
         cancel_at_period_end: *cancel_at_period_end,
@@ -1237,10 +1252,16 @@ async fn subscription_changed(
         period_end: *period_end,
         customer_id,
         changed_at: event.created_at,
+        plan: switch.as_ref(),
+        event_key: &event_key,
     };
     let last_change = sub.status_changed_at.map(from_db);
-    let Some(plan) =
-        plan_subscription_change(&Subscription::try_from(sub.clone())?, last_change, &news)
+    let Some(plan) = plan_subscription_change(
+        &Subscription::try_from(sub.clone())?,
+        last_change,
+        &news,
+        now,
+    )?
     else {
         return Ok(ignored("older than the last applied change"));
     };
@@ -1253,6 +1274,7 @@ async fn subscription_changed(
     )
     .await?;
     update_subscription(conn, sub.id, &plan.update, now).await?;
+    apply_grant(conn, plan.grant.as_ref(), now).await?;
     if let Some(notice) = plan.notice {
         let event_type = match notice {
             SubscriptionNotice::Canceled => EventType::SubscriptionCanceled,
@@ -1266,6 +1288,32 @@ async fn subscription_changed(
         subscription_event(conn, event_type, sub.id, extra, now).await?;
     }
     Ok(applied(plan.detail))
+}
+
+/// The app's plan a provider price names, as the plan a subscription is billed for now.
+async fn billed_plan(
+    conn: &mut Conn,
+    app: &str,
+    channel: Channel,
+    price_ref: &str,
+) -> Result<Option<PlanSwitch>, StoreError> {
+    let plans = super::catalog::plans(
+        conn,
+        &PlanQuery {
+            app: app.to_owned(),
+            active_only: false,
+        },
+    )
+    .await?;
+    Ok(
+        plan_for_price_ref(&plans, channel, price_ref).map(|(plan, interval)| PlanSwitch {
+            plan_id: plan.id.clone(),
+            plan_name: plan.name.clone(),
+            interval,
+            credits_per_period: plan.credits_included,
+            credits_expire: plan.credits_expire_days.is_some(),
+        }),
+    )
 }
 
 // ---------------------------------------------------------------------------------

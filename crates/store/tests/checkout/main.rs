@@ -152,6 +152,7 @@ fn period_paid(
         period_end: Some(end),
         amount_paid_minor: 1000,
         payment_refs: vec![format!("pi_{payment_id}")],
+        plan_change: false,
     }
 }
 
@@ -168,6 +169,7 @@ fn changed(
         cancel_at_period_end,
         period_start: None,
         period_end: None,
+        price_ref: None,
     }
 }
 
