@@ -598,6 +598,10 @@ pub struct PlanDto {
     pub sort_order: i64,
     /// Days until granted credits expire; null = never.
     pub credits_expire_days: Option<u32>,
+    /// Days of free trial a new subscription starts with; null = none.
+    pub trial_days: Option<u32>,
+    /// Credits granted once when a trial starts.
+    pub trial_credits: i64,
     /// RFC 3339 instant.
     pub created_at: String,
     /// RFC 3339 instant.
@@ -626,6 +630,8 @@ impl From<Plan> for PlanDto {
             active: p.active,
             sort_order: p.sort_order,
             credits_expire_days: p.credits_expire_days,
+            trial_days: p.trial_days,
+            trial_credits: p.trial_credits,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -701,6 +707,14 @@ pub struct CreatePlanRequest {
     pub sort_order: i64,
     /// 1–3650 days, or null (default) for never.
     pub credits_expire_days: Option<u32>,
+    /// Subscriptions: 1–730 days of free trial each new subscription starts with (Stripe
+    /// `trial_period_days`), or null (default) for none.
+    #[schema(minimum = 1, maximum = 730)]
+    pub trial_days: Option<u32>,
+    /// Credits granted once when a trial starts, ≥ 0; default 0. Needs `trial_days`.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub trial_credits: i64,
 }
 
 fn yes() -> bool {
@@ -728,6 +742,8 @@ impl From<CreatePlanRequest> for PlanSpec {
             active: r.active,
             sort_order: r.sort_order,
             credits_expire_days: r.credits_expire_days,
+            trial_days: r.trial_days,
+            trial_credits: r.trial_credits,
         }
     }
 }
@@ -809,6 +825,14 @@ pub struct UpdatePlanRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>)]
     pub credits_expire_days: Option<Option<u32>>,
+    /// 1–730 days of free trial, or null for none.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub trial_days: Option<Option<u32>>,
+    /// Credits granted once when a trial starts.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = i64, required = false)]
+    pub trial_credits: Option<i64>,
 }
 
 impl From<UpdatePlanRequest> for PlanPatch {
@@ -832,6 +856,8 @@ impl From<UpdatePlanRequest> for PlanPatch {
             active: r.active,
             sort_order: r.sort_order,
             credits_expire_days: r.credits_expire_days,
+            trial_days: r.trial_days,
+            trial_credits: r.trial_credits,
         }
     }
 }

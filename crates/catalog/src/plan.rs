@@ -58,6 +58,10 @@ pub struct PlanSpec {
     pub sort_order: i64,
     /// Days until granted credits expire; `None` = never.
     pub credits_expire_days: Option<u32>,
+    /// Days of free trial a new subscription starts with (subscriptions only); `None` = none.
+    pub trial_days: Option<u32>,
+    /// Credits granted once when a trial starts (0 = none; needs `trial_days`).
+    pub trial_credits: i64,
 }
 
 /// A stored plan.
@@ -103,6 +107,10 @@ pub struct Plan {
     pub sort_order: i64,
     /// Days until granted credits expire; `None` = never.
     pub credits_expire_days: Option<u32>,
+    /// Days of free trial a new subscription starts with; `None` = none.
+    pub trial_days: Option<u32>,
+    /// Credits granted once when a trial starts.
+    pub trial_credits: i64,
     /// The admin who created it.
     pub created_by: String,
     /// The admin who changed it last.
@@ -135,6 +143,8 @@ impl Plan {
             active: self.active,
             sort_order: self.sort_order,
             credits_expire_days: self.credits_expire_days,
+            trial_days: self.trial_days,
+            trial_credits: self.trial_credits,
         }
     }
 }
@@ -194,6 +204,19 @@ impl PlanSpec {
                 "must be between 1 and 3650, or null for never",
             );
         }
+        if let Some(days) = self.trial_days {
+            p.check(
+                (1..=730).contains(&days),
+                "trial_days",
+                "must be between 1 and 730, or null for no trial",
+            );
+        }
+        check_amount(&mut p, "trial_credits", self.trial_credits, 0);
+        p.check(
+            self.trial_credits == 0 || self.trial_days.is_some(),
+            "trial_credits",
+            "needs trial_days",
+        );
         self.check_kind(&mut p);
         p.finish()
     }
@@ -271,6 +294,7 @@ impl PlanSpec {
             }
             PlanKind::CreditPack => {
                 p.check(self.price.is_some(), "price", "a credit_pack needs price");
+                foreign(p, "trial_days", self.trial_days.is_some());
                 for (field, present) in [
                     ("price_monthly", self.price_monthly.is_some()),
                     ("price_yearly", self.price_yearly.is_some()),
@@ -338,6 +362,10 @@ pub struct PlanPatch {
     pub sort_order: Option<i64>,
     /// New or cleared credit expiry.
     pub credits_expire_days: Option<Option<u32>>,
+    /// New or cleared trial length.
+    pub trial_days: Option<Option<u32>>,
+    /// New trial credits.
+    pub trial_credits: Option<i64>,
 }
 
 impl PlanPatch {
@@ -371,8 +399,12 @@ impl PlanPatch {
             creem_product_id_monthly,
             creem_product_id_yearly,
             creem_product_id,
-            credits_expire_days
+            credits_expire_days,
+            trial_days
         );
+        if let Some(v) = self.trial_credits {
+            s.trial_credits = v;
+        }
         if let Some(kind) = self.kind {
             s.kind = kind;
         }
@@ -416,6 +448,8 @@ mod tests {
             active: true,
             sort_order: 1,
             credits_expire_days: None,
+            trial_days: None,
+            trial_credits: 0,
         }
     }
 
@@ -450,6 +484,8 @@ mod tests {
             active: s.active,
             sort_order: s.sort_order,
             credits_expire_days: s.credits_expire_days,
+            trial_days: s.trial_days,
+            trial_credits: s.trial_credits,
             created_by: "root".into(),
             updated_by: "root".into(),
             created_at: at,
@@ -486,6 +522,34 @@ mod tests {
                 "price"
             ]
         );
+    }
+
+    #[test]
+    fn trials_are_for_subscriptions_and_bounded() {
+        let mut s = pro();
+        s.trial_days = Some(14);
+        s.trial_credits = 100;
+        assert!(s.validated().is_ok());
+        let mut s = pro();
+        s.trial_days = Some(0);
+        s.trial_credits = -1;
+        assert_eq!(
+            fields(s.validated().unwrap_err()),
+            ["trial_days", "trial_credits"]
+        );
+        let mut s = pro();
+        s.trial_credits = 5;
+        assert_eq!(fields(s.validated().unwrap_err()), ["trial_credits"]);
+        let pack = PlanSpec {
+            kind: PlanKind::CreditPack,
+            price_monthly: None,
+            price_yearly: None,
+            price: Some(499),
+            stripe_price_id_monthly: None,
+            trial_days: Some(7),
+            ..pro()
+        };
+        assert_eq!(fields(pack.validated().unwrap_err()), ["trial_days"]);
     }
 
     #[test]

@@ -282,6 +282,8 @@ mod tests {
             active: true,
             sort_order: 0,
             credits_expire_days: None,
+            trial_days: None,
+            trial_credits: 0,
             created_by: "root".into(),
             updated_by: "root".into(),
             created_at: START,

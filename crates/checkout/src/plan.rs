@@ -203,8 +203,9 @@ pub struct SubscriptionChangePlan {
     pub notice: Option<SubscriptionNotice>,
     /// The outcome's detail.
     pub detail: String,
-    /// The rest of the period's extra credits, when it moved to a plan with more.
-    pub grant: Option<Movement>,
+    /// Credits to grant: the rest of the period's extra credits when it moved to a plan with
+    /// more, the trial credits when its trial starts.
+    pub grants: Vec<Movement>,
 }
 
 /// What the provider says a subscription is now.
@@ -226,6 +227,10 @@ pub struct SubscriptionNews<'a> {
     pub plan: Option<&'a PlanSwitch>,
     /// The event's business key (`channel:event id`): a plan switch grants once per key.
     pub event_key: &'a str,
+    /// The subscription's plan's trial, if it has one: becoming `trialing` starts it.
+    pub trial: Option<&'a TrialTerms>,
+    /// The channel (names the trial credits' key).
+    pub channel: Option<Channel>,
 }
 
 /// Applies what the provider says of `current`, whose last applied change happened at
@@ -260,11 +265,16 @@ pub fn plan_subscription_change(
             (p.plan_id.as_str(), p.interval) != (current.plan_id.as_str(), current.interval)
         })
         .cloned();
-    let grant = match &update.plan {
-        Some(switch) => plan_switch_grant(current, switch, news, now)?,
-        None => None,
-    };
     let after = update.applied_to(current);
+    let mut grants = Vec::new();
+    if let Some(switch) = &update.plan {
+        grants.extend(plan_switch_grant(current, switch, news, now)?);
+    }
+    let trial_starts = after.status == SubscriptionStatus::Trialing
+        && current.status != SubscriptionStatus::Trialing;
+    if let (true, Some(trial), Some(channel)) = (trial_starts, news.trial, news.channel) {
+        grants.extend(trial_grant(current, channel, trial)?);
+    }
     let seen = |s: &Subscription| {
         (
             s.status,
@@ -292,15 +302,17 @@ pub fn plan_subscription_change(
     };
     if let Some(switch) = &update.plan {
         detail.push_str(&format!(", plan {} → {}", current.plan_id, switch.plan_id));
-        if let Some(MovementKind::Grant { credits, .. }) = grant.as_ref().map(|g| &g.kind) {
-            detail.push_str(&format!(" (+{credits} credits for the rest of the period)"));
+    }
+    for grant in &grants {
+        if let MovementKind::Grant { credits, .. } = grant.kind {
+            detail.push_str(&format!("; +{credits} credits ({})", grant.description));
         }
     }
     Ok(Some(SubscriptionChangePlan {
         update,
         notice,
         detail,
-        grant,
+        grants,
     }))
 }
 
@@ -358,25 +370,56 @@ pub struct PeriodPlan {
     pub credits: i64,
 }
 
-/// What the payment `payment_id` of a period from `start` to `end` does to `sub`, which has
-/// `earlier_payments` payments so far, on `channel`; `plan_name` names the credits. A plan
-/// change's proration (`plan_change`) is no period: it moves nothing and grants nothing (the
-/// switch's credits come with the subscription's change, see [`plan_subscription_change`]).
-#[allow(clippy::too_many_arguments)]
+/// What a provider says was paid for a subscription.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeriodNews<'a> {
+    /// The payment's business key (invoice, transaction).
+    pub payment_id: &'a str,
+    /// The period paid, `(start, end)`, as far as the event says.
+    pub period: (Option<OffsetDateTime>, Option<OffsetDateTime>),
+    /// The provider's customer id.
+    pub customer_id: Option<&'a str>,
+    /// What was paid, minor units.
+    pub amount_paid_minor: i64,
+    /// A plan change's proration rather than a period.
+    pub plan_change: bool,
+}
+
+/// A plan's free trial, as the subscription's plan sets it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialTerms {
+    /// Trial length.
+    pub days: u32,
+    /// Credits granted once when the trial starts.
+    pub credits: i64,
+    /// The plan's name, for the credits' description.
+    pub plan_name: String,
+}
+
+/// What a paid period does to `sub`, which has `earlier_payments` payments so far, on
+/// `channel`; `plan_name` names the credits.
+///
+/// - A plan change's proration is no period: it moves nothing and grants nothing (the switch's
+///   credits come with the subscription's change, see [`plan_subscription_change`]).
+/// - The first payment of a plan with a trial, for nothing, is the trial starting (Stripe's
+///   zero-amount first invoice): the subscription is `trialing` for the period, and the trial
+///   credits are granted (once per subscription, see [`trial_grant`]) unless the trial's status
+///   event granted them already.
+/// - Any other payment is a paid period: `active`, the period moves forward, and the plan's
+///   credits are granted (once per payment, the store's payment row decides).
 pub fn plan_period_paid(
     sub: &Subscription,
     earlier_payments: i64,
     channel: Channel,
-    payment_id: &str,
-    (start, end): (Option<OffsetDateTime>, Option<OffsetDateTime>),
-    customer_id: Option<&str>,
+    news: &PeriodNews<'_>,
     plan_name: &str,
-    plan_change: bool,
+    trial: Option<&TrialTerms>,
     now: OffsetDateTime,
 ) -> Result<PeriodPlan, LedgerError> {
-    if plan_change {
-        let mut update = SubscriptionUpdate::default();
-        update.customer(sub, customer_id);
+    let (start, end) = news.period;
+    let mut update = SubscriptionUpdate::default();
+    update.customer(sub, news.customer_id);
+    if news.plan_change {
         return Ok(PeriodPlan {
             first_payment: false,
             update,
@@ -385,16 +428,29 @@ pub fn plan_period_paid(
             credits: 0,
         });
     }
-    let mut update = SubscriptionUpdate::default();
     update.period(sub, start, end);
+    if let Some(trial) = trial.filter(|_| earlier_payments == 0 && news.amount_paid_minor == 0) {
+        update.status(sub, SubscriptionStatus::Trialing);
+        let grant = if sub.status == SubscriptionStatus::Trialing {
+            None
+        } else {
+            trial_grant(sub, channel, trial)?
+        };
+        return Ok(PeriodPlan {
+            first_payment: true,
+            update,
+            renewed: false,
+            grant,
+            credits: 0,
+        });
+    }
     update.status(sub, SubscriptionStatus::Active);
-    update.customer(sub, customer_id);
     let period_end = end.or(sub.current_period_end);
     let grant = CreditGrant {
         app: &sub.app,
         user: &sub.user,
         channel,
-        payment_id,
+        payment_id: news.payment_id,
         order_id: Some(&sub.order_id),
         txn_type: TxnType::Subscription,
         credits: sub.credits_per_period,
@@ -409,6 +465,37 @@ pub fn plan_period_paid(
         grant,
         credits: sub.credits_per_period,
     })
+}
+
+/// The trial credits of `sub`: keyed by the provider's subscription, so a subscription's trial
+/// grants once whichever event starts it; they do not expire with the trial.
+pub fn trial_grant(
+    sub: &Subscription,
+    channel: Channel,
+    trial: &TrialTerms,
+) -> Result<Option<Movement>, LedgerError> {
+    if trial.credits <= 0 {
+        return Ok(None);
+    }
+    let movement = Movement {
+        account: AccountRef::new(&sub.app, &sub.user)?,
+        kind: MovementKind::Grant {
+            txn_type: TxnType::Subscription,
+            credits: trial.credits,
+            expires_at: None,
+        },
+        description: format!("Trial credits: {}", trial.plan_name),
+        idempotency_key: Some(format!("trial:{channel}:{}", sub.provider_subscription_id)),
+        metadata: Some(serde_json::json!({
+            "subscription_id": sub.id,
+            "order_id": sub.order_id,
+            "plan_id": sub.plan_id,
+            "trial_days": trial.days,
+        })),
+        actor: Some(format!("provider:{channel}")),
+    };
+    movement.validate()?;
+    Ok(Some(movement))
 }
 
 /// The credits a paid credit pack grants (none for a pack of zero credits).
@@ -909,15 +996,19 @@ mod tests {
     fn periods_grant_their_credits_and_renewals_are_announced() {
         let s = sub(SubscriptionStatus::PastDue);
         let end = datetime!(2026-08-01 12:00 UTC);
+        let paid = |payment_id, period| PeriodNews {
+            payment_id,
+            period,
+            amount_paid_minor: 999,
+            ..PeriodNews::default()
+        };
         let first = plan_period_paid(
             &s,
             0,
             Channel::Stripe,
-            "in_1",
-            (Some(NOW), Some(end)),
-            None,
+            &paid("in_1", (Some(NOW), Some(end))),
             "Pro",
-            false,
+            None,
             NOW,
         )
         .unwrap();
@@ -941,11 +1032,9 @@ mod tests {
             &s,
             1,
             Channel::Stripe,
-            "in_2",
-            (None, None),
-            None,
+            &paid("in_2", (None, None)),
             "Pro",
-            false,
+            None,
             NOW,
         )
         .unwrap();
@@ -956,11 +1045,9 @@ mod tests {
             &free,
             1,
             Channel::Stripe,
-            "in_3",
-            (None, None),
-            None,
+            &paid("in_3", (None, None)),
             "Free",
-            false,
+            None,
             NOW,
         );
         assert_eq!(none.unwrap().grant, None);
@@ -1187,7 +1274,7 @@ mod tests {
             .unwrap();
         assert_eq!(plan.update.plan.as_ref(), Some(&more));
         assert_eq!(plan.notice, Some(SubscriptionNotice::Updated));
-        let grant = plan.grant.expect("more credits");
+        let grant = plan.grants.first().cloned().expect("more credits");
         assert_eq!(
             grant.kind,
             MovementKind::Grant {
@@ -1211,7 +1298,7 @@ mod tests {
         let again = plan_subscription_change(&after, None, &news, NOW)
             .unwrap()
             .unwrap();
-        assert_eq!((again.update.plan, again.grant), (None, None));
+        assert_eq!((again.update.plan, again.grants), (None, vec![]));
 
         // Back to fewer credits: the plan switches, nothing is taken back.
         let fewer = PlanSwitch {
@@ -1227,6 +1314,88 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(back.update.plan.as_ref(), Some(&fewer));
-        assert_eq!(back.grant, None);
+        assert!(back.grants.is_empty());
+    }
+
+    #[test]
+    fn a_trial_grants_its_credits_once_and_the_first_paid_period_the_plans() {
+        let trial = TrialTerms {
+            days: 14,
+            credits: 100,
+            plan_name: "Pro".into(),
+        };
+        let new = sub(SubscriptionStatus::Active);
+        let free = PeriodNews {
+            payment_id: "in_trial",
+            period: (Some(NOW), Some(datetime!(2026-06-15 12:00 UTC))),
+            amount_paid_minor: 0,
+            ..PeriodNews::default()
+        };
+        // Stripe's zero-amount first invoice starts the trial.
+        let started =
+            plan_period_paid(&new, 0, Channel::Stripe, &free, "Pro", Some(&trial), NOW).unwrap();
+        assert_eq!(started.update.status, Some(SubscriptionStatus::Trialing));
+        assert_eq!((started.credits, started.renewed), (0, false));
+        let grant = started.grant.expect("trial credits");
+        assert_eq!(
+            grant.kind,
+            MovementKind::Grant {
+                txn_type: TxnType::Subscription,
+                credits: 100,
+                expires_at: None,
+            }
+        );
+        assert_eq!(grant.idempotency_key.as_deref(), Some("trial:stripe:sub_1"));
+        // The trial's status event came first: granted there, not again.
+        let trialing = sub(SubscriptionStatus::Trialing);
+        let again = plan_period_paid(
+            &trialing,
+            0,
+            Channel::Stripe,
+            &free,
+            "Pro",
+            Some(&trial),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(again.grant, None);
+        // A plan without a trial, paid nothing (a full discount): a paid period.
+        let discounted =
+            plan_period_paid(&new, 0, Channel::Stripe, &free, "Pro", None, NOW).unwrap();
+        assert_eq!(discounted.credits, 1000);
+        // The first paid invoice after the trial: the plan's credits, active.
+        let paid = PeriodNews {
+            payment_id: "in_2",
+            amount_paid_minor: 999,
+            ..free
+        };
+        let converted = plan_period_paid(
+            &trialing,
+            1,
+            Channel::Stripe,
+            &paid,
+            "Pro",
+            Some(&trial),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(converted.update.status, Some(SubscriptionStatus::Active));
+        assert_eq!(converted.credits, 1000);
+
+        // The status path: becoming `trialing` grants the same movement, once.
+        let news = SubscriptionNews {
+            status: Some(SubscriptionStatus::Trialing),
+            trial: Some(&trial),
+            channel: Some(Channel::Stripe),
+            ..SubscriptionNews::default()
+        };
+        let plan = plan_subscription_change(&new, None, &news, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.grants, vec![grant]);
+        let still = plan_subscription_change(&trialing, None, &news, NOW)
+            .unwrap()
+            .unwrap();
+        assert!(still.grants.is_empty());
     }
 }

@@ -48,6 +48,9 @@ pub struct CheckoutRequest {
     pub plan_name: String,
     /// Credits the order grants, carried in metadata.
     pub credits: i64,
+    /// Days of free trial the subscription starts with (Stripe
+    /// `subscription_data[trial_period_days]`; Creem sets trials on the product).
+    pub trial_days: Option<u32>,
 }
 
 /// An opened checkout session.
@@ -209,6 +212,14 @@ pub trait SandboxDriver: Send + Sync + std::fmt::Debug + 'static {
         &self,
         order: &crate::Order,
         pay: bool,
+        now: OffsetDateTime,
+    ) -> Vec<(WebhookHeaders, Vec<u8>)>;
+
+    /// Deliveries for starting a `days`-day free trial of the order's subscription at `now`.
+    fn trial_deliveries(
+        &self,
+        order: &crate::Order,
+        days: u32,
         now: OffsetDateTime,
     ) -> Vec<(WebhookHeaders, Vec<u8>)>;
 

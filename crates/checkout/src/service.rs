@@ -359,6 +359,9 @@ impl Checkout {
                 currency: order.currency.clone(),
                 plan_name: plan.name.clone(),
                 credits: order.credits,
+                trial_days: plan
+                    .trial_days
+                    .filter(|_| order.order_type == OrderType::Subscription),
             })
             .await
     }
@@ -1005,6 +1008,8 @@ mod tests {
             active: true,
             sort_order: 0,
             credits_expire_days: None,
+            trial_days: None,
+            trial_credits: 0,
             created_by: "root".into(),
             updated_by: "root".into(),
             created_at: OffsetDateTime::UNIX_EPOCH,

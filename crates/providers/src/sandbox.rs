@@ -113,6 +113,29 @@ impl SandboxProvider {
         pay: bool,
         now: OffsetDateTime,
     ) -> Vec<(WebhookHeaders, Vec<u8>)> {
+        self.checkout_deliveries(order, pay, None, now)
+    }
+
+    /// The signed deliveries a provider sends when the customer starts a `days`-day free trial
+    /// of `order`'s subscription at `now`: the checkout completes paying nothing, and the
+    /// subscription is `trialing` until the trial ends. No period is paid (the sandbox does not
+    /// end trials).
+    pub fn trial_deliveries(
+        &self,
+        order: &Order,
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Vec<(WebhookHeaders, Vec<u8>)> {
+        self.checkout_deliveries(order, true, Some(days), now)
+    }
+
+    fn checkout_deliveries(
+        &self,
+        order: &Order,
+        pay: bool,
+        trial_days: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Vec<(WebhookHeaders, Vec<u8>)> {
         let session_id = order
             .provider_session_id
             .clone()
@@ -129,13 +152,18 @@ impl SandboxProvider {
             .provider_customer_id
             .clone()
             .unwrap_or_else(|| customer_id(&order.app, &order.user));
-        let paid_minor = (order.amount_minor - order.discount_minor).max(0);
         let subscription_id =
             (order.order_type == OrderType::Subscription).then(|| format!("sbx_sub_{}", order.id));
+        let trial_days = trial_days.filter(|_| subscription_id.is_some());
+        let paid_minor = if trial_days.is_some() {
+            0
+        } else {
+            (order.amount_minor - order.discount_minor).max(0)
+        };
         let completed = WireData {
             order_id: Some(order.id.clone()),
             session_id: Some(session_id),
-            customer_id: Some(customer_id),
+            customer_id: Some(customer_id.clone()),
             subscription_id: subscription_id.clone(),
             paid: Some(true),
             amount_minor: Some(paid_minor),
@@ -148,8 +176,24 @@ impl SandboxProvider {
             ..WireData::default()
         };
         let mut out = vec![self.sign(&order.id, "checkout.completed", completed, now)];
-        if subscription_id.is_some() {
-            out.extend(self.period_paid(order, 1, paid_minor, now));
+        match (trial_days, &subscription_id) {
+            (Some(days), Some(sub)) => {
+                let trialing = WireData {
+                    order_id: Some(order.id.clone()),
+                    subscription_id: Some(sub.clone()),
+                    customer_id: Some(customer_id),
+                    status: Some(SubscriptionStatus::Trialing.as_str().to_owned()),
+                    cancel_at_period_end: Some(false),
+                    period_start: Some(now.unix_timestamp()),
+                    period_end: Some(
+                        (now + time::Duration::days(i64::from(days))).unix_timestamp(),
+                    ),
+                    ..WireData::default()
+                };
+                out.push(self.sign(&order.id, "subscription.trialing", trialing, now));
+            }
+            (None, Some(_)) => out.extend(self.period_paid(order, 1, paid_minor, now)),
+            _ => {}
         }
         out
     }
@@ -390,7 +434,7 @@ fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
             payment_refs: d.payment_refs,
             plan_change: false,
         },
-        "subscription.updated" => EventKind::SubscriptionChanged {
+        "subscription.updated" | "subscription.trialing" => EventKind::SubscriptionChanged {
             subscription_id: need(d.subscription_id, "subscription_id", t)?,
             customer_id: d.customer_id,
             order_id: d.order_id,
@@ -502,6 +546,15 @@ impl SandboxDriver for SandboxProvider {
     ) -> Vec<(WebhookHeaders, Vec<u8>)> {
         // The inherent method: also usable without the trait in scope.
         SandboxProvider::deliveries(self, order, pay, now)
+    }
+
+    fn trial_deliveries(
+        &self,
+        order: &Order,
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Vec<(WebhookHeaders, Vec<u8>)> {
+        SandboxProvider::trial_deliveries(self, order, days, now)
     }
 
     fn subscription_changed(

@@ -190,6 +190,12 @@ pub(crate) fn checkout_form(r: &CheckoutRequest) -> Vec<(String, String)> {
     if let Some(coupon) = &r.discount {
         form.push(pair("discounts[0][coupon]", coupon));
     }
+    if let Some(days) = r.trial_days.filter(|_| subscription) {
+        form.push(pair(
+            "subscription_data[trial_period_days]",
+            days.to_string(),
+        ));
+    }
     form
 }
 

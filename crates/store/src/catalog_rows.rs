@@ -52,6 +52,8 @@ pub(crate) struct PlanRow {
     pub updated_by: String,
     pub created_at: PrimitiveDateTime,
     pub updated_at: PrimitiveDateTime,
+    pub trial_days: Option<i32>,
+    pub trial_credits: i64,
 }
 
 impl TryFrom<PlanRow> for Plan {
@@ -79,6 +81,8 @@ impl TryFrom<PlanRow> for Plan {
             active: r.active,
             sort_order: r.sort_order,
             credits_expire_days: days_from_db(r.credits_expire_days)?,
+            trial_days: days_from_db(r.trial_days)?,
+            trial_credits: r.trial_credits,
             created_by: r.created_by,
             updated_by: r.updated_by,
             created_at: from_db(r.created_at),
@@ -110,6 +114,8 @@ pub(crate) struct PlanValues<'a> {
     pub active: bool,
     pub sort_order: i64,
     pub credits_expire_days: Option<i32>,
+    pub trial_days: Option<i32>,
+    pub trial_credits: i64,
     pub updated_by: &'a str,
     pub updated_at: PrimitiveDateTime,
 }
@@ -135,6 +141,8 @@ impl<'a> PlanValues<'a> {
             active: s.active,
             sort_order: s.sort_order,
             credits_expire_days: days_to_db(s.credits_expire_days),
+            trial_days: days_to_db(s.trial_days),
+            trial_credits: s.trial_credits,
             updated_by: actor,
             updated_at: to_db(now),
         }

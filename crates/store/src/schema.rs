@@ -152,6 +152,8 @@ diesel::table! {
         updated_by -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        trial_days -> Nullable<Integer>,
+        trial_credits -> BigInt,
     }
 }
 

@@ -72,6 +72,8 @@ fn subscription(name: &str, sort_order: i64) -> PlanSpec {
         active: true,
         sort_order,
         credits_expire_days: Some(30),
+        trial_days: Some(14),
+        trial_credits: 50,
     }
 }
 
@@ -88,6 +90,8 @@ fn pack(name: &str, sort_order: i64) -> PlanSpec {
         creem_product_id_monthly: None,
         creem_product_id: Some("prod_pack".into()),
         credits_expire_days: None,
+        trial_days: None,
+        trial_credits: 0,
         ..subscription(name, sort_order)
     }
 }
@@ -201,6 +205,8 @@ async fn partial_update_replaces_only_given_fields(cx: Ctx) {
         price_monthly: Some(None),
         stripe_price_id_monthly: Some(None),
         creem_product_id_monthly: Some(None),
+        trial_days: Some(None),
+        trial_credits: Some(0),
         ..PlanPatch::default()
     };
     let packed = c

@@ -123,10 +123,16 @@ mod postgres {
         detail: String,
     }
 
+    // A column's place is its rank among the table's live columns: PostgreSQL never reuses the
+    // position of a dropped column, so a column added again after a down.sql drops it keeps its
+    // place in this order but not its raw `ordinal_position`.
     const SNAPSHOT_SQL: &str = "
         SELECT 'column' AS kind,
                c.table_name::text || '.' || c.column_name::text AS object,
-               concat_ws(' | ', c.ordinal_position::text, c.data_type::text,
+               concat_ws(' | ',
+                         (row_number() OVER (PARTITION BY c.table_name
+                                             ORDER BY c.ordinal_position))::text,
+                         c.data_type::text,
                          c.is_nullable::text, COALESCE(c.column_default::text, '-')) AS detail
           FROM information_schema.columns c
          WHERE c.table_schema = 'public' AND c.table_name <> '__diesel_schema_migrations'

@@ -20,6 +20,7 @@ mod refunds;
 mod sandbox;
 mod stats;
 mod stripe;
+mod trials;
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -90,6 +90,8 @@ async fn plans_page(
                     div { label for="plan-yearly" { "Price per year (subscriptions)" } input type="text" id="plan-yearly" name="price_yearly" placeholder="99.00" inputmode="decimal"; }
                     div { label for="plan-price" { "Price (credit packs)" } input type="text" id="plan-price" name="price" placeholder="4.99" inputmode="decimal"; }
                     div { label for="plan-expire" { "Credits expire after (days, blank = never)" } input type="number" id="plan-expire" name="credits_expire_days" min="1" step="1"; }
+                    div { label for="plan-trial" { "Free trial (days, subscriptions; blank = none)" } input type="number" id="plan-trial" name="trial_days" min="1" max="730" step="1"; }
+                    div { label for="plan-trial-credits" { "Trial credits" } input type="number" id="plan-trial-credits" name="trial_credits" min="0" step="1"; }
                     div { label for="plan-stripe" { "Stripe price id (monthly or pack)" } input type="text" id="plan-stripe" name="stripe_price"; }
                     div { label for="plan-creem" { "Creem product id (monthly or pack)" } input type="text" id="plan-creem" name="creem_product"; }
                 }
@@ -135,6 +137,10 @@ pub(crate) struct PlanForm {
     #[serde(default)]
     credits_expire_days: String,
     #[serde(default)]
+    trial_days: String,
+    #[serde(default)]
+    trial_credits: String,
+    #[serde(default)]
     stripe_price: String,
     #[serde(default)]
     creem_product: String,
@@ -176,6 +182,10 @@ impl PlanForm {
             active: true,
             sort_order: 0,
             credits_expire_days: days,
+            trial_days: whole("free trial", &self.trial_days)?
+                .map(|d| u32::try_from(d).map_err(|_| "free trial: 1 or more days".to_owned()))
+                .transpose()?,
+            trial_credits: whole("trial credits", &self.trial_credits)?.unwrap_or(0),
         })
     }
 }

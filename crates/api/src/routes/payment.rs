@@ -2,7 +2,7 @@
 //! received provider events.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use tally_checkout::{Channel, Order, OrderStatus};
+use tally_checkout::{Channel, Order, OrderStatus, OrderType};
 
 use crate::AppState;
 use crate::auth::{Admin, User};
@@ -143,6 +143,15 @@ async fn sandbox_order(state: &AppState, session_id: &str) -> Result<Order, ApiE
         .ok_or_else(|| ApiError::not_found("no such sandbox session"))
 }
 
+/// The free trial a sandbox subscription order starts with: its plan's, if any.
+async fn sandbox_trial(state: &AppState, order: &Order) -> Result<Option<u32>, ApiError> {
+    if order.order_type != OrderType::Subscription {
+        return Ok(None);
+    }
+    let plan = state.catalog.plan(&order.app, &order.plan_id).await?;
+    Ok(plan.and_then(|p| p.trial_days))
+}
+
 /// A sandbox page, in the console's look.
 fn sandbox_html(title: &str, body: maud::Markup) -> HttpResponse {
     crate::console::html(
@@ -171,6 +180,10 @@ pub async fn sandbox_page(
 ) -> Result<HttpResponse, ApiError> {
     let order = sandbox_order(&state, &session_id).await?;
     let plan = state.catalog.plan(&order.app, &order.plan_id).await?;
+    let trial = plan
+        .as_ref()
+        .and_then(|p| p.trial_days)
+        .filter(|_| order.order_type == OrderType::Subscription);
     let plan_name = plan.map_or_else(|| format!("Plan {}", order.plan_id), |p| p.name);
     let what = match order.interval {
         Some(i) => format!("subscription, billed every {i}"),
@@ -188,7 +201,11 @@ pub async fn sandbox_page(
         @if pending {
             div.actions {
                 form.inline method="post" action={ "/payment/sandbox/" (session_id) "/pay" } {
-                    button id="pay" type="submit" { "Pay " (amount) }
+                    @if let Some(days) = trial {
+                        button id="pay" type="submit" { "Start the " (days) "-day free trial" }
+                    } @else {
+                        button id="pay" type="submit" { "Pay " (amount) }
+                    }
                 }
                 form.inline method="post" action={ "/payment/sandbox/" (session_id) "/cancel" } {
                     button.secondary id="cancel" type="submit" { "Cancel" }
@@ -209,7 +226,10 @@ async fn sandbox_finish(
         return Err(ApiError::not_found("the sandbox channel is not enabled"));
     };
     let checkout = state.checkout.clone();
-    let deliveries = driver.deliveries(&order, pay, checkout.now());
+    let deliveries = match sandbox_trial(&state, &order).await? {
+        Some(days) if pay => driver.trial_deliveries(&order, days, checkout.now()),
+        _ => driver.deliveries(&order, pay, checkout.now()),
+    };
     detached(async move {
         for (headers, body) in deliveries {
             checkout

@@ -59,6 +59,7 @@ fn checkout(mode: CheckoutMode) -> CheckoutRequest {
         currency: "usd".into(),
         plan_name: "Pro".into(),
         credits: 1000,
+        trial_days: None,
     }
 }
 

@@ -86,6 +86,7 @@ async fn sessions_portal_and_coupons_need_no_http() {
             currency: "usd".into(),
             plan_name: "Pack".into(),
             credits: 10,
+            trial_days: None,
         })
         .await
         .unwrap();

@@ -10,12 +10,12 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tally_catalog::PlanQuery;
+use tally_catalog::{PlanKey, PlanQuery};
 use tally_checkout::change::plan_for_price_ref;
 use tally_checkout::plan::{
-    OrderNews, PlanSwitch, RecordedPayment, SubscriptionNews, SubscriptionNotice,
-    SubscriptionUpdate, plan_checkout_ended, plan_order_update, plan_pack_paid, plan_period_paid,
-    plan_refund, plan_subscription_change,
+    OrderNews, PeriodNews, PlanSwitch, RecordedPayment, SubscriptionNews, SubscriptionNotice,
+    SubscriptionUpdate, TrialTerms, plan_checkout_ended, plan_order_update, plan_pack_paid,
+    plan_period_paid, plan_refund, plan_subscription_change,
 };
 use tally_checkout::refund::RefundReport;
 use tally_checkout::{
@@ -1146,15 +1146,21 @@ async fn period_paid(
         Some(order) => plan_name(conn, order).await?,
         None => sub.plan_id.clone(),
     };
+    let trial = trial_terms(conn, &sub.app_key, &sub.plan_id).await?;
+    let news = PeriodNews {
+        payment_id,
+        period: (*period_start, *period_end),
+        customer_id,
+        amount_paid_minor: *amount_paid_minor,
+        plan_change: *plan_change,
+    };
     let plan = plan_period_paid(
         &Subscription::try_from(sub.clone())?,
         earlier,
         channel,
-        payment_id,
-        (*period_start, *period_end),
-        customer_id,
+        &news,
         &name,
-        *plan_change,
+        trial.as_ref(),
         now,
     )?;
     let (payment, new) = insert_payment(
@@ -1245,6 +1251,7 @@ async fn subscription_changed(
         None => None,
     };
     let event_key = format!("{channel}:{}", event.id);
+    let trial = trial_terms(conn, &sub.app_key, &sub.plan_id).await?;
     let news = SubscriptionNews {
         status: *status,
         cancel_at_period_end: *cancel_at_period_end,
@@ -1254,6 +1261,8 @@ async fn subscription_changed(
         changed_at: event.created_at,
         plan: switch.as_ref(),
         event_key: &event_key,
+        trial: trial.as_ref(),
+        channel: Some(channel),
     };
     let last_change = sub.status_changed_at.map(from_db);
     let Some(plan) = plan_subscription_change(
@@ -1274,7 +1283,9 @@ async fn subscription_changed(
     )
     .await?;
     update_subscription(conn, sub.id, &plan.update, now).await?;
-    apply_grant(conn, plan.grant.as_ref(), now).await?;
+    for grant in &plan.grants {
+        apply_grant(conn, Some(grant), now).await?;
+    }
     if let Some(notice) = plan.notice {
         let event_type = match notice {
             SubscriptionNotice::Canceled => EventType::SubscriptionCanceled,
@@ -1288,6 +1299,29 @@ async fn subscription_changed(
         subscription_event(conn, event_type, sub.id, extra, now).await?;
     }
     Ok(applied(plan.detail))
+}
+
+/// The free trial of the subscription's plan, if it has one.
+async fn trial_terms(
+    conn: &mut Conn,
+    app: &str,
+    plan_id: &str,
+) -> Result<Option<TrialTerms>, StoreError> {
+    let plan = super::catalog::plan(
+        conn,
+        &PlanKey {
+            app: app.to_owned(),
+            id: plan_id.to_owned(),
+        },
+    )
+    .await?;
+    Ok(plan.and_then(|p| {
+        p.trial_days.map(|days| TrialTerms {
+            days,
+            credits: p.trial_credits,
+            plan_name: p.name,
+        })
+    }))
 }
 
 /// The app's plan a provider price names, as the plan a subscription is billed for now.

@@ -313,6 +313,8 @@ fn pack_spec(name: &str) -> PlanSpec {
         active: true,
         sort_order: 0,
         credits_expire_days: Some(30),
+        trial_days: None,
+        trial_credits: 0,
     }
 }
 

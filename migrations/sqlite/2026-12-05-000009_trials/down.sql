@@ -1,0 +1,2 @@
+ALTER TABLE plans DROP COLUMN trial_credits;
+ALTER TABLE plans DROP COLUMN trial_days;
