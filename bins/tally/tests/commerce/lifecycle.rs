@@ -21,6 +21,7 @@ backend_tests!(
     creem_cancel_follows_the_provider,
     portal_cancel_and_resume,
     stripe_failed_renewal_is_past_due_until_paid,
+    sandbox_portal_is_the_billing_page,
 );
 
 /// Subscribes `user` to `plan` through the sandbox and pays.
@@ -619,5 +620,48 @@ async fn stripe_failed_renewal_is_past_due_until_paid(db: Db) {
         (Some("past_due"), Some("active"))
     );
     assert_eq!(of_type("subscription.renewed").len(), 1, "{told:?}");
+    app.finish().await;
+}
+
+/// The sandbox has no portal of its own: `POST /subscription/portal` answers Tally's billing page
+/// (where cancel, resume and plan changes are), which offers no provider portal button.
+async fn sandbox_portal_is_the_billing_page(db: Db) {
+    let app = spawn(db, None, None).await;
+    let (pro, _) = seed_plans(&app).await;
+    sandbox_subscribe(&app, "alice", &pro).await;
+    let (status, body) = post_as(
+        &app,
+        "alice",
+        "/subscription/portal",
+        json!({"return_url": "https://app.example/account"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["data"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/portal/", app.address)),
+        "{url}"
+    );
+    let page = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"cancel\""), "{page}");
+    assert!(!page.contains("id=\"manage\""), "{page}");
+    assert!(page.contains("https://app.example/account"), "{page}");
+    // A back link to a host not allowed: refused.
+    let (status, body) = post_as(
+        &app,
+        "alice",
+        "/subscription/portal",
+        json!({"return_url": "https://evil.example/"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     app.finish().await;
 }

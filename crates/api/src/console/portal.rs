@@ -141,8 +141,11 @@ async fn portal_page(
                                 }
                             }
                         }
-                        form.inline method="post" action={ (base) "/manage" } {
-                            button.secondary type="submit" id="manage" { "Manage subscription" }
+                        // The sandbox has no portal but this page.
+                        @if sub.channel != tally_checkout::Channel::Sandbox {
+                            form.inline method="post" action={ (base) "/manage" } {
+                                button.secondary type="submit" id="manage" { "Manage subscription" }
+                            }
                         }
                     }
                 },

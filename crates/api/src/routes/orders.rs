@@ -1,6 +1,7 @@
 //! The caller's orders and subscription, and the provider billing portal.
 
 use actix_web::{HttpResponse, get, post, web};
+use tally_checkout::Channel;
 
 use crate::AppState;
 use crate::auth::User;
@@ -90,6 +91,25 @@ pub async fn portal(
     body: web::Json<PortalRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    // The sandbox has no portal of its own: its subscribers get Tally's billing page, which
+    // cancels, resumes and changes plans.
+    let sandbox = state.sandbox.is_some()
+        && state
+            .checkout
+            .subscription(&caller.app, &caller.user)
+            .await?
+            .is_some_and(|s| s.channel == Channel::Sandbox);
+    if sandbox {
+        let back = match body.return_url {
+            Some(url) => {
+                state.checkout.check_redirect("return_url", &url)?;
+                url
+            }
+            None => state.public_url.clone(),
+        };
+        let session = crate::routes::portal::session(&state, &caller.account(), &back).await?;
+        return Ok(ok(UrlDto { url: session.url }));
+    }
     let url = state
         .checkout
         .portal(&caller.app, &caller.user, body.return_url)

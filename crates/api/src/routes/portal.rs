@@ -43,6 +43,15 @@ async fn open(
     return_url: &str,
 ) -> Result<HttpResponse, ApiError> {
     state.checkout.check_redirect("return_url", return_url)?;
+    Ok(ok(session(state, &account, return_url).await?))
+}
+
+/// A new portal session of `account` whose back link leads to `return_url` (already checked).
+pub(crate) async fn session(
+    state: &AppState,
+    account: &AccountRef,
+    return_url: &str,
+) -> Result<PortalSessionDto, ApiError> {
     let (token, session) = state
         .sessions
         .create_portal_session(&account.app, &account.user, return_url, state.ledger.now())
@@ -51,10 +60,10 @@ async fn open(
             crate::console::log_failure("creating a portal session", &e);
             ApiError::internal()
         })?;
-    Ok(ok(PortalSessionDto {
+    Ok(PortalSessionDto {
         url: format!("{}/portal/{token}", state.public_url),
         expires_at: rfc3339(session.expires_at),
-    }))
+    })
 }
 
 /// A billing-portal URL for the caller, valid for 15 minutes.
