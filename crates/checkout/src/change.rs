@@ -305,6 +305,7 @@ mod tests {
             status: SubscriptionStatus::Active,
             current_period_start: Some(START),
             current_period_end: Some(END),
+            previous_period_start: None,
             cancel_at_period_end: false,
             credits_per_period: plan.credits_included,
             credits_expire: false,

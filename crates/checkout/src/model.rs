@@ -168,6 +168,8 @@ pub struct Subscription {
     pub current_period_start: Option<OffsetDateTime>,
     /// End of the paid period.
     pub current_period_end: Option<OffsetDateTime>,
+    /// Start of the period before the current one (kept when a payment moves the period on).
+    pub previous_period_start: Option<OffsetDateTime>,
     /// Ends at `current_period_end` instead of renewing.
     pub cancel_at_period_end: bool,
     /// Credits granted per paid period.

@@ -96,6 +96,8 @@ pub struct SubscriptionUpdate {
     pub provider_customer_id: Option<String>,
     /// A new current period, `(start, end)`.
     pub period: Option<(Option<OffsetDateTime>, OffsetDateTime)>,
+    /// The start of the period it replaces, kept when the period moves on.
+    pub previous_period_start: Option<Option<OffsetDateTime>>,
     /// Whether it ends with the current period.
     pub cancel_at_period_end: Option<bool>,
     /// The provider's instant of the change applied (later, older changes are ignored).
@@ -133,6 +135,7 @@ impl SubscriptionUpdate {
         if let Some(end) = end {
             if current.current_period_end.is_none_or(|stored| end > stored) {
                 self.period = Some((start, end));
+                self.previous_period_start = Some(current.current_period_start);
             }
         }
     }
@@ -168,6 +171,9 @@ impl SubscriptionUpdate {
         if let Some((start, end)) = self.period {
             next.current_period_start = start;
             next.current_period_end = Some(end);
+        }
+        if let Some(previous) = self.previous_period_start {
+            next.previous_period_start = previous;
         }
         if let Some(ending) = self.cancel_at_period_end {
             next.cancel_at_period_end = ending;
@@ -316,42 +322,67 @@ pub fn plan_subscription_change(
     }))
 }
 
-/// The extra credits of a switch to a plan with more: the difference for what is left of the
-/// current period at the provider's instant of the change.
+/// The credits a switch of plans moves: for a plan with more, the difference for what is left
+/// of the current period at the provider's instant of the change. A switch reported after the
+/// renewal that followed it (events arrive out of order) also settles the period that renewal
+/// granted at the old plan's credits: the previous period's rest at the difference, plus the
+/// whole difference for this period — or, for a plan with fewer, the difference taken back from
+/// this period — so the credits end as if the events had come in order.
 fn plan_switch_grant(
     current: &Subscription,
     switch: &PlanSwitch,
     news: &SubscriptionNews<'_>,
     now: OffsetDateTime,
-) -> Result<Option<Movement>, LedgerError> {
-    let credits = crate::change::prorated(
-        switch.credits_per_period - current.credits_per_period,
-        current.current_period_start,
-        current.current_period_end,
-        news.changed_at.unwrap_or(now),
-    );
-    if credits <= 0 {
-        return Ok(None);
-    }
-    let movement = Movement {
-        account: AccountRef::new(&current.app, &current.user)?,
-        kind: MovementKind::Grant {
-            txn_type: TxnType::Subscription,
-            credits,
-            expires_at: period_expiry(switch.credits_expire, current.current_period_end, now),
-        },
-        description: format!("Plan change to {}: rest of the period", switch.plan_name),
-        idempotency_key: Some(format!("plan-change:{}", news.event_key)),
-        metadata: Some(serde_json::json!({
-            "subscription_id": current.id,
-            "order_id": current.order_id,
-            "from_plan_id": current.plan_id,
-            "plan_id": switch.plan_id,
-        })),
-        actor: Some(format!("provider:{}", current.channel)),
+) -> Result<Vec<Movement>, LedgerError> {
+    let at = news.changed_at.unwrap_or(now);
+    let diff = switch.credits_per_period - current.credits_per_period;
+    let (start, end) = (current.current_period_start, current.current_period_end);
+    let renewed_since = start.is_some_and(|start| at < start);
+    let (more, fewer) = if renewed_since {
+        let rest = crate::change::prorated(diff, current.previous_period_start, start, at);
+        (rest + diff.max(0), (-diff).max(0))
+    } else {
+        (crate::change::prorated(diff, start, end, at), 0)
     };
-    movement.validate()?;
-    Ok(Some(movement))
+    let account = AccountRef::new(&current.app, &current.user)?;
+    let metadata = serde_json::json!({
+        "subscription_id": current.id,
+        "order_id": current.order_id,
+        "from_plan_id": current.plan_id,
+        "plan_id": switch.plan_id,
+    });
+    let mut out = Vec::new();
+    if more > 0 {
+        out.push(Movement {
+            account: account.clone(),
+            kind: MovementKind::Grant {
+                txn_type: TxnType::Subscription,
+                credits: more,
+                expires_at: period_expiry(switch.credits_expire, end, now),
+            },
+            description: format!("Plan change to {}: rest of the period", switch.plan_name),
+            idempotency_key: Some(format!("plan-change:{}", news.event_key)),
+            metadata: Some(metadata.clone()),
+            actor: Some(format!("provider:{}", current.channel)),
+        });
+    }
+    if fewer > 0 {
+        out.push(Movement {
+            account,
+            kind: MovementKind::Clawback { credits: fewer },
+            description: format!(
+                "Plan change to {}: this period was granted at the old plan's credits",
+                switch.plan_name
+            ),
+            idempotency_key: Some(format!("plan-change-settle:{}", news.event_key)),
+            metadata: Some(metadata),
+            actor: Some(format!("provider:{}", current.channel)),
+        });
+    }
+    for movement in &out {
+        movement.validate()?;
+    }
+    Ok(out)
 }
 
 /// What a paid period (a subscription's first payment or a renewal) does.
@@ -865,6 +896,7 @@ mod tests {
             status,
             current_period_start: Some(NOW),
             current_period_end: Some(datetime!(2026-07-01 12:00 UTC)),
+            previous_period_start: None,
             cancel_at_period_end: false,
             credits_per_period: 1000,
             credits_expire: true,
@@ -1397,5 +1429,58 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(still.grants.is_empty());
+    }
+
+    #[test]
+    fn a_switch_reported_after_the_renewal_settles_the_renewed_period() {
+        // The renewal moved the period to July (granted at 1,000); the switch happened on
+        // June 21, two thirds into June's period.
+        let renewed = Subscription {
+            previous_period_start: Some(NOW),
+            current_period_start: Some(datetime!(2026-07-01 12:00 UTC)),
+            current_period_end: Some(datetime!(2026-07-31 12:00 UTC)),
+            ..sub(SubscriptionStatus::Active)
+        };
+        let switch = |credits| PlanSwitch {
+            plan_id: "5".into(),
+            plan_name: "Other".into(),
+            interval: Interval::Month,
+            credits_per_period: credits,
+            credits_expire: false,
+        };
+        let at = Some(datetime!(2026-06-21 12:00 UTC));
+        let (more, fewer) = (switch(4000), switch(400));
+        let up = SubscriptionNews {
+            changed_at: at,
+            plan: Some(&more),
+            event_key: "stripe:evt_up",
+            ..SubscriptionNews::default()
+        };
+        let plan = plan_subscription_change(&renewed, None, &up, NOW)
+            .unwrap()
+            .unwrap();
+        let credits: Vec<_> = plan.grants.iter().map(|g| g.kind.clone()).collect();
+        assert_eq!(
+            credits,
+            [MovementKind::Grant {
+                txn_type: TxnType::Subscription,
+                credits: 1000 + 3000,
+                expires_at: None,
+            }],
+            "June's last third of the 3,000 more, and July's whole 3,000"
+        );
+        let down = SubscriptionNews {
+            plan: Some(&fewer),
+            ..up
+        };
+        let plan = plan_subscription_change(&renewed, None, &down, NOW)
+            .unwrap()
+            .unwrap();
+        let credits: Vec<_> = plan.grants.iter().map(|g| g.kind.clone()).collect();
+        assert_eq!(
+            credits,
+            [MovementKind::Clawback { credits: 600 }],
+            "July was granted 1,000 where the new plan grants 400"
+        );
     }
 }

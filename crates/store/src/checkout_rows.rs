@@ -188,6 +188,7 @@ pub(crate) struct SubscriptionRow {
     pub status_changed_at: Option<PrimitiveDateTime>,
     pub created_at: PrimitiveDateTime,
     pub updated_at: PrimitiveDateTime,
+    pub previous_period_start: Option<PrimitiveDateTime>,
 }
 
 impl SubscriptionRow {
@@ -215,6 +216,7 @@ impl TryFrom<SubscriptionRow> for Subscription {
             provider_customer_id: r.provider_customer_id,
             current_period_start: r.current_period_start.map(from_db),
             current_period_end: r.current_period_end.map(from_db),
+            previous_period_start: r.previous_period_start.map(from_db),
             cancel_at_period_end: r.cancel_at_period_end,
             credits_per_period: r.credits_per_period,
             credits_expire: r.credits_expire,
@@ -311,6 +313,7 @@ pub(crate) struct SubscriptionChanges<'a> {
     pub provider_customer_id: Option<&'a str>,
     pub current_period_start: Option<Option<PrimitiveDateTime>>,
     pub current_period_end: Option<PrimitiveDateTime>,
+    pub previous_period_start: Option<Option<PrimitiveDateTime>>,
     pub cancel_at_period_end: Option<bool>,
     pub status_changed_at: Option<PrimitiveDateTime>,
     pub plan_id: Option<&'a str>,
@@ -328,6 +331,7 @@ impl<'a> SubscriptionChanges<'a> {
             provider_customer_id: update.provider_customer_id.as_deref(),
             current_period_start: update.period.map(|(start, _)| start.map(to_db)),
             current_period_end: update.period.map(|(_, end)| to_db(end)),
+            previous_period_start: update.previous_period_start.map(|start| start.map(to_db)),
             cancel_at_period_end: update.cancel_at_period_end,
             status_changed_at: update.status_changed_at.map(to_db),
             plan_id: update.plan.as_ref().map(|p| p.plan_id.as_str()),

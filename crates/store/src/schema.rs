@@ -226,6 +226,7 @@ diesel::table! {
         status_changed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        previous_period_start -> Nullable<Timestamp>,
     }
 }
 

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::common::{Db, TestApp, admin_token, app_token};
 use crate::doubles;
 use crate::lifecycle::{portal_url, sandbox_subscribe, stripe_subscriber};
-use crate::stripe::{event, invoice_paid, send, subscription_object};
+use crate::stripe::{
+    checkout_completed, event, invoice_paid, send, subscribe, subscription_object,
+};
 use crate::{create_session, events, now_unix, seed_plans, spawn, subscription};
 
 backend_tests!(
@@ -16,6 +18,7 @@ backend_tests!(
     creem_change_asks_for_an_upgrade,
     refused_changes_change_nothing,
     portal_switches_plans,
+    a_change_reported_after_its_renewal_ends_the_same,
 );
 
 const DAY: i64 = 86_400;
@@ -234,7 +237,12 @@ async fn stripe_change_follows_the_provider(db: Db) {
     assert_eq!(form["proration_behavior"], "none");
     let mut down = subscription_object("sub_up", &order, "active", false, t0 + 60 * DAY);
     down["items"]["data"][0]["price"] = json!({"id": "price_basic_m", "object": "price"});
-    let down = event("evt_down", "customer.subscription.updated", t + 120, down);
+    let down = event(
+        "evt_down",
+        "customer.subscription.updated",
+        t0 + 30 * DAY + 120,
+        down,
+    );
     assert_eq!(send(&app, &down).await.0, 200);
     assert_eq!(subscription(&app, "alice").await["plan_id"], basic.as_str());
     assert_eq!(app.balance("alice").await, 1800);
@@ -444,4 +452,108 @@ async fn portal_switches_plans(db: Db) {
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(subscription(&app, "alice").await["plan_id"], pro.as_str());
     app.finish().await;
+}
+
+/// `user`'s Stripe subscription `sub` to `plan`, its first period `[t0, t0 + 30 days)` paid.
+async fn stripe_sub(app: &TestApp, user: &str, plan: &str, sub: &str, t0: i64) -> String {
+    let order = subscribe(app, user, plan).await;
+    let completed = event(
+        &format!("evt_cs_{sub}"),
+        "checkout.session.completed",
+        t0,
+        checkout_completed(
+            &format!("cs_{sub}"),
+            &order,
+            "subscription",
+            json!({"subscription": sub}),
+        ),
+    );
+    assert_eq!(send(app, &completed).await.0, 200);
+    let paid = event(
+        &format!("evt_in_{sub}"),
+        "invoice.paid",
+        t0,
+        invoice_paid(&format!("in_{sub}"), sub, &order, t0, t0 + 30 * DAY),
+    );
+    assert_eq!(send(app, &paid).await.0, 200);
+    order
+}
+
+/// The switch of `sub` to `price` at `at`, and its renewal into `[t0 + 30, t0 + 60 days)`.
+fn switch_and_renewal(sub: &str, order: &str, price: &str, at: i64, t0: i64) -> [String; 2] {
+    let mut updated = subscription_object(sub, order, "active", false, t0 + 30 * DAY);
+    updated["items"]["data"][0]["price"] = json!({"id": price, "object": "price"});
+    [
+        event(
+            &format!("evt_sw_{sub}"),
+            "customer.subscription.updated",
+            at,
+            updated,
+        ),
+        event(
+            &format!("evt_rn_{sub}"),
+            "invoice.paid",
+            t0 + 30 * DAY,
+            invoice_paid(
+                &format!("in2_{sub}"),
+                sub,
+                order,
+                t0 + 30 * DAY,
+                t0 + 60 * DAY,
+            ),
+        ),
+    ]
+}
+
+/// The renewal invoice before the plan change's event: the credits end as in order, for an
+/// upgrade and a downgrade, each event delivered twice.
+async fn a_change_reported_after_its_renewal_ends_the_same(db: Db) {
+    let stripe = doubles::stripe().await;
+    let app = spawn(db, Some(&stripe), None).await;
+    let (pro, _) = seed_plans(&app).await;
+    let basic = basic_plan(&app, true).await;
+    let t0 = now_unix(&app);
+    let at = t0 + 10 * DAY;
+    let mut finals = Vec::new();
+    for (users, from, to, price) in [
+        (["up_in_order", "up_reversed"], &basic, &pro, "price_pro_m"),
+        (
+            ["down_in_order", "down_reversed"],
+            &pro,
+            &basic,
+            "price_basic_m",
+        ),
+    ] {
+        let mut balances = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            let sub = format!("sub_{user}");
+            let order = stripe_sub(&app, user, from, &sub, t0).await;
+            let mut events = switch_and_renewal(&sub, &order, price, at, t0).to_vec();
+            if i == 1 {
+                events.reverse();
+            }
+            for body in &events {
+                let (status, ack) = send(&app, body).await;
+                assert_eq!(status, 200, "{user}: {ack}");
+                assert_eq!(send(&app, body).await.1["data"]["outcome"], "duplicate");
+            }
+            let now = subscription_for(&app, user).await;
+            assert_eq!(now["plan_id"], to.as_str(), "{user}");
+            balances.push(app.balance(user).await);
+        }
+        assert_eq!(balances[0], balances[1], "{users:?}");
+        finals.push(balances[0]);
+    }
+    // Up: 400 + 20/30 of 600 + Pro's 1,000. Down: 1,000, nothing back, then Basic's 400.
+    assert_eq!(finals, [400 + 400 + 1000, 1000 + 400]);
+    app.assert_verified().await;
+    app.finish().await;
+}
+
+async fn subscription_for(app: &TestApp, user: &str) -> Value {
+    let (status, body, _) = app
+        .get("/subscription", &app_token(user, "default", None))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
 }

@@ -353,6 +353,7 @@ fn subscription(o: &Order) -> Subscription {
         status: SubscriptionStatus::Active,
         current_period_start: Some(NOW),
         current_period_end: None,
+        previous_period_start: None,
         cancel_at_period_end: false,
         credits_per_period: o.credits,
         credits_expire: false,
