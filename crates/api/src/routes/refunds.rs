@@ -4,14 +4,14 @@
 //! sandbox channel Tally is the provider: its event is sent before the answer.
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use tally_checkout::{Channel, RefundAnswer, RefundOrder};
+use tally_checkout::{RefundAnswer, RefundOrder};
 
 use crate::AppState;
 use crate::auth::Admin;
 use crate::checkout_dto::{RefundDto, RefundOrderRequest};
 use crate::error::{ApiError, ok};
-use crate::routes::subscriptions::optional_body;
-use crate::routes::{detached, idempotency_key};
+use crate::routes::idempotency_key;
+use crate::routes::subscriptions::{optional_body, sandbox_deliver, sandbox_driver};
 
 /// Refunds an order's payment (all that is left, or `amount`) through its provider.
 #[utoipa::path(
@@ -64,20 +64,9 @@ async fn settle(state: &AppState, answer: RefundAnswer) -> Result<RefundDto, Api
         payment_id,
         request,
     } = answer;
-    if order.channel == Channel::Sandbox {
-        if let Some(driver) = state.sandbox.clone() {
-            let checkout = state.checkout.clone();
-            let (headers, body) = driver.refunded(&request, checkout.now());
-            let (app, id) = (order.app.clone(), order.id.clone());
-            order = detached(async move {
-                checkout
-                    .handle_webhook(Channel::Sandbox, &headers, &body)
-                    .await?;
-                checkout.app_order(&app, &id).await
-            })
-            .await?
-            .0;
-        }
+    if let Some(driver) = sandbox_driver(state, order.channel) {
+        sandbox_deliver(state, driver.refunded(&request, state.checkout.now())).await?;
+        order = state.checkout.app_order(&order.app, &order.id).await?.0;
     }
     Ok(RefundDto {
         outcome: "requested".to_owned(),

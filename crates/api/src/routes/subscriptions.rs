@@ -4,9 +4,11 @@
 //! is the provider: its event is sent before the answer.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use std::sync::Arc;
+
 use tally_checkout::{
-    AppSubscriptionQuery, Channel, CheckoutError, PlanChangeAnswer, SubscriptionChange,
-    SubscriptionChangeAnswer,
+    AppSubscriptionQuery, Channel, CheckoutError, PlanChangeAnswer, SandboxDriver, Subscription,
+    SubscriptionChange, SubscriptionChangeAnswer, WebhookHeaders,
 };
 
 use crate::AppState;
@@ -245,21 +247,9 @@ pub(crate) async fn settle_plan_change(
         request,
     } = answer;
     let preview = PlanChangePreviewDto::new(quote, &subscription);
-    if subscription.channel == Channel::Sandbox {
-        if let Some(driver) = state.sandbox.clone() {
-            let checkout = state.checkout.clone();
-            let (headers, body) = driver.plan_changed(&subscription, &request, checkout.now());
-            let (app, id) = (subscription.app.clone(), subscription.id.clone());
-            subscription = detached(async move {
-                checkout
-                    .handle_webhook(Channel::Sandbox, &headers, &body)
-                    .await?;
-                let id = id.parse::<i64>().unwrap_or_default();
-                checkout.app_subscription(&app, id).await
-            })
-            .await?
-            .unwrap_or(subscription);
-        }
+    if let Some(driver) = sandbox_driver(state, subscription.channel) {
+        let delivery = driver.plan_changed(&subscription, &request, state.checkout.now());
+        subscription = sandbox_applied(state, delivery, subscription).await?;
     }
     Ok(PlanChangeDto {
         outcome: "requested".to_owned(),
@@ -279,26 +269,53 @@ pub(crate) async fn settle(
         requested,
         mut subscription,
     } = answer;
-    if requested && subscription.channel == Channel::Sandbox {
-        if let Some(driver) = state.sandbox.clone() {
-            let checkout = state.checkout.clone();
-            let (headers, body) =
-                driver.subscription_changed(&subscription, change, checkout.now());
-            let (app, id) = (subscription.app.clone(), subscription.id.clone());
-            subscription = detached(async move {
-                checkout
-                    .handle_webhook(Channel::Sandbox, &headers, &body)
-                    .await?;
-                let id = id.parse::<i64>().unwrap_or_default();
-                checkout.app_subscription(&app, id).await
-            })
-            .await?
-            .unwrap_or(subscription);
-        }
+    if requested && let Some(driver) = sandbox_driver(state, subscription.channel) {
+        let delivery = driver.subscription_changed(&subscription, change, state.checkout.now());
+        subscription = sandbox_applied(state, delivery, subscription).await?;
     }
     Ok(SubscriptionChangeDto {
         change: change.as_str().to_owned(),
         outcome: if requested { "requested" } else { "unchanged" }.to_owned(),
         subscription: subscription.into(),
     })
+}
+
+/// The sandbox's driver when `channel` is the sandbox (and it is on): Tally then plays the
+/// provider and sends the provider's event itself.
+pub(crate) fn sandbox_driver(state: &AppState, channel: Channel) -> Option<Arc<dyn SandboxDriver>> {
+    state
+        .sandbox
+        .clone()
+        .filter(|_| channel == Channel::Sandbox)
+}
+
+/// Applies a sandbox delivery through the webhook path, to the end whatever becomes of the
+/// request.
+pub(crate) async fn sandbox_deliver(
+    state: &AppState,
+    (headers, body): (WebhookHeaders, Vec<u8>),
+) -> Result<(), ApiError> {
+    let checkout = state.checkout.clone();
+    detached(async move {
+        checkout
+            .handle_webhook(Channel::Sandbox, &headers, &body)
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+/// Applies the sandbox's `delivery` about `subscription`, then reads it again.
+async fn sandbox_applied(
+    state: &AppState,
+    delivery: (WebhookHeaders, Vec<u8>),
+    subscription: Subscription,
+) -> Result<Subscription, ApiError> {
+    sandbox_deliver(state, delivery).await?;
+    let id = subscription.id.parse::<i64>().unwrap_or_default();
+    Ok(state
+        .checkout
+        .app_subscription(&subscription.app, id)
+        .await?
+        .unwrap_or(subscription))
 }
