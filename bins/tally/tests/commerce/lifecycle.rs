@@ -481,15 +481,7 @@ async fn portal_cancel_and_resume(db: Db) {
     let (pro, _) = seed_plans(&app).await;
     sandbox_subscribe(&app, "alice", &pro).await;
     let url = portal_url(&app, "alice").await;
-    let page = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::page_text(&app, &url).await;
     assert!(
         page.contains("id=\"cancel\"") && !page.contains("id=\"resume\""),
         "{page}"
@@ -517,15 +509,7 @@ async fn portal_cancel_and_resume(db: Db) {
 
     // Bob has no subscription: no button, and a forged post is refused and changes nothing.
     let bob = portal_url(&app, "bob").await;
-    let page = app
-        .client
-        .get(&bob)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::page_text(&app, &bob).await;
     assert!(!page.contains("id=\"cancel\""), "{page}");
     let (status, page) = form_post(&app, &format!("{bob}/cancel")).await;
     assert_eq!(status, 404, "{page}");
@@ -642,15 +626,7 @@ async fn sandbox_portal_is_the_billing_page(db: Db) {
         url.starts_with(&format!("{}/portal/", app.address)),
         "{url}"
     );
-    let page = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::page_text(&app, url).await;
     assert!(page.contains("id=\"cancel\""), "{page}");
     assert!(!page.contains("id=\"manage\""), "{page}");
     assert!(page.contains("https://app.example/account"), "{page}");

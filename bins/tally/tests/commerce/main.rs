@@ -189,6 +189,18 @@ pub async fn events(app: &TestApp) -> Vec<Value> {
     body["data"].as_array().unwrap().clone()
 }
 
+/// The HTML of the page at `url`.
+pub async fn page_text(app: &TestApp, url: &str) -> String {
+    app.client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The server clock's current unix time.
 pub fn now_unix(app: &TestApp) -> i64 {
     use tally_ledger::Clock;

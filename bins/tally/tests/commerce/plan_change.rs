@@ -398,15 +398,7 @@ async fn portal_switches_plans(db: Db) {
     let basic = basic_plan(&app, true).await;
     sandbox_subscribe(&app, "alice", &basic).await;
     let url = portal_url(&app, "alice").await;
-    let page = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::page_text(&app, &url).await;
     assert!(
         page.contains(&format!("id=\"switch-{pro}\"")),
         "another plan offers a switch: {page}"

@@ -54,15 +54,7 @@ async fn sandbox_trial_starts_and_cancelling_charges_nothing(db: Db) {
     .await;
     assert_eq!(status, 200, "{body}");
     let url = body["data"]["url"].as_str().unwrap().to_owned();
-    let page = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::page_text(&app, &url).await;
     assert!(page.contains("Start the 14-day free trial"), "{page}");
     let paid = app.client.post(format!("{url}/pay")).send().await.unwrap();
     assert_eq!(paid.status(), 200);
