@@ -433,6 +433,8 @@ async fn bad_plan_input_changes_nothing(app: App) {
     let path = format!("/admin/billing/plans/{id}");
     let updates: Vec<(Body, Option<&str>)> = vec![
         (Body::Raw("{\"name\": "), Some("body")),
+        // Fields by position once renamed the plan.
+        (Body::Json(json!(["Renamed via array"])), Some("body")),
         (Body::Json(json!({"nmae": "typo"})), Some("body")),
         (Body::Json(json!({"name": null})), Some("body")),
         (Body::Json(json!({"price_monthly": "cheap"})), Some("body")),

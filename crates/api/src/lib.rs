@@ -7,6 +7,7 @@ pub mod console;
 pub mod cors;
 pub mod dto;
 pub mod error;
+pub mod extract;
 pub mod openapi;
 pub mod routes;
 pub mod telemetry;

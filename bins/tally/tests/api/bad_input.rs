@@ -120,6 +120,13 @@ impl Cases {
             ),
             ("duplicate key", raw(JSON, &duplicated)),
             ("array", Body::Json(json!([valid.clone()]))),
+            // The request's fields by position, as serde would read a struct from a list.
+            (
+                "positional array",
+                Body::Json(Value::Array(
+                    valid.as_object().unwrap().values().cloned().collect(),
+                )),
+            ),
             ("null", Body::Json(Value::Null)),
             ("text/plain", raw(Some("text/plain"), &text)),
             (
@@ -537,6 +544,13 @@ async fn bad_input_is_refused_and_changes_nothing(db: Db) {
     // Service: consume.
     let valid = json!({ "user_id": "alice", "amount": 5, "description": "AI call", "idempotency_key": "c-new" });
     cases.body_basics(consume, svc, valid.clone());
+    // The array that once charged a credit: user, amount, description, key, metadata.
+    cases.invalid(
+        consume,
+        svc,
+        "consume fields by position",
+        Body::Json(json!(["alice", 1, "array consume", "arr-1", null])),
+    );
     cases.amounts(consume, svc, &valid, &[-5]);
     let with = |patch: Value| {
         let mut b = valid.clone();

@@ -10,6 +10,7 @@ use crate::dto::{
     before_cursor,
 };
 use crate::error::{ApiError, ok, ok_cursor_page};
+use crate::extract::Json;
 use crate::routes::{detached, idempotency_key, instant, page, txn_type};
 
 /// Every transaction of the admin's app, newest first.
@@ -62,7 +63,7 @@ pub async fn manual(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     req: HttpRequest,
-    body: web::Json<ManualAdjustmentRequest>,
+    body: Json<ManualAdjustmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
@@ -118,7 +119,7 @@ pub async fn get_checkin_config(
 pub async fn put_checkin_config(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<CheckinConfigDto>,
+    body: Json<CheckinConfigDto>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = state
         .ledger

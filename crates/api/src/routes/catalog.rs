@@ -10,6 +10,7 @@ use crate::dto::{
     UpdateCouponRequest, UpdatePlanRequest,
 };
 use crate::error::{ApiError, ok, ok_page};
+use crate::extract::Json;
 use crate::routes::{detached, page};
 
 /// The app whose public catalog is asked for: a valid `X-App-Key` header, else `default`.
@@ -66,7 +67,7 @@ pub async fn list_plans(
 pub async fn create_plan(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<CreatePlanRequest>,
+    body: Json<CreatePlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into();
     let catalog = state.catalog.clone();
@@ -92,7 +93,7 @@ pub async fn update_plan(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<String>,
-    body: web::Json<UpdatePlanRequest>,
+    body: Json<UpdatePlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, patch) = (id.into_inner(), body.into_inner().into());
     let catalog = state.catalog.clone();
@@ -143,7 +144,7 @@ pub async fn update_coupon(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<String>,
-    body: web::Json<UpdateCouponRequest>,
+    body: Json<UpdateCouponRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, patch) = (id.into_inner(), body.into_inner().into());
     let catalog = state.catalog.clone();
@@ -167,7 +168,7 @@ pub async fn update_coupon(
 pub async fn create_coupon(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<CreateCouponRequest>,
+    body: Json<CreateCouponRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into();
     let catalog = state.catalog.clone();

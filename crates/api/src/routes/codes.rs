@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::auth::{Admin, User};
 use crate::dto::{CodeBatchDto, CodeDto, PageQuery, RedeemDto, RedeemRequestDto};
 use crate::error::{ApiError, ok, ok_page};
+use crate::extract::Json;
 use crate::routes::{detached, page};
 
 /// Generates a batch of codes.
@@ -20,7 +21,7 @@ use crate::routes::{detached, page};
 pub async fn create(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<CodeBatchDto>,
+    body: Json<CodeBatchDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let request = CodeBatchRequest {
@@ -76,7 +77,7 @@ pub async fn list(
 pub async fn redeem(
     state: web::Data<AppState>,
     User(caller): User,
-    body: web::Json<RedeemRequestDto>,
+    body: Json<RedeemRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let code = body.into_inner().code;
     if code.len() > 64 {

@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::auth::Service;
 use crate::dto::{AdminTransactionDto, CaptureDto, CaptureRequestDto, HoldDto, ReserveRequestDto};
 use crate::error::{ApiError, ok};
+use crate::extract::Json;
 use crate::routes::{detached, idempotency_key};
 
 const DEFAULT_TTL_SECONDS: i64 = 300;
@@ -27,7 +28,7 @@ pub async fn reserve(
     state: web::Data<AppState>,
     service: Service,
     req: HttpRequest,
-    body: web::Json<ReserveRequestDto>,
+    body: Json<ReserveRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let request = ReserveRequest {
@@ -65,7 +66,7 @@ pub async fn capture(
     service: Service,
     req: HttpRequest,
     path: web::Path<i64>,
-    body: web::Json<CaptureRequestDto>,
+    body: Json<CaptureRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = idempotency_key(&req, None)?;

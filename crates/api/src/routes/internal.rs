@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::auth::Service;
 use crate::dto::{AdminTransactionDto, CheckDto, CheckRequest, ConsumeRequest, GrantRequest};
 use crate::error::{ApiError, ok};
+use crate::extract::Json;
 use crate::routes::{detached, idempotency_key};
 
 /// Whether a user could spend `amount` now.
@@ -20,7 +21,7 @@ use crate::routes::{detached, idempotency_key};
 pub async fn check(
     state: web::Data<AppState>,
     service: Service,
-    body: web::Json<CheckRequest>,
+    body: Json<CheckRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let s = state
@@ -55,7 +56,7 @@ pub async fn consume(
     state: web::Data<AppState>,
     service: Service,
     req: HttpRequest,
-    body: web::Json<ConsumeRequest>,
+    body: Json<ConsumeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = required_key(&req, body.idempotency_key.as_deref())?;
@@ -87,7 +88,7 @@ pub async fn grant(
     state: web::Data<AppState>,
     service: Service,
     req: HttpRequest,
-    body: web::Json<GrantRequest>,
+    body: Json<GrantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = required_key(&req, body.idempotency_key.as_deref())?;

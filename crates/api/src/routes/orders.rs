@@ -8,6 +8,7 @@ use crate::auth::User;
 use crate::checkout_dto::{OrderDto, PortalRequestDto, SubscriptionDto, UrlDto};
 use crate::dto::PageQuery;
 use crate::error::{ApiError, ok, ok_page};
+use crate::extract::Json;
 use crate::routes::page;
 
 /// The caller's orders, newest first.
@@ -88,7 +89,7 @@ pub async fn subscription(
 pub async fn portal(
     state: web::Data<AppState>,
     User(caller): User,
-    body: web::Json<PortalRequestDto>,
+    body: Json<PortalRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     // The sandbox has no portal of its own: its subscribers get Tally's billing page, which

@@ -10,6 +10,7 @@ use crate::checkout_dto::{BillingEventDto, CreateSessionRequest, SessionDto, Web
 use crate::console::view::{money, number};
 use crate::dto::PageQuery;
 use crate::error::{ApiError, ok, ok_page};
+use crate::extract::Json;
 use crate::routes::{detached, idempotency_key, page};
 
 /// Largest webhook body accepted: provider events (an invoice with many lines) can exceed the
@@ -35,7 +36,7 @@ pub async fn create_session(
     state: web::Data<AppState>,
     User(caller): User,
     req: HttpRequest,
-    body: web::Json<CreateSessionRequest>,
+    body: Json<CreateSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req, None)?;
     let request = body.into_inner().command()?;

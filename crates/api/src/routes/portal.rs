@@ -9,6 +9,7 @@ use crate::AppState;
 use crate::auth::{Service, User};
 use crate::dto::rfc3339;
 use crate::error::{ApiError, ok};
+use crate::extract::Json;
 
 /// `POST /billing/portal-sessions`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,7 +82,7 @@ pub(crate) async fn session(
 pub async fn user_session(
     state: web::Data<AppState>,
     User(caller): User,
-    body: web::Json<PortalSessionRequest>,
+    body: Json<PortalSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     open(&state, caller.account(), &body.return_url).await
 }
@@ -101,7 +102,7 @@ pub async fn user_session(
 pub async fn service_session(
     state: web::Data<AppState>,
     service: Service,
-    body: web::Json<ServicePortalSessionRequest>,
+    body: Json<ServicePortalSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let account = AccountRef::new(service.app, body.user_id.clone())?;
     open(&state, account, &body.return_url).await

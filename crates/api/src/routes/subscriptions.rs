@@ -165,12 +165,9 @@ pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
 
 /// The request as a JSON object (an array is never read by position).
 fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::validation("body", e.to_string()))?;
-    if !value.is_object() {
-        return Err(ApiError::validation("body", "must be a JSON object"));
-    }
-    serde_json::from_value(value).map_err(|e| ApiError::validation("body", e.to_string()))
+    serde_json::from_slice::<crate::extract::Object<T>>(body)
+        .map(|o| o.0)
+        .map_err(|e| ApiError::validation("body", e.to_string()))
 }
 
 /// What switching the caller's live subscription to another plan would do now.

@@ -7,6 +7,7 @@ use tally_webhooks::{DeliveryQuery, DeliveryStatus, EventType};
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::{ApiError, created, ok, ok_cursor_page};
+use crate::extract::Json;
 use crate::routes::{detached, page};
 use crate::webhook_dto::{
     CreateWebhookEndpointRequest, DeletedDto, UpdateWebhookEndpointRequest,
@@ -79,7 +80,7 @@ pub async fn list_endpoints(
 pub async fn create_endpoint(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<CreateWebhookEndpointRequest>,
+    body: Json<CreateWebhookEndpointRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner().into();
     let webhooks = state.webhooks.clone();
@@ -127,7 +128,7 @@ pub async fn update_endpoint(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<String>,
-    body: web::Json<UpdateWebhookEndpointRequest>,
+    body: Json<UpdateWebhookEndpointRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, request) = (id.into_inner(), body.into_inner().into());
     let webhooks = state.webhooks.clone();
@@ -267,7 +268,7 @@ pub async fn get_settings(
 pub async fn put_settings(
     state: web::Data<AppState>,
     Admin(admin): Admin,
-    body: web::Json<WebhookSettingsDto>,
+    body: Json<WebhookSettingsDto>,
 ) -> Result<HttpResponse, ApiError> {
     let threshold = body.into_inner().low_balance_threshold;
     let webhooks = state.webhooks.clone();
