@@ -75,8 +75,27 @@ fn form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
     actix_web::error::InternalError::from_response(err, page.error_response()).into()
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such route"))
+/// No route: 405 with `Allow` when the path is served with other methods, else 404.
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    let methods = openapi::methods_at(req.path());
+    if methods.is_empty() {
+        return Err(ApiError::not_found("no such route"));
+    }
+    let allow = methods.join(", ");
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} is not served here; the methods are {allow}",
+            req.method()
+        ),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    Ok(response)
 }
 
 /// Registers every route, the extractor error handlers and the 404 fallback.

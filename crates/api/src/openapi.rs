@@ -174,6 +174,41 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
 )]
 pub struct ApiDoc;
 
+/// The methods the API serves at `path`, read from the document's paths (none: no such route).
+/// The console's and the portal's pages are not in the document.
+pub fn methods_at(path: &str) -> Vec<&'static str> {
+    type Routes = Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>;
+    static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(method, served)| served.then_some(method))
+                .collect();
+                (actix_web::dev::ResourceDef::new(template.as_str()), methods)
+            })
+            .collect()
+    });
+    let mut methods: Vec<&'static str> = routes
+        .iter()
+        .filter(|(def, _)| def.is_match(path))
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
 /// The document as pretty JSON (what `docs/openapi.json` holds).
 pub fn document() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()

@@ -802,20 +802,29 @@ async fn unknown_routes(db: Db) {
             assert_error(&reply, 404, "NOT_FOUND");
         }
     }
-    // A known path with the wrong method is no route either.
-    for (method, path) in [
-        (Method::POST, "/credits/balance"),
-        (Method::DELETE, "/credits/transactions"),
-        (Method::GET, "/checkin"),
-        (Method::POST, "/checkin/status"),
-        (Method::GET, "/admin/credits/manual"),
-        (Method::DELETE, "/admin/checkin/config"),
-        (Method::GET, "/internal/credits/consume"),
+    // A known path with the wrong method: 405, and `Allow` names the methods served there.
+    for (method, path, allow) in [
+        (Method::POST, "/credits/balance", "GET"),
+        (Method::DELETE, "/credits/transactions", "GET"),
+        (Method::GET, "/checkin", "POST"),
+        (Method::POST, "/checkin/status", "GET"),
+        (Method::GET, "/admin/credits/manual", "POST"),
+        (Method::DELETE, "/admin/checkin/config", "GET, PUT"),
+        (Method::GET, "/internal/credits/consume", "POST"),
+        (Method::DELETE, "/admin/billing/plans/3", "PUT"),
+        (Method::PATCH, "/admin/orders/ord_1", "GET"),
     ] {
-        let reply = app
-            .request(method.clone(), path, Some(&alice), &[], Body::Empty)
-            .await;
-        assert_error(&reply, 404, "NOT_FOUND");
+        for token in [None, Some(alice.as_str())] {
+            let reply = app
+                .request(method.clone(), path, token, &[], Body::Empty)
+                .await;
+            assert_error(&reply, 405, "METHOD_NOT_ALLOWED");
+            assert_eq!(
+                reply.2.get("allow").and_then(|v| v.to_str().ok()),
+                Some(allow),
+                "{method} {path}"
+            );
+        }
     }
     assert!(app.admin_history("default", "").await.is_empty());
     app.finish().await;
