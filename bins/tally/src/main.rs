@@ -129,10 +129,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Only `serve` and `migrate` create a database: another command pointed at a SQLite file that
+/// is not there (a typo, another directory) stops instead of answering about an empty one.
+fn refuse_missing_database(settings: &Settings) -> Result<(), String> {
+    match startup::missing_sqlite_file(settings) {
+        Some(path) => Err(format!(
+            "no database at {}: check TALLY_DATABASE_URL (`tally serve` and `tally migrate` create one)",
+            path.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn run(command: Command, settings: Settings) -> ExitCode {
     let result: Result<ExitCode, String> = async {
         match command {
             Command::Migrate => {
+                if let Some(path) = startup::missing_sqlite_file(&settings) {
+                    eprintln!("tally: creating a new database at {}", path.display());
+                }
                 let store = tally_store::Store::connect(&settings.database_url)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -141,6 +156,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Verify => {
+                refuse_missing_database(&settings)?;
                 let store = startup::open_store(&settings)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -166,6 +182,7 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                 }
                 tally_ledger::AccountRef::new(app.clone(), operator.clone())
                     .map_err(|e| format!("--app or --operator: {e}"))?;
+                refuse_missing_database(&settings)?;
                 let store = startup::open_store(&settings)
                     .await
                     .map_err(|e| e.to_string())?;

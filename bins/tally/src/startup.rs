@@ -137,6 +137,18 @@ pub fn auth_config(
 }
 
 /// Connects to the configured database and runs pending migrations.
+/// The SQLite file `settings` name, when it does not exist yet (`None` for PostgreSQL, an
+/// in-memory database or a file that is there). Only `serve` and `migrate` create a database.
+pub fn missing_sqlite_file(settings: &Settings) -> Option<std::path::PathBuf> {
+    match tally_store::Backend::from_url(&settings.database_url).ok()? {
+        tally_store::Backend::Sqlite(path) if path != ":memory:" => {
+            let path = std::path::PathBuf::from(path);
+            (!path.exists()).then_some(path)
+        }
+        _ => None,
+    }
+}
+
 pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     let store = Store::connect_with(
         &settings.database_url,

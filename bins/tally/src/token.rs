@@ -82,7 +82,28 @@ pub struct TokenRequest {
     pub ttl_seconds: i64,
 }
 
-/// Mints an HS256 token with the configured (or generated) secret.
+/// The secret `tally serve` signs with, without making one: the configured secret, else the
+/// file the server wrote beside its SQLite database on its first start.
+pub fn server_secret(settings: &Settings) -> Result<Secret, String> {
+    if let Some(s) = &settings.jwt_secret {
+        return Ok(s.clone());
+    }
+    let path = settings
+        .secret_file()
+        .ok_or("TALLY_JWT_SECRET is required with PostgreSQL: every node must share one secret")?;
+    if !path.exists() {
+        return Err(format!(
+            "no JWT secret: the server writes {} on its first start, or takes TALLY_JWT_SECRET; \
+             start it once, or run this with the server's TALLY_DATABASE_URL or TALLY_JWT_SECRET",
+            path.display()
+        ));
+    }
+    let s =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(Secret::new(s.trim()))
+}
+
+/// Mints an HS256 token with the server's secret, refusing what the server would refuse.
 pub fn mint(settings: &Settings, req: &TokenRequest) -> Result<String, String> {
     if !settings.jwt_algorithm.eq_ignore_ascii_case("HS256") {
         return Err("tally token mints HS256 tokens only; with RS256/ES256/EdDSA your identity provider issues them".into());
@@ -90,7 +111,12 @@ pub fn mint(settings: &Settings, req: &TokenRequest) -> Result<String, String> {
     if req.ttl_seconds <= 0 {
         return Err("--ttl must be positive".into());
     }
-    let (secret, _) = resolve_secret(settings)?;
+    tally_ledger::AccountRef::new(req.app.as_deref().unwrap_or("default"), req.user.as_str())
+        .map_err(|e| format!("--user or --app: {e}"))?;
+    if !matches!(req.role.as_deref(), None | Some("user" | "admin")) {
+        return Err("--role must be user or admin".into());
+    }
+    let secret = server_secret(settings)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = Claims {
         sub: &req.user,

@@ -53,6 +53,16 @@ async fn verify_command(db: Db) {
         .await;
     let (code, stdout, _) = run(&mut verify()).await;
     assert_eq!(code, Some(0), "{stdout}");
+
+    // A mistyped SQLite path is an error, and no database is made there.
+    let typo = dir.path().join("tallly.db");
+    let mut cmd = tally_command(dir.path());
+    cmd.arg("verify")
+        .env("TALLY_DATABASE_URL", format!("sqlite://{}", typo.display()));
+    let (code, stdout, stderr) = run(&mut cmd).await;
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!typo.exists(), "verify created {}", typo.display());
     app.finish().await;
 }
 
@@ -152,6 +162,29 @@ async fn token_command(db: Db) {
             "{stderr}"
         );
     }
+    // What the server would refuse is not minted.
+    for (args, says) in [
+        (&["--user", "alice", "--role", "superuser"][..], "--role"),
+        (&["--user", ""][..], "--user"),
+        (&["--user", "alice", "--app", "bad app!"][..], "--app"),
+    ] {
+        let (code, stdout, stderr) = run(&mut mint(JWT_SECRET, args)).await;
+        assert_ne!(code, Some(0), "{args:?}: {stdout}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // Without the server's secret, nothing is minted and no secret is written.
+    let elsewhere = dir.path().join("elsewhere.db");
+    let mut cmd = tally_command(dir.path());
+    cmd.args(["token", "--user", "alice"])
+        .env_remove("TALLY_JWT_SECRET")
+        .env(
+            "TALLY_DATABASE_URL",
+            format!("sqlite://{}", elsewhere.display()),
+        );
+    let (code, stdout, stderr) = run(&mut cmd).await;
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(stderr.contains("no JWT secret"), "{stderr}");
+    assert!(!dir.path().join("elsewhere.db.secret").exists());
     // Nonsense lifetimes are refused.
     let (code, _, stderr) = run(&mut mint(JWT_SECRET, &["--user", "alice", "--ttl", "0"])).await;
     assert_ne!(code, Some(0));
@@ -170,6 +203,7 @@ async fn migrate_command() {
     };
     let (code, stdout, stderr) = run(&mut migrate(&url)).await;
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("creating a new database at"), "{stderr}");
     let applied: usize = stdout
         .trim()
         .strip_prefix("applied ")
@@ -177,9 +211,10 @@ async fn migrate_command() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output: {stdout}"));
     assert!(applied > 0, "{stdout}");
-    let (code, stdout, _) = run(&mut migrate(&url)).await;
+    let (code, stdout, stderr) = run(&mut migrate(&url)).await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains("applied 0 migrations"), "{stdout}");
+    assert!(!stderr.contains("creating"), "{stderr}");
 
     let (code, stdout, stderr) = run(&mut migrate("mysql://x")).await;
     assert!(
