@@ -206,9 +206,47 @@ const KEYS: &[&str] = &[
     "log_level",
 ];
 
+/// `TALLY_*` names that are not settings: Tally's own test and bench tools read them, and apps
+/// receiving its webhooks keep their endpoint secret in one (docs/events.md). Left alone.
+const OTHER_TALLY_VARS: &[&str] = &[
+    "TALLY_TEST_POSTGRES_URL",
+    "TALLY_TEST_PYTHON",
+    "TALLY_TEST_CHROMIUM",
+    "TALLY_BENCH_POSTGRES_URL",
+    "TALLY_ENDPOINT_SECRET",
+];
+
+/// Refuses a `TALLY_*` variable that names no setting (a misspelt one would be silently
+/// ignored), naming the closest setting, as an unknown key in the TOML file is refused.
+pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), String> {
+    for name in names {
+        let Some(key) = name.strip_prefix("TALLY_") else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if KEYS.contains(&key.as_str()) || OTHER_TALLY_VARS.contains(&name.as_str()) {
+            continue;
+        }
+        let closest = KEYS
+            .iter()
+            .min_by_key(|known| strsim::levenshtein(known, &key))
+            .map_or_else(String::new, |known| {
+                format!("; did you mean TALLY_{}?", known.to_ascii_uppercase())
+            });
+        return Err(format!(
+            "{name} is no setting{closest} (every setting: docs/operations.md)"
+        ));
+    }
+    Ok(())
+}
+
 impl Settings {
-    /// Loads defaults, then `file` (when given, it must exist), then the environment.
+    /// Loads defaults, then `file` (when given, it must exist), then the environment (where a
+    /// `TALLY_*` variable that names no setting is refused).
     pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        check_environment(
+            std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()),
+        )?;
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -323,5 +361,38 @@ impl Settings {
             tally_store::Backend::Sqlite(path) => Some(PathBuf::from(format!("{path}.secret"))),
             tally_store::Backend::Postgres(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_environment;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused_with_the_closest_name() {
+        let err = check_environment(names(&["HOME", "TALLY_SANDBOX_ENABLE"])).unwrap_err();
+        assert!(err.contains("TALLY_SANDBOX_ENABLE is no setting"), "{err}");
+        assert!(err.contains("did you mean TALLY_SANDBOX_ENABLED?"), "{err}");
+        let err = check_environment(names(&["TALLY_DATABSE_URL"])).unwrap_err();
+        assert!(err.contains("TALLY_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn settings_and_the_tools_names_pass() {
+        assert!(
+            check_environment(names(&[
+                "PATH",
+                "TALLY_DATABASE_URL",
+                "TALLY_log_level",
+                "TALLY_TEST_POSTGRES_URL",
+                "TALLY_ENDPOINT_SECRET",
+                "NOT_TALLY_THING",
+            ]))
+            .is_ok()
+        );
     }
 }

@@ -54,6 +54,16 @@ async fn verify_command(db: Db) {
     let (code, stdout, _) = run(&mut verify()).await;
     assert_eq!(code, Some(0), "{stdout}");
 
+    // A misspelt setting in the environment stops the command, naming the closest one.
+    let mut cmd = verify();
+    cmd.env("TALLY_SANDBOX_ENABLE", "true");
+    let (code, stdout, stderr) = run(&mut cmd).await;
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stderr.contains("did you mean TALLY_SANDBOX_ENABLED?"),
+        "{stderr}"
+    );
+
     // A mistyped SQLite path is an error, and no database is made there.
     let typo = dir.path().join("tallly.db");
     let mut cmd = tally_command(dir.path());
