@@ -266,10 +266,10 @@ impl Driver for HttpDriver {
             None => return Outcome::Exhausted,
         };
         self.seq += 1;
-        if self.sender.is_none() {
-            if let Err(e) = self.connect().await {
-                return Outcome::Error(e);
-            }
+        if self.sender.is_none()
+            && let Err(e) = self.connect().await
+        {
+            return Outcome::Error(e);
         }
         let Some(sender) = self.sender.as_mut() else {
             return Outcome::Error("no connection".into());

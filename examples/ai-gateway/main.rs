@@ -86,7 +86,7 @@ async fn model_call(
         2 + u64::from(rand::random::<u8>() % 10),
     ))
     .await;
-    if rand::random::<u8>() % 10 == 0 {
+    if rand::random::<u8>().is_multiple_of(10) {
         ledger.release(&account.app, hold.id).await?;
         return Ok(None);
     }

@@ -326,10 +326,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(format!("it exited ({status}); log:\n{}", self.log_text()));
             }
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

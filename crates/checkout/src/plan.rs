@@ -132,11 +132,11 @@ impl SubscriptionUpdate {
     ) {
         // Compared and kept at the microsecond both databases store.
         let (start, end) = (start.map(truncate_micros), end.map(truncate_micros));
-        if let Some(end) = end {
-            if current.current_period_end.is_none_or(|stored| end > stored) {
-                self.period = Some((start, end));
-                self.previous_period_start = Some(current.current_period_start);
-            }
+        if let Some(end) = end
+            && current.current_period_end.is_none_or(|stored| end > stored)
+        {
+            self.period = Some((start, end));
+            self.previous_period_start = Some(current.current_period_start);
         }
     }
 
@@ -252,10 +252,10 @@ pub fn plan_subscription_change(
     news: &SubscriptionNews<'_>,
     now: OffsetDateTime,
 ) -> Result<Option<SubscriptionChangePlan>, LedgerError> {
-    if let (Some(at), Some(last)) = (news.changed_at, last_change) {
-        if at < last {
-            return Ok(None);
-        }
+    if let (Some(at), Some(last)) = (news.changed_at, last_change)
+        && at < last
+    {
+        return Ok(None);
     }
     let mut update = SubscriptionUpdate::default();
     if let Some(status) = news.status {
@@ -780,24 +780,23 @@ pub fn plan_refund_request(
     amount_minor: Option<i64>,
     reason: Option<&str>,
 ) -> Result<RefundAsk, CheckoutError> {
-    if let Some(reason) = reason {
-        if reason.trim().is_empty()
+    if let Some(reason) = reason
+        && (reason.trim().is_empty()
             || reason.chars().count() > MAX_REFUND_REASON
-            || reason.chars().any(char::is_control)
-        {
-            return Err(CheckoutError::invalid(
-                "reason",
-                format!("must be 1-{MAX_REFUND_REASON} characters without control characters"),
-            ));
-        }
+            || reason.chars().any(char::is_control))
+    {
+        return Err(CheckoutError::invalid(
+            "reason",
+            format!("must be 1-{MAX_REFUND_REASON} characters without control characters"),
+        ));
     }
-    if let Some(amount) = amount_minor {
-        if amount <= 0 {
-            return Err(CheckoutError::invalid(
-                "amount",
-                "must be a positive number of minor units",
-            ));
-        }
+    if let Some(amount) = amount_minor
+        && amount <= 0
+    {
+        return Err(CheckoutError::invalid(
+            "amount",
+            "must be a positive number of minor units",
+        ));
     }
     if !matches!(order.status, OrderStatus::Completed | OrderStatus::Refunded) {
         return Err(CheckoutError::NotRefundable(format!(

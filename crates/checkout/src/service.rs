@@ -827,10 +827,10 @@ impl Checkout {
     /// A page of the app's orders for its operators.
     pub async fn app_orders(&self, query: AppOrderQuery) -> Result<Vec<Order>, CheckoutError> {
         check_page(query.limit, 0)?;
-        if let (Some(from), Some(to)) = (query.from, query.to) {
-            if from >= to {
-                return Err(CheckoutError::invalid("to", "must be later than from"));
-            }
+        if let (Some(from), Some(to)) = (query.from, query.to)
+            && from >= to
+        {
+            return Err(CheckoutError::invalid("to", "must be later than from"));
         }
         self.repo.app_orders(query).await
     }

@@ -135,13 +135,13 @@ impl Branding {
             accent_color: blank(self.accent_color).map(|c| c.to_ascii_lowercase()),
             logo_url: blank(self.logo_url),
         };
-        if let Some(name) = &b.display_name {
-            if name.chars().count() > 100 || name.chars().any(char::is_control) {
-                return Err((
-                    "display_name",
-                    "at most 100 characters, no control characters".into(),
-                ));
-            }
+        if let Some(name) = &b.display_name
+            && (name.chars().count() > 100 || name.chars().any(char::is_control))
+        {
+            return Err((
+                "display_name",
+                "at most 100 characters, no control characters".into(),
+            ));
         }
         if let Some(c) = &b.accent_color {
             let hex = c.strip_prefix('#').unwrap_or_default();

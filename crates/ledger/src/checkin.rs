@@ -48,13 +48,13 @@ impl CheckinConfig {
             ));
         }
         zone(&self.timezone)?;
-        if let Some(days) = self.credits_expire_days {
-            if days == 0 || days > MAX_EXPIRE_DAYS {
-                return Err(LedgerError::invalid(
-                    "credits_expire_days",
-                    format!("must be between 1 and {MAX_EXPIRE_DAYS}, or null"),
-                ));
-            }
+        if let Some(days) = self.credits_expire_days
+            && (days == 0 || days > MAX_EXPIRE_DAYS)
+        {
+            return Err(LedgerError::invalid(
+                "credits_expire_days",
+                format!("must be between 1 and {MAX_EXPIRE_DAYS}, or null"),
+            ));
         }
         Ok(())
     }

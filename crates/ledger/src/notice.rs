@@ -102,15 +102,16 @@ pub fn plan_notices(
     );
     let available_before = before.0 - before.1;
     let available_after = plan.balance - plan.held;
-    if let Some(threshold) = settings.low_balance_threshold {
-        if available_before >= threshold && available_after < threshold {
-            notices.push(LedgerNotice::Low {
-                threshold,
-                available_before,
-                available_after,
-                balance: plan.balance,
-            });
-        }
+    if let Some(threshold) = settings.low_balance_threshold
+        && available_before >= threshold
+        && available_after < threshold
+    {
+        notices.push(LedgerNotice::Low {
+            threshold,
+            available_before,
+            available_after,
+            balance: plan.balance,
+        });
     }
     notices
 }

@@ -152,10 +152,9 @@ pub fn plan_movement(
         expires_at: Some(at),
         ..
     } = *kind
+        && at <= now
     {
-        if at <= now {
-            return Err(LedgerError::invalid("expires_at", "must be in the future"));
-        }
+        return Err(LedgerError::invalid("expires_at", "must be in the future"));
     }
     let mut plan = plan_expiry(state, now);
     let mut live: Vec<_> = state

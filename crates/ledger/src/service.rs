@@ -128,13 +128,13 @@ impl Ledger {
         if !(1..=100).contains(&query.limit) {
             return Err(LedgerError::invalid("limit", "must be between 1 and 100"));
         }
-        if let Some(prefix) = &query.prefix {
-            if prefix.chars().count() > MAX_USER_ID_CHARS || prefix.chars().any(char::is_control) {
-                return Err(LedgerError::invalid(
-                    "query",
-                    "must be at most 128 characters without control characters",
-                ));
-            }
+        if let Some(prefix) = &query.prefix
+            && (prefix.chars().count() > MAX_USER_ID_CHARS || prefix.chars().any(char::is_control))
+        {
+            return Err(LedgerError::invalid(
+                "query",
+                "must be at most 128 characters without control characters",
+            ));
         }
         let limit = query.limit;
         query.limit += 1;

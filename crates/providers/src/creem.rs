@@ -159,10 +159,10 @@ pub(crate) fn discount_body(r: &CouponRequest) -> Value {
         }
     }
     fields.insert("duration".into(), json!(r.duration.as_str()));
-    if r.duration == CouponDuration::Repeating {
-        if let Some(months) = r.duration_months {
-            fields.insert("duration_in_months".into(), json!(months));
-        }
+    if r.duration == CouponDuration::Repeating
+        && let Some(months) = r.duration_months
+    {
+        fields.insert("duration_in_months".into(), json!(months));
     }
     fields.insert("applies_to_products".into(), json!([r.price_ref]));
     Value::Object(fields)

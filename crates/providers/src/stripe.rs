@@ -212,10 +212,10 @@ pub(crate) fn coupon_form(r: &CouponRequest) -> Vec<(String, String)> {
         }
     }
     form.push(pair("duration", r.duration.as_str()));
-    if r.duration == CouponDuration::Repeating {
-        if let Some(months) = r.duration_months {
-            form.push(pair("duration_in_months", months.to_string()));
-        }
+    if r.duration == CouponDuration::Repeating
+        && let Some(months) = r.duration_months
+    {
+        form.push(pair("duration_in_months", months.to_string()));
     }
     form.extend([
         pair("name", &r.code),

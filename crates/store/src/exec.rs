@@ -101,10 +101,10 @@ pub(crate) fn pool_error(e: impl std::fmt::Display) -> StoreError {
 
 /// Logs a failure of the database (not a domain refusal, not a retried race) and passes it on.
 fn logged<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
-    if let Err(e) = &result {
-        if e.is_failure() {
-            tracing::error!(error = %error_chain(e), "storage operation failed");
-        }
+    if let Err(e) = &result
+        && e.is_failure()
+    {
+        tracing::error!(error = %error_chain(e), "storage operation failed");
     }
     result
 }

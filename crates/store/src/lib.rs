@@ -288,13 +288,14 @@ impl Store {
                 Pools::Pg(pool)
             }
             Backend::Sqlite(path) => {
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() && !dir.exists() {
-                        return Err(StoreError::Config(format!(
-                            "TALLY_DATABASE_URL: directory {} does not exist",
-                            dir.display()
-                        )));
-                    }
+                if let Some(dir) = std::path::Path::new(path).parent()
+                    && !dir.as_os_str().is_empty()
+                    && !dir.exists()
+                {
+                    return Err(StoreError::Config(format!(
+                        "TALLY_DATABASE_URL: directory {} does not exist",
+                        dir.display()
+                    )));
                 }
                 let write = sqlite_pool(path, 1)?;
                 let group = sqlite_rt::GroupCommit::start(write.clone()).map_err(|e| {

@@ -664,10 +664,10 @@ pub async fn start_node(
         if let Some(status) = node.0.try_wait().expect("child status") {
             panic!("tally serve exited early: {status}");
         }
-        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
-            if res.status() == 200 {
-                return (node, base);
-            }
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await
+            && res.status() == 200
+        {
+            return (node, base);
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -86,10 +86,11 @@ impl OverviewCache {
             apps.entry(app.to_owned()).or_default().clone()
         };
         let mut slot = slot.lock().await;
-        if let Some((at, stats)) = slot.as_ref() {
-            if now >= *at && now < *at + OVERVIEW_TTL {
-                return Ok((*at, stats.clone()));
-            }
+        if let Some((at, stats)) = slot.as_ref()
+            && now >= *at
+            && now < *at + OVERVIEW_TTL
+        {
+            return Ok((*at, stats.clone()));
         }
         let stats = std::sync::Arc::new(count().await?);
         *slot = Some((now, stats.clone()));

@@ -182,21 +182,21 @@ async fn write_plan(
                 }
                 e => e.into(),
             })?;
-        if let Some(lot) = &plan.new_lot {
-            if lot.amount > 0 {
-                diesel::insert_into(lots::table)
-                    .values((
-                        lots::account_id.eq(account.id),
-                        lots::transaction_id.eq(row.id),
-                        lots::source.eq(lot.source.as_str()),
-                        lots::amount.eq(lot.amount),
-                        lots::remaining.eq(lot.remaining),
-                        lots::expires_at.eq(lot.expires_at.map(to_db)),
-                        lots::created_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
+        if let Some(lot) = &plan.new_lot
+            && lot.amount > 0
+        {
+            diesel::insert_into(lots::table)
+                .values((
+                    lots::account_id.eq(account.id),
+                    lots::transaction_id.eq(row.id),
+                    lots::source.eq(lot.source.as_str()),
+                    lots::amount.eq(lot.amount),
+                    lots::remaining.eq(lot.remaining),
+                    lots::expires_at.eq(lot.expires_at.map(to_db)),
+                    lots::created_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
         }
         written = Some(Transaction::try_from(row)?);
     }

@@ -574,10 +574,9 @@ pub(crate) async fn claim(
             let mut secrets = vec![endpoint.secret];
             if let (Some(previous), Some(until)) =
                 (endpoint.previous_secret, endpoint.previous_expires_at)
+                && until > now_db
             {
-                if until > now_db {
-                    secrets.push(previous);
-                }
+                secrets.push(previous);
             }
             ClaimedDelivery {
                 delivery_id,
