@@ -52,6 +52,8 @@ pub struct Application {
     ledger: Ledger,
     sweep_interval: Duration,
     dispatcher: Option<Dispatcher>,
+    /// The lock on a SQLite database's `.lock` file, held while the server runs.
+    _sqlite_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Application {
@@ -137,6 +139,48 @@ pub fn auth_config(
 }
 
 /// Connects to the configured database and runs pending migrations.
+/// One server per SQLite file: an exclusive lock on `<file>.lock`, which the operating system
+/// releases when the process ends however it ends, holding the process id for the refusal the
+/// next one prints. `None` for PostgreSQL and in-memory databases.
+fn lock_sqlite(settings: &Settings) -> Result<Option<std::fs::File>, StartupError> {
+    use std::io::{Read, Seek, Write};
+    let Ok(tally_store::Backend::Sqlite(path)) =
+        tally_store::Backend::from_url(&settings.database_url)
+    else {
+        return Ok(None);
+    };
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let failed = |e: std::io::Error| StartupError::Config(format!("locking {lock_path}: {e}"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(failed)?;
+            file.rewind().map_err(failed)?;
+            write!(file, "{}", std::process::id()).map_err(failed)?;
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            file.read_to_string(&mut holder).map_err(failed)?;
+            Err(StartupError::Config(format!(
+                "{path} is in use by another `tally serve` (process {}): one server per SQLite \
+                 file; several nodes share a PostgreSQL database",
+                holder.trim()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
+
 /// The SQLite file `settings` name, when it does not exist yet (`None` for PostgreSQL, an
 /// in-memory database or a file that is there). Only `serve` and `migrate` create a database.
 pub fn missing_sqlite_file(settings: &Settings) -> Option<std::path::PathBuf> {
@@ -244,6 +288,7 @@ impl Application {
                 "no service keys configured (TALLY_SERVICE_KEYS): /internal/* refuses every call"
             );
         }
+        let sqlite_lock = lock_sqlite(&settings)?;
         let store = open_store(&settings).await?;
         let store_for_checkout = store.clone();
         let store_for_console = store.clone();
@@ -355,6 +400,7 @@ impl Application {
             ledger,
             sweep_interval: Duration::from_secs(settings.sweep_interval_seconds),
             dispatcher,
+            _sqlite_lock: sqlite_lock,
         })
     }
 

@@ -202,6 +202,46 @@ async fn token_command(db: Db) {
     app.finish().await;
 }
 
+/// A second `tally serve` on a SQLite file in use refuses to start, naming the process that
+/// holds it; once that one is gone (killed, here), the file can be served again.
+#[tokio::test]
+async fn one_server_per_sqlite_file() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let (first, base) = start_node(&url, dir.path(), &[]).await;
+    let mut second = tally_command(dir.path());
+    second
+        .arg("serve")
+        .env("TALLY_DATABASE_URL", &url)
+        .env("TALLY_JWT_SECRET", JWT_SECRET)
+        .env("TALLY_BIND", "127.0.0.1:0")
+        .env("TALLY_LOG_LEVEL", "warn");
+    let (code, stdout, stderr) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), run(&mut second))
+            .await
+            .expect("the second server stops at once");
+    assert_ne!(code, Some(0), "{stdout}");
+    let holder = format!("(process {})", first.0.id());
+    assert!(
+        stderr.contains("in use by another `tally serve`") && stderr.contains(&holder),
+        "{stderr}"
+    );
+    let ready = common::client()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "the first one still serves");
+    drop(first);
+    let (_again, base) = start_node(&url, dir.path(), &[]).await;
+    let ready = common::client()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
 #[tokio::test]
 async fn migrate_command() {
     let dir = TempDir::new().unwrap();
