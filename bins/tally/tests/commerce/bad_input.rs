@@ -7,7 +7,11 @@ use serde_json::{Value, json};
 use crate::common::{Body, Db, admin_token, app_token};
 use crate::{create_session, doubles, orders, seed_plans, spawn};
 
-backend_tests!(refused_sessions_create_nothing, order_visibility_and_pages);
+backend_tests!(
+    refused_sessions_create_nothing,
+    order_visibility_and_pages,
+    oversized_webhooks_are_refused,
+);
 
 async fn refused_sessions_create_nothing(db: Db) {
     let stripe = doubles::stripe().await;
@@ -280,5 +284,25 @@ async fn order_visibility_and_pages(db: Db) {
         .request(Method::GET, "/orders", None, &[], Body::Empty)
         .await;
     assert_eq!(status, 401);
+    app.finish().await;
+}
+
+/// A provider webhook over 1 MiB answers 413 `PAYLOAD_TOO_LARGE` and records nothing.
+async fn oversized_webhooks_are_refused(db: Db) {
+    let stripe = crate::doubles::stripe().await;
+    let app = crate::spawn(db, Some(&stripe), None).await;
+    let body = format!(
+        "{{\"id\": \"evt_big\", \"type\": \"ping\", \"padding\": \"{}\"}}",
+        "x".repeat(1024 * 1024)
+    );
+    let sig = crate::doubles::stripe_signature(crate::STRIPE_WHSEC, crate::now_unix(&app), &body);
+    let (status, answer) =
+        crate::deliver(&app, "stripe", &[("stripe-signature", &sig)], &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("PAYLOAD_TOO_LARGE")),
+        "{answer}"
+    );
+    assert!(crate::events(&app).await.is_empty());
     app.finish().await;
 }

@@ -57,11 +57,11 @@ pub async fn create_session(
 async fn read_body(payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     match payload.to_bytes_limited(WEBHOOK_BODY_LIMIT).await {
         Ok(Ok(bytes)) => Ok(bytes.to_vec()),
-        Ok(Err(_)) => Err(ApiError::new(
+        Ok(Err(e)) => Err(ApiError::validation("body", e.to_string())),
+        Err(_) => Err(ApiError::new(
             crate::ErrorCode::PayloadTooLarge,
-            "request body too large",
+            format!("request body over {WEBHOOK_BODY_LIMIT} bytes"),
         )),
-        Err(e) => Err(ApiError::validation("body", e.to_string())),
     }
 }
 
