@@ -200,10 +200,14 @@ pub fn validate_common(
 
 /// Descriptions: at most 500 characters.
 pub fn validate_description(description: &str) -> Result<(), LedgerError> {
-    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS
+        || description.chars().any(char::is_control)
+    {
         return Err(LedgerError::invalid(
             "description",
-            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            format!(
+                "must be at most {MAX_DESCRIPTION_CHARS} characters, without control characters"
+            ),
         ));
     }
     Ok(())

@@ -199,7 +199,10 @@ impl Ledger {
         amount: i64,
     ) -> Result<Sufficiency, LedgerError> {
         if amount <= 0 || amount > crate::MAX_CREDITS {
-            return Err(LedgerError::invalid("amount", "must be a positive integer"));
+            return Err(LedgerError::invalid(
+                "amount",
+                format!("must be a whole number from 1 to {}", crate::MAX_CREDITS),
+            ));
         }
         let view = self.balance(account).await?;
         Ok(Sufficiency {

@@ -391,6 +391,14 @@ async fn bad_input_is_refused_and_changes_nothing(db: Db) {
             "501-character description",
             json!({ "description": long_text }),
         ),
+        (
+            "NUL in description",
+            json!({ "description": "AI\u{0}call" }),
+        ),
+        (
+            "escape in description",
+            json!({ "description": "AI \u{1b}[31mcall" }),
+        ),
         ("description a number", json!({ "description": 5 })),
         ("empty user_id", json!({ "user_id": "" })),
         ("129-character user_id", json!({ "user_id": long_user })),
@@ -579,6 +587,14 @@ async fn bad_input_is_refused_and_changes_nothing(db: Db) {
             "501-character description",
             json!({ "description": long_text }),
         ),
+        (
+            "NUL in description",
+            json!({ "description": "AI\u{0}call" }),
+        ),
+        (
+            "escape in description",
+            json!({ "description": "AI \u{1b}[31mcall" }),
+        ),
         ("empty user_id", json!({ "user_id": "" })),
         (
             "control character in user_id",
@@ -687,6 +703,14 @@ async fn bad_input_is_refused_and_changes_nothing(db: Db) {
         (
             "501-character description",
             json!({ "description": long_text }),
+        ),
+        (
+            "NUL in description",
+            json!({ "description": "AI\u{0}call" }),
+        ),
+        (
+            "escape in description",
+            json!({ "description": "AI \u{1b}[31mcall" }),
         ),
     ] {
         cases.json(grant, svc, name, with(patch), 400, "VALIDATION_ERROR");
