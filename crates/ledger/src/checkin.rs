@@ -69,20 +69,12 @@ impl CheckinConfig {
 
     /// The local calendar day `now` falls on.
     pub fn local_day(&self, now: OffsetDateTime) -> Result<Date, LedgerError> {
-        Ok(now.to_offset(offset_at(&zone(&self.timezone)?, now)).date())
+        local_day_in(&self.timezone, now)
     }
 
     /// The UTC instant at which local day `day` begins.
     pub fn day_start(&self, day: Date) -> Result<OffsetDateTime, LedgerError> {
-        let tz = zone(&self.timezone)?;
-        let midnight = day.midnight();
-        // Guess with the offset at UTC midnight, then correct once with the offset in force at
-        // the guess (enough for every real zone, whose offsets change at most once a night).
-        let guess = midnight.assume_utc();
-        let first = midnight.assume_offset(offset_at(&tz, guess));
-        Ok(midnight
-            .assume_offset(offset_at(&tz, first))
-            .to_offset(UtcOffset::UTC))
+        day_start_in(&self.timezone, day)
     }
 
     /// When check-in credits granted at `now` expire.
@@ -90,6 +82,24 @@ impl CheckinConfig {
         self.credits_expire_days
             .map(|d| now + Duration::days(i64::from(d)))
     }
+}
+
+/// The calendar day `now` falls on in the IANA time zone `timezone`.
+pub fn local_day_in(timezone: &str, now: OffsetDateTime) -> Result<Date, LedgerError> {
+    Ok(now.to_offset(offset_at(&zone(timezone)?, now)).date())
+}
+
+/// The UTC instant at which `day` begins in the IANA time zone `timezone`.
+pub fn day_start_in(timezone: &str, day: Date) -> Result<OffsetDateTime, LedgerError> {
+    let tz = zone(timezone)?;
+    let midnight = day.midnight();
+    // Guess with the offset at UTC midnight, then correct once with the offset in force at the
+    // guess (enough for every real zone, whose offsets change at most once a night).
+    let guess = midnight.assume_utc();
+    let first = midnight.assume_offset(offset_at(&tz, guess));
+    Ok(midnight
+        .assume_offset(offset_at(&tz, first))
+        .to_offset(UtcOffset::UTC))
 }
 
 fn zone(name: &str) -> Result<jiff::tz::TimeZone, LedgerError> {

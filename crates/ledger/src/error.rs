@@ -58,6 +58,21 @@ pub enum LedgerError {
         /// Seconds until the next attempt is allowed.
         retry_after_seconds: i64,
     },
+    /// A `block` allowance does not cover the reported usage.
+    #[error("the plan's allowance of '{feature}' is used up")]
+    EntitlementExceeded {
+        /// The feature.
+        feature: String,
+    },
+    /// Usage beyond the allowance has no rate for its dimensions.
+    #[error("no rate prices '{feature}' for these dimensions")]
+    RateNotFound {
+        /// The feature.
+        feature: String,
+    },
+    /// The change conflicts with what is stored (a duplicate, a kind that cannot change).
+    #[error("{0}")]
+    Conflict(String),
     /// A balance would leave the range the ledger can represent.
     #[error("amount out of range")]
     Overflow,

@@ -16,9 +16,11 @@ pub mod holds;
 pub mod model;
 pub mod notice;
 pub mod plan;
+pub mod pricing;
 pub mod repo;
 pub mod service;
 pub mod stats;
+pub mod usage;
 pub mod verify;
 
 pub use checkin::{CheckinConfig, CheckinOutcome, CheckinRecord, CheckinRequest, CheckinStatus};
