@@ -33,5 +33,5 @@ pub use model::{
     MAX_CREDITS, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
 };
 pub use repo::LedgerRepository;
-pub use service::{Ledger, Sufficiency};
+pub use service::{Ledger, Sufficiency, UsageCheck};
 pub use verify::{AccountAudit, Violation};

@@ -6,6 +6,10 @@ use time::OffsetDateTime;
 
 use crate::codes::{CodeBatchRequest, RedeemRequest, RedemptionCode};
 use crate::holds::{CaptureRequest, Hold, ReserveRequest};
+use crate::pricing::{Feature, FeatureSpec, Rate, RateSpec};
+use crate::usage::{
+    AllowanceAudit, Entitlement, EventAudit, MeterAudit, UsageOutcome, UsageRequest, UsageState,
+};
 use crate::{
     AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
     CheckinRecord, CheckinRequest, LedgerError, Movement, Transaction, TransactionQuery,
@@ -154,6 +158,70 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Writes expiry transactions for up to `limit` accounts with lots due at `now`; returns the
     /// number of accounts swept.
     async fn expire_due(&self, now: OffsetDateTime, limit: i64) -> Result<u64, LedgerError>;
+
+    /// The app's features, by key.
+    async fn features(&self, app: String) -> Result<Vec<Feature>, LedgerError>;
+
+    /// Creates a feature (`create`: an existing key is a conflict) or replaces its name and unit
+    /// (its kind never changes).
+    async fn put_feature(
+        &self,
+        app: String,
+        spec: FeatureSpec,
+        create: bool,
+        now: OffsetDateTime,
+    ) -> Result<Feature, LedgerError>;
+
+    /// The app's rate versions (of one feature, if given), newest first.
+    async fn rates(&self, app: String, feature: Option<String>) -> Result<Vec<Rate>, LedgerError>;
+
+    /// Adds the next version of the rate for the spec's feature and dimensions; the feature must
+    /// exist and be metered.
+    async fn add_rate(
+        &self,
+        app: String,
+        spec: RateSpec,
+        actor: String,
+        now: OffsetDateTime,
+    ) -> Result<Rate, LedgerError>;
+
+    /// The app's entitlements, each with its scope (see [`crate::usage::FREE_SCOPE`]), in the
+    /// order they were set; of one scope, if given.
+    async fn entitlements(
+        &self,
+        app: String,
+        scope: Option<String>,
+    ) -> Result<Vec<(String, Entitlement)>, LedgerError>;
+
+    /// Replaces a scope's entitlements after checking them against the app's features.
+    async fn put_entitlements(
+        &self,
+        app: String,
+        scope: String,
+        list: Vec<Entitlement>,
+    ) -> Result<Vec<Entitlement>, LedgerError>;
+
+    /// What planning a call for this account needs (features, the rates of the features the
+    /// request names, the entitlements in force, windows, use, carries, available credits).
+    async fn usage_state(
+        &self,
+        request: UsageRequest,
+        now: OffsetDateTime,
+    ) -> Result<UsageState, LedgerError>;
+
+    /// Records a call atomically under the account's lock (see [`crate::usage::quote_usage`]):
+    /// allowances, carries, the `ai_usage` transaction, the call and its lines. A known key with
+    /// the same request answers the stored outcome.
+    async fn track(
+        &self,
+        request: UsageRequest,
+        now: OffsetDateTime,
+    ) -> Result<UsageOutcome, LedgerError>;
+
+    /// The usage invariants' figures (see [`crate::usage::usage_violations`]).
+    async fn usage_audit(
+        &self,
+    ) -> Result<(Vec<AllowanceAudit>, Vec<MeterAudit>, Vec<EventAudit>), LedgerError>;
 
     /// Per-account figures the invariant checks need.
     async fn audit(&self) -> Result<Vec<AccountAudit>, LedgerError>;

@@ -8,7 +8,11 @@ use crate::checkin::{self, CheckinOutcome, CheckinRequest, CheckinStatus};
 use crate::codes::{self, CodeBatchRequest, RedeemRequest, RedemptionCode};
 use crate::holds::{CaptureRequest, Hold, ReserveRequest};
 use crate::plan::balance_view;
+use crate::pricing::{Feature, FeatureSpec, Rate, RateSpec};
 use crate::stats::{self, Stats, StatsQuery};
+use crate::usage::{
+    Entitlement, FeatureStatus, UsageOutcome, UsageQuote, UsageRequest, quote_usage,
+};
 use crate::{
     AccountQuery, AccountRef, AccountSummary, AccountView, BalanceView, CheckinConfig, Clock,
     LedgerError, LedgerRepository, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction,
@@ -422,12 +426,164 @@ impl Ledger {
 
     /// Every broken invariant in the database.
     pub async fn verify(&self) -> Result<Vec<Violation>, LedgerError> {
-        Ok(self
+        let mut out: Vec<Violation> = self
             .repo
             .audit()
             .await?
             .iter()
             .flat_map(|a| a.violations())
+            .collect();
+        let (allowances, meters, events) = self.repo.usage_audit().await?;
+        out.extend(crate::usage::usage_violations(
+            &allowances,
+            &meters,
+            &events,
+        ));
+        Ok(out)
+    }
+
+    /// The app's features.
+    pub async fn features(&self, app: &str) -> Result<Vec<Feature>, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        self.repo.features(app.to_owned()).await
+    }
+
+    /// Creates a feature (`create`) or creates or renames one (its kind never changes).
+    pub async fn put_feature(
+        &self,
+        app: &str,
+        spec: FeatureSpec,
+        create: bool,
+    ) -> Result<Feature, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        spec.validate()?;
+        self.repo
+            .put_feature(app.to_owned(), spec, create, self.clock.now())
+            .await
+    }
+
+    /// The app's rate versions, newest first.
+    pub async fn rates(
+        &self,
+        app: &str,
+        feature: Option<String>,
+    ) -> Result<Vec<Rate>, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        self.repo.rates(app.to_owned(), feature).await
+    }
+
+    /// Adds a rate version.
+    pub async fn add_rate(
+        &self,
+        app: &str,
+        spec: RateSpec,
+        actor: &str,
+    ) -> Result<Rate, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        let now = self.clock.now();
+        spec.validate(now)?;
+        self.repo
+            .add_rate(app.to_owned(), spec, actor.to_owned(), now)
+            .await
+    }
+
+    /// The app's entitlements with their scopes (see [`crate::usage::FREE_SCOPE`]).
+    pub async fn entitlements(
+        &self,
+        app: &str,
+        scope: Option<String>,
+    ) -> Result<Vec<(String, Entitlement)>, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        self.repo.entitlements(app.to_owned(), scope).await
+    }
+
+    /// Replaces the entitlements of a plan (`plan_scope`) or of the free tier (`FREE_SCOPE`).
+    pub async fn set_entitlements(
+        &self,
+        app: &str,
+        scope: String,
+        list: Vec<Entitlement>,
+    ) -> Result<Vec<Entitlement>, LedgerError> {
+        crate::model::validate_app_key(app)?;
+        self.repo
+            .put_entitlements(app.to_owned(), scope, list)
+            .await
+    }
+
+    /// Whether a call may go ahead, and what it would cost now; changes nothing.
+    pub async fn check_usage(&self, request: UsageRequest) -> Result<UsageCheck, LedgerError> {
+        request.validate(false)?;
+        let now = self.clock.now();
+        let state = self.repo.usage_state(request.clone(), now).await?;
+        let quote = quote_usage(&state, &request, now)?;
+        Ok(UsageCheck {
+            available: state.available,
+            quote,
+        })
+    }
+
+    /// Records a call's usage: allowances first, the rest charged at the rates in one `ai_usage`
+    /// transaction, or the whole call refused. Idempotent by key.
+    pub async fn track(&self, request: UsageRequest) -> Result<UsageOutcome, LedgerError> {
+        request.validate(true)?;
+        self.repo.track(request, self.clock.now()).await
+    }
+
+    /// Every feature of the app as this user has it now: the entitlement of their plan (or the
+    /// free tier), the window and what is used of it.
+    pub async fn feature_status(
+        &self,
+        account: AccountRef,
+    ) -> Result<Vec<FeatureStatus>, LedgerError> {
+        let now = self.clock.now();
+        let request = UsageRequest {
+            account,
+            quantities: Default::default(),
+            features: vec![],
+            dimensions: Default::default(),
+            description: String::new(),
+            metadata: None,
+            idempotency_key: None,
+        };
+        let state = self.repo.usage_state(request, now).await?;
+        Ok(state
+            .features
+            .iter()
+            .map(|f| FeatureStatus {
+                feature: f.clone(),
+                entitlement: state
+                    .entitlements
+                    .iter()
+                    .find(|e| e.feature == f.key)
+                    .cloned(),
+                window: state.windows.get(&f.key).copied(),
+                used: state.used.get(&f.key).copied().unwrap_or(0),
+            })
             .collect())
+    }
+}
+
+/// What [`Ledger::check_usage`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCheck {
+    /// The call as it would be decided now.
+    pub quote: UsageQuote,
+    /// Credits the account can spend now.
+    pub available: i64,
+}
+
+impl UsageCheck {
+    /// Whether the call would go ahead: nothing refused and the credits available.
+    pub fn allowed(&self) -> bool {
+        self.reason().is_none()
+    }
+
+    /// Why not, as a wire name.
+    pub fn reason(&self) -> Option<&'static str> {
+        match &self.quote.refusal {
+            Some(r) => Some(r.reason()),
+            None if self.quote.credits > self.available => Some("insufficient_credits"),
+            None => None,
+        }
     }
 }

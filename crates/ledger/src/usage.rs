@@ -518,7 +518,7 @@ pub struct TrackedLine {
     /// Credits charged.
     pub credits: i64,
     /// The rate version that priced the rest, if any.
-    #[serde(flatten)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateUse>,
 }
 
@@ -564,6 +564,118 @@ impl FeatureStatus {
             FeatureKind::Metered => true,
         }
     }
+}
+
+/// The allowance scope of the free tier; a plan's is [`plan_scope`].
+pub const FREE_SCOPE: &str = "free";
+
+/// The allowance scope of plan `plan_id`.
+pub fn plan_scope(plan_id: &str) -> String {
+    format!("plan:{plan_id}")
+}
+
+/// An allowance row beside the usage lines recorded in its window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowanceAudit {
+    /// The account's app and user.
+    pub account: (String, String),
+    /// The feature.
+    pub feature: String,
+    /// Units the row says were used.
+    pub used: i64,
+    /// Units the lines of its window say were covered.
+    pub lines_used: i64,
+}
+
+/// A meter (carried fraction) beside the usage lines of its account and feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterAudit {
+    /// The account's app and user.
+    pub account: (String, String),
+    /// The feature.
+    pub feature: String,
+    /// Credits the meter says were charged.
+    pub charged: i64,
+    /// The carried fraction, in [`PRICE_SCALE`]ths.
+    pub carry: i64,
+    /// Credits the lines charged.
+    pub lines_credits: i64,
+    /// The exact prices the lines recorded, summed, in [`PRICE_SCALE`]ths.
+    pub lines_scaled: i128,
+}
+
+/// A reported call beside its lines and its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAudit {
+    /// The account's app and user.
+    pub account: (String, String),
+    /// The call's id.
+    pub event_id: i64,
+    /// Credits the call says it charged.
+    pub credits: i64,
+    /// Credits its lines charged.
+    pub lines_credits: i64,
+    /// Its transaction's amount, if it has one.
+    pub transaction_amount: Option<i64>,
+}
+
+/// Every usage invariant the figures break: an allowance's use is the sum of its lines'; a
+/// meter's charged credits are its lines' and, with its carry, exactly their summed prices (the
+/// carried-fraction rule); a call's credits are its lines' and its transaction's amount.
+pub fn usage_violations(
+    allowances: &[AllowanceAudit],
+    meters: &[MeterAudit],
+    events: &[EventAudit],
+) -> Vec<crate::Violation> {
+    let mut out = Vec::new();
+    let mut push = |(app, user): &(String, String), rule: &'static str, detail: String| {
+        out.push(crate::Violation {
+            app: app.clone(),
+            user: user.clone(),
+            rule,
+            detail,
+        })
+    };
+    for a in allowances {
+        if a.used != a.lines_used || a.used < 0 {
+            push(
+                &a.account,
+                "allowance use equals its usage lines",
+                format!("{}: used {} vs lines {}", a.feature, a.used, a.lines_used),
+            );
+        }
+    }
+    let scale = i128::from(PRICE_SCALE);
+    for m in meters {
+        let exact = i128::from(m.charged) * scale + i128::from(m.carry);
+        if m.charged != m.lines_credits
+            || exact != m.lines_scaled
+            || !(0..PRICE_SCALE).contains(&m.carry)
+        {
+            push(
+                &m.account,
+                "charged credits and the carry equal the exact priced usage",
+                format!(
+                    "{}: charged {} + carry {}/10^12 vs lines {} credits, exact {}/10^12",
+                    m.feature, m.charged, m.carry, m.lines_credits, m.lines_scaled
+                ),
+            );
+        }
+    }
+    for e in events {
+        let txn = e.transaction_amount.map(|a| -a);
+        if e.credits != e.lines_credits || txn.unwrap_or(0) != e.credits {
+            push(
+                &e.account,
+                "a usage call charges its lines in one transaction",
+                format!(
+                    "call {}: {} credits, lines {}, transaction {:?}",
+                    e.event_id, e.credits, e.lines_credits, txn
+                ),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -751,7 +863,7 @@ mod tests {
         let mut asks = request(&[]);
         asks.features = vec!["premium_models".into()];
         let q = quote_usage(&s, &asks, NOW).unwrap();
-        assert_eq!(q.granted["premium_models"], false);
+        assert!(!q.granted["premium_models"]);
         assert_eq!(q.refusal.unwrap().reason(), "feature_not_included");
         s.entitlements.push(Entitlement {
             feature: "premium_models".into(),

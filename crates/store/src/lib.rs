@@ -63,6 +63,7 @@ mod rows;
 pub mod schema;
 mod sqlite;
 mod sqlite_rt;
+mod usage_rows;
 mod webhook_repo;
 
 use diesel::{Connection, SqliteConnection};

@@ -55,3 +55,5 @@ pub(crate) mod ledger;
 pub(crate) mod outbox;
 #[path = "queries/stats.rs"]
 pub(crate) mod stats;
+#[path = "queries/usage.rs"]
+pub(crate) mod usage;

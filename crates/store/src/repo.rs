@@ -6,6 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tally_ledger::checkin::{CheckinRecord, CheckinRequest};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
+use tally_ledger::pricing::{Feature, FeatureSpec, Rate, RateSpec};
+use tally_ledger::usage::{
+    AllowanceAudit, Entitlement, EventAudit, MeterAudit, UsageOutcome, UsageRequest, UsageState,
+};
 use tally_ledger::{
     AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
     LedgerError, LedgerRepository, Movement, Transaction, TransactionQuery,
@@ -330,5 +334,107 @@ impl LedgerRepository for Store {
 
     async fn ping(&self) -> Result<(), LedgerError> {
         self.ping_inner().await.map_err(Into::into)
+    }
+
+    async fn features(&self, app: String) -> Result<Vec<Feature>, LedgerError> {
+        exec!(self, ShortRead, usage, |conn, ops| ops::features(
+            conn, &app
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn put_feature(
+        &self,
+        app: String,
+        spec: FeatureSpec,
+        create: bool,
+        now: OffsetDateTime,
+    ) -> Result<Feature, LedgerError> {
+        exec!(self, Write, usage, |conn, ops| {
+            ops::put_feature(conn, &app, &spec, create, now).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn rates(&self, app: String, feature: Option<String>) -> Result<Vec<Rate>, LedgerError> {
+        exec!(self, Read, usage, |conn, ops| {
+            ops::rates(conn, &app, feature.as_deref()).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn add_rate(
+        &self,
+        app: String,
+        spec: RateSpec,
+        actor: String,
+        now: OffsetDateTime,
+    ) -> Result<Rate, LedgerError> {
+        exec!(self, Write, usage, |conn, ops| {
+            ops::add_rate(conn, &app, &spec, &actor, now).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn entitlements(
+        &self,
+        app: String,
+        scope: Option<String>,
+    ) -> Result<Vec<(String, Entitlement)>, LedgerError> {
+        exec!(self, Read, usage, |conn, ops| {
+            ops::entitlements_of(conn, &app, scope.as_deref()).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn put_entitlements(
+        &self,
+        app: String,
+        scope: String,
+        list: Vec<Entitlement>,
+    ) -> Result<Vec<Entitlement>, LedgerError> {
+        exec!(self, Write, usage, |conn, ops| {
+            ops::put_entitlements(conn, &app, &scope, &list).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn usage_state(
+        &self,
+        request: UsageRequest,
+        now: OffsetDateTime,
+    ) -> Result<UsageState, LedgerError> {
+        exec!(self, Snapshot, usage, |conn, ops| {
+            ops::usage_state(conn, &request, now).await
+        })
+        .map_err(Into::into)
+    }
+
+    async fn track(
+        &self,
+        request: UsageRequest,
+        now: OffsetDateTime,
+    ) -> Result<UsageOutcome, LedgerError> {
+        let hash: Arc<str> = request.request_hash().into();
+        let request = Arc::new(request);
+        retry_race(|| {
+            let (request, hash) = (request.clone(), hash.clone());
+            async move {
+                exec!(self, Grouped, usage, |conn, ops| {
+                    ops::track(conn, &request, &hash, now).await
+                })
+            }
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn usage_audit(
+        &self,
+    ) -> Result<(Vec<AllowanceAudit>, Vec<MeterAudit>, Vec<EventAudit>), LedgerError> {
+        exec!(self, Snapshot, usage, |conn, ops| ops::usage_audit(conn)
+            .await)
+        .map_err(Into::into)
     }
 }

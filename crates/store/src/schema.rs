@@ -435,3 +435,102 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    pricing_features (app_key, feature_key) {
+        app_key -> Text,
+        feature_key -> Text,
+        name -> Text,
+        kind -> Text,
+        unit -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    pricing_rates (id) {
+        id -> BigInt,
+        app_key -> Text,
+        feature_key -> Text,
+        version -> BigInt,
+        dimensions -> Text,
+        credits -> BigInt,
+        per -> BigInt,
+        tiers -> Text,
+        effective_from -> Timestamp,
+        created_at -> Timestamp,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    entitlements (app_key, scope, feature_key) {
+        app_key -> Text,
+        scope -> Text,
+        feature_key -> Text,
+        included -> Nullable<BigInt>,
+        reset -> Text,
+        overage -> Text,
+        position -> BigInt,
+    }
+}
+
+diesel::table! {
+    allowances (account_id, feature_key, window_start) {
+        account_id -> BigInt,
+        feature_key -> Text,
+        window_start -> Timestamp,
+        window_end -> Nullable<Timestamp>,
+        included -> BigInt,
+        used -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_meters (account_id, feature_key) {
+        account_id -> BigInt,
+        feature_key -> Text,
+        quantity -> BigInt,
+        charged -> BigInt,
+        carry -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_events (id) {
+        id -> BigInt,
+        account_id -> BigInt,
+        app_key -> Text,
+        user_id -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        credits -> BigInt,
+        transaction_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_lines (id) {
+        id -> BigInt,
+        event_id -> BigInt,
+        account_id -> BigInt,
+        feature_key -> Text,
+        quantity -> BigInt,
+        included_used -> BigInt,
+        window_start -> Nullable<Timestamp>,
+        credits -> BigInt,
+        price_whole -> BigInt,
+        price_frac -> BigInt,
+        rate_id -> Nullable<BigInt>,
+        rate_version -> Nullable<BigInt>,
+        rate_credits -> Nullable<BigInt>,
+        rate_per -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(usage_events, accounts);
+diesel::allow_tables_to_appear_in_same_query!(usage_events, transactions);

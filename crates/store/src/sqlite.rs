@@ -65,3 +65,6 @@ pub(crate) mod outbox;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/stats.rs"]
 pub(crate) mod stats;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/usage.rs"]
+pub(crate) mod usage;

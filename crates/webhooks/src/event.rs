@@ -38,6 +38,8 @@ tally_kernel::wire_enum! {
         HoldExpired = "hold.expired",
         /// A webhook endpoint was disabled after failing for too long.
         EndpointDisabled = "endpoint.disabled",
+        /// A user used up a feature's allowance for the current window.
+        UsageLimitReached = "usage.limit_reached",
     }
 }
 
@@ -136,7 +138,7 @@ mod tests {
         let mut names: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 16);
     }
 
     #[test]

@@ -176,6 +176,23 @@ pub struct EndpointDisabled {
     pub reason: String,
 }
 
+/// `usage.limit_reached`: a call used up the allowance of a feature for its window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageLimitReached {
+    /// The metered feature.
+    pub feature: String,
+    /// Units the allowance includes.
+    pub included: i64,
+    /// Units used in the window (all of them).
+    pub used: i64,
+    /// The window's start.
+    pub window_start: String,
+    /// When the allowance resets (null: never).
+    pub resets_at: Option<String>,
+    /// The plan whose allowance it is (null: the free tier).
+    pub plan_id: Option<String>,
+}
+
 /// An outbound event's type and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -199,6 +216,8 @@ pub enum Payload {
     Subscription(EventType, SubscriptionChanged),
     /// `endpoint.disabled`.
     EndpointDisabled(EndpointDisabled),
+    /// `usage.limit_reached`.
+    UsageLimitReached(UsageLimitReached),
 }
 
 impl Payload {
@@ -214,6 +233,7 @@ impl Payload {
             Self::Order(t, _) | Self::Subscription(t, _) => *t,
             Self::OrderRefunded(_) => EventType::OrderRefunded,
             Self::EndpointDisabled(_) => EventType::EndpointDisabled,
+            Self::UsageLimitReached(_) => EventType::UsageLimitReached,
         }
     }
 
@@ -230,6 +250,7 @@ impl Payload {
             Self::OrderRefunded(d) => serde_json::to_value(d),
             Self::Subscription(_, d) => serde_json::to_value(d),
             Self::EndpointDisabled(d) => serde_json::to_value(d),
+            Self::UsageLimitReached(d) => serde_json::to_value(d),
         };
         // Plain structs of strings and integers always serialise.
         value.unwrap_or_default()

@@ -34,7 +34,7 @@ use super::Conn;
 use crate::ops::fold_account;
 
 /// Locks the account row for this transaction, creating it on first use.
-async fn lock_account(
+pub(super) async fn lock_account(
     conn: &mut Conn,
     account: &AccountRef,
     now: OffsetDateTime,
@@ -98,7 +98,10 @@ async fn active_holds(conn: &mut Conn, account_id: i64) -> Result<Vec<HoldRow>, 
         .await?)
 }
 
-async fn state(conn: &mut Conn, account: &AccountRow) -> Result<AccountView, StoreError> {
+pub(super) async fn state(
+    conn: &mut Conn,
+    account: &AccountRow,
+) -> Result<AccountView, StoreError> {
     let mut view = live_lots(conn, account.id).await?;
     view.balance = account.balance;
     view.held = account.held;
@@ -122,7 +125,7 @@ pub(crate) struct MainRow<'a> {
 }
 
 /// Writes a plan; returns the movement's own transaction, if the plan has one.
-async fn write_plan(
+pub(super) async fn write_plan(
     conn: &mut Conn,
     account: &AccountRow,
     plan: &Plan,
@@ -392,7 +395,7 @@ pub(crate) async fn account(
 
 /// The account's view and id, from one statement (`account_and_lots_query!`), read the way the
 /// backend reads it fastest.
-async fn account_row_and_lots(
+pub(super) async fn account_row_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
 ) -> Result<(AccountView, Option<i64>), StoreError> {

@@ -1,0 +1,819 @@
+//! Pricing and usage queries: features, rate versions, entitlements, and the reported calls.
+//! The rules come from `tally_ledger::usage` (`quote_usage` decides a call); this file reads what
+//! it needs under the account's lock and writes what it decided.
+
+use std::collections::BTreeMap;
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+use tally_ledger::error::FieldError;
+use tally_ledger::plan::{balance_view, plan_movement};
+use tally_ledger::pricing::{Feature, FeatureKind, FeatureSpec, PRICE_SCALE, Rate, RateSpec};
+use tally_ledger::usage::{
+    AllowanceAudit, Entitlement, EventAudit, FREE_SCOPE, MeterAudit, RateUse, Refusal, TrackedLine,
+    UsageLine, UsageOutcome, UsageQuote, UsageRequest, UsageState, plan_scope, quote_usage,
+    validate_entitlements, windows,
+};
+use tally_ledger::{AccountView, LedgerError, MovementKind, TxnType};
+use tally_webhooks::payload::{Payload, UsageLimitReached};
+use time::OffsetDateTime;
+
+use crate::StoreError;
+use crate::rows::{AccountRow, from_db, to_db};
+use crate::schema::{
+    accounts, allowances, checkin_configs, entitlements, pricing_features, pricing_rates,
+    subscriptions, transactions, usage_events, usage_lines, usage_meters,
+};
+use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
+
+use super::Conn;
+use super::ledger::{MainRow, account_row_and_lots, lock_account, state, write_plan};
+
+/// The app's features, by key.
+pub(crate) async fn features(conn: &mut Conn, app: &str) -> Result<Vec<Feature>, StoreError> {
+    let rows = pricing_features::table
+        .filter(pricing_features::app_key.eq(app))
+        .order(pricing_features::feature_key)
+        .select(FeatureRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(Feature::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Creates or renames a feature; its kind never changes.
+pub(crate) async fn put_feature(
+    conn: &mut Conn,
+    app: &str,
+    spec: &FeatureSpec,
+    create: bool,
+    now: OffsetDateTime,
+) -> Result<Feature, StoreError> {
+    let existing = locked!(
+        pricing_features::table
+            .filter(pricing_features::app_key.eq(app))
+            .filter(pricing_features::feature_key.eq(&spec.key))
+            .select(FeatureRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()?;
+    match existing {
+        Some(_) if create => {
+            return Err(LedgerError::Conflict(format!(
+                "feature '{}' exists; change it with PUT /admin/pricing/features/{}",
+                spec.key, spec.key
+            ))
+            .into());
+        }
+        Some(row) if row.kind != spec.kind.as_str() => {
+            return Err(LedgerError::Conflict(format!(
+                "feature '{}' is {}; a feature's kind never changes (create another key)",
+                spec.key, row.kind
+            ))
+            .into());
+        }
+        Some(_) => {
+            diesel::update(
+                pricing_features::table
+                    .filter(pricing_features::app_key.eq(app))
+                    .filter(pricing_features::feature_key.eq(&spec.key)),
+            )
+            .set((
+                pricing_features::name.eq(&spec.name),
+                pricing_features::unit.eq(&spec.unit),
+                pricing_features::updated_at.eq(to_db(now)),
+            ))
+            .execute(conn)
+            .await?;
+        }
+        None => {
+            diesel::insert_into(pricing_features::table)
+                .values((
+                    pricing_features::app_key.eq(app),
+                    pricing_features::feature_key.eq(&spec.key),
+                    pricing_features::name.eq(&spec.name),
+                    pricing_features::kind.eq(spec.kind.as_str()),
+                    pricing_features::unit.eq(&spec.unit),
+                    pricing_features::created_at.eq(to_db(now)),
+                    pricing_features::updated_at.eq(to_db(now)),
+                ))
+                .execute(conn)
+                .await
+                .map_err(|e| match e {
+                    DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                        StoreError::Ledger(LedgerError::Conflict(format!(
+                            "feature '{}' was created at the same time",
+                            spec.key
+                        )))
+                    }
+                    e => e.into(),
+                })?;
+        }
+    }
+    let row = pricing_features::table
+        .filter(pricing_features::app_key.eq(app))
+        .filter(pricing_features::feature_key.eq(&spec.key))
+        .select(FeatureRow::as_select())
+        .first(conn)
+        .await?;
+    Ok(Feature::try_from(row)?)
+}
+
+/// The app's rate versions (of one feature), newest first.
+pub(crate) async fn rates(
+    conn: &mut Conn,
+    app: &str,
+    feature: Option<&str>,
+) -> Result<Vec<Rate>, StoreError> {
+    let mut query = pricing_rates::table
+        .filter(pricing_rates::app_key.eq(app))
+        .order(pricing_rates::id.desc())
+        .select(RateRow::as_select())
+        .into_boxed();
+    if let Some(feature) = feature {
+        query = query.filter(pricing_rates::feature_key.eq(feature));
+    }
+    let rows = query.load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(Rate::try_from)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Adds the next version of a rate; the feature must exist and be metered.
+pub(crate) async fn add_rate(
+    conn: &mut Conn,
+    app: &str,
+    spec: &RateSpec,
+    actor: &str,
+    now: OffsetDateTime,
+) -> Result<Rate, StoreError> {
+    let kind: Option<String> = pricing_features::table
+        .filter(pricing_features::app_key.eq(app))
+        .filter(pricing_features::feature_key.eq(&spec.feature))
+        .select(pricing_features::kind)
+        .first(conn)
+        .await
+        .optional()?;
+    match kind.as_deref().and_then(FeatureKind::parse) {
+        Some(FeatureKind::Metered) => {}
+        Some(FeatureKind::Boolean) => {
+            return Err(LedgerError::invalid(
+                "feature",
+                "is a boolean feature; only metered features have rates",
+            )
+            .into());
+        }
+        None => {
+            return Err(LedgerError::Validation(FieldError::new(
+                "feature",
+                format!("no feature named '{}'", spec.feature),
+            ))
+            .into());
+        }
+    }
+    let dimensions = dimensions_text(&spec.dimensions);
+    let last: Option<i64> = pricing_rates::table
+        .filter(pricing_rates::app_key.eq(app))
+        .filter(pricing_rates::feature_key.eq(&spec.feature))
+        .filter(pricing_rates::dimensions.eq(&dimensions))
+        .select(diesel::dsl::max(pricing_rates::version))
+        .first(conn)
+        .await?;
+    let tiers = serde_json::to_string(&spec.tiers).unwrap_or_else(|_| "[]".to_owned());
+    let row: RateRow = diesel::insert_into(pricing_rates::table)
+        .values((
+            pricing_rates::app_key.eq(app),
+            pricing_rates::feature_key.eq(&spec.feature),
+            pricing_rates::version.eq(last.unwrap_or(0) + 1),
+            pricing_rates::dimensions.eq(&dimensions),
+            pricing_rates::credits.eq(spec.credits),
+            pricing_rates::per.eq(spec.per),
+            pricing_rates::tiers.eq(&tiers),
+            pricing_rates::effective_from.eq(to_db(spec.effective_from.unwrap_or(now))),
+            pricing_rates::created_at.eq(to_db(now)),
+            pricing_rates::created_by.eq(actor),
+        ))
+        .returning(RateRow::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::Ledger(LedgerError::Conflict(
+                    "another version of this rate was added at the same time; retry".to_owned(),
+                ))
+            }
+            e => e.into(),
+        })?;
+    Ok(Rate::try_from(row)?)
+}
+
+/// The app's entitlements with their scopes, in the order they were set.
+pub(crate) async fn entitlements_of(
+    conn: &mut Conn,
+    app: &str,
+    scope: Option<&str>,
+) -> Result<Vec<(String, Entitlement)>, StoreError> {
+    let mut query = entitlements::table
+        .filter(entitlements::app_key.eq(app))
+        .order((entitlements::scope, entitlements::position))
+        .select(EntitlementRow::as_select())
+        .into_boxed();
+    if let Some(scope) = scope {
+        query = query.filter(entitlements::scope.eq(scope));
+    }
+    let rows = query.load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(EntitlementRow::into_entitlement)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Replaces a scope's entitlements after checking them against the app's features.
+pub(crate) async fn put_entitlements(
+    conn: &mut Conn,
+    app: &str,
+    scope: &str,
+    list: &[Entitlement],
+) -> Result<Vec<Entitlement>, StoreError> {
+    let known = features(conn, app).await?;
+    validate_entitlements(list, &known)?;
+    diesel::delete(
+        entitlements::table
+            .filter(entitlements::app_key.eq(app))
+            .filter(entitlements::scope.eq(scope)),
+    )
+    .execute(conn)
+    .await?;
+    for (position, e) in (0_i64..).zip(list) {
+        diesel::insert_into(entitlements::table)
+            .values((
+                entitlements::app_key.eq(app),
+                entitlements::scope.eq(scope),
+                entitlements::feature_key.eq(&e.feature),
+                entitlements::included.eq(e.included),
+                entitlements::reset.eq(e.reset.as_str()),
+                entitlements::overage.eq(e.overage.as_str()),
+                entitlements::position.eq(position),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(list.to_vec())
+}
+
+/// The user's live subscription's plan and current period, if any.
+async fn live_plan(
+    conn: &mut Conn,
+    app: &str,
+    user: &str,
+) -> Result<Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>, StoreError> {
+    let row: Option<(String, Option<_>, Option<_>)> = subscriptions::table
+        .filter(subscriptions::app_key.eq(app))
+        .filter(subscriptions::user_id.eq(user))
+        .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
+        .order(subscriptions::id.desc())
+        .select((
+            subscriptions::plan_id,
+            subscriptions::current_period_start,
+            subscriptions::current_period_end,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(|(plan, start, end)| {
+        let period = start.zip(end).map(|(s, e)| (from_db(s), from_db(e)));
+        (plan, period)
+    }))
+}
+
+/// Reads what planning `request` needs; `account_id` is none for an account not created yet.
+async fn load_state(
+    conn: &mut Conn,
+    request: &UsageRequest,
+    account_id: Option<i64>,
+    view: &AccountView,
+    now: OffsetDateTime,
+) -> Result<UsageState, StoreError> {
+    let (app, user) = (&request.account.app, &request.account.user);
+    let features = features(conn, app).await?;
+    let keys: Vec<&String> = request.quantities.keys().collect();
+    let rates = if keys.is_empty() {
+        Vec::new()
+    } else {
+        pricing_rates::table
+            .filter(pricing_rates::app_key.eq(app))
+            .filter(pricing_rates::feature_key.eq_any(&keys))
+            .select(RateRow::as_select())
+            .load(conn)
+            .await?
+            .into_iter()
+            .map(Rate::try_from)
+            .collect::<Result<_, _>>()?
+    };
+    let subscription = live_plan(conn, app, user).await?;
+    let mut in_force = match &subscription {
+        Some((plan, _)) => entitlements_of(conn, app, Some(&plan_scope(plan))).await?,
+        None => Vec::new(),
+    };
+    // A plan that lists no entitlements gives what the free tier gives.
+    let plan_id = subscription
+        .as_ref()
+        .filter(|_| !in_force.is_empty())
+        .map(|(plan, _)| plan.clone());
+    if in_force.is_empty() {
+        in_force = entitlements_of(conn, app, Some(FREE_SCOPE)).await?;
+    }
+    let entitlements: Vec<Entitlement> = in_force.into_iter().map(|(_, e)| e).collect();
+    let timezone: Option<String> = checkin_configs::table
+        .filter(checkin_configs::app_key.eq(app))
+        .select(checkin_configs::timezone)
+        .first(conn)
+        .await
+        .optional()?;
+    let period = subscription.and_then(|(_, period)| period);
+    let windows = windows(
+        &entitlements,
+        &features,
+        now,
+        timezone.as_deref().unwrap_or("UTC"),
+        period,
+    )?;
+    let mut used = BTreeMap::new();
+    let mut carries = BTreeMap::new();
+    if let Some(id) = account_id {
+        let starts: Vec<_> = windows.values().map(|w| to_db(w.start)).collect();
+        let window_keys: Vec<&String> = windows.keys().collect();
+        let rows: Vec<(String, time::PrimitiveDateTime, i64)> = allowances::table
+            .filter(allowances::account_id.eq(id))
+            .filter(allowances::feature_key.eq_any(&window_keys))
+            .filter(allowances::window_start.eq_any(&starts))
+            .select((
+                allowances::feature_key,
+                allowances::window_start,
+                allowances::used,
+            ))
+            .load(conn)
+            .await?;
+        for (feature, start, n) in rows {
+            if windows.get(&feature).map(|w| to_db(w.start)) == Some(start) {
+                used.insert(feature, n);
+            }
+        }
+        if !keys.is_empty() {
+            let rows: Vec<(String, i64)> = usage_meters::table
+                .filter(usage_meters::account_id.eq(id))
+                .filter(usage_meters::feature_key.eq_any(&keys))
+                .select((usage_meters::feature_key, usage_meters::carry))
+                .load(conn)
+                .await?;
+            carries.extend(rows);
+        }
+    }
+    Ok(UsageState {
+        features,
+        rates,
+        entitlements,
+        plan_id,
+        windows,
+        used,
+        carries,
+        available: balance_view(view, now).available,
+    })
+}
+
+/// What a check or the user's feature list reads (no lock; the caller runs it in a snapshot).
+pub(crate) async fn usage_state(
+    conn: &mut Conn,
+    request: &UsageRequest,
+    now: OffsetDateTime,
+) -> Result<UsageState, StoreError> {
+    let (view, account_id) = account_row_and_lots(conn, &request.account).await?;
+    let mut view = view;
+    if let Some(id) = account_id.filter(|_| view.held != 0) {
+        view = state(
+            conn,
+            &AccountRow {
+                id,
+                app_key: request.account.app.clone(),
+                user_id: request.account.user.clone(),
+                balance: view.balance,
+                held: view.held,
+            },
+        )
+        .await?;
+    }
+    load_state(conn, request, account_id, &view, now).await
+}
+
+/// A stored call's outcome, for a replay.
+async fn stored_outcome(
+    conn: &mut Conn,
+    event_id: i64,
+    credits: i64,
+    transaction_id: Option<i64>,
+) -> Result<UsageOutcome, StoreError> {
+    type LineRow = (
+        String,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let rows: Vec<LineRow> = usage_lines::table
+        .filter(usage_lines::event_id.eq(event_id))
+        .order(usage_lines::id)
+        .select((
+            usage_lines::feature_key,
+            usage_lines::quantity,
+            usage_lines::included_used,
+            usage_lines::credits,
+            usage_lines::rate_id,
+            usage_lines::rate_version,
+            usage_lines::rate_credits,
+            usage_lines::rate_per,
+        ))
+        .load(conn)
+        .await?;
+    let lines = rows
+        .into_iter()
+        .map(
+            |(feature, quantity, included_used, credits, id, version, c, per)| {
+                let rate = match (id, version, c, per) {
+                    (Some(rate_id), Some(version), Some(credits), Some(per)) => Some(RateUse {
+                        rate_id,
+                        version,
+                        credits,
+                        per,
+                    }),
+                    _ => None,
+                };
+                TrackedLine {
+                    feature,
+                    quantity,
+                    included_used,
+                    credits,
+                    rate,
+                }
+            },
+        )
+        .collect();
+    Ok(UsageOutcome {
+        lines,
+        credits,
+        transaction_id,
+    })
+}
+
+/// The usage transaction's metadata: each feature's line, the dimensions, the caller's own.
+fn usage_metadata(request: &UsageRequest, quote: &UsageQuote) -> String {
+    let usage: serde_json::Map<String, serde_json::Value> = quote
+        .lines
+        .iter()
+        .map(|l| {
+            let line = TrackedLine::from(l);
+            (
+                l.feature.clone(),
+                serde_json::to_value(&line).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut meta = serde_json::json!({ "usage": usage, "dimensions": request.dimensions });
+    if let Some(own) = &request.metadata {
+        meta["metadata"] = own.clone();
+    }
+    meta.to_string()
+}
+
+/// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
+pub(crate) async fn track(
+    conn: &mut Conn,
+    request: &UsageRequest,
+    request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<UsageOutcome, StoreError> {
+    let key = request
+        .idempotency_key
+        .as_deref()
+        .ok_or(StoreError::Invariant("a tracked call has a key"))?;
+    let account = lock_account(conn, &request.account, now).await?;
+    let stored: Option<(i64, String, i64, Option<i64>)> = usage_events::table
+        .filter(usage_events::account_id.eq(account.id))
+        .filter(usage_events::idempotency_key.eq(key))
+        .select((
+            usage_events::id,
+            usage_events::request_hash,
+            usage_events::credits,
+            usage_events::transaction_id,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some((id, hash, credits, txn)) = stored {
+        return if hash == request_hash {
+            stored_outcome(conn, id, credits, txn).await
+        } else {
+            Err(LedgerError::IdempotencyKeyReused.into())
+        };
+    }
+    let view = state(conn, &account).await?;
+    let usage = load_state(conn, request, Some(account.id), &view, now).await?;
+    let quote = quote_usage(&usage, request, now)?;
+    if let Some(refusal) = &quote.refusal {
+        let (Refusal::EntitlementExceeded { feature } | Refusal::FeatureNotIncluded { feature }) =
+            refusal;
+        return Err(LedgerError::EntitlementExceeded {
+            feature: feature.clone(),
+        }
+        .into());
+    }
+    let transaction = if quote.credits > 0 {
+        let kind = MovementKind::Debit {
+            txn_type: TxnType::AiUsage,
+            credits: quote.credits,
+        };
+        let plan = plan_movement(&view, &kind, now)?;
+        let description = if request.description.is_empty() {
+            "Usage".to_owned()
+        } else {
+            request.description.clone()
+        };
+        let main = MainRow {
+            description: &description,
+            idempotency_key: None,
+            request_hash: None,
+            metadata: Some(usage_metadata(request, &quote)),
+            actor: None,
+        };
+        write_plan(conn, &account, &plan, Some(main), now).await?
+    } else {
+        None
+    };
+    let transaction_id = transaction.as_ref().map(|t| t.id);
+    let event_id: i64 = diesel::insert_into(usage_events::table)
+        .values((
+            usage_events::account_id.eq(account.id),
+            usage_events::app_key.eq(&account.app_key),
+            usage_events::user_id.eq(&account.user_id),
+            usage_events::idempotency_key.eq(key),
+            usage_events::request_hash.eq(request_hash),
+            usage_events::credits.eq(quote.credits),
+            usage_events::transaction_id.eq(transaction_id),
+            usage_events::created_at.eq(to_db(now)),
+        ))
+        .returning(usage_events::id)
+        .get_result(conn)
+        .await
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::IdempotencyRace
+            }
+            e => e.into(),
+        })?;
+    for line in &quote.lines {
+        write_line(
+            conn,
+            &account,
+            event_id,
+            line,
+            usage.plan_id.as_deref(),
+            now,
+        )
+        .await?;
+    }
+    Ok(UsageOutcome {
+        lines: quote.lines.iter().map(TrackedLine::from).collect(),
+        credits: quote.credits,
+        transaction_id,
+    })
+}
+
+/// Writes one feature of a call: its line, its allowance, its meter and, when it used up the
+/// allowance, `usage.limit_reached`.
+async fn write_line(
+    conn: &mut Conn,
+    account: &AccountRow,
+    event_id: i64,
+    line: &UsageLine,
+    plan_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let at = to_db(now);
+    let scale = i128::from(PRICE_SCALE);
+    let whole = i64::try_from(line.scaled / scale).map_err(|_| LedgerError::Overflow)?;
+    let frac = i64::try_from(line.scaled % scale).map_err(|_| LedgerError::Overflow)?;
+    let window = line.window.filter(|_| line.included.is_some());
+    diesel::insert_into(usage_lines::table)
+        .values((
+            usage_lines::event_id.eq(event_id),
+            usage_lines::account_id.eq(account.id),
+            usage_lines::feature_key.eq(&line.feature),
+            usage_lines::quantity.eq(line.quantity),
+            usage_lines::included_used.eq(line.included_used),
+            usage_lines::window_start.eq(window.map(|w| to_db(w.start))),
+            usage_lines::credits.eq(line.credits),
+            usage_lines::price_whole.eq(whole),
+            usage_lines::price_frac.eq(frac),
+            usage_lines::rate_id.eq(line.rate.map(|r| r.rate_id)),
+            usage_lines::rate_version.eq(line.rate.map(|r| r.version)),
+            usage_lines::rate_credits.eq(line.rate.map(|r| r.credits)),
+            usage_lines::rate_per.eq(line.rate.map(|r| r.per)),
+        ))
+        .execute(conn)
+        .await?;
+    if let (Some(window), Some(included)) = (window, line.included) {
+        let used = line.used_before + line.included_used;
+        diesel::insert_into(allowances::table)
+            .values((
+                allowances::account_id.eq(account.id),
+                allowances::feature_key.eq(&line.feature),
+                allowances::window_start.eq(to_db(window.start)),
+                allowances::window_end.eq(window.end.map(to_db)),
+                allowances::included.eq(included),
+                allowances::used.eq(used),
+                allowances::updated_at.eq(at),
+            ))
+            .on_conflict((
+                allowances::account_id,
+                allowances::feature_key,
+                allowances::window_start,
+            ))
+            .do_update()
+            .set((
+                allowances::included.eq(included),
+                allowances::used.eq(used),
+                allowances::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+        if line.limit_reached {
+            let payload = Payload::UsageLimitReached(UsageLimitReached {
+                feature: line.feature.clone(),
+                included,
+                used,
+                window_start: tally_kernel::rfc3339(window.start),
+                resets_at: window.end.map(tally_kernel::rfc3339),
+                plan_id: plan_id.map(str::to_owned),
+            });
+            super::outbox::emit(
+                conn,
+                &payload,
+                (&account.app_key, Some(&account.user_id)),
+                now,
+            )
+            .await?;
+        }
+    }
+    if line.rate.is_some() {
+        diesel::insert_into(usage_meters::table)
+            .values((
+                usage_meters::account_id.eq(account.id),
+                usage_meters::feature_key.eq(&line.feature),
+                usage_meters::quantity.eq(line.billable),
+                usage_meters::charged.eq(line.credits),
+                usage_meters::carry.eq(line.carry_after),
+                usage_meters::updated_at.eq(at),
+            ))
+            .on_conflict((usage_meters::account_id, usage_meters::feature_key))
+            .do_update()
+            .set((
+                usage_meters::quantity.eq(usage_meters::quantity + line.billable),
+                usage_meters::charged.eq(usage_meters::charged + line.credits),
+                usage_meters::carry.eq(line.carry_after),
+                usage_meters::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The figures of the usage invariants.
+pub(crate) async fn usage_audit(
+    conn: &mut Conn,
+) -> Result<(Vec<AllowanceAudit>, Vec<MeterAudit>, Vec<EventAudit>), StoreError> {
+    let owners: BTreeMap<i64, (String, String)> = accounts::table
+        .filter(diesel::dsl::exists(
+            usage_events::table.filter(usage_events::account_id.eq(accounts::id)),
+        ))
+        .select((accounts::id, (accounts::app_key, accounts::user_id)))
+        .load(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let owner = |id: i64| owners.get(&id).cloned().unwrap_or_default();
+    type Line = (
+        i64,
+        i64,
+        String,
+        Option<time::PrimitiveDateTime>,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let lines: Vec<Line> = usage_lines::table
+        .select((
+            usage_lines::event_id,
+            usage_lines::account_id,
+            usage_lines::feature_key,
+            usage_lines::window_start,
+            usage_lines::included_used,
+            usage_lines::credits,
+            usage_lines::price_whole,
+            usage_lines::price_frac,
+        ))
+        .load(conn)
+        .await?;
+    let mut by_window: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
+    let mut by_meter: BTreeMap<(i64, String), (i64, i128)> = BTreeMap::new();
+    let mut by_event: BTreeMap<i64, i64> = BTreeMap::new();
+    for (event, account, feature, start, included_used, credits, whole, frac) in lines {
+        if let Some(start) = start {
+            *by_window
+                .entry((account, feature.clone(), start))
+                .or_default() += included_used;
+        }
+        let meter = by_meter.entry((account, feature)).or_default();
+        meter.0 += credits;
+        meter.1 += i128::from(whole) * i128::from(PRICE_SCALE) + i128::from(frac);
+        *by_event.entry(event).or_default() += credits;
+    }
+    let allowance_rows: Vec<(i64, String, time::PrimitiveDateTime, i64)> = allowances::table
+        .select((
+            allowances::account_id,
+            allowances::feature_key,
+            allowances::window_start,
+            allowances::used,
+        ))
+        .load(conn)
+        .await?;
+    let allowance_audits = allowance_rows
+        .into_iter()
+        .map(|(account, feature, start, used)| AllowanceAudit {
+            account: owner(account),
+            lines_used: by_window
+                .get(&(account, feature.clone(), start))
+                .copied()
+                .unwrap_or(0),
+            feature,
+            used,
+        })
+        .collect();
+    let meter_rows: Vec<(i64, String, i64, i64)> = usage_meters::table
+        .select((
+            usage_meters::account_id,
+            usage_meters::feature_key,
+            usage_meters::charged,
+            usage_meters::carry,
+        ))
+        .load(conn)
+        .await?;
+    let meter_audits = meter_rows
+        .into_iter()
+        .map(|(account, feature, charged, carry)| {
+            let (lines_credits, lines_scaled) = by_meter
+                .get(&(account, feature.clone()))
+                .copied()
+                .unwrap_or_default();
+            MeterAudit {
+                account: owner(account),
+                feature,
+                charged,
+                carry,
+                lines_credits,
+                lines_scaled,
+            }
+        })
+        .collect();
+    let event_rows: Vec<(i64, i64, i64, Option<i64>)> = usage_events::table
+        .left_join(
+            transactions::table.on(transactions::id.nullable().eq(usage_events::transaction_id)),
+        )
+        .select((
+            usage_events::id,
+            usage_events::account_id,
+            usage_events::credits,
+            transactions::amount.nullable(),
+        ))
+        .load(conn)
+        .await?;
+    let event_audits = event_rows
+        .into_iter()
+        .map(|(id, account, credits, amount)| EventAudit {
+            account: owner(account),
+            event_id: id,
+            credits,
+            lines_credits: by_event.get(&id).copied().unwrap_or(0),
+            transaction_amount: amount,
+        })
+        .collect();
+    Ok((allowance_audits, meter_audits, event_audits))
+}

@@ -1,0 +1,7 @@
+DROP TABLE usage_lines;
+DROP TABLE usage_events;
+DROP TABLE usage_meters;
+DROP TABLE allowances;
+DROP TABLE entitlements;
+DROP TABLE pricing_rates;
+DROP TABLE pricing_features;
