@@ -602,6 +602,9 @@ pub struct PlanDto {
     pub trial_days: Option<u32>,
     /// Credits granted once when a trial starts.
     pub trial_credits: i64,
+    /// What the plan includes of each feature, structured (see `GET /entitlements`); empty
+    /// when it lists none (its subscribers then get the free tier's).
+    pub entitlements: Vec<crate::pricing_dto::EntitlementDto>,
     /// RFC 3339 instant.
     pub created_at: String,
     /// RFC 3339 instant.
@@ -632,6 +635,7 @@ impl From<Plan> for PlanDto {
             credits_expire_days: p.credits_expire_days,
             trial_days: p.trial_days,
             trial_credits: p.trial_credits,
+            entitlements: Vec::new(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -715,6 +719,10 @@ pub struct CreatePlanRequest {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub trial_credits: i64,
+    /// What the plan includes of each feature (features from `/admin/pricing/features`); at
+    /// most 100. Default none: subscribers get the free tier's.
+    #[serde(default)]
+    pub entitlements: Option<Vec<crate::pricing_dto::EntitlementDto>>,
 }
 
 fn yes() -> bool {
@@ -833,6 +841,10 @@ pub struct UpdatePlanRequest {
     #[serde(default, deserialize_with = "given")]
     #[schema(value_type = i64, required = false)]
     pub trial_credits: Option<i64>,
+    /// The whole new list of what the plan includes (`[]` clears it).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Vec<crate::pricing_dto::EntitlementDto>, required = false)]
+    pub entitlements: Option<Vec<crate::pricing_dto::EntitlementDto>>,
 }
 
 impl From<UpdatePlanRequest> for PlanPatch {

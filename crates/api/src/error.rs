@@ -88,6 +88,10 @@ error_codes! {
     CodeAlreadyRedeemed = "CODE_ALREADY_REDEEMED", CONFLICT;
     /// Too many failed attempts; retry later.
     RateLimited = "RATE_LIMITED", TOO_MANY_REQUESTS;
+    /// The plan's (or the free tier's) allowance of a feature does not cover the usage.
+    EntitlementExceeded = "ENTITLEMENT_EXCEEDED", PAYMENT_REQUIRED;
+    /// No rate prices the metered feature for the call's dimensions.
+    RateNotFound = "RATE_NOT_FOUND", UNPROCESSABLE_ENTITY;
     /// The plan cannot be bought this way.
     PlanNotPurchasable = "PLAN_NOT_PURCHASABLE", UNPROCESSABLE_ENTITY;
     /// The coupon cannot be applied.
@@ -308,6 +312,17 @@ impl From<LedgerError> for ApiError {
                 e.retry_after = Some(retry_after_seconds);
                 e
             }
+            LedgerError::EntitlementExceeded { feature } => Self::new(
+                ErrorCode::EntitlementExceeded,
+                format!("the allowance of '{feature}' is used up for this window"),
+            )
+            .with_details(json!({ "feature": feature })),
+            LedgerError::RateNotFound { feature } => Self::new(
+                ErrorCode::RateNotFound,
+                format!("no rate prices '{feature}' for these dimensions; nothing was charged"),
+            )
+            .with_details(json!({ "feature": feature })),
+            LedgerError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
             LedgerError::Overflow => {
                 Self::validation("amount", "the resulting balance is out of range")
             }

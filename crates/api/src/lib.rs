@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pricing_dto;
 pub mod routes;
 pub mod telemetry;
 pub mod webhook_dto;
@@ -135,6 +136,16 @@ pub fn configure(
         .service(routes::internal::check)
         .service(routes::internal::consume)
         .service(routes::internal::grant)
+        .service(routes::usage::check)
+        .service(routes::usage::track)
+        .service(routes::usage::entitlements)
+        .service(routes::pricing::list_features)
+        .service(routes::pricing::create_feature)
+        .service(routes::pricing::put_feature)
+        .service(routes::pricing::list_rates)
+        .service(routes::pricing::create_rate)
+        .service(routes::pricing::get_free_entitlements)
+        .service(routes::pricing::put_free_entitlements)
         .service(routes::holds::reserve)
         .service(routes::holds::capture)
         .service(routes::holds::release)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{checkout_dto, dto, routes, webhook_dto};
+use crate::{checkout_dto, dto, pricing_dto, routes, webhook_dto};
 
 struct Security;
 
@@ -46,6 +46,16 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::internal::check,
         routes::internal::consume,
         routes::internal::grant,
+        routes::usage::check,
+        routes::usage::track,
+        routes::usage::entitlements,
+        routes::pricing::list_features,
+        routes::pricing::create_feature,
+        routes::pricing::put_feature,
+        routes::pricing::list_rates,
+        routes::pricing::create_rate,
+        routes::pricing::get_free_entitlements,
+        routes::pricing::put_free_entitlements,
         routes::holds::reserve,
         routes::holds::capture,
         routes::holds::release,
@@ -138,6 +148,23 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         dto::CreateCouponRequest,
         dto::UpdateCouponRequest,
         dto::CouponDto,
+        pricing_dto::FeatureKindDto,
+        pricing_dto::FeatureDto,
+        pricing_dto::FeatureRequest,
+        pricing_dto::TierDto,
+        pricing_dto::RateRequest,
+        pricing_dto::RateDto,
+        pricing_dto::ResetDto,
+        pricing_dto::OverageDto,
+        pricing_dto::EntitlementDto,
+        pricing_dto::EntitlementsRequest,
+        pricing_dto::UsageCheckRequest,
+        pricing_dto::FeatureCheckDto,
+        pricing_dto::UsageCheckDto,
+        pricing_dto::UsageTrackRequest,
+        pricing_dto::TrackedFeatureDto,
+        pricing_dto::UsageTrackDto,
+        pricing_dto::EntitlementStatusDto,
         checkout_dto::OrderDto,
         checkout_dto::SubscriptionDto,
         checkout_dto::CancelSubscriptionRequest,

@@ -21,6 +21,7 @@ mod sandbox;
 mod stats;
 mod stripe;
 mod trials;
+mod usage;
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,7 +1,11 @@
 //! The catalog: the public plan list, and plan and coupon administration within the admin's app.
 
+use std::collections::HashMap;
+
 use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use tally_catalog::Plan;
 use tally_catalog::validate::validate_app;
+use tally_ledger::usage::{Entitlement, plan_scope, validate_entitlements};
 
 use crate::AppState;
 use crate::auth::{Admin, DEFAULT_APP};
@@ -11,6 +15,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ok, ok_page};
 use crate::extract::Json;
+use crate::pricing_dto::EntitlementDto;
 use crate::routes::{detached, page};
 
 /// The app whose public catalog is asked for: a valid `X-App-Key` header, else `default`.
@@ -34,8 +39,10 @@ pub async fn public_plans(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let plans = state.catalog.public_plans(&public_app(&req)).await?;
-    Ok(ok(plans.into_iter().map(PlanDto::from).collect::<Vec<_>>()))
+    let app = public_app(&req);
+    let plans = state.catalog.public_plans(&app).await?;
+    let plans = with_entitlements(&state, &app, plans.into_iter().map(PlanDto::from)).await?;
+    Ok(ok(plans))
 }
 
 /// Every plan of the admin's app, active or not, by `sort_order` then id.
@@ -50,10 +57,12 @@ pub async fn list_plans(
     Admin(admin): Admin,
 ) -> Result<HttpResponse, ApiError> {
     let plans = state.catalog.plans(&admin.app).await?;
-    Ok(ok(plans
-        .into_iter()
-        .map(AdminPlanDto::from)
-        .collect::<Vec<_>>()))
+    let mut plans: Vec<AdminPlanDto> = plans.into_iter().map(AdminPlanDto::from).collect();
+    let entitlements = entitlements_by_plan(&state, &admin.app).await?;
+    for dto in &mut plans {
+        dto.plan.entitlements = entitlements.get(&dto.plan.id).cloned().unwrap_or_default();
+    }
+    Ok(ok(plans))
 }
 
 /// Creates a plan in the admin's app.
@@ -69,11 +78,13 @@ pub async fn create_plan(
     Admin(admin): Admin,
     body: Json<CreatePlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().into();
+    let mut body = body.into_inner();
+    let entitlements = checked_entitlements(&state, &admin.app, body.entitlements.take()).await?;
+    let spec = body.into();
     let catalog = state.catalog.clone();
-    let plan =
-        detached(async move { catalog.create_plan(&admin.app, spec, &admin.user).await }).await?;
-    Ok(ok(AdminPlanDto::from(plan)))
+    let app = admin.app.clone();
+    let plan = detached(async move { catalog.create_plan(&app, spec, &admin.user).await }).await?;
+    admin_plan(&state, &admin.app, plan, entitlements).await
 }
 
 /// Partially updates a plan: fields given replace, fields omitted stay.
@@ -95,15 +106,84 @@ pub async fn update_plan(
     id: web::Path<String>,
     body: Json<UpdatePlanRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, patch) = (id.into_inner(), body.into_inner().into());
+    let mut body = body.into_inner();
+    let entitlements = checked_entitlements(&state, &admin.app, body.entitlements.take()).await?;
+    let (id, patch) = (id.into_inner(), body.into());
     let catalog = state.catalog.clone();
-    let plan = detached(async move {
-        catalog
-            .update_plan(&admin.app, &id, patch, &admin.user)
-            .await
-    })
-    .await?;
-    Ok(ok(AdminPlanDto::from(plan)))
+    let app = admin.app.clone();
+    let plan =
+        detached(async move { catalog.update_plan(&app, &id, patch, &admin.user).await }).await?;
+    admin_plan(&state, &admin.app, plan, entitlements).await
+}
+
+/// Entitlements given with a plan, checked against the app's features before anything is
+/// written (a plan change and its entitlements are refused together).
+async fn checked_entitlements(
+    state: &AppState,
+    app: &str,
+    given: Option<Vec<EntitlementDto>>,
+) -> Result<Option<Vec<Entitlement>>, ApiError> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let list: Vec<Entitlement> = given.into_iter().map(Entitlement::from).collect();
+    validate_entitlements(&list, &state.ledger.features(app).await?)?;
+    Ok(Some(list))
+}
+
+/// The plan as admins see it, after storing the entitlements given with it (if any).
+async fn admin_plan(
+    state: &AppState,
+    app: &str,
+    plan: Plan,
+    entitlements: Option<Vec<Entitlement>>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = plan_scope(&plan.id);
+    let stored = match entitlements {
+        Some(list) => state.ledger.set_entitlements(app, scope, list).await?,
+        None => state
+            .ledger
+            .entitlements(app, Some(scope))
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect(),
+    };
+    let mut dto = AdminPlanDto::from(plan);
+    dto.plan.entitlements = stored.into_iter().map(EntitlementDto::from).collect();
+    Ok(ok(dto))
+}
+
+/// The app's plans' entitlements, by plan id.
+async fn entitlements_by_plan(
+    state: &AppState,
+    app: &str,
+) -> Result<HashMap<String, Vec<EntitlementDto>>, ApiError> {
+    let mut by_plan: HashMap<String, Vec<EntitlementDto>> = HashMap::new();
+    for (scope, e) in state.ledger.entitlements(app, None).await? {
+        if let Some(plan) = scope.strip_prefix("plan:") {
+            by_plan
+                .entry(plan.to_owned())
+                .or_default()
+                .push(EntitlementDto::from(e));
+        }
+    }
+    Ok(by_plan)
+}
+
+/// Plan DTOs with their entitlements.
+async fn with_entitlements(
+    state: &AppState,
+    app: &str,
+    plans: impl Iterator<Item = PlanDto>,
+) -> Result<Vec<PlanDto>, ApiError> {
+    let by_plan = entitlements_by_plan(state, app).await?;
+    Ok(plans
+        .map(|mut p| {
+            p.entitlements = by_plan.get(&p.id).cloned().unwrap_or_default();
+            p
+        })
+        .collect())
 }
 
 /// The admin's app's coupons, newest first.

@@ -12,9 +12,11 @@ pub mod internal;
 pub mod orders;
 pub mod payment;
 pub mod portal;
+pub mod pricing;
 pub mod refunds;
 pub mod subscriptions;
 pub mod system;
+pub mod usage;
 pub mod webhooks;
 
 use std::future::Future;
