@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use hyper::Method;
 use hyper::header::HeaderValue;
 
 use crate::baseline::{DbDriver, DbOp, DbPool};
@@ -70,6 +71,8 @@ enum Scenario {
     ConsumeHot,
     /// POST /checkin, each user once.
     Checkin,
+    /// POST /internal/usage/track on random users: tokens priced per model, a message allowance.
+    Track,
     /// balance, history and consume again after preloading the history.
     Growth,
     /// Stripe-signed invoice.paid renewals for distinct subscriptions.
@@ -84,7 +87,7 @@ enum Scenario {
     version,
     about = "Load-test the release tally binary against in-run baselines",
     after_help = "Scenarios (default: all): baseline-http balance history baseline-db consume \
-                  consume-hot checkin growth (with the console's pages) webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
+                  consume-hot checkin track growth (with the console's pages) webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
 )]
 struct Cli {
     /// Scenarios to run; none means all.
@@ -739,6 +742,18 @@ async fn bench(
             }
         }
         drop(pool);
+        if has(S::Track) {
+            seed_pricing(&srv, &workload::admin_token(&ctx.secret)?).await?;
+            let wl = Workload::Track {
+                host: host.clone(),
+                service_key: ctx.key()?,
+                users: cli.users,
+                run: format!("t-{}", ctx.run_tag),
+            };
+            let mut row = ctx.http_row("track", &srv, wl, true).await?;
+            row.compare(find(&report.rows, "consume"), "consume", Some(0.8));
+            report.rows.push(row);
+        }
         report.server_log_problems.extend(srv.logged_problems());
         srv.stop().await?;
         verify(ctx, report, "main", &url).await?;
@@ -900,5 +915,63 @@ async fn verify(ctx: &Ctx<'_>, report: &mut Report, name: &str, url: &str) -> Re
         seconds: took.as_secs_f64(),
         output,
     });
+    Ok(())
+}
+
+/// The `track` scenario's pricing: input and output tokens priced for the model `bench`, and
+/// messages with a monthly allowance in the free tier larger than any run sends.
+async fn seed_pricing(srv: &ServerProcess, admin: &HeaderValue) -> Result<(), String> {
+    let feature = |key: &str, name: &str, unit: &str| {
+        format!(r#"{{"key":"{key}","name":"{name}","kind":"metered","unit":"{unit}"}}"#)
+    };
+    let calls = [
+        (
+            Method::POST,
+            "/admin/pricing/features",
+            feature("input_tokens", "Input tokens", "tokens"),
+        ),
+        (
+            Method::POST,
+            "/admin/pricing/features",
+            feature("output_tokens", "Output tokens", "tokens"),
+        ),
+        (
+            Method::POST,
+            "/admin/pricing/features",
+            feature("messages", "Messages", "messages"),
+        ),
+        (
+            Method::POST,
+            "/admin/pricing/rates",
+            r#"{"feature":"input_tokens","dimensions":{"model":"bench"},"credits":1,"per":1000}"#
+                .into(),
+        ),
+        (
+            Method::POST,
+            "/admin/pricing/rates",
+            r#"{"feature":"output_tokens","dimensions":{"model":"bench"},"credits":4,"per":1000}"#
+                .into(),
+        ),
+        (
+            Method::POST,
+            "/admin/pricing/rates",
+            r#"{"feature":"messages","credits":1,"per":1}"#.into(),
+        ),
+        (
+            Method::PUT,
+            "/admin/pricing/free-entitlements",
+            r#"{"entitlements":[{"feature":"messages","included":1000000000,"reset":"month"}]}"#
+                .into(),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let (status, answer) = server::send_json(srv.addr, method, path, admin, body).await?;
+        if status != hyper::StatusCode::OK {
+            return Err(format!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            ));
+        }
+    }
     Ok(())
 }

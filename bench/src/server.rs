@@ -218,6 +218,27 @@ pub async fn request(
     load::send(&mut sender, req).await
 }
 
+/// One request with a JSON body and an `Authorization` value on a fresh connection (set-up
+/// calls).
+pub async fn send_json(
+    addr: SocketAddr,
+    method: hyper::Method,
+    path: &'static str,
+    auth: &hyper::header::HeaderValue,
+    body: String,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut sender = load::connect(addr).await?;
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, auth.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building a request: {e}"))?;
+    load::send(&mut sender, req).await
+}
+
 /// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 if that fails).
 pub fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")

@@ -77,6 +77,14 @@ pub enum Workload {
         hot: bool,
         run: String,
     },
+    /// `POST /internal/usage/track` on a random user: tokens priced per model and one message
+    /// from a monthly allowance, each call with its own idempotency key.
+    Track {
+        host: HeaderValue,
+        service_key: HeaderValue,
+        users: usize,
+        run: String,
+    },
     /// `POST /checkin`, each user once, then nothing left.
     Checkin {
         host: HeaderValue,
@@ -170,6 +178,20 @@ impl Workload {
                     user_id(user)
                 );
                 post(host, "/internal/credits/consume", service_key, Some(body))
+            }
+            Workload::Track {
+                host,
+                service_key,
+                users,
+                run,
+            } => {
+                let body = format!(
+                    "{{\"user_id\":\"{}\",\"quantities\":{{\"input_tokens\":1000,\"output_tokens\":200,\
+                     \"messages\":1}},\"dimensions\":{{\"model\":\"bench\"}},\
+                     \"description\":\"AI chat completion (benchmark)\",\"idempotency_key\":\"{run}-{worker}-{seq}\"}}",
+                    user_id(rng.below(*users))
+                );
+                post(host, "/internal/usage/track", service_key, Some(body))
             }
             Workload::Checkin { host, tokens, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
