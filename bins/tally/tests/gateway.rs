@@ -1,4 +1,4 @@
-//! The `examples/ai-gateway` program (in-process holds on the database) and a running
+//! The `examples/ai-gateway` program (in-process holds for tokens Tally prices) and a running
 //! `tally serve` (HTTP consumes) spend from one account at the same time; afterwards every
 //! credit is accounted for and `tally verify` passes. On SQLite, and on PostgreSQL when
 //! `TALLY_TEST_POSTGRES_URL` is set (a fresh database from `tally-testkit`, dropped afterwards).
@@ -176,6 +176,15 @@ async fn gateway_and_server_share_one_account(label: &str, database_url: &str, d
         http_ok > 0,
         "no HTTP consume went through while the example ran"
     );
+
+    // The example reports tokens; Tally priced them (small: 1 and 4 credits per 1,000 input and
+    // output tokens, large: 10 and 30), carrying fractions per feature: each feature's charge
+    // is the whole part of its exact total.
+    let tokens = |model: &str, kind: &str| summary["tokens"][model][kind].as_i64().unwrap_or(0);
+    let input = tokens("small", "input") + 10 * tokens("large", "input");
+    let output = 4 * tokens("small", "output") + 30 * tokens("large", "output");
+    assert!(input > 0 && output > 0, "{summary}");
+    assert_eq!(captured, input / 1_000 + output / 1_000, "{summary}");
 
     let expected = GRANTED - captured - http_credits;
     assert!(expected >= 0, "{expected}");

@@ -389,8 +389,14 @@ impl From<tally_ledger::Hold> for HoldDto {
 pub struct ReserveRequestDto {
     /// Whose credits.
     pub user_id: String,
-    /// Credits to reserve (the estimate).
-    pub amount: i64,
+    /// Credits to reserve (the estimate); or give `quantities` instead.
+    pub amount: Option<i64>,
+    /// The call's estimated usage, metered feature → quantity: Tally reserves what it would
+    /// cost now (allowances first, then the rates; 0 when the allowances cover it). Capture
+    /// such a hold with the actual `quantities`.
+    pub quantities: Option<std::collections::BTreeMap<String, i64>>,
+    /// With `quantities`: what selects the rates, e.g. `{"model": "gpt-4o"}`.
+    pub dimensions: Option<std::collections::BTreeMap<String, String>>,
     /// Seconds until the hold releases itself (1–86400, default 300).
     pub ttl_seconds: Option<i64>,
     /// What it is for; also the default description of the capture.
@@ -406,8 +412,11 @@ pub struct ReserveRequestDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequestDto {
-    /// The real cost, ≥ 0.
-    pub amount: i64,
+    /// The real cost, ≥ 0 (a hold reserved with `amount`).
+    pub amount: Option<i64>,
+    /// The call's actual usage (a hold reserved with `quantities`): priced by the rates in
+    /// force when the hold was taken, allowances first.
+    pub quantities: Option<std::collections::BTreeMap<String, i64>>,
     /// Description of the `ai_usage` transaction (default: the hold's).
     pub description: Option<String>,
     /// Metadata of the transaction (default: the hold's).
@@ -421,6 +430,9 @@ pub struct CaptureDto {
     pub hold: HoldDto,
     /// The `ai_usage` transaction (absent for a capture of 0).
     pub transaction: Option<AdminTransactionDto>,
+    /// What a capture of `quantities` charged per feature (absent for `amount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::pricing_dto::UsageTrackDto>,
 }
 
 /// `POST /admin/credits/codes`.

@@ -103,6 +103,11 @@ impl ReserveRequest {
                 format!("must be between 1 and {MAX_CREDITS}"),
             ));
         }
+        self.validate_terms()
+    }
+
+    /// Checks everything but the credits (which a hold for quantities works out itself).
+    pub fn validate_terms(&self) -> Result<(), LedgerError> {
         if !(1..=MAX_HOLD_TTL_SECONDS).contains(&self.ttl_seconds) {
             return Err(LedgerError::invalid(
                 "ttl_seconds",

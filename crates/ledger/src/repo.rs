@@ -218,6 +218,28 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<UsageOutcome, LedgerError>;
 
+    /// Reserves what `usage`'s quantities would cost now (see [`crate::usage::quote_usage`]),
+    /// under the account's lock, as the hold `reserve` describes (its credits are replaced by
+    /// the estimate). `request_hash` identifies the request for replays.
+    async fn reserve_usage(
+        &self,
+        usage: UsageRequest,
+        reserve: ReserveRequest,
+        request_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError>;
+
+    /// Captures a hold taken for quantities at the actual quantities, priced by the rates in
+    /// force when it was taken; the call is recorded like a `track`. The same quantities again
+    /// answer the first capture.
+    async fn capture_usage(
+        &self,
+        app: String,
+        hold_id: i64,
+        quantities: std::collections::BTreeMap<String, i64>,
+        now: OffsetDateTime,
+    ) -> Result<(Hold, UsageOutcome, Option<Transaction>), LedgerError>;
+
     /// The usage invariants' figures (see [`crate::usage::usage_violations`]).
     async fn usage_audit(
         &self,

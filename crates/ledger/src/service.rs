@@ -529,6 +529,65 @@ impl Ledger {
         self.repo.track(request, self.clock.now()).await
     }
 
+    /// Reserves what a call's estimated `quantities` would cost now — the allowances first, the
+    /// rest at the rates for its dimensions (0 credits when the allowances cover it all) — for
+    /// `ttl_seconds`. Capture it with [`Ledger::capture_usage`] and the actual quantities.
+    pub async fn reserve_usage(
+        &self,
+        usage: UsageRequest,
+        ttl_seconds: i64,
+    ) -> Result<Hold, LedgerError> {
+        usage.validate(false)?;
+        if usage.quantities.is_empty() {
+            return Err(LedgerError::invalid(
+                "quantities",
+                "must name at least one metered feature",
+            ));
+        }
+        let reserve = ReserveRequest {
+            account: usage.account.clone(),
+            credits: 0,
+            ttl_seconds,
+            description: usage.description.clone(),
+            idempotency_key: usage.idempotency_key.clone(),
+            metadata: Some(serde_json::json!({
+                "usage_estimate": {
+                    "quantities": usage.quantities,
+                    "dimensions": usage.dimensions,
+                },
+                "metadata": usage.metadata,
+            })),
+        };
+        reserve.validate_terms()?;
+        let hash = crate::model::fingerprint(&(&usage, ttl_seconds));
+        let now = self.clock.now();
+        let mut hold = self.repo.reserve_usage(usage, reserve, hash, now).await?;
+        hold.status = hold.status_at(now);
+        Ok(hold)
+    }
+
+    /// Settles a hold taken with [`Ledger::reserve_usage`] at the call's actual quantities,
+    /// priced by the rates in force when the hold was taken (allowances first); the rest of the
+    /// hold returns. The same quantities again answer the first capture.
+    pub async fn capture_usage(
+        &self,
+        app: &str,
+        hold_id: i64,
+        quantities: std::collections::BTreeMap<String, i64>,
+    ) -> Result<(Hold, UsageOutcome, Option<Transaction>), LedgerError> {
+        crate::model::validate_app_key(app)?;
+        crate::usage::validate_quantities(&quantities)?;
+        if quantities.is_empty() {
+            return Err(LedgerError::invalid(
+                "quantities",
+                "must name at least one metered feature",
+            ));
+        }
+        self.repo
+            .capture_usage(app.to_owned(), hold_id, quantities, self.clock.now())
+            .await
+    }
+
     /// Every feature of the app as this user has it now: the entitlement of their plan (or the
     /// free tier), the window and what is used of it.
     pub async fn feature_status(

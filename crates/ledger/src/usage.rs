@@ -214,21 +214,7 @@ impl UsageRequest {
                 format!("a call names at most {MAX_FEATURES_PER_CALL} features"),
             ));
         }
-        for (key, &q) in &self.quantities {
-            let field = || format!("quantities.{key}");
-            if !is_key(key) {
-                return Err(LedgerError::Validation(FieldError::new(
-                    field(),
-                    "is not a feature key (a-z, 0-9 and _)",
-                )));
-            }
-            if !(0..=MAX_QUANTITY).contains(&q) {
-                return Err(LedgerError::Validation(FieldError::new(
-                    field(),
-                    format!("must be an integer from 0 to {MAX_QUANTITY}"),
-                )));
-            }
-        }
+        validate_quantities(&self.quantities)?;
         for (i, key) in self.features.iter().enumerate() {
             if !is_key(key) {
                 return Err(LedgerError::Validation(FieldError::new(
@@ -244,6 +230,32 @@ impl UsageRequest {
     pub fn request_hash(&self) -> String {
         fingerprint(self)
     }
+}
+
+/// Checks reported quantities: feature keys, each an integer from 0 to [`MAX_QUANTITY`].
+pub fn validate_quantities(quantities: &BTreeMap<String, i64>) -> Result<(), LedgerError> {
+    if quantities.len() > MAX_FEATURES_PER_CALL {
+        return Err(LedgerError::invalid(
+            "quantities",
+            format!("a call names at most {MAX_FEATURES_PER_CALL} features"),
+        ));
+    }
+    for (key, &q) in quantities {
+        let field = || format!("quantities.{key}");
+        if !is_key(key) {
+            return Err(LedgerError::Validation(FieldError::new(
+                field(),
+                "is not a feature key (a-z, 0-9 and _)",
+            )));
+        }
+        if !(0..=MAX_QUANTITY).contains(&q) {
+            return Err(LedgerError::Validation(FieldError::new(
+                field(),
+                format!("must be an integer from 0 to {MAX_QUANTITY}"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What the store read for one account before planning a call.

@@ -430,6 +430,41 @@ impl LedgerRepository for Store {
         .map_err(Into::into)
     }
 
+    async fn reserve_usage(
+        &self,
+        usage: UsageRequest,
+        reserve: ReserveRequest,
+        request_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<Hold, LedgerError> {
+        let shared = Arc::new((usage, reserve, request_hash));
+        retry_race(|| {
+            let shared = shared.clone();
+            async move {
+                exec!(self, Grouped, usage, |conn, ops| {
+                    let (usage, reserve, hash) = &*shared;
+                    ops::reserve_usage(conn, usage, reserve, hash, now).await
+                })
+            }
+        })
+        .await
+        .map_err(Into::into)
+    }
+
+    async fn capture_usage(
+        &self,
+        app: String,
+        hold_id: i64,
+        quantities: std::collections::BTreeMap<String, i64>,
+        now: OffsetDateTime,
+    ) -> Result<(Hold, UsageOutcome, Option<Transaction>), LedgerError> {
+        let hash = tally_ledger::model::fingerprint(&quantities);
+        exec!(self, Grouped, usage, |conn, ops| {
+            ops::capture_usage(conn, &app, hold_id, &quantities, &hash, now).await
+        })
+        .map_err(Into::into)
+    }
+
     async fn usage_audit(
         &self,
     ) -> Result<(Vec<AllowanceAudit>, Vec<MeterAudit>, Vec<EventAudit>), LedgerError> {

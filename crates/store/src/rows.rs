@@ -69,7 +69,7 @@ impl From<LotRow> for LotView {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = holds)]
 pub(crate) struct HoldRow {
     pub id: i64,

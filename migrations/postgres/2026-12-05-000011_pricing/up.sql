@@ -94,3 +94,7 @@ CREATE TABLE usage_lines (
 );
 CREATE INDEX usage_lines_event ON usage_lines (event_id);
 CREATE INDEX usage_lines_account ON usage_lines (account_id, feature_key);
+
+-- A hold taken for quantities the allowances cover reserves 0 credits.
+ALTER TABLE holds DROP CONSTRAINT holds_amount_check;
+ALTER TABLE holds ADD CONSTRAINT holds_amount_check CHECK (amount >= 0);

@@ -16,6 +16,7 @@ backend_tests!(
     a_chat_app_priced_by_tally,
     usage_requests_refused_change_nothing,
     pricing_admin_refuses_bad_input,
+    holds_reserve_and_capture_quantities,
 );
 
 const TRACK: &str = "/internal/usage/track";
@@ -536,4 +537,76 @@ async fn pricing_admin_refuses_bad_input(db: Db) {
         .await;
     assert!(matches!(reply.0.as_u16(), 401 | 403), "{}", reply.1);
     assert_eq!(admin_view(&app).await, before);
+}
+
+async fn holds_reserve_and_capture_quantities(db: Db) {
+    let app = spawn(db, None, None).await;
+    chat_pricing(&app).await;
+    grant(&app, "carol", 100).await;
+    let holds = "/internal/credits/holds";
+    // An estimate of 4,000 gpt-4o tokens: 10 credits held.
+    let (status, hold, _) = app
+        .post(
+            holds,
+            SERVICE_KEY,
+            json!({"user_id": "carol", "quantities": {"input_tokens": 4000},
+                   "dimensions": {"model": "gpt-4o"}, "description": "streamed chat",
+                   "idempotency_key": "stream-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{hold}");
+    assert_eq!(hold["data"]["amount"], 10);
+    let id = hold["data"]["id"].as_str().unwrap().to_owned();
+    let before = app.balance("carol").await;
+    // Refused: both or neither of amount and quantities; quantities on a credits hold.
+    for body in [
+        json!({"amount": 5, "quantities": {"input_tokens": 1}}),
+        json!({}),
+        json!({"quantities": {"input_tokens": -1}}),
+    ] {
+        let reply = app
+            .post(&format!("{holds}/{id}/capture"), SERVICE_KEY, body)
+            .await;
+        assert_error(&reply, 400, "VALIDATION_ERROR");
+    }
+    let (_, plain, _) = app
+        .post(
+            holds,
+            SERVICE_KEY,
+            json!({"user_id": "carol", "amount": 5, "description": "plain"}),
+        )
+        .await;
+    let plain_id = plain["data"]["id"].as_str().unwrap();
+    let reply = app
+        .post(
+            &format!("{holds}/{plain_id}/capture"),
+            SERVICE_KEY,
+            json!({"quantities": {"input_tokens": 1}}),
+        )
+        .await;
+    assert_error(&reply, 400, "VALIDATION_ERROR");
+    assert_eq!(app.balance("carol").await, before);
+    // The call used 6,000 tokens: 15 credits, more than the hold, covered by the balance.
+    let capture = json!({"quantities": {"input_tokens": 6000}});
+    let (status, done, _) = app
+        .post(
+            &format!("{holds}/{id}/capture"),
+            SERVICE_KEY,
+            capture.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["data"]["hold"]["captured"], 15);
+    assert_eq!(done["data"]["transaction"]["amount"], -15);
+    assert_eq!(
+        done["data"]["usage"]["features"]["input_tokens"]["price"],
+        "25/10000"
+    );
+    assert_eq!(app.balance("carol").await, before - 15);
+    // The same capture again answers the first.
+    let (status, again, _) = app
+        .post(&format!("{holds}/{id}/capture"), SERVICE_KEY, capture)
+        .await;
+    assert_eq!((status.as_u16(), &again["data"]), (200, &done["data"]));
+    assert_eq!(app.balance("carol").await, before - 15);
 }

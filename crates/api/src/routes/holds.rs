@@ -1,6 +1,7 @@
 //! Holds for streamed usage, behind service keys.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use tally_ledger::usage::UsageRequest;
 use tally_ledger::{AccountRef, CaptureRequest, ReserveRequest};
 
 use crate::AppState;
@@ -8,6 +9,7 @@ use crate::auth::Service;
 use crate::dto::{AdminTransactionDto, CaptureDto, CaptureRequestDto, HoldDto, ReserveRequestDto};
 use crate::error::{ApiError, ok};
 use crate::extract::Json;
+use crate::pricing_dto::UsageTrackDto;
 use crate::routes::{detached, idempotency_key};
 
 const DEFAULT_TTL_SECONDS: i64 = 300;
@@ -31,17 +33,47 @@ pub async fn reserve(
     body: Json<ReserveRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let request = ReserveRequest {
-        account: AccountRef::new(service.app, body.user_id)?,
-        credits: body.amount,
-        ttl_seconds: body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS),
-        description: body.description,
-        idempotency_key: idempotency_key(&req, body.idempotency_key.as_deref())?,
-        metadata: body.metadata,
-    };
+    let account = AccountRef::new(service.app, body.user_id)?;
+    let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
+    let ttl_seconds = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
     let ledger = state.ledger.clone();
-    let hold = detached(async move { ledger.reserve(request).await }).await?;
+    let hold = match (body.amount, body.quantities) {
+        (Some(credits), None) => {
+            if body.dimensions.is_some() {
+                return Err(ApiError::validation(
+                    "dimensions",
+                    "goes with `quantities`, not `amount`",
+                ));
+            }
+            let request = ReserveRequest {
+                account,
+                credits,
+                ttl_seconds,
+                description: body.description,
+                idempotency_key: key,
+                metadata: body.metadata,
+            };
+            detached(async move { ledger.reserve(request).await }).await?
+        }
+        (None, Some(quantities)) => {
+            let usage = UsageRequest {
+                account,
+                quantities,
+                features: vec![],
+                dimensions: body.dimensions.unwrap_or_default(),
+                description: body.description,
+                metadata: body.metadata,
+                idempotency_key: key,
+            };
+            detached(async move { ledger.reserve_usage(usage, ttl_seconds).await }).await?
+        }
+        _ => return Err(one_of()),
+    };
     Ok(ok(HoldDto::from(hold)))
+}
+
+fn one_of() -> ApiError {
+    ApiError::validation("amount", "give exactly one of `amount` and `quantities`")
 }
 
 /// Settles a hold at the real cost; the rest of the hold returns to the user.
@@ -70,18 +102,40 @@ pub async fn capture(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = idempotency_key(&req, None)?;
+    let hold_id = path.into_inner();
+    let ledger = state.ledger.clone();
+    let (amount, quantities) = (body.amount, body.quantities);
+    if let (None, Some(quantities)) = (amount, quantities.clone()) {
+        if body.description.is_some() || body.metadata.is_some() {
+            return Err(ApiError::validation(
+                "quantities",
+                "a capture of quantities keeps the hold's description and metadata",
+            ));
+        }
+        let app = service.app.clone();
+        let (hold, usage, txn) =
+            detached(async move { ledger.capture_usage(&app, hold_id, quantities).await }).await?;
+        return Ok(ok(CaptureDto {
+            hold: hold.into(),
+            transaction: txn.map(AdminTransactionDto::from),
+            usage: Some(UsageTrackDto::from(usage)),
+        }));
+    }
+    let Some(credits) = amount.filter(|_| quantities.is_none()) else {
+        return Err(one_of());
+    };
     let request = CaptureRequest {
         app: service.app,
-        hold_id: path.into_inner(),
-        credits: body.amount,
+        hold_id,
+        credits,
         description: body.description,
         metadata: body.metadata,
     };
-    let ledger = state.ledger.clone();
     let (hold, txn) = detached(async move { ledger.capture(request, key).await }).await?;
     Ok(ok(CaptureDto {
         hold: hold.into(),
         transaction: txn.map(AdminTransactionDto::from),
+        usage: None,
     }))
 }
 

@@ -115,6 +115,21 @@ pub(super) async fn state(
     Ok(view)
 }
 
+/// [`state`] with `hold` among the active holds even when it holds nothing (a hold of 0
+/// credits, taken for usage its allowances cover, leaves `held` at 0, which is when `state`
+/// reads no holds).
+pub(super) async fn state_with_hold(
+    conn: &mut Conn,
+    account: &AccountRow,
+    hold: &HoldRow,
+) -> Result<AccountView, StoreError> {
+    let mut view = state(conn, account).await?;
+    if hold.status == HoldStatus::Active.as_str() && !view.holds.iter().any(|h| h.id == hold.id) {
+        view.holds.push(hold.view());
+    }
+    Ok(view)
+}
+
 /// What the movement's own row carries besides the plan's figures.
 pub(crate) struct MainRow<'a> {
     pub description: &'a str,
@@ -586,7 +601,15 @@ pub(crate) async fn expire_account(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let account = lock_account_by_id(conn, account_id).await?;
-    let state = state(conn, &account).await?;
+    let mut state = state(conn, &account).await?;
+    if account.held == 0 {
+        // Holds of 0 credits (see `state_with_hold`) run out too.
+        state.holds = active_holds(conn, account.id)
+            .await?
+            .iter()
+            .map(HoldRow::view)
+            .collect();
+    }
     let plan = plan_expiry(&state, now);
     if plan.expiries.is_empty() && plan.expired_holds.is_empty() {
         return Ok(false);
@@ -636,7 +659,7 @@ async fn find_hold(conn: &mut Conn, app: &str, hold_id: i64) -> Result<HoldRow, 
 
 /// Locks the hold's account, then reads the hold again: its status may have changed
 /// while this transaction waited for the lock.
-async fn lock_hold(
+pub(super) async fn lock_hold(
     conn: &mut Conn,
     app: &str,
     hold_id: i64,
@@ -670,25 +693,50 @@ pub(crate) async fn reserve(
     now: OffsetDateTime,
 ) -> Result<Hold, StoreError> {
     let account = lock_account(conn, &request.account, now).await?;
-    if let Some(key) = &request.idempotency_key {
-        let stored = holds::table
-            .filter(holds::account_id.eq(account.id))
-            .filter(holds::idempotency_key.eq(key))
-            .select(HoldRow::as_select())
-            .first(conn)
-            .await
-            .optional()?;
-        if let Some(row) = stored {
-            return if row.request_hash.as_deref() == Some(request_hash) {
-                Ok(Hold::try_from(row)?)
-            } else {
-                Err(LedgerError::IdempotencyKeyReused.into())
-            };
-        }
+    if let Some(stored) = stored_hold(conn, &account, request, request_hash).await? {
+        return Ok(stored);
     }
     let state = state(conn, &account).await?;
-    let plan = plan_reserve(&state, request.credits, now)?;
-    write_plan(conn, &account, &plan, None, now).await?;
+    create_hold(conn, &account, &state, request, request_hash, now).await
+}
+
+/// The hold a known idempotency key made (with the same request; another is a reuse).
+pub(super) async fn stored_hold(
+    conn: &mut Conn,
+    account: &AccountRow,
+    request: &ReserveRequest,
+    request_hash: &str,
+) -> Result<Option<Hold>, StoreError> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(None);
+    };
+    let stored = holds::table
+        .filter(holds::account_id.eq(account.id))
+        .filter(holds::idempotency_key.eq(key))
+        .select(HoldRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    match stored {
+        Some(row) if row.request_hash.as_deref() == Some(request_hash) => {
+            Ok(Some(Hold::try_from(row)?))
+        }
+        Some(_) => Err(LedgerError::IdempotencyKeyReused.into()),
+        None => Ok(None),
+    }
+}
+
+/// Reserves `request.credits` on the locked account (see [`plan_reserve`]) and stores the hold.
+pub(super) async fn create_hold(
+    conn: &mut Conn,
+    account: &AccountRow,
+    state: &AccountView,
+    request: &ReserveRequest,
+    request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<Hold, StoreError> {
+    let plan = plan_reserve(state, request.credits, now)?;
+    write_plan(conn, account, &plan, None, now).await?;
     let at = to_db(now);
     let row: HoldRow = diesel::insert_into(holds::table)
         .values((
@@ -725,33 +773,10 @@ pub(crate) async fn capture(
     now: OffsetDateTime,
 ) -> Result<(Hold, Option<Transaction>), StoreError> {
     let (account, hold) = lock_hold(conn, &request.app, request.hold_id).await?;
-    match HoldStatus::parse(&hold.status) {
-        Some(HoldStatus::Active) => {}
-        Some(HoldStatus::Captured)
-            if capture_hash.is_some() && hold.capture_hash.as_deref() == capture_hash =>
-        {
-            let txn = match hold.transaction_id {
-                Some(id) => Some(Transaction::try_from(
-                    transactions::table
-                        .find(id)
-                        .select(TxnRow::as_select())
-                        .first(conn)
-                        .await?,
-                )?),
-                None => None,
-            };
-            return Ok((Hold::try_from(hold)?, txn));
-        }
-        Some(HoldStatus::Expired) => return Err(LedgerError::HoldExpired.into()),
-        Some(status) => {
-            return Err(LedgerError::HoldNotActive {
-                status: status.as_str(),
-            }
-            .into());
-        }
-        None => return Err(StoreError::Invariant("unknown hold status")),
+    if let Some(first) = capturable(conn, &hold, capture_hash).await? {
+        return Ok(first);
     }
-    let state = state(conn, &account).await?;
+    let state = state_with_hold(conn, &account, &hold).await?;
     let plan = plan_capture(&state, hold.id, request.credits, now)?;
     let description = request
         .description
@@ -770,18 +795,71 @@ pub(crate) async fn capture(
         actor: None,
     };
     let txn = write_plan(conn, &account, &plan, Some(main), now).await?;
-    let row: HoldRow = diesel::update(holds::table.find(hold.id))
+    let row = settle_hold(
+        conn,
+        hold.id,
+        request.credits,
+        capture_hash,
+        txn.as_ref(),
+        now,
+    )
+    .await?;
+    Ok((Hold::try_from(row)?, txn))
+}
+
+/// Whether a locked hold may be captured: `None` when it is active; the first capture again
+/// when this repeats it (the same capture hash); the refusal otherwise.
+pub(super) async fn capturable(
+    conn: &mut Conn,
+    hold: &HoldRow,
+    capture_hash: Option<&str>,
+) -> Result<Option<(Hold, Option<Transaction>)>, StoreError> {
+    match HoldStatus::parse(&hold.status) {
+        Some(HoldStatus::Active) => Ok(None),
+        Some(HoldStatus::Captured)
+            if capture_hash.is_some() && hold.capture_hash.as_deref() == capture_hash =>
+        {
+            let txn = match hold.transaction_id {
+                Some(id) => Some(Transaction::try_from(
+                    transactions::table
+                        .find(id)
+                        .select(TxnRow::as_select())
+                        .first(conn)
+                        .await?,
+                )?),
+                None => None,
+            };
+            Ok(Some((Hold::try_from(hold.clone())?, txn)))
+        }
+        Some(HoldStatus::Expired) => Err(LedgerError::HoldExpired.into()),
+        Some(status) => Err(LedgerError::HoldNotActive {
+            status: status.as_str(),
+        }
+        .into()),
+        None => Err(StoreError::Invariant("unknown hold status")),
+    }
+}
+
+/// Marks a hold captured at `captured` credits by `txn`.
+pub(super) async fn settle_hold(
+    conn: &mut Conn,
+    hold_id: i64,
+    captured: i64,
+    capture_hash: Option<&str>,
+    txn: Option<&Transaction>,
+    now: OffsetDateTime,
+) -> Result<HoldRow, StoreError> {
+    Ok(diesel::update(holds::table.find(hold_id))
         .set((
             holds::status.eq(HoldStatus::Captured.as_str()),
-            holds::captured.eq(request.credits),
+            holds::captured.eq(captured),
             holds::capture_hash.eq(capture_hash),
-            holds::transaction_id.eq(txn.as_ref().map(|t| t.id)),
+            holds::transaction_id.eq(txn.map(|t| t.id)),
             holds::updated_at.eq(to_db(now)),
         ))
         .returning(HoldRow::as_returning())
         .get_result(conn)
-        .await?;
-    Ok((Hold::try_from(row)?, txn))
+        .await?)
 }
 
 pub(crate) async fn release(
@@ -799,7 +877,7 @@ pub(crate) async fn release(
         Some(HoldStatus::Active) => {}
         None => return Err(StoreError::Invariant("unknown hold status")),
     }
-    let state = state(conn, &account).await?;
+    let state = state_with_hold(conn, &account, &hold).await?;
     if from_db(hold.expires_at) <= now {
         // Its time ran out before the release: expire it (and anything else due).
         let plan = plan_expiry(&state, now);

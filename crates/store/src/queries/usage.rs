@@ -8,14 +8,19 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use tally_ledger::error::FieldError;
+use tally_ledger::holds::plan_capture;
 use tally_ledger::plan::{balance_view, plan_movement};
-use tally_ledger::pricing::{Feature, FeatureKind, FeatureSpec, PRICE_SCALE, Rate, RateSpec};
+use tally_ledger::pricing::{
+    Dimensions, Feature, FeatureKind, FeatureSpec, PRICE_SCALE, Rate, RateSpec,
+};
 use tally_ledger::usage::{
     AllowanceAudit, Entitlement, EventAudit, FREE_SCOPE, MeterAudit, RateUse, Refusal, TrackedLine,
     UsageLine, UsageOutcome, UsageQuote, UsageRequest, UsageState, plan_scope, quote_usage,
     validate_entitlements, windows,
 };
-use tally_ledger::{AccountView, LedgerError, MovementKind, TxnType};
+use tally_ledger::{
+    AccountView, Hold, LedgerError, MovementKind, ReserveRequest, Transaction, TxnType,
+};
 use tally_webhooks::payload::{Payload, UsageLimitReached};
 use time::OffsetDateTime;
 
@@ -28,7 +33,10 @@ use crate::schema::{
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::Conn;
-use super::ledger::{MainRow, account_row_and_lots, lock_account, state, write_plan};
+use super::ledger::{
+    MainRow, account_row_and_lots, capturable, create_hold, lock_account, lock_hold, settle_hold,
+    state, state_with_hold, stored_hold, write_plan,
+};
 
 /// The app's features, by key.
 pub(crate) async fn features(conn: &mut Conn, app: &str) -> Result<Vec<Feature>, StoreError> {
@@ -492,6 +500,19 @@ fn usage_metadata(request: &UsageRequest, quote: &UsageQuote) -> String {
     meta.to_string()
 }
 
+/// The quote, unless it refuses the call.
+fn allowed(quote: UsageQuote) -> Result<UsageQuote, StoreError> {
+    match &quote.refusal {
+        Some(
+            Refusal::EntitlementExceeded { feature } | Refusal::FeatureNotIncluded { feature },
+        ) => Err(LedgerError::EntitlementExceeded {
+            feature: feature.clone(),
+        }
+        .into()),
+        None => Ok(quote),
+    }
+}
+
 /// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
 pub(crate) async fn track(
     conn: &mut Conn,
@@ -525,15 +546,7 @@ pub(crate) async fn track(
     }
     let view = state(conn, &account).await?;
     let usage = load_state(conn, request, Some(account.id), &view, now).await?;
-    let quote = quote_usage(&usage, request, now)?;
-    if let Some(refusal) = &quote.refusal {
-        let (Refusal::EntitlementExceeded { feature } | Refusal::FeatureNotIncluded { feature }) =
-            refusal;
-        return Err(LedgerError::EntitlementExceeded {
-            feature: feature.clone(),
-        }
-        .into());
-    }
+    let quote = allowed(quote_usage(&usage, request, now)?)?;
     let transaction = if quote.credits > 0 {
         let kind = MovementKind::Debit {
             txn_type: TxnType::AiUsage,
@@ -557,6 +570,28 @@ pub(crate) async fn track(
         None
     };
     let transaction_id = transaction.as_ref().map(|t| t.id);
+    record_call(
+        conn,
+        &account,
+        (key, request_hash),
+        &quote,
+        transaction_id,
+        usage.plan_id.as_deref(),
+        now,
+    )
+    .await
+}
+
+/// Stores a decided call: the call under its key, its lines, allowances and carries.
+async fn record_call(
+    conn: &mut Conn,
+    account: &AccountRow,
+    (key, request_hash): (&str, &str),
+    quote: &UsageQuote,
+    transaction_id: Option<i64>,
+    plan_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<UsageOutcome, StoreError> {
     let event_id: i64 = diesel::insert_into(usage_events::table)
         .values((
             usage_events::account_id.eq(account.id),
@@ -578,15 +613,7 @@ pub(crate) async fn track(
             e => e.into(),
         })?;
     for line in &quote.lines {
-        write_line(
-            conn,
-            &account,
-            event_id,
-            line,
-            usage.plan_id.as_deref(),
-            now,
-        )
-        .await?;
+        write_line(conn, account, event_id, line, plan_id, now).await?;
     }
     Ok(UsageOutcome {
         lines: quote.lines.iter().map(TrackedLine::from).collect(),
@@ -693,6 +720,123 @@ async fn write_line(
             .await?;
     }
     Ok(())
+}
+
+/// The key a hold's usage is recorded under.
+fn hold_key(hold_id: i64) -> String {
+    format!("hold {hold_id}")
+}
+
+/// Reserves what a call's estimated quantities would cost now, under the account's lock: the
+/// allowances first, the rest at the rates (a `block` allowance that does not cover them
+/// refuses). The hold's metadata keeps the quantities and dimensions, and its creation instant
+/// fixes the rates its capture uses.
+pub(crate) async fn reserve_usage(
+    conn: &mut Conn,
+    usage: &UsageRequest,
+    reserve: &ReserveRequest,
+    request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<Hold, StoreError> {
+    let account = lock_account(conn, &usage.account, now).await?;
+    if let Some(stored) = stored_hold(conn, &account, reserve, request_hash).await? {
+        return Ok(stored);
+    }
+    let view = state(conn, &account).await?;
+    let loaded = load_state(conn, usage, Some(account.id), &view, now).await?;
+    let quote = allowed(quote_usage(&loaded, usage, now)?)?;
+    let request = ReserveRequest {
+        credits: quote.credits,
+        ..reserve.clone()
+    };
+    create_hold(conn, &account, &view, &request, request_hash, now).await
+}
+
+/// Captures a hold taken with [`reserve_usage`] at the call's actual quantities: allowances
+/// first, the rest priced by the rates in force when the hold was taken, charged as the hold's
+/// `ai_usage` transaction (above the estimate only if the account covers the excess), the
+/// call recorded under `hold <id>` (no caller key has a space). Repeating a capture with the same quantities answers the
+/// first.
+pub(crate) async fn capture_usage(
+    conn: &mut Conn,
+    app: &str,
+    hold_id: i64,
+    quantities: &BTreeMap<String, i64>,
+    capture_hash: &str,
+    now: OffsetDateTime,
+) -> Result<(Hold, UsageOutcome, Option<Transaction>), StoreError> {
+    let (account, hold) = lock_hold(conn, app, hold_id).await?;
+    let key = hold_key(hold.id);
+    if let Some((first, txn_row)) = capturable(conn, &hold, Some(capture_hash)).await? {
+        let (id, credits, txn): (i64, i64, Option<i64>) = usage_events::table
+            .filter(usage_events::account_id.eq(account.id))
+            .filter(usage_events::idempotency_key.eq(&key))
+            .select((
+                usage_events::id,
+                usage_events::credits,
+                usage_events::transaction_id,
+            ))
+            .first(conn)
+            .await?;
+        let outcome = stored_outcome(conn, id, credits, txn).await?;
+        return Ok((first, outcome, txn_row));
+    }
+    let estimate = hold
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|m| m.get("usage_estimate").cloned());
+    let Some(estimate) = estimate else {
+        return Err(LedgerError::invalid(
+            "quantities",
+            "this hold reserved an amount of credits: capture it with `amount`",
+        )
+        .into());
+    };
+    let dimensions: Dimensions =
+        serde_json::from_value(estimate["dimensions"].clone()).unwrap_or_default();
+    let usage = UsageRequest {
+        account: tally_ledger::AccountRef::new(account.app_key.clone(), account.user_id.clone())?,
+        quantities: quantities.clone(),
+        features: vec![],
+        dimensions,
+        description: hold.description.clone(),
+        metadata: None,
+        idempotency_key: Some(key.clone()),
+    };
+    let view = state_with_hold(conn, &account, &hold).await?;
+    let loaded = load_state(conn, &usage, Some(account.id), &view, now).await?;
+    // Priced by the rates in force when the hold was taken.
+    let quote = allowed(quote_usage(&loaded, &usage, from_db(hold.created_at))?)?;
+    let plan = plan_capture(&view, hold.id, quote.credits, now)?;
+    let main = (quote.credits > 0).then(|| MainRow {
+        description: &hold.description,
+        idempotency_key: None,
+        request_hash: None,
+        metadata: Some(usage_metadata(&usage, &quote)),
+        actor: None,
+    });
+    let txn = write_plan(conn, &account, &plan, main, now).await?;
+    let row = settle_hold(
+        conn,
+        hold.id,
+        quote.credits,
+        Some(capture_hash),
+        txn.as_ref(),
+        now,
+    )
+    .await?;
+    let outcome = record_call(
+        conn,
+        &account,
+        (&key, capture_hash),
+        &quote,
+        txn.as_ref().map(|t| t.id),
+        loaded.plan_id.as_deref(),
+        now,
+    )
+    .await?;
+    Ok((Hold::try_from(row)?, outcome, txn))
 }
 
 /// The figures of the usage invariants.

@@ -61,6 +61,7 @@ tally_testkit::backend_tests!(run = run;
     replays_charge_once,
     concurrent_calls_never_exceed_allowance_plus_balance,
     features_and_rates_are_admin_checked,
+    holds_price_quantities_at_the_rates_of_their_start,
 );
 
 const APP: &str = "default";
@@ -614,4 +615,134 @@ async fn features_and_rates_are_admin_checked(c: Ctx) {
     // Another app sees none of it.
     assert!(l.features("other").await.unwrap().is_empty());
     assert_eq!(PRICE_SCALE, 1_000_000_000_000);
+}
+
+fn estimate(key: &str, quantities: &[(&str, i64)], d: Dimensions) -> UsageRequest {
+    UsageRequest {
+        description: "streamed completion".into(),
+        ..call(key, quantities, d)
+    }
+}
+
+async fn holds_price_quantities_at_the_rates_of_their_start(c: Ctx) {
+    let l = &c.ledger;
+    chat(l).await;
+    free_tier(l, vec![messages(5, Reset::Month, Overage::Credits)]).await;
+    grant(l, &alice(), 100).await;
+    let gpt = dims(&[("model", "gpt-4o")]);
+    // 2,000 tokens at 25 per 10,000: 5 credits held; the message is inside the allowance.
+    let hold = l
+        .reserve_usage(
+            estimate(
+                "h1",
+                &[("input_tokens", 2_000), ("messages", 1)],
+                gpt.clone(),
+            ),
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hold.amount, 5);
+    assert_eq!(l.balance(alice()).await.unwrap().available, 95);
+    // A replay answers the same hold, even after the estimate would change.
+    c.clock.advance(Duration::seconds(1));
+    rate(l, "input_tokens", gpt.clone(), 50, 10_000).await;
+    let again = l
+        .reserve_usage(
+            estimate(
+                "h1",
+                &[("input_tokens", 2_000), ("messages", 1)],
+                gpt.clone(),
+            ),
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.amount), (hold.id, 5));
+    // The call used 4,000 tokens: priced at the hold's rate (version 1), not the new one.
+    c.clock.advance(Duration::seconds(5));
+    let quantities: BTreeMap<String, i64> = [
+        ("input_tokens".to_owned(), 4_000),
+        ("messages".to_owned(), 1),
+    ]
+    .into();
+    let (captured, outcome, txn) = l
+        .capture_usage(APP, hold.id, quantities.clone())
+        .await
+        .unwrap();
+    assert_eq!((captured.captured, outcome.credits), (Some(10), 10));
+    let tokens = outcome
+        .lines
+        .iter()
+        .find(|l| l.feature == "input_tokens")
+        .unwrap();
+    assert_eq!(tokens.rate.unwrap().version, 1);
+    assert_eq!(txn.unwrap().amount, -10);
+    assert_eq!(balance(l).await, 90);
+    assert_eq!(used(l, "messages").await, 1);
+    // The same capture again answers the first; another is refused.
+    let (_, replay, _) = l.capture_usage(APP, hold.id, quantities).await.unwrap();
+    assert_eq!(replay, outcome);
+    assert!(matches!(
+        l.capture_usage(APP, hold.id, [("input_tokens".to_owned(), 1)].into())
+            .await,
+        Err(LedgerError::HoldNotActive { .. })
+    ));
+    assert_eq!(balance(l).await, 90);
+    // Covered by the allowance: a hold of 0 credits, even with nothing to spend.
+    let bob = AccountRef::new(APP, "bob").unwrap();
+    let free = l
+        .reserve_usage(
+            UsageRequest {
+                account: bob.clone(),
+                ..estimate("h2", &[("messages", 2)], dims(&[]))
+            },
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!(free.amount, 0);
+    let (_, outcome, txn) = l
+        .capture_usage(APP, free.id, [("messages".to_owned(), 3)].into())
+        .await
+        .unwrap();
+    assert_eq!((outcome.credits, txn), (0, None));
+    // One left to run out: the sweep marks it expired, once.
+    let idle = l
+        .reserve_usage(
+            UsageRequest {
+                account: bob.clone(),
+                ..estimate("h3", &[("messages", 1)], dims(&[]))
+            },
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!(idle.amount, 0);
+    c.clock.advance(Duration::seconds(61));
+    assert_eq!(l.sweep_expired(100).await.unwrap(), 1);
+    assert_eq!(l.sweep_expired(100).await.unwrap(), 0);
+    assert_eq!(
+        l.hold(APP, idle.id).await.unwrap().status,
+        tally_ledger::HoldStatus::Expired
+    );
+    // A hold of credits is captured with credits, not quantities.
+    let plain = l
+        .reserve(tally_ledger::ReserveRequest {
+            account: alice(),
+            credits: 5,
+            ttl_seconds: 60,
+            description: "plain".into(),
+            idempotency_key: None,
+            metadata: None,
+        })
+        .await
+        .unwrap();
+    match l
+        .capture_usage(APP, plain.id, [("messages".to_owned(), 1)].into())
+        .await
+    {
+        Err(LedgerError::Validation(f)) => assert_eq!(f.field, "quantities"),
+        other => panic!("{other:?}"),
+    }
 }
