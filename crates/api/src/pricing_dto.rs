@@ -375,7 +375,9 @@ impl From<UsageCheck> for UsageCheckDto {
             .into_iter()
             .map(|l| {
                 let dto = FeatureCheckDto {
-                    included_remaining: l.included.map(|n| (n - l.used_before).max(0)),
+                    included_remaining: l
+                        .included
+                        .map(|n| (n - l.used_before - l.reserved_by_others).max(0)),
                     estimated_credits: l.credits,
                     granted: true,
                 };
@@ -516,7 +518,9 @@ pub struct EntitlementStatusDto {
     pub included: Option<i64>,
     /// Units used in the current window.
     pub used: i64,
-    /// Units left in it (null: no allowance).
+    /// Units of it that calls in progress (holds for quantities) set aside.
+    pub reserved: i64,
+    /// Units left in it, after what is used and set aside (null: no allowance).
     pub remaining: Option<i64>,
     /// `period`, `day`, `month` or `never` (null: no allowance).
     pub reset: Option<String>,
@@ -543,6 +547,7 @@ impl From<FeatureStatus> for EntitlementStatusDto {
             granted,
             included: entitlement.as_ref().map(|e| e.included.unwrap_or(0)),
             used: s.used,
+            reserved: s.reserved,
             remaining,
             reset: entitlement.as_ref().map(|e| e.reset.as_str().to_owned()),
             overage: entitlement.as_ref().map(|e| e.overage.as_str().to_owned()),

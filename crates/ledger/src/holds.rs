@@ -11,6 +11,9 @@ use crate::{AccountRef, AccountView, LedgerError, MAX_CREDITS, MovementKind, Txn
 /// The longest a hold may live.
 pub const MAX_HOLD_TTL_SECONDS: i64 = 24 * 3600;
 
+/// The key of a hold's metadata that keeps the estimate of a hold taken for quantities.
+pub const USAGE_ESTIMATE: &str = "usage_estimate";
+
 tally_kernel::wire_enum! {
     /// Where a hold is in its life.
     pub enum HoldStatus {
@@ -101,6 +104,16 @@ impl ReserveRequest {
             return Err(LedgerError::invalid(
                 "amount",
                 format!("must be between 1 and {MAX_CREDITS}"),
+            ));
+        }
+        if self
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.get(USAGE_ESTIMATE).is_some())
+        {
+            return Err(LedgerError::invalid(
+                "metadata",
+                format!("'{USAGE_ESTIMATE}' is kept for holds taken for quantities"),
             ));
         }
         self.validate_terms()

@@ -267,6 +267,12 @@ impl Rate {
     /// The price of `quantity` units in one call: the first tier whose `up_to` covers the whole
     /// quantity prices all of it; a call larger than every tier pays the rate's own price.
     pub fn price(&self, quantity: i64) -> Price {
+        self.price_part(quantity, quantity)
+    }
+
+    /// The price of `billable` of a call's `quantity` units (the rest came from an allowance):
+    /// the tier is the whole call's, its price applies to the billable units.
+    pub fn price_part(&self, quantity: i64, billable: i64) -> Price {
         let (credits, per) = self
             .tiers
             .iter()
@@ -275,7 +281,7 @@ impl Rate {
         Price {
             credits,
             per,
-            scaled: i128::from(quantity) * i128::from(credits) * i128::from(PRICE_SCALE / per),
+            scaled: i128::from(billable) * i128::from(credits) * i128::from(PRICE_SCALE / per),
         }
     }
 

@@ -551,7 +551,7 @@ impl Ledger {
             description: usage.description.clone(),
             idempotency_key: usage.idempotency_key.clone(),
             metadata: Some(serde_json::json!({
-                "usage_estimate": {
+                crate::holds::USAGE_ESTIMATE: {
                     "quantities": usage.quantities,
                     "dimensions": usage.dimensions,
                 },
@@ -617,6 +617,7 @@ impl Ledger {
                     .cloned(),
                 window: state.windows.get(&f.key).copied(),
                 used: state.used.get(&f.key).copied().unwrap_or(0),
+                reserved: state.reserved.get(&f.key).copied().unwrap_or(0),
             })
             .collect())
     }

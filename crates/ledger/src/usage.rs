@@ -160,6 +160,9 @@ pub fn window(
                 start,
                 end: Some(end),
             }),
+            // The period ended and the next is not paid yet (past due): the allowance does not
+            // reset until it is.
+            Some((start, _)) if start <= now => Ok(Window { start, end: None }),
             _ => span(month_start(today), next_month(today)),
         },
         Reset::Month => span(month_start(today), next_month(today)),
@@ -273,6 +276,8 @@ pub struct UsageState {
     pub windows: BTreeMap<String, Window>,
     /// Per feature: units used in its current window so far.
     pub used: BTreeMap<String, i64>,
+    /// Per feature: units of its current window that active holds set aside.
+    pub reserved: BTreeMap<String, i64>,
     /// Per feature: the fraction of a credit priced but not yet charged, in [`PRICE_SCALE`]ths.
     pub carries: BTreeMap<String, i64>,
     /// Credits the account can spend now.
@@ -325,6 +330,8 @@ pub struct UsageLine {
     pub window: Option<Window>,
     /// Used in the window before this call.
     pub used_before: i64,
+    /// Units of the window active holds (other than this call's) set aside.
+    pub reserved_by_others: i64,
     /// Units the allowance covered.
     pub included_used: i64,
     /// Units priced at the rate (`quantity - included_used`).
@@ -345,7 +352,7 @@ impl UsageLine {
     /// Units of the allowance left after this call (none when there is no allowance).
     pub fn remaining_after(&self) -> Option<i64> {
         self.included
-            .map(|n| (n - self.used_before - self.included_used).max(0))
+            .map(|n| (n - self.used_before - self.reserved_by_others - self.included_used).max(0))
     }
 }
 
@@ -440,7 +447,9 @@ pub fn quote_usage(
         let entitlement = state.entitlements.iter().find(|e| &e.feature == key);
         let included = entitlement.map(|e| e.included.unwrap_or(0));
         let used_before = state.used.get(key).copied().unwrap_or(0);
-        let remaining = included.map_or(0, |n| (n - used_before).max(0));
+        // Units active holds set aside are not available to this call.
+        let taken = used_before + state.reserved.get(key).copied().unwrap_or(0);
+        let remaining = included.map_or(0, |n| (n - taken).max(0));
         let included_used = quantity.min(remaining);
         let billable = quantity - included_used;
         let mut line = UsageLine {
@@ -455,8 +464,9 @@ pub fn quote_usage(
             scaled: 0,
             credits: 0,
             carry_after: state.carries.get(key).copied().unwrap_or(0),
+            reserved_by_others: taken - used_before,
             limit_reached: included
-                .is_some_and(|n| n > 0 && used_before < n && used_before + included_used >= n),
+                .is_some_and(|n| n > 0 && taken < n && taken + included_used >= n),
         };
         if billable > 0 {
             if entitlement.is_some_and(|e| e.overage == Overage::Block) {
@@ -476,7 +486,7 @@ pub fn quote_usage(
                     credits,
                     per,
                     scaled,
-                } = rate.price(billable);
+                } = rate.price_part(quantity, billable);
                 let (whole, carry) = charge(line.carry_after, scaled);
                 line.credits = i64::try_from(whole)
                     .ok()
@@ -557,6 +567,8 @@ pub struct FeatureStatus {
     pub window: Option<Window>,
     /// Units used in that window.
     pub used: i64,
+    /// Units of it that calls in progress (active holds) set aside.
+    pub reserved: i64,
 }
 
 impl FeatureStatus {
@@ -566,7 +578,7 @@ impl FeatureStatus {
         if self.feature.kind != FeatureKind::Metered {
             return None;
         }
-        Some((e.included.unwrap_or(0) - self.used).max(0))
+        Some((e.included.unwrap_or(0) - self.used - self.reserved).max(0))
     }
 
     /// Whether the user may use it at all (a boolean feature listed, or any metered feature).
@@ -597,6 +609,10 @@ pub struct AllowanceAudit {
     pub used: i64,
     /// Units the lines of its window say were covered.
     pub lines_used: i64,
+    /// Units the row says active holds set aside.
+    pub reserved: i64,
+    /// Units the holds' reservations of its window add up to.
+    pub holds_reserved: i64,
 }
 
 /// A meter (carried fraction) beside the usage lines of its account and feature.
@@ -654,6 +670,16 @@ pub fn usage_violations(
                 &a.account,
                 "allowance use equals its usage lines",
                 format!("{}: used {} vs lines {}", a.feature, a.used, a.lines_used),
+            );
+        }
+        if a.reserved != a.holds_reserved || a.reserved < 0 {
+            push(
+                &a.account,
+                "an allowance's reservation equals its active holds'",
+                format!(
+                    "{}: reserved {} vs holds {}",
+                    a.feature, a.reserved, a.holds_reserved
+                ),
             );
         }
     }
@@ -902,15 +928,19 @@ mod tests {
         );
         let w = window(Reset::Period, NOW, "UTC", Some(period)).unwrap();
         assert_eq!((w.start, w.end), (period.0, Some(period.1)));
-        // Outside the period (or without one): the calendar month.
-        let w = window(
+        // Past its end with the next period unpaid: the same window, until it is.
+        let late = window(
             Reset::Period,
             datetime!(2026-04-11 00:00 UTC),
             "UTC",
             Some(period),
         )
         .unwrap();
+        assert_eq!((late.start, late.end), (period.0, None));
+        // Without a period: the calendar month.
+        let w = window(Reset::Period, datetime!(2026-04-11 00:00 UTC), "UTC", None).unwrap();
         assert_eq!(w.start, datetime!(2026-04-01 00:00 UTC));
+        assert_eq!(w.end, Some(datetime!(2026-05-01 00:00 UTC)));
         let never = window(Reset::Never, NOW, "UTC", None).unwrap();
         assert_eq!((never.start, never.end), (OffsetDateTime::UNIX_EPOCH, None));
     }

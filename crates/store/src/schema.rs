@@ -484,7 +484,18 @@ diesel::table! {
         window_end -> Nullable<Timestamp>,
         included -> BigInt,
         used -> BigInt,
+        reserved -> BigInt,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    hold_allowances (hold_id, feature_key) {
+        hold_id -> BigInt,
+        account_id -> BigInt,
+        feature_key -> Text,
+        window_start -> Timestamp,
+        units -> BigInt,
     }
 }
 
@@ -533,4 +544,5 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(usage_events, accounts);
+diesel::allow_tables_to_appear_in_same_query!(allowances, accounts);
 diesel::allow_tables_to_appear_in_same_query!(usage_events, transactions);

@@ -3,6 +3,7 @@ ALTER TABLE holds ADD CONSTRAINT holds_amount_check CHECK (amount > 0);
 DROP TABLE usage_lines;
 DROP TABLE usage_events;
 DROP TABLE usage_meters;
+DROP TABLE hold_allowances;
 DROP TABLE allowances;
 DROP TABLE entitlements;
 DROP TABLE pricing_rates;

@@ -26,6 +26,7 @@ CREATE INDEX holds_due ON holds (expires_at) WHERE status = 'active';
 DROP TABLE usage_lines;
 DROP TABLE usage_events;
 DROP TABLE usage_meters;
+DROP TABLE hold_allowances;
 DROP TABLE allowances;
 DROP TABLE entitlements;
 DROP TABLE pricing_rates;

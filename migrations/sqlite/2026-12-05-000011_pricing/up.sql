@@ -47,8 +47,20 @@ CREATE TABLE allowances (
     window_end   TIMESTAMP,
     included     BIGINT    NOT NULL CHECK (included >= 0),
     used         BIGINT    NOT NULL CHECK (used >= 0),
+    reserved     BIGINT    NOT NULL DEFAULT 0 CHECK (reserved >= 0),
     updated_at   TIMESTAMP NOT NULL,
     PRIMARY KEY (account_id, feature_key, window_start)
+);
+
+-- What an active hold taken for quantities set aside of an allowance; given back when the hold
+-- is captured, released or runs out.
+CREATE TABLE hold_allowances (
+    hold_id      BIGINT    NOT NULL,
+    account_id   BIGINT    NOT NULL,
+    feature_key  TEXT      NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    units        BIGINT    NOT NULL CHECK (units > 0),
+    PRIMARY KEY (hold_id, feature_key)
 );
 
 -- carry: the fraction of a credit priced but not yet charged, in 10^-12 credits.

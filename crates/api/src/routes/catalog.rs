@@ -140,7 +140,10 @@ async fn admin_plan(
 ) -> Result<HttpResponse, ApiError> {
     let scope = plan_scope(&plan.id);
     let stored = match entitlements {
-        Some(list) => state.ledger.set_entitlements(app, scope, list).await?,
+        Some(list) => {
+            let (ledger, app) = (state.ledger.clone(), app.to_owned());
+            detached(async move { ledger.set_entitlements(&app, scope, list).await }).await?
+        }
         None => state
             .ledger
             .entitlements(app, Some(scope))

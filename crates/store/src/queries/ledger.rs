@@ -227,6 +227,9 @@ pub(super) async fn write_plan(
             .execute(conn)
             .await?;
     }
+    if !plan.expired_holds.is_empty() {
+        super::usage::release_allowances(conn, &plan.expired_holds).await?;
+    }
     if plan.balance != account.balance || plan.held != account.held || written.is_some() {
         diesel::update(accounts::table.find(account.id))
             .set((
@@ -646,6 +649,16 @@ fn unique_violation(e: &DieselError) -> bool {
     )
 }
 
+/// `e` as the store error `taken` makes when it is a unique violation (a key another
+/// transaction took first), as it is otherwise.
+pub(super) fn unique_as(e: DieselError, taken: impl FnOnce() -> StoreError) -> StoreError {
+    if unique_violation(&e) {
+        taken()
+    } else {
+        e.into()
+    }
+}
+
 async fn find_hold(conn: &mut Conn, app: &str, hold_id: i64) -> Result<HoldRow, StoreError> {
     holds::table
         .filter(holds::id.eq(hold_id))
@@ -776,6 +789,18 @@ pub(crate) async fn capture(
     if let Some(first) = capturable(conn, &hold, capture_hash).await? {
         return Ok(first);
     }
+    let for_quantities = hold
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .is_some_and(|m| m.get(tally_ledger::holds::USAGE_ESTIMATE).is_some());
+    if for_quantities {
+        return Err(LedgerError::invalid(
+            "amount",
+            "this hold was taken for quantities: capture it with `quantities`",
+        )
+        .into());
+    }
     let state = state_with_hold(conn, &account, &hold).await?;
     let plan = plan_capture(&state, hold.id, request.credits, now)?;
     let description = request
@@ -886,6 +911,7 @@ pub(crate) async fn release(
         let plan = plan_release(&state, hold.id, now)?;
         write_plan(conn, &account, &plan, None, now).await?;
         set_hold_status(conn, hold.id, HoldStatus::Released, now).await?;
+        super::usage::release_allowances(conn, &[hold.id]).await?;
     }
     Ok(Hold::try_from(find_hold(conn, app, hold_id).await?)?)
 }

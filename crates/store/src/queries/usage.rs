@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use tally_ledger::error::FieldError;
 use tally_ledger::holds::plan_capture;
@@ -27,15 +26,15 @@ use time::OffsetDateTime;
 use crate::StoreError;
 use crate::rows::{AccountRow, from_db, to_db};
 use crate::schema::{
-    accounts, allowances, checkin_configs, entitlements, pricing_features, pricing_rates,
-    subscriptions, transactions, usage_events, usage_lines, usage_meters,
+    accounts, allowances, checkin_configs, entitlements, hold_allowances, pricing_features,
+    pricing_rates, subscriptions, transactions, usage_events, usage_lines, usage_meters,
 };
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::Conn;
 use super::ledger::{
     MainRow, account_row_and_lots, capturable, create_hold, lock_account, lock_hold, settle_hold,
-    state, state_with_hold, stored_hold, write_plan,
+    state, state_with_hold, stored_hold, unique_as, write_plan,
 };
 
 /// The app's features, by key.
@@ -111,14 +110,13 @@ pub(crate) async fn put_feature(
                 ))
                 .execute(conn)
                 .await
-                .map_err(|e| match e {
-                    DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                .map_err(|e| {
+                    unique_as(e, || {
                         StoreError::Ledger(LedgerError::Conflict(format!(
                             "feature '{}' was created at the same time",
                             spec.key
                         )))
-                    }
-                    e => e.into(),
+                    })
                 })?;
         }
     }
@@ -202,20 +200,21 @@ pub(crate) async fn add_rate(
             pricing_rates::credits.eq(spec.credits),
             pricing_rates::per.eq(spec.per),
             pricing_rates::tiers.eq(&tiers),
-            pricing_rates::effective_from.eq(to_db(spec.effective_from.unwrap_or(now))),
+            // Never before now: a version takes over from its creation at the earliest, so a
+            // call that started before it is never priced by it.
+            pricing_rates::effective_from.eq(to_db(spec.effective_from.unwrap_or(now).max(now))),
             pricing_rates::created_at.eq(to_db(now)),
             pricing_rates::created_by.eq(actor),
         ))
         .returning(RateRow::as_returning())
         .get_result(conn)
         .await
-        .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+        .map_err(|e| {
+            unique_as(e, || {
                 StoreError::Ledger(LedgerError::Conflict(
                     "another version of this rate was added at the same time; retry".to_owned(),
                 ))
-            }
-            e => e.into(),
+            })
         })?;
     Ok(Rate::try_from(row)?)
 }
@@ -248,7 +247,19 @@ pub(crate) async fn put_entitlements(
     scope: &str,
     list: &[Entitlement],
 ) -> Result<Vec<Entitlement>, StoreError> {
-    let known = features(conn, app).await?;
+    // Locking the app's features serialises two replacements of the same list (and keeps the
+    // features they name as they are until the commit).
+    let known: Vec<Feature> = locked!(
+        pricing_features::table
+            .filter(pricing_features::app_key.eq(app))
+            .order(pricing_features::feature_key)
+            .select(FeatureRow::as_select())
+    )
+    .load(conn)
+    .await?
+    .into_iter()
+    .map(Feature::try_from)
+    .collect::<Result<_, _>>()?;
     validate_entitlements(list, &known)?;
     diesel::delete(
         entitlements::table
@@ -352,11 +363,12 @@ async fn load_state(
         period,
     )?;
     let mut used = BTreeMap::new();
+    let mut reserved = BTreeMap::new();
     let mut carries = BTreeMap::new();
     if let Some(id) = account_id {
         let starts: Vec<_> = windows.values().map(|w| to_db(w.start)).collect();
         let window_keys: Vec<&String> = windows.keys().collect();
-        let rows: Vec<(String, time::PrimitiveDateTime, i64)> = allowances::table
+        let rows: Vec<(String, time::PrimitiveDateTime, i64, i64)> = allowances::table
             .filter(allowances::account_id.eq(id))
             .filter(allowances::feature_key.eq_any(&window_keys))
             .filter(allowances::window_start.eq_any(&starts))
@@ -364,12 +376,14 @@ async fn load_state(
                 allowances::feature_key,
                 allowances::window_start,
                 allowances::used,
+                allowances::reserved,
             ))
             .load(conn)
             .await?;
-        for (feature, start, n) in rows {
+        for (feature, start, n, held) in rows {
             if windows.get(&feature).map(|w| to_db(w.start)) == Some(start) {
-                used.insert(feature, n);
+                used.insert(feature.clone(), n);
+                reserved.insert(feature, held);
             }
         }
         if !keys.is_empty() {
@@ -389,6 +403,7 @@ async fn load_state(
         plan_id,
         windows,
         used,
+        reserved,
         carries,
         available: balance_view(view, now).available,
     })
@@ -606,12 +621,7 @@ async fn record_call(
         .returning(usage_events::id)
         .get_result(conn)
         .await
-        .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                StoreError::IdempotencyRace
-            }
-            e => e.into(),
-        })?;
+        .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
     for line in &quote.lines {
         write_line(conn, account, event_id, line, plan_id, now).await?;
     }
@@ -722,6 +732,10 @@ async fn write_line(
     Ok(())
 }
 
+/// The key of a hold's metadata that holds the estimate of a hold taken for quantities (callers
+/// cannot use it in their own: see `ReserveRequest::validate`).
+const USAGE_ESTIMATE: &str = tally_ledger::holds::USAGE_ESTIMATE;
+
 /// The key a hold's usage is recorded under.
 fn hold_key(hold_id: i64) -> String {
     format!("hold {hold_id}")
@@ -749,7 +763,98 @@ pub(crate) async fn reserve_usage(
         credits: quote.credits,
         ..reserve.clone()
     };
-    create_hold(conn, &account, &view, &request, request_hash, now).await
+    let hold = create_hold(conn, &account, &view, &request, request_hash, now).await?;
+    for line in &quote.lines {
+        if let (Some(window), Some(included)) = (line.window, line.included)
+            && line.included_used > 0
+        {
+            reserve_allowance(conn, &account, hold.id, line, (window, included), now).await?;
+        }
+    }
+    Ok(hold)
+}
+
+/// Sets aside `line.included_used` units of the line's allowance for hold `hold_id`.
+async fn reserve_allowance(
+    conn: &mut Conn,
+    account: &AccountRow,
+    hold_id: i64,
+    line: &UsageLine,
+    (window, included): (tally_ledger::usage::Window, i64),
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let (at, start) = (to_db(now), to_db(window.start));
+    diesel::insert_into(allowances::table)
+        .values((
+            allowances::account_id.eq(account.id),
+            allowances::feature_key.eq(&line.feature),
+            allowances::window_start.eq(start),
+            allowances::window_end.eq(window.end.map(to_db)),
+            allowances::included.eq(included),
+            allowances::used.eq(0_i64),
+            allowances::reserved.eq(line.included_used),
+            allowances::updated_at.eq(at),
+        ))
+        .on_conflict((
+            allowances::account_id,
+            allowances::feature_key,
+            allowances::window_start,
+        ))
+        .do_update()
+        .set((
+            allowances::included.eq(included),
+            allowances::reserved.eq(allowances::reserved + line.included_used),
+            allowances::updated_at.eq(at),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(hold_allowances::table)
+        .values((
+            hold_allowances::hold_id.eq(hold_id),
+            hold_allowances::account_id.eq(account.id),
+            hold_allowances::feature_key.eq(&line.feature),
+            hold_allowances::window_start.eq(start),
+            hold_allowances::units.eq(line.included_used),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Gives back what holds set aside of allowances (their capture, release or expiry); holds
+/// taken for credits set nothing aside, so for them this is one empty read.
+pub(crate) async fn release_allowances(
+    conn: &mut Conn,
+    hold_ids: &[i64],
+) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, time::PrimitiveDateTime, i64)> = hold_allowances::table
+        .filter(hold_allowances::hold_id.eq_any(hold_ids))
+        .select((
+            hold_allowances::account_id,
+            hold_allowances::feature_key,
+            hold_allowances::window_start,
+            hold_allowances::units,
+        ))
+        .load(conn)
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for (account_id, feature, start, units) in rows {
+        diesel::update(
+            allowances::table
+                .filter(allowances::account_id.eq(account_id))
+                .filter(allowances::feature_key.eq(&feature))
+                .filter(allowances::window_start.eq(start)),
+        )
+        .set(allowances::reserved.eq(allowances::reserved - units))
+        .execute(conn)
+        .await?;
+    }
+    diesel::delete(hold_allowances::table.filter(hold_allowances::hold_id.eq_any(hold_ids)))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Captures a hold taken with [`reserve_usage`] at the call's actual quantities: allowances
@@ -781,11 +886,17 @@ pub(crate) async fn capture_usage(
         let outcome = stored_outcome(conn, id, credits, txn).await?;
         return Ok((first, outcome, txn_row));
     }
-    let estimate = hold
+    let metadata = hold
         .metadata
         .as_deref()
-        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-        .and_then(|m| m.get("usage_estimate").cloned());
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
+    let estimate = metadata
+        .as_ref()
+        .and_then(|m| m.get(USAGE_ESTIMATE).cloned());
+    let estimate_metadata = metadata
+        .as_ref()
+        .and_then(|m| m.get("metadata").cloned())
+        .filter(|m| !m.is_null());
     let Some(estimate) = estimate else {
         return Err(LedgerError::invalid(
             "quantities",
@@ -801,9 +912,11 @@ pub(crate) async fn capture_usage(
         features: vec![],
         dimensions,
         description: hold.description.clone(),
-        metadata: None,
+        metadata: estimate_metadata,
         idempotency_key: Some(key.clone()),
     };
+    // What the hold set aside of the allowances is this call's to use.
+    release_allowances(conn, &[hold.id]).await?;
     let view = state_with_hold(conn, &account, &hold).await?;
     let loaded = load_state(conn, &usage, Some(account.id), &view, now).await?;
     // Priced by the rates in force when the hold was taken.
@@ -844,9 +957,14 @@ pub(crate) async fn usage_audit(
     conn: &mut Conn,
 ) -> Result<(Vec<AllowanceAudit>, Vec<MeterAudit>, Vec<EventAudit>), StoreError> {
     let owners: BTreeMap<i64, (String, String)> = accounts::table
-        .filter(diesel::dsl::exists(
-            usage_events::table.filter(usage_events::account_id.eq(accounts::id)),
-        ))
+        .filter(
+            diesel::dsl::exists(
+                usage_events::table.filter(usage_events::account_id.eq(accounts::id)),
+            )
+            .or(diesel::dsl::exists(
+                allowances::table.filter(allowances::account_id.eq(accounts::id)),
+            )),
+        )
         .select((accounts::id, (accounts::app_key, accounts::user_id)))
         .load(conn)
         .await?
@@ -890,25 +1008,42 @@ pub(crate) async fn usage_audit(
         meter.1 += i128::from(whole) * i128::from(PRICE_SCALE) + i128::from(frac);
         *by_event.entry(event).or_default() += credits;
     }
-    let allowance_rows: Vec<(i64, String, time::PrimitiveDateTime, i64)> = allowances::table
+    let mut by_hold: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
+    let held: Vec<(i64, String, time::PrimitiveDateTime, i64)> = hold_allowances::table
+        .select((
+            hold_allowances::account_id,
+            hold_allowances::feature_key,
+            hold_allowances::window_start,
+            hold_allowances::units,
+        ))
+        .load(conn)
+        .await?;
+    for (account, feature, start, units) in held {
+        *by_hold.entry((account, feature, start)).or_default() += units;
+    }
+    type AllowanceRow = (i64, String, time::PrimitiveDateTime, i64, i64);
+    let allowance_rows: Vec<AllowanceRow> = allowances::table
         .select((
             allowances::account_id,
             allowances::feature_key,
             allowances::window_start,
             allowances::used,
+            allowances::reserved,
         ))
         .load(conn)
         .await?;
     let allowance_audits = allowance_rows
         .into_iter()
-        .map(|(account, feature, start, used)| AllowanceAudit {
-            account: owner(account),
-            lines_used: by_window
-                .get(&(account, feature.clone(), start))
-                .copied()
-                .unwrap_or(0),
-            feature,
-            used,
+        .map(|(account, feature, start, used, reserved)| {
+            let key = (account, feature, start);
+            AllowanceAudit {
+                account: owner(account),
+                lines_used: by_window.get(&key).copied().unwrap_or(0),
+                holds_reserved: by_hold.get(&key).copied().unwrap_or(0),
+                feature: key.1,
+                used,
+                reserved,
+            }
         })
         .collect();
     let meter_rows: Vec<(i64, String, i64, i64)> = usage_meters::table

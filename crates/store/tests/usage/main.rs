@@ -62,6 +62,7 @@ tally_testkit::backend_tests!(run = run;
     concurrent_calls_never_exceed_allowance_plus_balance,
     features_and_rates_are_admin_checked,
     holds_price_quantities_at_the_rates_of_their_start,
+    holds_set_aside_allowances,
 );
 
 const APP: &str = "default";
@@ -745,4 +746,56 @@ async fn holds_price_quantities_at_the_rates_of_their_start(c: Ctx) {
         Err(LedgerError::Validation(f)) => assert_eq!(f.field, "quantities"),
         other => panic!("{other:?}"),
     }
+}
+
+async fn reserved(l: &Ledger, feature: &str) -> (i64, i64, Option<i64>) {
+    let status = l.feature_status(alice()).await.unwrap();
+    let s = status.iter().find(|s| s.feature.key == feature).unwrap();
+    (s.used, s.reserved, s.remaining())
+}
+
+async fn holds_set_aside_allowances(c: Ctx) {
+    let l = &c.ledger;
+    chat(l).await;
+    free_tier(l, vec![messages(5, Reset::Day, Overage::Block)]).await;
+    let hold = |key: &str, n: i64| estimate(key, &[("messages", n)], dims(&[]));
+    // Sixteen streamed calls at once, one message each: five get the allowance, none more.
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let l = l.clone();
+        tasks.spawn(async move { l.reserve_usage(hold(&format!("p{i}"), 1), 60).await });
+    }
+    let (mut held, mut refused) = (Vec::new(), 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(h) => held.push(h),
+            Err(LedgerError::EntitlementExceeded { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (5, 11));
+    assert_eq!(reserved(l, "messages").await, (0, 5, Some(0)));
+    // Nothing left for a track either; releasing gives the units back.
+    assert!(matches!(
+        l.track(call("t0", &[("messages", 1)], dims(&[]))).await,
+        Err(LedgerError::EntitlementExceeded { .. })
+    ));
+    for h in &held[..2] {
+        l.release(APP, h.id).await.unwrap();
+    }
+    assert_eq!(reserved(l, "messages").await, (0, 3, Some(2)));
+    l.track(call("t1", &[("messages", 2)], dims(&[])))
+        .await
+        .unwrap();
+    // A capture uses what its own hold set aside.
+    let (_, outcome, _) = l
+        .capture_usage(APP, held[2].id, [("messages".to_owned(), 1)].into())
+        .await
+        .unwrap();
+    assert_eq!(outcome.lines[0].included_used, 1);
+    assert_eq!(reserved(l, "messages").await, (3, 2, Some(0)));
+    // The last two run out: the sweep gives their units back.
+    c.clock.advance(Duration::seconds(61));
+    assert_eq!(l.sweep_expired(100).await.unwrap(), 1);
+    assert_eq!(reserved(l, "messages").await, (3, 0, Some(2)));
 }
