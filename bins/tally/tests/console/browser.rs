@@ -170,6 +170,63 @@ async fn operator_round_in_the_browser(db: Db) {
     )
     .await;
 
+    // Pricing, set through the admin API, shown read-only (names escaped).
+    for (path, body) in [
+        (
+            "/admin/pricing/features",
+            json!({"key": "messages", "name": "<b>Messages</b>", "kind": "metered", "unit": "messages"}),
+        ),
+        (
+            "/admin/pricing/features",
+            json!({"key": "input_tokens", "name": "Input tokens", "kind": "metered", "unit": "tokens"}),
+        ),
+        (
+            "/admin/pricing/rates",
+            json!({"feature": "input_tokens", "dimensions": {"model": "gpt-4o"}, "credits": 25, "per": 10000}),
+        ),
+        (
+            "/admin/pricing/rates",
+            json!({"feature": "messages", "credits": 2, "per": 1,
+                   "tiers": [{"up_to": 10, "credits": 3, "per": 1}]}),
+        ),
+    ] {
+        let (status, answer, _) = app.post(path, &admin, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer, _) = app
+        .put(
+            "/admin/pricing/free-entitlements",
+            &admin,
+            json!({"entitlements": [{"feature": "messages", "included": 20, "reset": "day", "overage": "block"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    page.goto(&format!("{}/console/pricing", app.address), PAGE_TIMEOUT)
+        .await
+        .expect("pricing");
+    let name = text(
+        &mut page,
+        "document.querySelector('#feature-messages td:nth-child(2)')?.textContent",
+    )
+    .await;
+    assert_eq!(name, "<b>Messages</b>", "shown as text, not markup");
+    let rows = text(
+        &mut page,
+        "String(document.querySelectorAll('#rates tbody tr').length)",
+    )
+    .await;
+    assert_eq!(rows, "2");
+    let free = text(
+        &mut page,
+        "document.querySelector('#entitlements tbody tr')?.textContent",
+    )
+    .await;
+    assert!(
+        free.contains("Free tier") && free.contains("20 per day, then refused"),
+        "{free}"
+    );
+    shot(&mut page, db, "pricing").await;
+
     // A webhook endpoint: its secret is shown once, on the answer.
     page.goto(&format!("{}/console/webhooks", app.address), PAGE_TIMEOUT)
         .await

@@ -13,6 +13,7 @@ mod engagement_pages;
 mod ops_pages;
 mod pages;
 mod portal;
+mod pricing_pages;
 pub(crate) mod view;
 
 use std::future::Future;
@@ -197,6 +198,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/console/plans/{id}/active",
             web::post().to(catalog_pages::plan_active),
         )
+        .route("/console/pricing", web::get().to(pricing_pages::pricing))
         .route("/console/coupons", web::get().to(catalog_pages::coupons))
         .route(
             "/console/coupons",

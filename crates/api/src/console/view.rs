@@ -7,13 +7,14 @@ use time::OffsetDateTime;
 use super::{css_path, js_path};
 
 /// The console's sections, in navigation order: (path, label).
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/console", "Overview"),
     ("/console/customers", "Customers"),
     ("/console/orders", "Orders"),
     ("/console/events", "Provider events"),
     ("/console/plans", "Plans"),
     ("/console/coupons", "Coupons"),
+    ("/console/pricing", "Pricing"),
     ("/console/webhooks", "Webhooks"),
     ("/console/checkin", "Check-in"),
     ("/console/codes", "Codes"),
