@@ -598,6 +598,11 @@ pub fn plan_scope(plan_id: &str) -> String {
     format!("plan:{plan_id}")
 }
 
+/// The plan a scope belongs to (none for the free tier): the inverse of [`plan_scope`].
+pub fn scope_plan(scope: &str) -> Option<&str> {
+    scope.strip_prefix("plan:")
+}
+
 /// An allowance row beside the usage lines recorded in its window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowanceAudit {

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 use tally_ledger::pricing::Rate;
-use tally_ledger::usage::{Entitlement, FREE_SCOPE, Overage};
+use tally_ledger::usage::{Entitlement, FREE_SCOPE, Overage, scope_plan};
 
 use super::view::{self, instant, number};
 use super::{PageError, Signed, html};
@@ -69,7 +69,7 @@ pub(crate) async fn pricing(
     }
     let plans = state.catalog.plans(&op.app).await.map_err(ApiError::from)?;
     let plan_name = |scope: &str| -> String {
-        match scope.strip_prefix("plan:") {
+        match scope_plan(scope) {
             Some(id) => plans
                 .iter()
                 .find(|p| p.id == id)

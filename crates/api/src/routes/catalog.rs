@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use tally_catalog::Plan;
 use tally_catalog::validate::validate_app;
-use tally_ledger::usage::{Entitlement, plan_scope, validate_entitlements};
+use tally_ledger::usage::{Entitlement, plan_scope, scope_plan, validate_entitlements};
 
 use crate::AppState;
 use crate::auth::{Admin, DEFAULT_APP};
@@ -164,7 +164,7 @@ async fn entitlements_by_plan(
 ) -> Result<HashMap<String, Vec<EntitlementDto>>, ApiError> {
     let mut by_plan: HashMap<String, Vec<EntitlementDto>> = HashMap::new();
     for (scope, e) in state.ledger.entitlements(app, None).await? {
-        if let Some(plan) = scope.strip_prefix("plan:") {
+        if let Some(plan) = scope_plan(&scope) {
             by_plan
                 .entry(plan.to_owned())
                 .or_default()
