@@ -90,6 +90,15 @@ pub(crate) struct HoldRow {
 }
 
 impl HoldRow {
+    /// The stored metadata of a hold taken for quantities (it keeps the estimate under
+    /// [`tally_ledger::holds::USAGE_ESTIMATE`]); none for a hold taken for credits.
+    pub(crate) fn usage_metadata(&self) -> Option<serde_json::Value> {
+        self.metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .filter(|m| m.get(tally_ledger::holds::USAGE_ESTIMATE).is_some())
+    }
+
     pub(crate) fn view(&self) -> HoldView {
         HoldView {
             id: self.id,

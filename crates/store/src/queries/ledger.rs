@@ -789,12 +789,7 @@ pub(crate) async fn capture(
     if let Some(first) = capturable(conn, &hold, capture_hash).await? {
         return Ok(first);
     }
-    let for_quantities = hold
-        .metadata
-        .as_deref()
-        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-        .is_some_and(|m| m.get(tally_ledger::holds::USAGE_ESTIMATE).is_some());
-    if for_quantities {
+    if hold.usage_metadata().is_some() {
         return Err(LedgerError::invalid(
             "amount",
             "this hold was taken for quantities: capture it with `quantities`",

@@ -886,18 +886,7 @@ pub(crate) async fn capture_usage(
         let outcome = stored_outcome(conn, id, credits, txn).await?;
         return Ok((first, outcome, txn_row));
     }
-    let metadata = hold
-        .metadata
-        .as_deref()
-        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
-    let estimate = metadata
-        .as_ref()
-        .and_then(|m| m.get(USAGE_ESTIMATE).cloned());
-    let estimate_metadata = metadata
-        .as_ref()
-        .and_then(|m| m.get("metadata").cloned())
-        .filter(|m| !m.is_null());
-    let Some(estimate) = estimate else {
+    let Some(metadata) = hold.usage_metadata() else {
         return Err(LedgerError::invalid(
             "quantities",
             "this hold reserved an amount of credits: capture it with `amount`",
@@ -905,7 +894,8 @@ pub(crate) async fn capture_usage(
         .into());
     };
     let dimensions: Dimensions =
-        serde_json::from_value(estimate["dimensions"].clone()).unwrap_or_default();
+        serde_json::from_value(metadata[USAGE_ESTIMATE]["dimensions"].clone()).unwrap_or_default();
+    let estimate_metadata = metadata.get("metadata").cloned().filter(|m| !m.is_null());
     let usage = UsageRequest {
         account: tally_ledger::AccountRef::new(account.app_key.clone(), account.user_id.clone())?,
         quantities: quantities.clone(),
