@@ -58,6 +58,7 @@ mod ops;
 mod outbox;
 mod pg;
 mod predicates;
+mod pricing_cache;
 mod repo;
 mod rows;
 pub mod schema;
@@ -240,6 +241,8 @@ pub(crate) enum Pools {
 pub struct Store {
     pub(crate) pools: Pools,
     backend: Backend,
+    /// Each app's pricing, kept between usage calls (see `pricing_cache.rs`).
+    pub(crate) pricing: pricing_cache::PricingCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -309,7 +312,11 @@ impl Store {
                 })
             }
         };
-        let store = Self { pools, backend };
+        let store = Self {
+            pools,
+            backend,
+            pricing: pricing_cache::PricingCache::default(),
+        };
         store
             .ping_inner()
             .await

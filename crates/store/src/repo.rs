@@ -405,8 +405,9 @@ impl LedgerRepository for Store {
         request: UsageRequest,
         now: OffsetDateTime,
     ) -> Result<UsageState, LedgerError> {
+        let cache = self.pricing.clone();
         exec!(self, Snapshot, usage, |conn, ops| {
-            ops::usage_state(conn, &request, now).await
+            ops::usage_state(conn, &cache, &request, now).await
         })
         .map_err(Into::into)
     }
@@ -419,10 +420,10 @@ impl LedgerRepository for Store {
         let hash: Arc<str> = request.request_hash().into();
         let request = Arc::new(request);
         retry_race(|| {
-            let (request, hash) = (request.clone(), hash.clone());
+            let (request, hash, cache) = (request.clone(), hash.clone(), self.pricing.clone());
             async move {
                 exec!(self, Grouped, usage, |conn, ops| {
-                    ops::track(conn, &request, &hash, now).await
+                    ops::track(conn, &cache, &request, &hash, now).await
                 })
             }
         })
@@ -439,11 +440,11 @@ impl LedgerRepository for Store {
     ) -> Result<Hold, LedgerError> {
         let shared = Arc::new((usage, reserve, request_hash));
         retry_race(|| {
-            let shared = shared.clone();
+            let (shared, cache) = (shared.clone(), self.pricing.clone());
             async move {
                 exec!(self, Grouped, usage, |conn, ops| {
                     let (usage, reserve, hash) = &*shared;
-                    ops::reserve_usage(conn, usage, reserve, hash, now).await
+                    ops::reserve_usage(conn, &cache, usage, reserve, hash, now).await
                 })
             }
         })
@@ -459,8 +460,9 @@ impl LedgerRepository for Store {
         now: OffsetDateTime,
     ) -> Result<(Hold, UsageOutcome, Option<Transaction>), LedgerError> {
         let hash = tally_ledger::model::fingerprint(&quantities);
+        let cache = self.pricing.clone();
         exec!(self, Grouped, usage, |conn, ops| {
-            ops::capture_usage(conn, &app, hold_id, &quantities, &hash, now).await
+            ops::capture_usage(conn, &cache, &app, hold_id, &quantities, &hash, now).await
         })
         .map_err(Into::into)
     }

@@ -543,6 +543,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pricing_generations (app_key) {
+        app_key -> Text,
+        generation -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(usage_events, accounts);
 diesel::allow_tables_to_appear_in_same_query!(allowances, accounts);
 diesel::allow_tables_to_appear_in_same_query!(usage_events, transactions);

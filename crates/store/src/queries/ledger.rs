@@ -565,6 +565,8 @@ pub(crate) async fn put_checkin_config(
         .set(values)
         .execute(conn)
         .await?;
+    // Day and month allowance windows follow the check-in time zone.
+    super::usage::bump_generation(conn, app).await?;
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! The rules come from `tally_ledger::usage` (`quote_usage` decides a call); this file reads what
 //! it needs under the account's lock and writes what it decided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -24,10 +25,12 @@ use tally_webhooks::payload::{Payload, UsageLimitReached};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::pricing_cache::{Pricing, PricingCache};
 use crate::rows::{AccountRow, from_db, to_db};
 use crate::schema::{
     accounts, allowances, checkin_configs, entitlements, hold_allowances, pricing_features,
-    pricing_rates, subscriptions, transactions, usage_events, usage_lines, usage_meters,
+    pricing_generations, pricing_rates, subscriptions, transactions, usage_events, usage_lines,
+    usage_meters,
 };
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
@@ -120,6 +123,7 @@ pub(crate) async fn put_feature(
                 })?;
         }
     }
+    bump_generation(conn, app).await?;
     let row = pricing_features::table
         .filter(pricing_features::app_key.eq(app))
         .filter(pricing_features::feature_key.eq(&spec.key))
@@ -216,6 +220,7 @@ pub(crate) async fn add_rate(
                 ))
             })
         })?;
+    bump_generation(conn, app).await?;
     Ok(Rate::try_from(row)?)
 }
 
@@ -282,7 +287,61 @@ pub(crate) async fn put_entitlements(
             .execute(conn)
             .await?;
     }
+    bump_generation(conn, app).await?;
     Ok(list.to_vec())
+}
+
+/// Raises the app's pricing generation: every change to what [`pricing`] loads calls this in
+/// its transaction (see `pricing_cache.rs`).
+pub(crate) async fn bump_generation(conn: &mut Conn, app: &str) -> Result<(), StoreError> {
+    diesel::insert_into(pricing_generations::table)
+        .values((
+            pricing_generations::app_key.eq(app),
+            pricing_generations::generation.eq(1_i64),
+        ))
+        .on_conflict(pricing_generations::app_key)
+        .do_update()
+        .set(pricing_generations::generation.eq(pricing_generations::generation + 1))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The app's pricing: from `cache` when it holds the generation the database has, else loaded
+/// (and kept there).
+async fn pricing(
+    conn: &mut Conn,
+    cache: &PricingCache,
+    app: &str,
+) -> Result<Arc<Pricing>, StoreError> {
+    let generation: i64 = pricing_generations::table
+        .find(app)
+        .select(pricing_generations::generation)
+        .first(conn)
+        .await
+        .optional()?
+        .unwrap_or(0);
+    if let Some(pricing) = cache.get(app, generation) {
+        return Ok(pricing);
+    }
+    let mut by_scope: HashMap<String, Vec<Entitlement>> = HashMap::new();
+    for (scope, e) in entitlements_of(conn, app, None).await? {
+        by_scope.entry(scope).or_default().push(e);
+    }
+    let timezone: Option<String> = checkin_configs::table
+        .filter(checkin_configs::app_key.eq(app))
+        .select(checkin_configs::timezone)
+        .first(conn)
+        .await
+        .optional()?;
+    let pricing = Arc::new(Pricing {
+        features: features(conn, app).await?,
+        rates: rates(conn, app, None).await?,
+        entitlements: by_scope,
+        timezone: timezone.unwrap_or_else(|| "UTC".to_owned()),
+    });
+    cache.put(app, generation, pricing.clone());
+    Ok(pricing)
 }
 
 /// The user's live subscription's plan and current period, if any.
@@ -313,53 +372,36 @@ async fn live_plan(
 /// Reads what planning `request` needs; `account_id` is none for an account not created yet.
 async fn load_state(
     conn: &mut Conn,
+    cache: &PricingCache,
     request: &UsageRequest,
     account_id: Option<i64>,
     view: &AccountView,
     now: OffsetDateTime,
 ) -> Result<UsageState, StoreError> {
     let (app, user) = (&request.account.app, &request.account.user);
-    let features = features(conn, app).await?;
+    let pricing = pricing(conn, cache, app).await?;
     let keys: Vec<&String> = request.quantities.keys().collect();
-    let rates = if keys.is_empty() {
-        Vec::new()
-    } else {
-        pricing_rates::table
-            .filter(pricing_rates::app_key.eq(app))
-            .filter(pricing_rates::feature_key.eq_any(&keys))
-            .select(RateRow::as_select())
-            .load(conn)
-            .await?
-            .into_iter()
-            .map(Rate::try_from)
-            .collect::<Result<_, _>>()?
-    };
     let subscription = live_plan(conn, app, user).await?;
-    let mut in_force = match &subscription {
-        Some((plan, _)) => entitlements_of(conn, app, Some(&plan_scope(plan))).await?,
-        None => Vec::new(),
+    let plan_entitlements = match &subscription {
+        Some((plan, _)) => pricing.scope(&plan_scope(plan)),
+        None => &[],
     };
     // A plan that lists no entitlements gives what the free tier gives.
     let plan_id = subscription
         .as_ref()
-        .filter(|_| !in_force.is_empty())
+        .filter(|_| !plan_entitlements.is_empty())
         .map(|(plan, _)| plan.clone());
-    if in_force.is_empty() {
-        in_force = entitlements_of(conn, app, Some(FREE_SCOPE)).await?;
-    }
-    let entitlements: Vec<Entitlement> = in_force.into_iter().map(|(_, e)| e).collect();
-    let timezone: Option<String> = checkin_configs::table
-        .filter(checkin_configs::app_key.eq(app))
-        .select(checkin_configs::timezone)
-        .first(conn)
-        .await
-        .optional()?;
+    let entitlements = if plan_entitlements.is_empty() {
+        pricing.scope(FREE_SCOPE).to_vec()
+    } else {
+        plan_entitlements.to_vec()
+    };
     let period = subscription.and_then(|(_, period)| period);
     let windows = windows(
         &entitlements,
-        &features,
+        &pricing.features,
         now,
-        timezone.as_deref().unwrap_or("UTC"),
+        &pricing.timezone,
         period,
     )?;
     let mut used = BTreeMap::new();
@@ -397,8 +439,8 @@ async fn load_state(
         }
     }
     Ok(UsageState {
-        features,
-        rates,
+        features: pricing.features.clone(),
+        rates: pricing.rates_of(keys),
         entitlements,
         plan_id,
         windows,
@@ -412,6 +454,7 @@ async fn load_state(
 /// What a check or the user's feature list reads (no lock; the caller runs it in a snapshot).
 pub(crate) async fn usage_state(
     conn: &mut Conn,
+    cache: &PricingCache,
     request: &UsageRequest,
     now: OffsetDateTime,
 ) -> Result<UsageState, StoreError> {
@@ -430,7 +473,7 @@ pub(crate) async fn usage_state(
         )
         .await?;
     }
-    load_state(conn, request, account_id, &view, now).await
+    load_state(conn, cache, request, account_id, &view, now).await
 }
 
 /// A stored call's outcome, for a replay.
@@ -531,6 +574,7 @@ fn allowed(quote: UsageQuote) -> Result<UsageQuote, StoreError> {
 /// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
 pub(crate) async fn track(
     conn: &mut Conn,
+    cache: &PricingCache,
     request: &UsageRequest,
     request_hash: &str,
     now: OffsetDateTime,
@@ -560,7 +604,7 @@ pub(crate) async fn track(
         };
     }
     let view = state(conn, &account).await?;
-    let usage = load_state(conn, request, Some(account.id), &view, now).await?;
+    let usage = load_state(conn, cache, request, Some(account.id), &view, now).await?;
     let quote = allowed(quote_usage(&usage, request, now)?)?;
     let transaction = if quote.credits > 0 {
         let kind = MovementKind::Debit {
@@ -622,9 +666,7 @@ async fn record_call(
         .get_result(conn)
         .await
         .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
-    for line in &quote.lines {
-        write_line(conn, account, event_id, line, plan_id, now).await?;
-    }
+    write_lines(conn, account, event_id, &quote.lines, plan_id, now).await?;
     Ok(UsageOutcome {
         lines: quote.lines.iter().map(TrackedLine::from).collect(),
         credits: quote.credits,
@@ -632,23 +674,23 @@ async fn record_call(
     })
 }
 
-/// Writes one feature of a call: its line, its allowance, its meter and, when it used up the
-/// allowance, `usage.limit_reached`.
-async fn write_line(
+/// Writes a call's features: for each, its line, its allowance, its meter and, when it used up
+/// the allowance, `usage.limit_reached`.
+async fn write_lines(
     conn: &mut Conn,
     account: &AccountRow,
     event_id: i64,
-    line: &UsageLine,
+    lines: &[UsageLine],
     plan_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     let at = to_db(now);
     let scale = i128::from(PRICE_SCALE);
-    let whole = i64::try_from(line.scaled / scale).map_err(|_| LedgerError::Overflow)?;
-    let frac = i64::try_from(line.scaled % scale).map_err(|_| LedgerError::Overflow)?;
-    let window = line.window.filter(|_| line.included.is_some());
-    diesel::insert_into(usage_lines::table)
-        .values((
+    for line in lines {
+        let whole = i64::try_from(line.scaled / scale).map_err(|_| LedgerError::Overflow)?;
+        let frac = i64::try_from(line.scaled % scale).map_err(|_| LedgerError::Overflow)?;
+        let window = line.window.filter(|_| line.included.is_some());
+        let row = (
             usage_lines::event_id.eq(event_id),
             usage_lines::account_id.eq(account.id),
             usage_lines::feature_key.eq(&line.feature),
@@ -662,72 +704,91 @@ async fn write_line(
             usage_lines::rate_version.eq(line.rate.map(|r| r.version)),
             usage_lines::rate_credits.eq(line.rate.map(|r| r.credits)),
             usage_lines::rate_per.eq(line.rate.map(|r| r.per)),
+        );
+        // One statement a line: `diesel-async` has no multi-row insert for SQLite.
+        diesel::insert_into(usage_lines::table)
+            .values(row)
+            .execute(conn)
+            .await?;
+        if let (Some(window), Some(included)) = (line.window, line.included) {
+            write_allowance(conn, account, line, (window, included), plan_id, now).await?;
+        }
+        if line.rate.is_some() {
+            diesel::insert_into(usage_meters::table)
+                .values((
+                    usage_meters::account_id.eq(account.id),
+                    usage_meters::feature_key.eq(&line.feature),
+                    usage_meters::quantity.eq(line.billable),
+                    usage_meters::charged.eq(line.credits),
+                    usage_meters::carry.eq(line.carry_after),
+                    usage_meters::updated_at.eq(at),
+                ))
+                .on_conflict((usage_meters::account_id, usage_meters::feature_key))
+                .do_update()
+                .set((
+                    usage_meters::quantity.eq(usage_meters::quantity + line.billable),
+                    usage_meters::charged.eq(usage_meters::charged + line.credits),
+                    usage_meters::carry.eq(line.carry_after),
+                    usage_meters::updated_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records what a line used of its allowance and, when it used the allowance up,
+/// `usage.limit_reached`.
+async fn write_allowance(
+    conn: &mut Conn,
+    account: &AccountRow,
+    line: &UsageLine,
+    (window, included): (tally_ledger::usage::Window, i64),
+    plan_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let at = to_db(now);
+    let used = line.used_before + line.included_used;
+    diesel::insert_into(allowances::table)
+        .values((
+            allowances::account_id.eq(account.id),
+            allowances::feature_key.eq(&line.feature),
+            allowances::window_start.eq(to_db(window.start)),
+            allowances::window_end.eq(window.end.map(to_db)),
+            allowances::included.eq(included),
+            allowances::used.eq(used),
+            allowances::updated_at.eq(at),
+        ))
+        .on_conflict((
+            allowances::account_id,
+            allowances::feature_key,
+            allowances::window_start,
+        ))
+        .do_update()
+        .set((
+            allowances::included.eq(included),
+            allowances::used.eq(used),
+            allowances::updated_at.eq(at),
         ))
         .execute(conn)
         .await?;
-    if let (Some(window), Some(included)) = (window, line.included) {
-        let used = line.used_before + line.included_used;
-        diesel::insert_into(allowances::table)
-            .values((
-                allowances::account_id.eq(account.id),
-                allowances::feature_key.eq(&line.feature),
-                allowances::window_start.eq(to_db(window.start)),
-                allowances::window_end.eq(window.end.map(to_db)),
-                allowances::included.eq(included),
-                allowances::used.eq(used),
-                allowances::updated_at.eq(at),
-            ))
-            .on_conflict((
-                allowances::account_id,
-                allowances::feature_key,
-                allowances::window_start,
-            ))
-            .do_update()
-            .set((
-                allowances::included.eq(included),
-                allowances::used.eq(used),
-                allowances::updated_at.eq(at),
-            ))
-            .execute(conn)
-            .await?;
-        if line.limit_reached {
-            let payload = Payload::UsageLimitReached(UsageLimitReached {
-                feature: line.feature.clone(),
-                included,
-                used,
-                window_start: tally_kernel::rfc3339(window.start),
-                resets_at: window.end.map(tally_kernel::rfc3339),
-                plan_id: plan_id.map(str::to_owned),
-            });
-            super::outbox::emit(
-                conn,
-                &payload,
-                (&account.app_key, Some(&account.user_id)),
-                now,
-            )
-            .await?;
-        }
-    }
-    if line.rate.is_some() {
-        diesel::insert_into(usage_meters::table)
-            .values((
-                usage_meters::account_id.eq(account.id),
-                usage_meters::feature_key.eq(&line.feature),
-                usage_meters::quantity.eq(line.billable),
-                usage_meters::charged.eq(line.credits),
-                usage_meters::carry.eq(line.carry_after),
-                usage_meters::updated_at.eq(at),
-            ))
-            .on_conflict((usage_meters::account_id, usage_meters::feature_key))
-            .do_update()
-            .set((
-                usage_meters::quantity.eq(usage_meters::quantity + line.billable),
-                usage_meters::charged.eq(usage_meters::charged + line.credits),
-                usage_meters::carry.eq(line.carry_after),
-                usage_meters::updated_at.eq(at),
-            ))
-            .execute(conn)
-            .await?;
+    if line.limit_reached {
+        let payload = Payload::UsageLimitReached(UsageLimitReached {
+            feature: line.feature.clone(),
+            included,
+            used,
+            window_start: tally_kernel::rfc3339(window.start),
+            resets_at: window.end.map(tally_kernel::rfc3339),
+            plan_id: plan_id.map(str::to_owned),
+        });
+        super::outbox::emit(
+            conn,
+            &payload,
+            (&account.app_key, Some(&account.user_id)),
+            now,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -747,6 +808,7 @@ fn hold_key(hold_id: i64) -> String {
 /// fixes the rates its capture uses.
 pub(crate) async fn reserve_usage(
     conn: &mut Conn,
+    cache: &PricingCache,
     usage: &UsageRequest,
     reserve: &ReserveRequest,
     request_hash: &str,
@@ -757,7 +819,7 @@ pub(crate) async fn reserve_usage(
         return Ok(stored);
     }
     let view = state(conn, &account).await?;
-    let loaded = load_state(conn, usage, Some(account.id), &view, now).await?;
+    let loaded = load_state(conn, cache, usage, Some(account.id), &view, now).await?;
     let quote = allowed(quote_usage(&loaded, usage, now)?)?;
     let request = ReserveRequest {
         credits: quote.credits,
@@ -864,6 +926,7 @@ pub(crate) async fn release_allowances(
 /// first.
 pub(crate) async fn capture_usage(
     conn: &mut Conn,
+    cache: &PricingCache,
     app: &str,
     hold_id: i64,
     quantities: &BTreeMap<String, i64>,
@@ -908,7 +971,7 @@ pub(crate) async fn capture_usage(
     // What the hold set aside of the allowances is this call's to use.
     release_allowances(conn, &[hold.id]).await?;
     let view = state_with_hold(conn, &account, &hold).await?;
-    let loaded = load_state(conn, &usage, Some(account.id), &view, now).await?;
+    let loaded = load_state(conn, cache, &usage, Some(account.id), &view, now).await?;
     // Priced by the rates in force when the hold was taken.
     let quote = allowed(quote_usage(&loaded, &usage, from_db(hold.created_at))?)?;
     let plan = plan_capture(&view, hold.id, quote.credits, now)?;

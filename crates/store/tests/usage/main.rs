@@ -28,6 +28,8 @@ use tokio::task::JoinSet;
 struct Ctx {
     ledger: Ledger,
     clock: Arc<ManualClock>,
+    /// The database's URL, for a second server on it.
+    url: String,
 }
 
 async fn run<F, Fut>(backend: Backend, name: &str, case: F)
@@ -42,6 +44,7 @@ where
     case(Ctx {
         ledger: ledger.clone(),
         clock,
+        url: db.url.clone(),
     })
     .await;
     let violations = ledger.verify().await.unwrap();
@@ -63,6 +66,7 @@ tally_testkit::backend_tests!(run = run;
     features_and_rates_are_admin_checked,
     holds_price_quantities_at_the_rates_of_their_start,
     holds_set_aside_allowances,
+    another_servers_pricing_changes_apply_at_once,
 );
 
 const APP: &str = "default";
@@ -798,4 +802,43 @@ async fn holds_set_aside_allowances(c: Ctx) {
     c.clock.advance(Duration::seconds(61));
     assert_eq!(l.sweep_expired(100).await.unwrap(), 1);
     assert_eq!(reserved(l, "messages").await, (3, 0, Some(2)));
+}
+
+/// A server keeps each app's pricing in memory; a change made through another server on the
+/// same database (rates, entitlements, the time zone of day windows) prices the next call.
+async fn another_servers_pricing_changes_apply_at_once(c: Ctx) {
+    let l = &c.ledger;
+    chat(l).await;
+    grant(l, &alice(), 1_000).await;
+    let n = |key: &str| call(key, &[("messages", 1)], dims(&[]));
+    assert_eq!(l.track(n("a1")).await.unwrap().credits, 2);
+    let store = tally_store::Store::connect(&c.url).await.unwrap();
+    let other = Ledger::with_clock(Arc::new(store), c.clock.clone());
+    rate(&other, "messages", dims(&[]), 5, 1).await;
+    assert_eq!(l.track(n("a2")).await.unwrap().credits, 5);
+    // One message a day included, then refused; the day is UTC's: it ends at 00:00 UTC.
+    free_tier(&other, vec![messages(1, Reset::Day, Overage::Block)]).await;
+    let included = l.track(n("a3")).await.unwrap();
+    assert_eq!((included.credits, included.lines[0].included_used), (0, 1));
+    assert!(matches!(
+        l.track(n("a4")).await,
+        Err(LedgerError::EntitlementExceeded { .. })
+    ));
+    // Moved to Tokyo on the other server, the day ended at 15:00 UTC: at 16:00 UTC a new one
+    // has begun.
+    other
+        .set_checkin_config(
+            APP,
+            CheckinConfig {
+                timezone: "Asia/Tokyo".into(),
+                ..CheckinConfig::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    c.clock.advance(Duration::hours(4));
+    let next_day = l.track(n("a5")).await.unwrap();
+    assert_eq!((next_day.credits, next_day.lines[0].included_used), (0, 1));
+    assert_eq!(balance(l).await, 1_000 - 2 - 5);
 }

@@ -1,0 +1,7 @@
+-- A number per app that every change to its pricing (features, rates, entitlements, the
+-- check-in time zone that day and month windows follow) raises, in the same transaction: a
+-- server keeps the app's pricing in memory and reads only this row to know it is current.
+CREATE TABLE pricing_generations (
+    app_key    TEXT   NOT NULL PRIMARY KEY,
+    generation BIGINT NOT NULL
+);
