@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cached;
 mod catalog_repo;
 mod catalog_rows;
 mod checkout_repo;

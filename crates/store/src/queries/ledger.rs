@@ -19,6 +19,7 @@ use tally_webhooks::payload::{CheckinCompleted, Payload};
 use time::{Date, OffsetDateTime};
 
 use crate::StoreError;
+use crate::cached::cached;
 use crate::predicates::substr;
 use crate::predicates::{ActiveHold, LiveLot};
 use crate::rows::{
@@ -149,8 +150,7 @@ pub(super) async fn write_plan(
 ) -> Result<Option<Transaction>, StoreError> {
     let at = to_db(now);
     for &(lot_id, remaining) in &plan.lot_updates {
-        diesel::update(lots::table.find(lot_id))
-            .set(lots::remaining.eq(remaining))
+        cached(diesel::update(lots::table.find(lot_id)).set(lots::remaining.eq(remaining)))
             .execute(conn)
             .await?;
     }
@@ -176,30 +176,32 @@ pub(super) async fn write_plan(
     }
     let mut written = None;
     if let (Some(entry), Some(main)) = (&plan.main, main) {
-        let row: TxnRow = diesel::insert_into(transactions::table)
-            .values(NewTxn {
-                account_id: account.id,
-                app_key: &account.app_key,
-                user_id: &account.user_id,
-                txn_type: entry.txn_type.as_str(),
-                amount: entry.amount,
-                balance_after: entry.balance_after,
-                description: main.description,
-                idempotency_key: main.idempotency_key,
-                request_hash: main.request_hash,
-                metadata: main.metadata,
-                actor: main.actor,
-                created_at: at,
-            })
-            .returning(TxnRow::as_returning())
-            .get_result(conn)
-            .await
-            .map_err(|e| match e {
-                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                    StoreError::IdempotencyRace
-                }
-                e => e.into(),
-            })?;
+        let row: TxnRow = cached(
+            diesel::insert_into(transactions::table)
+                .values(NewTxn {
+                    account_id: account.id,
+                    app_key: &account.app_key,
+                    user_id: &account.user_id,
+                    txn_type: entry.txn_type.as_str(),
+                    amount: entry.amount,
+                    balance_after: entry.balance_after,
+                    description: main.description,
+                    idempotency_key: main.idempotency_key,
+                    request_hash: main.request_hash,
+                    metadata: main.metadata,
+                    actor: main.actor,
+                    created_at: at,
+                })
+                .returning(TxnRow::as_returning()),
+        )
+        .get_result(conn)
+        .await
+        .map_err(|e| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::IdempotencyRace
+            }
+            e => e.into(),
+        })?;
         if let Some(lot) = &plan.new_lot
             && lot.amount > 0
         {
@@ -231,14 +233,13 @@ pub(super) async fn write_plan(
         super::usage::release_allowances(conn, &plan.expired_holds).await?;
     }
     if plan.balance != account.balance || plan.held != account.held || written.is_some() {
-        diesel::update(accounts::table.find(account.id))
-            .set((
-                accounts::balance.eq(plan.balance),
-                accounts::held.eq(plan.held),
-                accounts::updated_at.eq(at),
-            ))
-            .execute(conn)
-            .await?;
+        cached(diesel::update(accounts::table.find(account.id)).set((
+            accounts::balance.eq(plan.balance),
+            accounts::held.eq(plan.held),
+            accounts::updated_at.eq(at),
+        )))
+        .execute(conn)
+        .await?;
     }
     super::outbox::ledger_events(conn, account, plan, written.as_ref(), now).await?;
     Ok(written)

@@ -25,6 +25,7 @@ use tally_webhooks::payload::{Payload, UsageLimitReached};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+use crate::cached::cached;
 use crate::pricing_cache::{Pricing, PricingCache};
 use crate::rows::{AccountRow, from_db, to_db};
 use crate::schema::{
@@ -350,17 +351,21 @@ async fn live_plan(
     app: &str,
     user: &str,
 ) -> Result<Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>, StoreError> {
-    let row: Option<(String, Option<_>, Option<_>)> = subscriptions::table
-        .filter(subscriptions::app_key.eq(app))
-        .filter(subscriptions::user_id.eq(user))
-        .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
-        .order(subscriptions::id.desc())
-        .select((
-            subscriptions::plan_id,
-            subscriptions::current_period_start,
-            subscriptions::current_period_end,
-        ))
-        .first(conn)
+    // Cached: the `IN` list is fixed.
+    let row: Option<(String, Option<_>, Option<_>)> = cached(
+        subscriptions::table
+            .filter(subscriptions::app_key.eq(app))
+            .filter(subscriptions::user_id.eq(user))
+            .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
+            .order(subscriptions::id.desc())
+            .select((
+                subscriptions::plan_id,
+                subscriptions::current_period_start,
+                subscriptions::current_period_end,
+            ))
+            .limit(1),
+    )
+    .get_result(conn)
         .await
         .optional()?;
     Ok(row.map(|(plan, start, end)| {
@@ -410,18 +415,21 @@ async fn load_state(
     if let Some(id) = account_id {
         let starts: Vec<_> = windows.values().map(|w| to_db(w.start)).collect();
         let window_keys: Vec<&String> = windows.keys().collect();
-        let rows: Vec<(String, time::PrimitiveDateTime, i64, i64)> = allowances::table
-            .filter(allowances::account_id.eq(id))
-            .filter(allowances::feature_key.eq_any(&window_keys))
-            .filter(allowances::window_start.eq_any(&starts))
-            .select((
-                allowances::feature_key,
-                allowances::window_start,
-                allowances::used,
-                allowances::reserved,
-            ))
-            .load(conn)
-            .await?;
+        // Cached: the `IN` lists are as long as the call's features.
+        let rows: Vec<(String, time::PrimitiveDateTime, i64, i64)> = cached(
+            allowances::table
+                .filter(allowances::account_id.eq(id))
+                .filter(allowances::feature_key.eq_any(&window_keys))
+                .filter(allowances::window_start.eq_any(&starts))
+                .select((
+                    allowances::feature_key,
+                    allowances::window_start,
+                    allowances::used,
+                    allowances::reserved,
+                )),
+        )
+        .load(conn)
+        .await?;
         for (feature, start, n, held) in rows {
             if windows.get(&feature).map(|w| to_db(w.start)) == Some(start) {
                 used.insert(feature.clone(), n);
@@ -429,12 +437,14 @@ async fn load_state(
             }
         }
         if !keys.is_empty() {
-            let rows: Vec<(String, i64)> = usage_meters::table
-                .filter(usage_meters::account_id.eq(id))
-                .filter(usage_meters::feature_key.eq_any(&keys))
-                .select((usage_meters::feature_key, usage_meters::carry))
-                .load(conn)
-                .await?;
+            let rows: Vec<(String, i64)> = cached(
+                usage_meters::table
+                    .filter(usage_meters::account_id.eq(id))
+                    .filter(usage_meters::feature_key.eq_any(&keys))
+                    .select((usage_meters::feature_key, usage_meters::carry)),
+            )
+            .load(conn)
+            .await?;
             carries.extend(rows);
         }
     }
@@ -714,25 +724,27 @@ async fn write_lines(
             write_allowance(conn, account, line, (window, included), plan_id, now).await?;
         }
         if line.rate.is_some() {
-            diesel::insert_into(usage_meters::table)
-                .values((
-                    usage_meters::account_id.eq(account.id),
-                    usage_meters::feature_key.eq(&line.feature),
-                    usage_meters::quantity.eq(line.billable),
-                    usage_meters::charged.eq(line.credits),
-                    usage_meters::carry.eq(line.carry_after),
-                    usage_meters::updated_at.eq(at),
-                ))
-                .on_conflict((usage_meters::account_id, usage_meters::feature_key))
-                .do_update()
-                .set((
-                    usage_meters::quantity.eq(usage_meters::quantity + line.billable),
-                    usage_meters::charged.eq(usage_meters::charged + line.credits),
-                    usage_meters::carry.eq(line.carry_after),
-                    usage_meters::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
+            cached(
+                diesel::insert_into(usage_meters::table)
+                    .values((
+                        usage_meters::account_id.eq(account.id),
+                        usage_meters::feature_key.eq(&line.feature),
+                        usage_meters::quantity.eq(line.billable),
+                        usage_meters::charged.eq(line.credits),
+                        usage_meters::carry.eq(line.carry_after),
+                        usage_meters::updated_at.eq(at),
+                    ))
+                    .on_conflict((usage_meters::account_id, usage_meters::feature_key))
+                    .do_update()
+                    .set((
+                        usage_meters::quantity.eq(usage_meters::quantity + line.billable),
+                        usage_meters::charged.eq(usage_meters::charged + line.credits),
+                        usage_meters::carry.eq(line.carry_after),
+                        usage_meters::updated_at.eq(at),
+                    )),
+            )
+            .execute(conn)
+            .await?;
         }
     }
     Ok(())
@@ -750,29 +762,31 @@ async fn write_allowance(
 ) -> Result<(), StoreError> {
     let at = to_db(now);
     let used = line.used_before + line.included_used;
-    diesel::insert_into(allowances::table)
-        .values((
-            allowances::account_id.eq(account.id),
-            allowances::feature_key.eq(&line.feature),
-            allowances::window_start.eq(to_db(window.start)),
-            allowances::window_end.eq(window.end.map(to_db)),
-            allowances::included.eq(included),
-            allowances::used.eq(used),
-            allowances::updated_at.eq(at),
-        ))
-        .on_conflict((
-            allowances::account_id,
-            allowances::feature_key,
-            allowances::window_start,
-        ))
-        .do_update()
-        .set((
-            allowances::included.eq(included),
-            allowances::used.eq(used),
-            allowances::updated_at.eq(at),
-        ))
-        .execute(conn)
-        .await?;
+    cached(
+        diesel::insert_into(allowances::table)
+            .values((
+                allowances::account_id.eq(account.id),
+                allowances::feature_key.eq(&line.feature),
+                allowances::window_start.eq(to_db(window.start)),
+                allowances::window_end.eq(window.end.map(to_db)),
+                allowances::included.eq(included),
+                allowances::used.eq(used),
+                allowances::updated_at.eq(at),
+            ))
+            .on_conflict((
+                allowances::account_id,
+                allowances::feature_key,
+                allowances::window_start,
+            ))
+            .do_update()
+            .set((
+                allowances::included.eq(included),
+                allowances::used.eq(used),
+                allowances::updated_at.eq(at),
+            )),
+    )
+    .execute(conn)
+    .await?;
     if line.limit_reached {
         let payload = Payload::UsageLimitReached(UsageLimitReached {
             feature: line.feature.clone(),
