@@ -46,3 +46,64 @@ fn committed_openapi_document_is_current() {
         assert!(doc["paths"][route].is_object(), "{route} is not documented");
     }
 }
+
+/// What a generated client relies on: one name per operation, success bodies inside the
+/// envelope the server writes, and the error envelope for every error status.
+#[test]
+fn every_operation_is_named_once_and_describes_the_envelope() {
+    let doc: serde_json::Value = serde_json::from_str(&tally_api::openapi::document()).unwrap();
+    let mut ids = std::collections::BTreeMap::<String, String>::new();
+    let mut enveloped = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: no id"));
+            if let Some(other) = ids.insert(id.to_owned(), at.clone()) {
+                panic!("operation id {id} names both {other} and {at}");
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let Some(schema) = response["content"]["application/json"].get("schema") else {
+                    continue;
+                };
+                if status.starts_with('2') {
+                    assert_eq!(
+                        schema["required"],
+                        serde_json::json!(["success", "data"]),
+                        "{at} {status}"
+                    );
+                    assert_eq!(
+                        schema["properties"]["success"]["enum"],
+                        serde_json::json!([true]),
+                        "{at}"
+                    );
+                    enveloped += 1;
+                } else {
+                    assert_eq!(
+                        schema["$ref"], "#/components/schemas/ErrorEnvelope",
+                        "{at} {status}"
+                    );
+                }
+            }
+            assert!(
+                op["responses"]["default"].is_object(),
+                "{at}: no default (error) response"
+            );
+        }
+    }
+    assert!(enveloped > 50, "only {enveloped} success bodies");
+    let codes = &doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["error"]["properties"]
+        ["code"]["enum"];
+    for code in [
+        "VALIDATION_ERROR",
+        "INSUFFICIENT_CREDITS",
+        "ENTITLEMENT_EXCEEDED",
+        "NOT_FOUND",
+    ] {
+        assert!(
+            codes.as_array().unwrap().iter().any(|c| c == code),
+            "{code} not listed"
+        );
+    }
+}

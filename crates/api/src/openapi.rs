@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers and wire types.
 
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::{checkout_dto, dto, pricing_dto, routes, webhook_dto};
@@ -24,6 +26,125 @@ impl Modify for Security {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Describes the bodies as the server writes them: a 2xx JSON body inside
+/// `{"success": true, "data": …, "meta"?}`, and every error status (and `default`, for the
+/// statuses an operation does not list) as the error envelope.
+struct Envelopes;
+
+/// A schema written as JSON.
+fn schema(value: Value) -> RefOr<Schema> {
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("a valid schema: {e}"))
+}
+
+fn error_content() -> Content {
+    Content::new(Some(schema(
+        json!({ "$ref": "#/components/schemas/ErrorEnvelope" }),
+    )))
+}
+
+impl Modify for Envelopes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "PageMeta".into(),
+            schema(json!({
+                "type": "object",
+                "description": "How a list was paged.",
+                "required": ["limit", "offset", "has_more"],
+                "properties": {
+                    "limit": { "type": "integer", "format": "int64" },
+                    "offset": { "type": "integer", "format": "int64" },
+                    "has_more": { "type": "boolean" },
+                    "next_before": {
+                        "type": ["string", "null"],
+                        "description": "Keyset-paged lists only: the `before` of the next page, null on the last."
+                    }
+                }
+            })),
+        );
+        components.schemas.insert(
+            "ErrorEnvelope".into(),
+            schema(json!({
+                "type": "object",
+                "description": "Every error: a stable code, a message for people, optional details.",
+                "required": ["success", "error"],
+                "properties": {
+                    "success": { "type": "boolean", "enum": [false] },
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {
+                                "type": "string",
+                                "enum": crate::error::ErrorCode::ALL
+                                    .iter()
+                                    .map(|c| c.as_str())
+                                    .collect::<Vec<_>>()
+                            },
+                            "message": { "type": "string" },
+                            "details": {
+                                "type": "object",
+                                "description": "Depends on the code: `fields` (each `{field, message}`) on VALIDATION_ERROR, `requested` and `available` on INSUFFICIENT_CREDITS, …"
+                            }
+                        }
+                    }
+                }
+            })),
+        );
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if status.starts_with('2') {
+                        if let Some(content) = response.content.get_mut("application/json") {
+                            wrap_success(content);
+                        }
+                    } else if status.starts_with('4') || status.starts_with('5') {
+                        response
+                            .content
+                            .insert("application/json".into(), error_content());
+                    }
+                }
+                let mut default = Response::new("An error (see `ErrorEnvelope.error.code`)");
+                default
+                    .content
+                    .insert("application/json".into(), error_content());
+                responses
+                    .entry("default".into())
+                    .or_insert(RefOr::T(default));
+            }
+        }
+    }
+}
+
+/// Puts a success body's schema under `data` of the success envelope.
+fn wrap_success(content: &mut Content) {
+    let data = content
+        .schema
+        .take()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_else(|| json!({}));
+    content.schema = Some(schema(json!({
+        "type": "object",
+        "required": ["success", "data"],
+        "properties": {
+            "success": { "type": "boolean", "enum": [true] },
+            "data": data,
+            "meta": { "$ref": "#/components/schemas/PageMeta" }
+        }
+    })));
 }
 
 /// Tally's HTTP API.
@@ -197,7 +318,7 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         webhook_dto::WebhookDeliveryDetailDto,
         webhook_dto::WebhookSettingsDto,
     )),
-    modifiers(&Security)
+    modifiers(&Security, &Envelopes)
 )]
 pub struct ApiDoc;
 

@@ -15,6 +15,7 @@ use crate::routes::{detached, idempotency_key, instant, page, txn_type};
 
 /// Every transaction of the admin's app, newest first.
 #[utoipa::path(
+    operation_id = "admin_transactions",
     tag = "admin",
     security(("bearer" = [])),
     params(AdminHistoryQuery),

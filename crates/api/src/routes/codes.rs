@@ -41,6 +41,7 @@ pub async fn create(
 
 /// The app's codes, newest first, with their use counts.
 #[utoipa::path(
+    operation_id = "list_codes",
     tag = "admin",
     security(("bearer" = [])),
     params(PageQuery),

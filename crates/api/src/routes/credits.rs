@@ -26,6 +26,7 @@ pub async fn balance(
 
 /// The caller's history, newest first.
 #[utoipa::path(
+    operation_id = "list_transactions",
     tag = "credits",
     security(("bearer" = [])),
     params(HistoryQuery),

@@ -164,6 +164,7 @@ pub async fn release(
 
 /// A hold, with its status as of now.
 #[utoipa::path(
+    operation_id = "get_hold",
     tag = "service",
     security(("service_key" = [])),
     params(("id" = String, Path, description = "Hold id")),

@@ -12,6 +12,7 @@ use crate::routes::{detached, idempotency_key};
 
 /// Whether a user could spend `amount` now.
 #[utoipa::path(
+    operation_id = "check_credits",
     tag = "service",
     security(("service_key" = [])),
     request_body = CheckRequest,

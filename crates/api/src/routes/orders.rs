@@ -13,6 +13,7 @@ use crate::routes::page;
 
 /// The caller's orders, newest first.
 #[utoipa::path(
+    operation_id = "list_my_orders",
     tag = "orders",
     security(("bearer" = [])),
     params(PageQuery),
@@ -37,6 +38,7 @@ pub async fn list(
 
 /// One of the caller's orders; another user's order is not found.
 #[utoipa::path(
+    operation_id = "get_my_order",
     tag = "orders",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id")),

@@ -23,6 +23,7 @@ use crate::routes::{detached, idempotency_key, keyset_page, page};
 
 /// The caller's subscriptions, newest first, past ones included; paged by the `before` cursor.
 #[utoipa::path(
+    operation_id = "list_my_subscriptions",
     tag = "orders",
     security(("bearer" = [])),
     params(SubscriptionPageQuery),

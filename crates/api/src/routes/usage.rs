@@ -16,6 +16,7 @@ use crate::routes::{detached, idempotency_key};
 
 /// Whether a call may go ahead and what it would cost now; changes nothing.
 #[utoipa::path(
+    operation_id = "check_usage",
     tag = "service",
     security(("service_key" = [])),
     request_body = UsageCheckRequest,
