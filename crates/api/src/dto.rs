@@ -264,16 +264,24 @@ impl From<CheckinConfigDto> for CheckinConfig {
 #[serde(deny_unknown_fields)]
 pub struct ManualAdjustmentRequest {
     /// Whose balance.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// Signed, non-zero credits.
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
     /// Why (shown in the history).
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: String,
     /// Expiry of granted credits (RFC 3339); positive amounts only.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     /// Idempotency key (or the `Idempotency-Key` header).
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]*$")]
     pub idempotency_key: Option<String>,
     /// Let a negative adjustment take the balance below zero.
     #[serde(default)]
@@ -285,8 +293,14 @@ pub struct ManualAdjustmentRequest {
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// Whose balance.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// Credits the call would cost.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
 }
 
@@ -306,14 +320,23 @@ pub struct CheckDto {
 #[serde(deny_unknown_fields)]
 pub struct ConsumeRequest {
     /// Whose balance.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// Positive credits to deduct.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
     /// Shown in the history, e.g. "AI chat completion (gpt-4)".
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: String,
-    /// Required: one key, one charge.
+    /// One key, one charge (or the `Idempotency-Key` header): 1–255 printable ASCII characters.
+    #[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[!-~]*$")]
     pub idempotency_key: Option<String>,
     /// JSON object stored with the transaction.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -322,18 +345,27 @@ pub struct ConsumeRequest {
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     /// Whose balance.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// Positive credits to grant.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
     /// Shown in the history.
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: String,
-    /// Required: one key, one grant.
+    /// One key, one grant (or the `Idempotency-Key` header): 1–255 printable ASCII characters.
+    #[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[!-~]*$")]
     pub idempotency_key: Option<String>,
     /// When the granted credits expire (RFC 3339); absent = never.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     /// JSON object stored with the transaction.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 

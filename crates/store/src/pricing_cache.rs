@@ -43,10 +43,13 @@ impl Pricing {
     }
 }
 
+/// Each app's pricing with the generation it was loaded at.
+type ByApp = HashMap<String, (i64, Arc<Pricing>)>;
+
 /// The pricing of the apps this server has served, with the generation each was loaded at.
 /// Cheap to clone; clones share the copies.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PricingCache(Arc<Mutex<HashMap<String, (i64, Arc<Pricing>)>>>);
+pub(crate) struct PricingCache(Arc<Mutex<ByApp>>);
 
 impl PricingCache {
     /// The app's pricing if it was loaded at `generation`.

@@ -366,8 +366,8 @@ async fn live_plan(
             .limit(1),
     )
     .get_result(conn)
-        .await
-        .optional()?;
+    .await
+    .optional()?;
     Ok(row.map(|(plan, start, end)| {
         let period = start.zip(end).map(|(s, e)| (from_db(s), from_db(e)));
         (plan, period)
