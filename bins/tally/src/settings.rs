@@ -355,11 +355,15 @@ impl Settings {
             .collect()
     }
 
-    /// Where a generated JWT secret lives: beside the SQLite database file.
-    pub fn secret_file(&self) -> Option<PathBuf> {
-        match tally_store::Backend::from_url(&self.database_url).ok()? {
-            tally_store::Backend::Sqlite(path) => Some(PathBuf::from(format!("{path}.secret"))),
-            tally_store::Backend::Postgres(_) => None,
+    /// Where a generated JWT secret lives: beside the SQLite database file. PostgreSQL has none
+    /// (every node must share a configured one); a URL Tally cannot read says why.
+    pub fn secret_file(&self) -> Result<PathBuf, String> {
+        match tally_store::Backend::from_url(&self.database_url).map_err(|e| e.to_string())? {
+            tally_store::Backend::Sqlite(path) => Ok(PathBuf::from(format!("{path}.secret"))),
+            tally_store::Backend::Postgres(_) => Err(
+                "TALLY_JWT_SECRET is required with PostgreSQL: every node must share one secret"
+                    .to_owned(),
+            ),
         }
     }
 }

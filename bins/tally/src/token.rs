@@ -26,9 +26,7 @@ pub fn resolve_secret(settings: &Settings) -> Result<(Secret, SecretSource), Str
     if let Some(s) = &settings.jwt_secret {
         return Ok((s.clone(), SecretSource::Configured));
     }
-    let path = settings
-        .secret_file()
-        .ok_or("TALLY_JWT_SECRET is required with PostgreSQL: every node must share one secret")?;
+    let path = settings.secret_file()?;
     if path.exists() {
         let s = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -88,9 +86,7 @@ pub fn server_secret(settings: &Settings) -> Result<Secret, String> {
     if let Some(s) = &settings.jwt_secret {
         return Ok(s.clone());
     }
-    let path = settings
-        .secret_file()
-        .ok_or("TALLY_JWT_SECRET is required with PostgreSQL: every node must share one secret")?;
+    let path = settings.secret_file()?;
     if !path.exists() {
         return Err(format!(
             "no JWT secret: the server writes {} on its first start, or takes TALLY_JWT_SECRET; \

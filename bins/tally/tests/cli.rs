@@ -195,6 +195,20 @@ async fn token_command(db: Db) {
     assert_ne!(code, Some(0), "{stdout}");
     assert!(stderr.contains("no JWT secret"), "{stderr}");
     assert!(!dir.path().join("elsewhere.db.secret").exists());
+    // A database URL without its scheme is named as the problem (not taken for PostgreSQL).
+    let mut cmd = tally_command(dir.path());
+    cmd.args(["token", "--user", "alice"])
+        .env_remove("TALLY_JWT_SECRET")
+        .env("TALLY_DATABASE_URL", elsewhere.display().to_string());
+    let (code, stdout, stderr) = run(&mut cmd).await;
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "an SQLite file is sqlite://{}",
+            elsewhere.display()
+        )),
+        "{stderr}"
+    );
     // Nonsense lifetimes are refused.
     let (code, _, stderr) = run(&mut mint(JWT_SECRET, &["--user", "alice", "--ttl", "0"])).await;
     assert_ne!(code, Some(0));

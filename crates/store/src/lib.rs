@@ -206,7 +206,12 @@ impl Backend {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_owned()));
         }
-        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        let Some((scheme, _)) = url.split_once(':') else {
+            return Err(StoreError::Config(format!(
+                "TALLY_DATABASE_URL: '{url}' has no scheme; an SQLite file is sqlite://{url}, a \
+                 PostgreSQL database postgres://…"
+            )));
+        };
         Err(StoreError::Config(format!(
             "TALLY_DATABASE_URL: unsupported scheme '{scheme}'; use sqlite://PATH or postgres://…"
         )))
