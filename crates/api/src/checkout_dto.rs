@@ -472,6 +472,7 @@ impl From<Subscription> for AdminSubscriptionDto {
 
 /// Filters of `GET /admin/orders`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AdminOrderQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
@@ -496,6 +497,7 @@ pub struct AdminOrderQuery {
 
 /// Filters of `GET /admin/subscriptions`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSubscriptionQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,

@@ -142,6 +142,7 @@ pub(crate) fn before_cursor_named(
 
 /// Pagination and filters of `GET /credits/transactions`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
@@ -158,6 +159,7 @@ pub struct HistoryQuery {
 
 /// Filters of `GET /admin/credits/transactions`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AdminHistoryQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
@@ -535,6 +537,7 @@ impl From<tally_ledger::RedemptionCode> for CodeDto {
 
 /// Pagination.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
@@ -1182,6 +1185,7 @@ impl AdminUserDetailDto {
 
 /// Search and pages of `GET /admin/users`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AdminUserQuery {
     /// Only user ids starting with this (case-sensitive).
     pub query: Option<String>,
@@ -1197,6 +1201,7 @@ pub struct AdminUserQuery {
 
 /// `GET /admin/stats` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct StatsParams {
     /// First day, `YYYY-MM-DD` (UTC); default 29 days before `to`.
     pub from: Option<String>,

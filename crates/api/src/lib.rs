@@ -60,8 +60,26 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
 }
 
+/// Every list reads its parameters into a struct that refuses unknown names: an unknown or
+/// mistyped parameter is a `VALIDATION_ERROR` naming it, as a bad value of a known one is.
 fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let api = ApiError::validation("query", err.to_string());
+    let message = match &err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    let api = match message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        Some((name, rest)) => ApiError::validation(
+            name,
+            match rest.strip_prefix(", ") {
+                Some(expected) => format!("is not a parameter of this request ({expected})"),
+                None => "is not a parameter of this request".to_owned(),
+            },
+        ),
+        None => ApiError::validation("query", message),
+    };
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
 }
 

@@ -244,6 +244,7 @@ impl From<Delivery> for WebhookDeliveryDetailDto {
 
 /// Filters of `GET /admin/webhooks/deliveries`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookDeliveryQuery {
     /// Only this endpoint's.
     pub endpoint_id: Option<String>,

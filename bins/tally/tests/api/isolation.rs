@@ -40,7 +40,12 @@ async fn users_and_apps_are_isolated(db: Db) {
     assert_eq!(status, 200, "{body}");
 
     let bob = user_token("bob");
-    for query in ["", "?user_id=alice", "?limit=100&type=reward"] {
+    // Naming another user is not a parameter of a user's own history: refused, nothing shown.
+    let (status, body, _) = app.get("/credits/transactions?user_id=alice", &bob).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["details"]["fields"][0]["field"], "user_id");
+    assert!(body.get("data").is_none(), "{body}");
+    for query in ["", "?limit=100&type=reward"] {
         let (status, body, _) = app
             .get(&format!("/credits/transactions{query}"), &bob)
             .await;

@@ -265,6 +265,8 @@ async fn order_visibility_and_pages(db: Db) {
         "/orders?limit=101",
         "/orders?offset=-1",
         "/orders?limit=x",
+        "/orders?offset=1000001",
+        "/orders?type=bogus",
     ] {
         let (status, reply, _) = app.get(bad, &alice).await;
         assert_eq!(
@@ -273,6 +275,32 @@ async fn order_visibility_and_pages(db: Db) {
             "{bad}"
         );
     }
+    // Every list reads its parameters the same way: an unknown one is named, a deep offset
+    // refused.
+    let admin = admin_token("root");
+    for (bad, field) in [
+        ("/orders?type=bogus", "type"),
+        ("/admin/billing/coupons?before=abc", "before"),
+        ("/admin/billing/events?offset=99999999", "offset"),
+        ("/admin/orders?offset=1000001", "offset"),
+        ("/admin/credits/codes?sort=desc", "sort"),
+    ] {
+        let token = if bad.starts_with("/admin") {
+            &admin
+        } else {
+            &alice
+        };
+        let (status, reply, _) = app.get(bad, token).await;
+        assert_eq!(status, 400, "{bad}: {reply}");
+        assert_eq!(
+            reply["error"]["details"]["fields"][0]["field"], field,
+            "{bad}: {reply}"
+        );
+    }
+    let (status, _, _) = app
+        .get("/admin/billing/events?offset=1000000", &admin)
+        .await;
+    assert_eq!(status, 200);
     let (status, sub, _) = app
         .get("/subscription", &app_token("bob", "default", None))
         .await;

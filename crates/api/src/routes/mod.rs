@@ -23,6 +23,7 @@ use std::future::Future;
 
 use actix_web::HttpRequest;
 use tally_ledger::TxnType;
+use tally_ledger::service::MAX_OFFSET;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
@@ -58,14 +59,18 @@ pub(crate) fn keyset_page<T, D: serde::Serialize>(
     crate::error::ok_cursor_page(rows, limit, offset, has_more, next_before)
 }
 
+/// Every list's `limit` (1–100, default 20) and `offset` (0 to [`MAX_OFFSET`], default 0).
 pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(20);
     let offset = offset.unwrap_or(0);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 100"));
     }
-    if offset < 0 {
-        return Err(ApiError::validation("offset", "must be 0 or more"));
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::validation(
+            "offset",
+            format!("must be between 0 and {MAX_OFFSET}"),
+        ));
     }
     Ok((limit, offset))
 }
