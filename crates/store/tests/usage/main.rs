@@ -189,6 +189,20 @@ fn messages(included: i64, reset: Reset, overage: Overage) -> Entitlement {
     }
 }
 
+/// Moves the app's day (and its day and month windows) to Tokyo's time zone.
+async fn tokyo(l: &Ledger) {
+    l.set_checkin_config(
+        APP,
+        CheckinConfig {
+            timezone: "Asia/Tokyo".into(),
+            ..CheckinConfig::default()
+        },
+        "admin",
+    )
+    .await
+    .unwrap();
+}
+
 async fn used(l: &Ledger, feature: &str) -> i64 {
     let status = l.feature_status(alice()).await.unwrap();
     status
@@ -342,16 +356,7 @@ async fn allowances_reset_at_their_local_boundaries(c: Ctx) {
     )
     .await;
     // The app's day is Tokyo's (UTC+9): it starts at 15:00 UTC.
-    l.set_checkin_config(
-        APP,
-        CheckinConfig {
-            timezone: "Asia/Tokyo".into(),
-            ..CheckinConfig::default()
-        },
-        "admin",
-    )
-    .await
-    .unwrap();
+    tokyo(l).await;
     // The clock starts 2026-06-01 12:00 UTC = 21:00 in Tokyo; that day ends at 15:00 UTC.
     let n = |key: &str, feature: &str| call(key, &[(feature, 1)], dims(&[]));
     l.track(n("d1", "messages")).await.unwrap();
@@ -826,17 +831,7 @@ async fn another_servers_pricing_changes_apply_at_once(c: Ctx) {
     ));
     // Moved to Tokyo on the other server, the day ended at 15:00 UTC: at 16:00 UTC a new one
     // has begun.
-    other
-        .set_checkin_config(
-            APP,
-            CheckinConfig {
-                timezone: "Asia/Tokyo".into(),
-                ..CheckinConfig::default()
-            },
-            "admin",
-        )
-        .await
-        .unwrap();
+    tokyo(&other).await;
     c.clock.advance(Duration::hours(4));
     let next_day = l.track(n("a5")).await.unwrap();
     assert_eq!((next_day.credits, next_day.lines[0].included_used), (0, 1));
