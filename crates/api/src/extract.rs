@@ -9,7 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, Error as _, MapAccess, Visitor};
 
 /// A request body that is a JSON object deserialized into `T`. The size limit, the Content-Type
 /// check and their errors are `web::JsonConfig`'s; anything but an object is a validation error
@@ -59,10 +59,229 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map))
+                // A field's error carries the field's JSON path, for `field_error`.
+                serde_path_to_error::deserialize(MapAccessDeserializer::new(map)).map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    if path == "." {
+                        inner
+                    } else {
+                        A::Error::custom(format!("field `{path}`: {inner}"))
+                    }
+                })
             }
         }
 
         deserializer.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+/// A body that could not be read into its request type, as `(field, message)` in plain words:
+/// the field's JSON path (`amount`, `entitlements[0].included`, or `body` when no field is to
+/// blame) and what it must be, without Rust's type names.
+pub(crate) fn field_error(serde_message: &str) -> (String, String) {
+    let message = match serde_message.rfind(" at line ") {
+        Some(i) if serde_message[i..].contains(" column ") => &serde_message[..i],
+        _ => serde_message,
+    };
+    if let Some((field, rest)) = message
+        .strip_prefix("field `")
+        .and_then(|m| m.split_once("`: "))
+    {
+        if is_syntax(rest) || field.contains('?') {
+            // Malformed JSON is the body's fault, wherever the parser stopped.
+            return ("body".to_owned(), format!("is not valid JSON: {rest}"));
+        }
+        return match field_error(rest) {
+            // An unknown field's path already ends with it; a missing one is inside the path.
+            (own, message) if own != "body" && !field.ends_with(own.as_str()) => {
+                (format!("{field}.{own}"), message)
+            }
+            (_, message) => (field.to_owned(), message),
+        };
+    }
+    if let Some((field, _)) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split_once('`'))
+    {
+        return (field.to_owned(), "is required".to_owned());
+    }
+    if let Some((field, rest)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+    {
+        let expected = rest.strip_prefix(", ").unwrap_or("");
+        return (
+            field.to_owned(),
+            format!("is not a field of this request ({expected})"),
+        );
+    }
+    if is_syntax(message) {
+        return ("body".to_owned(), format!("is not valid JSON: {message}"));
+    }
+    ("body".to_owned(), plain(message))
+}
+
+/// Whether serde_json's message is about the JSON text itself, not about a value in it.
+fn is_syntax(message: &str) -> bool {
+    const SYNTAX: &[&str] = &[
+        "EOF while parsing",
+        "expected ",
+        "invalid escape",
+        "invalid number",
+        "number out of range",
+        "invalid unicode",
+        "control character",
+        "key must be",
+        "lone leading surrogate",
+        "trailing ",
+        "unexpected end",
+        "recursion limit",
+    ];
+    SYNTAX.iter().any(|p| message.starts_with(p))
+}
+
+/// serde's "invalid type: string \"x\", expected i64" as "must be a whole number, not a string".
+fn plain(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return match message.strip_prefix("invalid value: ") {
+            Some(rest) => match rest.split_once(", expected ") {
+                Some((got, expected)) => match got.strip_prefix("integer `") {
+                    Some(value) => format!(
+                        "must be {}; {} is out of range",
+                        kind(expected),
+                        value.trim_end_matches('`')
+                    ),
+                    None => format!("must be {}, not {}", kind(expected), got_kind(got)),
+                },
+                None => format!("has an invalid value: {rest}"),
+            },
+            None => message.to_owned(),
+        };
+    };
+    match rest.split_once(", expected ") {
+        Some((got, expected)) => format!("must be {}, not {}", kind(expected), got_kind(got)),
+        None => message.to_owned(),
+    }
+}
+
+/// What serde expected, in plain words.
+fn kind(expected: &str) -> String {
+    let expected = expected.trim();
+    let words = match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+        "f32" | "f64" => "a number",
+        "a string" | "a borrowed string" | "a character" => "a string",
+        "a boolean" => "true or false",
+        "a sequence" => "a list",
+        "a map" | "a JSON object" => "a JSON object",
+        _ if expected.starts_with("struct ") || expected.starts_with("a JSON object") => {
+            "a JSON object"
+        }
+        _ => return expected.to_owned(),
+    };
+    words.to_owned()
+}
+
+/// What the body held, in plain words ("string \"x\"" is a string).
+fn got_kind(got: &str) -> &'static str {
+    match got.split([' ', '`']).next().unwrap_or("") {
+        "string" => "a string",
+        "integer" => "a number",
+        "floating" => "a fractional number",
+        "boolean" => "true or false",
+        "null" => "null",
+        "map" => "a JSON object",
+        "sequence" => "a list",
+        _ => "that",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Object, field_error};
+
+    /// What a client is told for a body of `json` read into `T`.
+    fn refusal<T: serde::de::DeserializeOwned>(json: &str) -> (String, String) {
+        let e = serde_json::from_str::<Object<T>>(json).err().unwrap();
+        field_error(&e.to_string())
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Request {
+        user_id: String,
+        amount: i64,
+        #[serde(default)]
+        lines: Vec<Line>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        included: u32,
+    }
+
+    #[test]
+    fn a_field_error_names_the_field_by_path_in_plain_words() {
+        let cases = [
+            (
+                r#"{"user_id": "a", "amount": "5"}"#,
+                "amount",
+                "must be a whole number, not a string",
+            ),
+            (
+                r#"{"user_id": "a", "amount": 1.5}"#,
+                "amount",
+                "must be a whole number, not a fractional number",
+            ),
+            (
+                r#"{"user_id": "a", "amount": 9223372036854775808}"#,
+                "amount",
+                "must be a whole number; 9223372036854775808 is out of range",
+            ),
+            (
+                r#"{"user_id": 7, "amount": 1}"#,
+                "user_id",
+                "must be a string, not a number",
+            ),
+            (r#"{"user_id": "a"}"#, "amount", "is required"),
+            (
+                r#"{"user_id": "a", "amount": 1, "lines": [{"included": -1}]}"#,
+                "lines[0].included",
+                "must be a whole number of 0 or more; -1 is out of range",
+            ),
+            (
+                r#"{"user_id": "a", "amount": 1, "lines": {}}"#,
+                "lines",
+                "must be a list, not a JSON object",
+            ),
+            (r#"["a", 1]"#, "body", "must be a JSON object, not a list"),
+            (
+                r#"{"user_id": "a", "amount": "#,
+                "body",
+                "is not valid JSON: EOF while parsing a value",
+            ),
+            (
+                r#"{"user_id": "a", "amount": 1, "lines": [{}]}"#,
+                "lines[0].included",
+                "is required",
+            ),
+        ];
+        for (json, field, message) in cases {
+            assert_eq!(
+                refusal::<Request>(json),
+                (field.to_owned(), message.to_owned()),
+                "{json}"
+            );
+        }
+        let (field, message) = refusal::<Request>(r#"{"user_id": "a", "amount": 1, "memo": 1}"#);
+        assert_eq!(field, "memo");
+        assert!(
+            message.starts_with("is not a field of this request (expected one of `user_id`"),
+            "{message}"
+        );
     }
 }

@@ -54,7 +54,10 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::ContentType => {
             ApiError::validation("body", "Content-Type must be application/json")
         }
-        JsonPayloadError::Deserialize(e) => ApiError::validation("body", e.to_string()),
+        JsonPayloadError::Deserialize(e) => {
+            let (field, message) = extract::field_error(&e.to_string());
+            ApiError::validation(&field, message)
+        }
         other => ApiError::validation("body", other.to_string()),
     };
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
