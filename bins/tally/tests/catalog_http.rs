@@ -397,6 +397,15 @@ async fn bad_plan_input_changes_nothing(app: App) {
         ),
         (with("currency", json!("xyz")), Some("currency")),
         (with("name", json!("   ")), Some("name")),
+        (with("name", json!("Pro\u{0}")), Some("name")),
+        (
+            with("description", json!("Best\u{1b}[31m plan")),
+            Some("description"),
+        ),
+        (
+            with("features", json!(["500 credits\u{7f}"])),
+            Some("features[0]"),
+        ),
         (
             with("credits_expire_days", json!(0)),
             Some("credits_expire_days"),
@@ -437,7 +446,10 @@ async fn bad_plan_input_changes_nothing(app: App) {
         (Body::Json(json!(["Renamed via array"])), Some("body")),
         (Body::Json(json!({"nmae": "typo"})), Some("nmae")),
         (Body::Json(json!({"name": null})), Some("name")),
-        (Body::Json(json!({"price_monthly": "cheap"})), Some("price_monthly")),
+        (
+            Body::Json(json!({"price_monthly": "cheap"})),
+            Some("price_monthly"),
+        ),
         (
             Body::Json(json!({"price_monthly": -10})),
             Some("price_monthly"),

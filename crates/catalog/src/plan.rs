@@ -1,6 +1,7 @@
 //! Plans: what an app sells. A `subscription` has a monthly and/or yearly price and grants
 //! `credits_included` each period; a `credit_pack` has one price and grants its credits once.
 
+use tally_kernel::has_control_chars;
 use time::OffsetDateTime;
 
 use crate::error::{CatalogError, Problems};
@@ -162,14 +163,17 @@ impl PlanSpec {
     fn validate(&self) -> Result<(), CatalogError> {
         let mut p = Problems::default();
         p.check(
-            !self.name.is_empty() && self.name.chars().count() <= 100,
+            !self.name.is_empty()
+                && self.name.chars().count() <= 100
+                && !has_control_chars(&self.name, false),
             "name",
-            "must be 1-100 characters",
+            "must be 1-100 characters without control characters",
         );
         p.check(
-            self.description.chars().count() <= 1000,
+            self.description.chars().count() <= 1000
+                && !has_control_chars(&self.description, true),
             "description",
-            "must be at most 1000 characters",
+            "must be at most 1000 characters, without control characters other than line breaks and tabs",
         );
         check_currency(&mut p, "currency", &self.currency);
         for (field, price) in [
@@ -189,9 +193,9 @@ impl PlanSpec {
         );
         for (i, f) in self.features.iter().enumerate() {
             p.check(
-                !f.trim().is_empty() && f.chars().count() <= 200,
+                !f.trim().is_empty() && f.chars().count() <= 200 && !has_control_chars(f, false),
                 format!("features[{i}]"),
-                "must be 1-200 characters, not blank",
+                "must be 1-200 characters, not blank, without control characters",
             );
         }
         for (field, id) in self.external_ids() {

@@ -28,6 +28,14 @@ pub fn is_user_id(user: &str) -> bool {
         && !user.chars().any(char::is_control)
 }
 
+/// Whether free text holds a control character (`char::is_control`: C0, DEL, C1), other than
+/// the line breaks and tabs of multi-line text when `multiline`. Names, ids and one-line
+/// descriptions refuse every control character; long descriptions keep their lines.
+pub fn has_control_chars(text: &str, multiline: bool) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +58,15 @@ mod tests {
         for bad in ["", "a\nb", "nul\0", &"é".repeat(129)] {
             assert!(!is_user_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_text() {
+        assert!(!has_control_chars("Pro plan – 500 msgs", false));
+        assert!(has_control_chars("a\u{0}b", false));
+        assert!(has_control_chars("a\u{7f}", true));
+        assert!(has_control_chars("a\u{85}", true));
+        assert!(has_control_chars("line\nbreak", false));
+        assert!(!has_control_chars("line\nbreak\twith tab\r\n", true));
     }
 }

@@ -15,7 +15,8 @@ pub use serde;
 
 pub use clock::{Clock, ManualClock, SystemClock, truncate_micros};
 pub use ids::{
-    APP_KEY_RULE, MAX_APP_KEY_LEN, MAX_USER_ID_CHARS, USER_ID_RULE, is_app_key, is_user_id,
+    APP_KEY_RULE, MAX_APP_KEY_LEN, MAX_USER_ID_CHARS, USER_ID_RULE, has_control_chars, is_app_key,
+    is_user_id,
 };
 
 /// One problem with one field of a request, in every domain crate's validation errors.

@@ -111,10 +111,17 @@ fn event_types(names: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, Web
 
 fn description(d: Option<String>) -> Result<Option<String>, WebhookError> {
     match d {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN => Err(invalid(
-            "description",
-            format!("longer than {MAX_DESCRIPTION_LEN} characters"),
-        )),
+        Some(d)
+            if d.chars().count() > MAX_DESCRIPTION_LEN
+                || tally_kernel::has_control_chars(&d, false) =>
+        {
+            Err(invalid(
+                "description",
+                format!(
+                    "must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"
+                ),
+            ))
+        }
         d => Ok(d),
     }
 }

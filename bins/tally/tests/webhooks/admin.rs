@@ -139,6 +139,7 @@ async fn bad_requests_change_nothing(db: Db) {
         json!({ "url": receiver.url, "event_types": [] }),
         json!({ "url": receiver.url, "event_types": ["credits.granted", "credits.stolen"] }),
         json!({ "url": receiver.url, "description": "x".repeat(501) }),
+        json!({ "url": receiver.url, "description": "billing\u{0}hook" }),
         json!({ "url": receiver.url, "secret": "whsec_mine" }),
         json!({ "url": 7 }),
     ] {
