@@ -338,7 +338,7 @@ pub struct ConsumeRequest {
     #[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[!-~]*$")]
     pub idempotency_key: Option<String>,
     /// JSON object stored with the transaction.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -367,7 +367,7 @@ pub struct GrantRequest {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     /// JSON object stored with the transaction.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub metadata: Option<serde_json::Value>,
 }
 
