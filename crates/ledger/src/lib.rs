@@ -29,8 +29,9 @@ pub use codes::{CodeBatchRequest, RedeemRequest, RedemptionCode};
 pub use error::LedgerError;
 pub use holds::{CaptureRequest, Hold, HoldStatus, HoldView, ReserveRequest};
 pub use model::{
-    AccountQuery, AccountRef, AccountSummary, AccountView, BalanceView, ExpiringCredits, LotView,
-    MAX_CREDITS, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
+    AccountQuery, AccountRef, AccountSummary, AccountView, BALANCE_LOTS, BalanceView, DETAIL_ROWS,
+    ExpiringCredits, LotView, MAX_CREDITS, MAX_USER_ID_CHARS, Movement, MovementKind, Transaction,
+    TransactionQuery, TxnType,
 };
 pub use repo::LedgerRepository;
 pub use service::{Ledger, Sufficiency, UsageCheck};

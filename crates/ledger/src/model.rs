@@ -8,6 +8,11 @@ use crate::LedgerError;
 
 /// The largest number of credits a single movement may carry (and a balance may reach).
 pub const MAX_CREDITS: i64 = 1_000_000_000_000;
+/// The expiring lots a balance read takes at most besides the due ones: its `expiring` list
+/// shows the instants among the soonest this many lots (all of them on a smaller account).
+pub const BALANCE_LOTS: i64 = 64;
+/// The live lots and the active holds an account's detail lists at most, each.
+pub const DETAIL_ROWS: i64 = 100;
 const MAX_DESCRIPTION_CHARS: usize = 500;
 const MAX_KEY_CHARS: usize = 255;
 const MAX_METADATA_BYTES: usize = 4_096;
@@ -113,6 +118,19 @@ pub enum MovementKind {
         /// Positive number of credits.
         credits: i64,
     },
+}
+
+impl MovementKind {
+    /// The credits the movement takes out of lots, at most: what the store must read of the
+    /// account's live lots, in consumption order, to plan it (0 for a grant or a positive
+    /// adjustment).
+    pub fn burns(&self) -> i64 {
+        match *self {
+            MovementKind::Grant { .. } => 0,
+            MovementKind::Debit { credits, .. } | MovementKind::Clawback { credits } => credits,
+            MovementKind::Adjust { credits, .. } => (-credits).max(0),
+        }
+    }
 }
 
 /// A request to move credits, as the repository receives it.
@@ -279,16 +297,27 @@ pub struct LotView {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// An account as stored: cached balance and held, plus its live lots.
+/// An account as the store read it at one instant: the cached balance and held credits, and as
+/// many of its lots and holds as the reader needs — never all of them, so that the cost of a
+/// request does not grow with what the account holds.
+///
+/// The planners need every lot and active hold *due* at the instant they plan for (they expire
+/// first), and a debit needs live lots in consumption order until they cover it (see
+/// [`MovementKind::burns`]; all of them for an overdraft). A balance read needs the due lots and
+/// the soonest expiring ones (see [`crate::plan::balance_view`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccountView {
     /// Cached balance (sum of the transactions).
     pub balance: i64,
-    /// Credits reserved by holds.
+    /// Credits reserved by holds (all active holds, due or not).
     pub held: i64,
-    /// Lots with a positive remainder, in id order.
+    /// Lots with a positive remainder, as far as the reader read them.
     pub lots: Vec<LotView>,
-    /// Active holds (some may be past their expiry but not yet marked).
+    /// Whether lots that expire were left unread after the latest-expiring one in `lots`: the
+    /// credits expiring at that instant may then be more than `lots` shows.
+    pub more_expiring: bool,
+    /// Active holds, as far as the reader read them: at least every one due at the instant
+    /// (some may be past their expiry but not yet marked).
     pub holds: Vec<crate::holds::HoldView>,
 }
 

@@ -55,8 +55,9 @@ pub struct Plan {
 /// Checks, in debug builds, that `plan` keeps the ledger's invariants on `state` (the rules
 /// `tally verify` checks afterwards): the balance moves by exactly the entries' amounts, each
 /// entry's `balance_after` is the running sum, no lot grows or goes below zero, the held credits
-/// only shrink and stay non-negative, a new lot holds at most what it grants, and — when the
-/// state's live lots held the positive part of its balance — they still do after the plan.
+/// only shrink and stay non-negative, a new lot holds at most what it grants, and the lots change
+/// by exactly what the positive part of the balance does — so that lots which held it before
+/// still do after, although the state holds only the lots the plan needed.
 #[cfg(debug_assertions)]
 fn check_plan(state: &AccountView, plan: &Plan) {
     let mut running = state.balance;
@@ -71,17 +72,20 @@ fn check_plan(state: &AccountView, plan: &Plan) {
         plan.balance, running,
         "the balance moves by the entries' amounts"
     );
-    let mut lots: std::collections::BTreeMap<i64, i64> =
+    let lots: std::collections::BTreeMap<i64, i64> =
         state.lots.iter().map(|l| (l.id, l.remaining)).collect();
+    let mut change = 0;
     for &(id, remaining) in &plan.lot_updates {
-        let before = lots.insert(id, remaining);
+        let before = lots.get(&id).copied();
         assert!(
             before.is_some_and(|b| (0..=b).contains(&remaining)),
             "lot {id} goes from {before:?} to {remaining}"
         );
+        change += remaining - before.unwrap_or(0);
     }
     if let Some(lot) = &plan.new_lot {
         assert!((0..=lot.amount).contains(&lot.remaining), "{lot:?}");
+        change += lot.remaining;
     }
     assert!(
         (0..=state.held).contains(&plan.held),
@@ -89,16 +93,11 @@ fn check_plan(state: &AccountView, plan: &Plan) {
         state.held,
         plan.held
     );
-    let before: i64 = state.lots.iter().map(|l| l.remaining).sum();
-    if before == state.balance.max(0) {
-        let after: i64 =
-            lots.values().sum::<i64>() + plan.new_lot.as_ref().map_or(0, |l| l.remaining);
-        assert_eq!(
-            after,
-            plan.balance.max(0),
-            "live lots hold the positive balance"
-        );
-    }
+    assert_eq!(
+        change,
+        plan.balance.max(0) - state.balance.max(0),
+        "the lots change by what the positive balance does"
+    );
 }
 
 #[cfg(not(debug_assertions))]
@@ -122,17 +121,22 @@ pub fn plan_expiry(state: &AccountView, now: OffsetDateTime) -> Plan {
             plan.expired_holds.push(hold.id);
         }
     }
-    for lot in &state.lots {
-        if lot.remaining > 0 && lot.expires_at.is_some_and(|at| at <= now) {
-            plan.balance -= lot.remaining;
-            plan.lot_updates.push((lot.id, 0));
-            plan.expiries.push(Entry {
-                txn_type: TxnType::Expiry,
-                amount: -lot.remaining,
-                balance_after: plan.balance,
-                expired_lot: Some(lot.id),
-            });
-        }
+    let mut due: Vec<_> = state
+        .lots
+        .iter()
+        .filter(|l| l.remaining > 0 && l.expires_at.is_some_and(|at| at <= now))
+        .collect();
+    // In lot order, however the store read them.
+    due.sort_by_key(|l| l.id);
+    for lot in due {
+        plan.balance -= lot.remaining;
+        plan.lot_updates.push((lot.id, 0));
+        plan.expiries.push(Entry {
+            txn_type: TxnType::Expiry,
+            amount: -lot.remaining,
+            balance_after: plan.balance,
+            expired_lot: Some(lot.id),
+        });
     }
     check_plan(state, &plan);
     plan
@@ -271,7 +275,11 @@ fn debit(plan: &mut Plan, live: &[crate::LotView], balance: i64, txn_type: TxnTy
 }
 
 /// The balance a user sees at `now`: lots past their expiry no longer count, whether or not the
-/// sweep has written their expiry yet.
+/// sweep has written their expiry yet, and neither do holds past theirs.
+///
+/// `state` must hold every lot and active hold due at `now`; `expiring` lists the instants of the
+/// expiring lots it holds, soonest first — all of them unless `state.more_expiring`, when the
+/// latest instant it shows is left out (more lots may expire then than it holds).
 pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
     let due: i64 = state
         .lots
@@ -299,12 +307,16 @@ pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
             }),
         }
     }
-    let held: i64 = state
+    if state.more_expiring {
+        expiring.pop();
+    }
+    let held_due: i64 = state
         .holds
         .iter()
-        .filter(|h| h.expires_at > now)
+        .filter(|h| h.expires_at <= now)
         .map(|h| h.amount)
         .sum();
+    let held = state.held - held_due;
     BalanceView {
         balance,
         available: (balance - held).max(0),
@@ -334,6 +346,7 @@ mod tests {
             balance: lots.iter().map(|l| l.remaining).sum(),
             held: 0,
             holds: vec![],
+            more_expiring: false,
             lots,
         }
     }
@@ -472,6 +485,7 @@ mod tests {
             balance: -30,
             held: 0,
             holds: vec![],
+            more_expiring: false,
             lots: vec![],
         };
         let kind = MovementKind::Grant {
@@ -509,6 +523,7 @@ mod tests {
             balance: MAX_CREDITS,
             held: 0,
             holds: vec![],
+            more_expiring: false,
             lots: vec![lot(1, MAX_CREDITS, None)],
         };
         let kind = MovementKind::Grant {
@@ -520,5 +535,80 @@ mod tests {
             plan_movement(&s, &kind, NOW),
             Err(LedgerError::Overflow)
         ));
+    }
+
+    #[test]
+    fn a_debit_plans_from_the_lots_that_cover_it() {
+        // The store reads lots in consumption order only until they cover the debit.
+        let mut s = state(vec![lot(7, 4, Some(2)), lot(9, 10, None)]);
+        s.balance = 10_000;
+        let plan = plan_movement(&s, &debit(12), NOW).unwrap();
+        assert_eq!(plan.lot_updates, vec![(7, 0), (9, 2)]);
+        assert_eq!(plan.balance, 9_988);
+        assert_eq!(debit(12).burns(), 12);
+        let take = MovementKind::Adjust {
+            credits: -5,
+            allow_negative: true,
+            expires_at: None,
+        };
+        assert_eq!(take.burns(), 5);
+        let give = MovementKind::Adjust {
+            credits: 5,
+            allow_negative: false,
+            expires_at: None,
+        };
+        assert_eq!(give.burns(), 0);
+        assert_eq!(MovementKind::Clawback { credits: 3 }.burns(), 3);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn an_overdraft_planned_without_every_lot_is_caught() {
+        // Lots hold 30 of a balance of 30, but the state shows only one of them.
+        let mut s = state(vec![lot(1, 10, None)]);
+        s.balance = 30;
+        let overdraft = MovementKind::Clawback { credits: 40 };
+        let caught = std::panic::catch_unwind(|| plan_movement(&s, &overdraft, NOW));
+        assert!(caught.is_err(), "the lots would no longer hold the balance");
+    }
+
+    #[test]
+    fn balance_view_leaves_out_an_instant_it_may_not_have_read_whole() {
+        let mut s = state(vec![
+            lot(1, 10, Some(1)),
+            lot(2, 5, Some(2)),
+            lot(3, 3, Some(2)),
+        ]);
+        s.balance += 100;
+        let all = balance_view(&s, NOW);
+        assert_eq!(all.expiring.len(), 2);
+        assert_eq!(all.expiring[1].amount, 8);
+        s.more_expiring = true;
+        let partial = balance_view(&s, NOW);
+        assert_eq!(
+            partial.expiring,
+            vec![ExpiringCredits {
+                amount: 10,
+                expires_at: NOW + Duration::days(1)
+            }]
+        );
+        assert_eq!(partial.balance, 118, "the balance is the account's");
+    }
+
+    #[test]
+    fn balance_view_counts_held_credits_of_holds_not_yet_due() {
+        use crate::holds::HoldView;
+        let mut s = state(vec![lot(1, 100, None)]);
+        // 30 held in all; the store read only the due hold of 10.
+        s.held = 30;
+        s.holds = vec![HoldView {
+            id: 4,
+            amount: 10,
+            expires_at: NOW,
+        }];
+        let v = balance_view(&s, NOW);
+        assert_eq!((v.held, v.available), (20, 80));
+        let before = balance_view(&s, NOW - Duration::microseconds(1));
+        assert_eq!((before.held, before.available), (30, 70));
     }
 }

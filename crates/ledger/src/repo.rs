@@ -31,8 +31,24 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     /// with [`LedgerError::AlreadyCheckedIn`] through a unique constraint.
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError>;
 
-    /// The stored account (zero when it does not exist yet).
-    async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError>;
+    /// The stored account as a balance read at `now` needs it (zero when it does not exist
+    /// yet): every lot and active hold due at `now`, and the soonest expiring lots (at least
+    /// [`crate::BALANCE_LOTS`] of them, or all, with [`AccountView::more_expiring`] saying which).
+    async fn account(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+    ) -> Result<AccountView, LedgerError>;
+
+    /// The account's lots due at `now`, then its live lots in consumption order, and its active
+    /// holds, soonest to run out first: at most `limit` of each (empty when the account does not
+    /// exist).
+    async fn account_contents(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<AccountView, LedgerError>;
 
     /// A page of the app's accounts, newest first; a `before` that names no account of the app
     /// is a validation error on `before`.

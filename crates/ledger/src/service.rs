@@ -119,8 +119,9 @@ impl Ledger {
 
     /// The balance as the user sees it now.
     pub async fn balance(&self, account: AccountRef) -> Result<BalanceView, LedgerError> {
-        let state = self.repo.account(account).await?;
-        Ok(balance_view(&state, self.clock.now()))
+        let now = self.clock.now();
+        let state = self.repo.account(account, now).await?;
+        Ok(balance_view(&state, now))
     }
 
     /// A page of the app's accounts for its operators (`limit` 1–100), newest first, and
@@ -149,7 +150,8 @@ impl Ledger {
     }
 
     /// One account as operators see it: its summary (none when the user never had a movement
-    /// or hold), the balance as the user sees it, and the live lots and active holds behind it.
+    /// or hold), the balance as the user sees it, and the live lots (in consumption order) and
+    /// active holds behind it, at most [`crate::DETAIL_ROWS`] of each.
     pub async fn account_detail(
         &self,
         account: AccountRef,
@@ -157,12 +159,13 @@ impl Ledger {
         let Some(summary) = self.repo.account_summary(account.clone()).await? else {
             return Ok(None);
         };
-        let state = self.repo.account(account).await?;
-        Ok(Some((
-            summary,
-            balance_view(&state, self.clock.now()),
-            state,
-        )))
+        let now = self.clock.now();
+        let state = self.repo.account(account.clone(), now).await?;
+        let contents = self
+            .repo
+            .account_contents(account, now, crate::DETAIL_ROWS)
+            .await?;
+        Ok(Some((summary, balance_view(&state, now), contents)))
     }
 
     /// The app's statistics over a range of days, in buckets. Finished days come from the

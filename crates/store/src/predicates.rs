@@ -1,7 +1,8 @@
 //! The fixed predicates of the partial indexes, written into the statement text rather than
 //! bound as parameters.
 //!
-//! `lots_live`/`lots_due` are defined `WHERE remaining > 0`, `holds_active`/`holds_due`
+//! `lots_live`/`lots_due` are defined `WHERE remaining > 0` (and `lots_expiring`/`lots_lasting`
+//! with `expires_at IS [NOT] NULL` besides), `holds_active`/`holds_due`
 //! `WHERE status = 'active'`, and the webhook outbox's `WHERE NOT fanned_out` and
 //! `WHERE status = 'pending'`. With the constant bound as a parameter (`remaining > ?`), SQLite
 //! decides whether the partial index applies by peeking at the bound value, and so marks the
@@ -11,7 +12,9 @@
 //! types of their own: constant SQL, cacheable.
 
 use diesel::backend::Backend;
-use diesel::expression::{AppearsOnTable, Expression, ValidGrouping, is_aggregate};
+use diesel::expression::{
+    AppearsOnTable, Expression, SelectableExpression, ValidGrouping, is_aggregate,
+};
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::result::QueryResult;
 use diesel::sql_types::Bool;
@@ -48,6 +51,18 @@ fixed_predicate!(
 );
 
 fixed_predicate!(
+    /// A lot with credits left that expires (the `lots_expiring` index).
+    ExpiringLot,
+    "(\"lots\".\"remaining\" > 0 AND \"lots\".\"expires_at\" IS NOT NULL)"
+);
+
+fixed_predicate!(
+    /// A lot with credits left that never expires (the `lots_lasting` index).
+    LastingLot,
+    "(\"lots\".\"remaining\" > 0 AND \"lots\".\"expires_at\" IS NULL)"
+);
+
+fixed_predicate!(
     /// `holds.status = 'active'` (the `holds_active` and `holds_due` indexes).
     ActiveHold,
     "\"holds\".\"status\" = 'active'"
@@ -74,4 +89,33 @@ diesel::define_sql_function! {
         start: diesel::sql_types::Integer,
         length: diesel::sql_types::Integer,
     ) -> diesel::sql_types::Text;
+}
+
+/// When the account's soonest active hold runs out (null without one): a subquery on the
+/// `accounts` row of the statement it appears in, one step down the `holds_active` index. The
+/// balance read uses it to tell whether any hold is due without reading the holds.
+#[derive(Debug, Clone, Copy, Default, QueryId)]
+pub(crate) struct NextHoldExpiry;
+
+impl Expression for NextHoldExpiry {
+    type SqlType = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>;
+}
+
+impl<QS> AppearsOnTable<QS> for NextHoldExpiry {}
+
+impl<QS> SelectableExpression<QS> for NextHoldExpiry {}
+
+impl<GB> ValidGrouping<GB> for NextHoldExpiry {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl<DB: Backend> QueryFragment<DB> for NextHoldExpiry {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "(SELECT \"h\".\"expires_at\" FROM \"holds\" AS \"h\" \
+             WHERE \"h\".\"account_id\" = \"accounts\".\"id\" AND \"h\".\"status\" = 'active' \
+             ORDER BY \"h\".\"expires_at\" LIMIT 1)",
+        );
+        Ok(())
+    }
 }

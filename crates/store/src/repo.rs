@@ -119,22 +119,41 @@ impl LedgerRepository for Store {
         .map_err(Into::into)
     }
 
-    async fn account(&self, account: AccountRef) -> Result<AccountView, LedgerError> {
-        // One statement reads the account and its lots consistently. Only an account with holds
-        // needs a second statement, and so a snapshot around both.
+    async fn account(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+    ) -> Result<AccountView, LedgerError> {
+        // One statement reads the account and its soonest-expiring lots consistently. Only an
+        // account with holds, or with more due lots than that statement reads, needs more
+        // statements, and so a snapshot around them.
         let first = account.clone();
         let view = exec!(self, ShortRead, ledger, |conn, ops| {
-            ops::account_and_lots(conn, &first).await
+            ops::account_and_lots(conn, &first, now).await
         });
         match view {
-            Ok(view) if view.held != 0 => {
+            Ok(Some(view)) => Ok(view),
+            Ok(None) => {
                 exec!(self, Snapshot, ledger, |conn, ops| ops::account(
-                    conn, &account
+                    conn, &account, now
                 )
                 .await)
             }
-            other => other,
+            Err(e) => Err(e),
         }
+        .map_err(Into::into)
+    }
+
+    async fn account_contents(
+        &self,
+        account: AccountRef,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<AccountView, LedgerError> {
+        exec!(self, Snapshot, ledger, |conn, ops| ops::account_contents(
+            conn, &account, now, limit
+        )
+        .await)
         .map_err(Into::into)
     }
 

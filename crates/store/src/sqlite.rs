@@ -36,7 +36,7 @@ pub(crate) async fn account_and_lots_rows(
     user: &str,
 ) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
     use crate::ops::account_and_lots_query;
-    use crate::predicates::LiveLot;
+    use crate::predicates::{ExpiringLot, NextHoldExpiry};
     use crate::rows::{AccountRow, LotRow};
     use crate::schema::{accounts, lots};
     use diesel::prelude::*;

@@ -11,17 +11,17 @@ use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
 use tally_ledger::plan::{Plan, plan_expiry, plan_movement};
 use tally_ledger::{
-    AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, CheckinConfig,
-    LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
+    AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, BALANCE_LOTS,
+    CheckinConfig, LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
 };
-use tally_ledger::{CaptureRequest, Hold, HoldStatus, RedemptionCode, ReserveRequest};
+use tally_ledger::{CaptureRequest, Hold, HoldStatus, HoldView, RedemptionCode, ReserveRequest};
 use tally_webhooks::payload::{CheckinCompleted, Payload};
 use time::{Date, OffsetDateTime};
 
 use crate::StoreError;
 use crate::cached::cached;
 use crate::predicates::substr;
-use crate::predicates::{ActiveHold, LiveLot};
+use crate::predicates::{ActiveHold, ExpiringLot, LastingLot, LiveLot};
 use crate::rows::{
     AUDIT_SQL, AccountRow, AccountSummaryRow, AuditRow, CodeRow, HoldRow, LotRow, NewTxn, TxnRow,
     from_db, to_db,
@@ -32,7 +32,7 @@ use crate::schema::{
 };
 
 use super::Conn;
-use crate::ops::fold_account;
+use crate::ops::{FoldedAccount, fold_account};
 
 /// Locks the account row for this transaction, creating it on first use.
 pub(super) async fn lock_account(
@@ -75,56 +75,173 @@ async fn lock_account_by_id(conn: &mut Conn, id: i64) -> Result<AccountRow, Stor
     )
 }
 
-async fn live_lots(conn: &mut Conn, account_id: i64) -> Result<AccountView, StoreError> {
-    let lots = lots::table
+/// The account's lots due at `now`, soonest first.
+async fn due_lots(
+    conn: &mut Conn,
+    account_id: i64,
+    now: OffsetDateTime,
+) -> Result<Vec<LotRow>, StoreError> {
+    Ok(lots::table
         .filter(lots::account_id.eq(account_id))
-        .filter(LiveLot)
-        .order(lots::id)
+        .filter(ExpiringLot)
+        .filter(lots::expires_at.le(to_db(now)))
+        .order((lots::expires_at, lots::id))
         .select(LotRow::as_select())
-        .load(conn)
-        .await?;
-    Ok(AccountView {
-        lots: lots.into_iter().map(Into::into).collect(),
-        ..AccountView::default()
-    })
-}
-
-async fn active_holds(conn: &mut Conn, account_id: i64) -> Result<Vec<HoldRow>, StoreError> {
-    Ok(holds::table
-        .filter(holds::account_id.eq(account_id))
-        .filter(ActiveHold)
-        .order(holds::id)
-        .select(HoldRow::as_select())
         .load(conn)
         .await?)
 }
 
+/// The first `limit` of the account's lots that expire after `now`, soonest first.
+async fn expiring_lots(
+    conn: &mut Conn,
+    account_id: i64,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<LotRow>, StoreError> {
+    Ok(lots::table
+        .filter(lots::account_id.eq(account_id))
+        .filter(ExpiringLot)
+        .filter(lots::expires_at.gt(to_db(now)))
+        .order((lots::expires_at, lots::id))
+        .limit(limit)
+        .select(LotRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The first `limit` of the account's lots that never expire, oldest first.
+async fn lasting_lots(
+    conn: &mut Conn,
+    account_id: i64,
+    limit: i64,
+) -> Result<Vec<LotRow>, StoreError> {
+    Ok(lots::table
+        .filter(lots::account_id.eq(account_id))
+        .filter(LastingLot)
+        .order(lots::id)
+        .limit(limit)
+        .select(LotRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The account's active holds that run out at or before `until`, soonest first, at most `limit`.
+async fn active_holds(
+    conn: &mut Conn,
+    account_id: i64,
+    until: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<HoldView>, StoreError> {
+    let rows: Vec<HoldRow> = holds::table
+        .filter(holds::account_id.eq(account_id))
+        .filter(ActiveHold)
+        .filter(holds::expires_at.le(to_db(until)))
+        .order((holds::expires_at, holds::id))
+        .limit(limit)
+        .select(HoldRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.iter().map(HoldRow::view).collect())
+}
+
+/// The active holds due at `now` (every one of them).
+async fn due_holds(
+    conn: &mut Conn,
+    account_id: i64,
+    now: OffsetDateTime,
+) -> Result<Vec<HoldView>, StoreError> {
+    active_holds(conn, account_id, now, i64::MAX).await
+}
+
+/// What planning at `now` needs of a locked account besides its row: every lot and active hold
+/// due at `now` (they expire first). A debit also needs [`burn_lots`].
 pub(super) async fn state(
     conn: &mut Conn,
     account: &AccountRow,
+    now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
-    let mut view = live_lots(conn, account.id).await?;
-    view.balance = account.balance;
-    view.held = account.held;
-    if account.held != 0 {
-        view.holds = active_holds(conn, account.id)
-            .await?
-            .iter()
-            .map(HoldRow::view)
-            .collect();
+    let lots = due_lots(conn, account.id, now).await?;
+    let holds = if account.held != 0 {
+        due_holds(conn, account.id, now).await?
+    } else {
+        vec![]
+    };
+    Ok(AccountView {
+        balance: account.balance,
+        held: account.held,
+        lots: lots.into_iter().map(Into::into).collect(),
+        more_expiring: true,
+        holds,
+    })
+}
+
+/// Adds to `view` the account's live lots in consumption order (soonest-expiring first, then
+/// never-expiring, oldest first) until they cover `credits`, or all of them when they cannot.
+///
+/// Every lot holds at least one credit, so `credits` lots always cover `credits`: a read asks for
+/// a few, then twice as many, never more than `credits`, and stops at the first that covers.
+pub(super) async fn burn_lots(
+    conn: &mut Conn,
+    account_id: i64,
+    view: &mut AccountView,
+    credits: i64,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    const FIRST_READ: i64 = 16;
+    let mut need = credits;
+    for lasting in [false, true] {
+        if need <= 0 {
+            break;
+        }
+        let mut limit = need.min(FIRST_READ);
+        loop {
+            let rows = if lasting {
+                lasting_lots(conn, account_id, limit).await?
+            } else {
+                expiring_lots(conn, account_id, now, limit).await?
+            };
+            let all_read = (rows.len() as i64) < limit;
+            let mut covered = 0;
+            let mut taken = Vec::new();
+            for row in rows {
+                if covered >= need {
+                    break;
+                }
+                covered += row.remaining;
+                taken.push(row);
+            }
+            if covered >= need || all_read || limit >= need {
+                need -= covered;
+                view.lots.extend(taken.into_iter().map(Into::into));
+                break;
+            }
+            limit = (limit * 2).min(need);
+        }
     }
+    Ok(())
+}
+
+/// [`state`] with the live lots a movement of `kind` burns (see [`burn_lots`]).
+pub(super) async fn state_for(
+    conn: &mut Conn,
+    account: &AccountRow,
+    kind: &MovementKind,
+    now: OffsetDateTime,
+) -> Result<AccountView, StoreError> {
+    let mut view = state(conn, account, now).await?;
+    burn_lots(conn, account.id, &mut view, kind.burns(), now).await?;
     Ok(view)
 }
 
-/// [`state`] with `hold` among the active holds even when it holds nothing (a hold of 0
-/// credits, taken for usage its allowances cover, leaves `held` at 0, which is when `state`
-/// reads no holds).
+/// [`state`] with `hold` among the active holds even when it is not due or holds nothing (a
+/// capture or a release works on it).
 pub(super) async fn state_with_hold(
     conn: &mut Conn,
     account: &AccountRow,
     hold: &HoldRow,
+    now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
-    let mut view = state(conn, account).await?;
+    let mut view = state(conn, account, now).await?;
     if hold.status == HoldStatus::Active.as_str() && !view.holds.iter().any(|h| h.id == hold.id) {
         view.holds.push(hold.view());
     }
@@ -269,7 +386,7 @@ pub(crate) async fn apply(
             };
         }
     }
-    let state = state(conn, &account).await?;
+    let state = state_for(conn, &account, &movement.kind, now).await?;
     let plan = plan_movement(&state, &movement.kind, now)?;
     let metadata = movement.metadata.as_ref().map(|m| m.to_string());
     let main = MainRow {
@@ -298,7 +415,7 @@ pub(crate) async fn checkin(
         credits: reward,
         expires_at: request.config.expiry_for(request.now),
     };
-    let state = state(conn, &account).await?;
+    let state = state(conn, &account, request.now).await?;
     let plan = plan_movement(&state, &kind, request.now)?;
     let description = format!("Daily check-in (streak day {streak})");
     let main = MainRow {
@@ -385,39 +502,116 @@ pub(crate) async fn latest_checkin(
     .transpose()
 }
 
-/// The account and its live lots in one statement: read outside a transaction, two
-/// statements could see two states (a balance from before a movement, lots after it).
-/// Active holds are not read: with `held` non-zero, read [`account`] in a snapshot.
+/// The account and its soonest-expiring lots in one statement, when that is all a balance read
+/// at `now` needs (read outside a transaction, two statements could see two states: a balance
+/// from before a movement, lots after it). `None` when a hold is due at `now` or more lots are
+/// due than the statement reads: read [`account`] in a snapshot then.
 pub(crate) async fn account_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
-) -> Result<AccountView, StoreError> {
-    Ok(account_row_and_lots(conn, account).await?.0)
+    now: OffsetDateTime,
+) -> Result<Option<AccountView>, StoreError> {
+    let folded = account_row_and_lots(conn, account).await?;
+    Ok(one_read_suffices(&folded, now).then_some(folded.view))
 }
 
-/// The account, its live lots and its active holds; the caller provides the
-/// snapshot that makes the two statements agree.
+/// Whether [`account_row_and_lots`]'s one statement read all a balance at `now` needs: every
+/// lot due at `now` (unless the statement's lots end with a due one, with more after it) and no
+/// hold due.
+fn one_read_suffices(folded: &FoldedAccount, now: OffsetDateTime) -> bool {
+    let view = &folded.view;
+    let last_due = view
+        .lots
+        .last()
+        .and_then(|l| l.expires_at)
+        .is_some_and(|at| at <= now);
+    let hold_due = folded.next_hold_expiry.is_some_and(|at| at <= now);
+    let due_unread = view.more_expiring && last_due;
+    !(hold_due || due_unread)
+}
+
+/// The account as a balance read at `now` needs it (see `LedgerRepository::account`); the
+/// caller provides the snapshot that makes the statements agree.
 pub(crate) async fn account(
     conn: &mut Conn,
     account: &AccountRef,
+    now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
-    let (mut view, account_id) = account_row_and_lots(conn, account).await?;
-    if let Some(id) = account_id.filter(|_| view.held != 0) {
-        view.holds = active_holds(conn, id)
-            .await?
-            .iter()
-            .map(HoldRow::view)
-            .collect();
-    }
-    Ok(view)
+    Ok(account_state(conn, account, now).await?.0)
 }
 
-/// The account's view and id, from one statement (`account_and_lots_query!`), read the way the
-/// backend reads it fastest.
+/// [`account`], and the account's id (none when it does not exist yet).
+pub(super) async fn account_state(
+    conn: &mut Conn,
+    account: &AccountRef,
+    now: OffsetDateTime,
+) -> Result<(AccountView, Option<i64>), StoreError> {
+    let folded = account_row_and_lots(conn, account).await?;
+    match folded.id {
+        Some(id) if !one_read_suffices(&folded, now) => {
+            let mut lots = due_lots(conn, id, now).await?;
+            let mut future = expiring_lots(conn, id, now, BALANCE_LOTS + 1).await?;
+            let more_expiring = future.len() as i64 > BALANCE_LOTS;
+            future.truncate(usize::try_from(BALANCE_LOTS).unwrap_or(0));
+            lots.extend(future);
+            let view = AccountView {
+                lots: lots.into_iter().map(Into::into).collect(),
+                more_expiring,
+                holds: due_holds(conn, id, now).await?,
+                ..folded.view
+            };
+            Ok((view, Some(id)))
+        }
+        id => Ok((folded.view, id)),
+    }
+}
+
+/// What an account's detail lists: its lots due at `now`, then its live lots in consumption
+/// order, and its active holds, soonest to run out first, at most `limit` of each; the caller
+/// provides the snapshot.
+pub(crate) async fn account_contents(
+    conn: &mut Conn,
+    account: &AccountRef,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<AccountView, StoreError> {
+    let row: Option<AccountRow> = accounts::table
+        .filter(accounts::app_key.eq(&account.app))
+        .filter(accounts::user_id.eq(&account.user))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(AccountView::default());
+    };
+    let mut lots = due_lots(conn, row.id, now).await?;
+    lots.extend(expiring_lots(conn, row.id, now, limit).await?);
+    lots.extend(lasting_lots(conn, row.id, limit).await?);
+    lots.truncate(usize::try_from(limit).unwrap_or(0));
+    let holds: Vec<HoldRow> = holds::table
+        .filter(holds::account_id.eq(row.id))
+        .filter(ActiveHold)
+        .order((holds::expires_at, holds::id))
+        .limit(limit)
+        .select(HoldRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(AccountView {
+        balance: row.balance,
+        held: row.held,
+        lots: lots.into_iter().map(Into::into).collect(),
+        more_expiring: true,
+        holds: holds.iter().map(HoldRow::view).collect(),
+    })
+}
+
+/// The account from one statement (`account_and_lots_query!`), read the way the backend reads
+/// it fastest.
 pub(super) async fn account_row_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
-) -> Result<(AccountView, Option<i64>), StoreError> {
+) -> Result<FoldedAccount, StoreError> {
     Ok(fold_account(
         super::account_and_lots_rows(conn, &account.app, &account.user).await?,
     ))
@@ -607,14 +801,10 @@ pub(crate) async fn expire_account(
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let account = lock_account_by_id(conn, account_id).await?;
-    let mut state = state(conn, &account).await?;
+    let mut state = state(conn, &account, now).await?;
     if account.held == 0 {
-        // Holds of 0 credits (see `state_with_hold`) run out too.
-        state.holds = active_holds(conn, account.id)
-            .await?
-            .iter()
-            .map(HoldRow::view)
-            .collect();
+        // Holds of 0 credits (taken for usage its allowances cover) run out too.
+        state.holds = due_holds(conn, account.id, now).await?;
     }
     let plan = plan_expiry(&state, now);
     if plan.expiries.is_empty() && plan.expired_holds.is_empty() {
@@ -712,7 +902,7 @@ pub(crate) async fn reserve(
     if let Some(stored) = stored_hold(conn, &account, request, request_hash).await? {
         return Ok(stored);
     }
-    let state = state(conn, &account).await?;
+    let state = state(conn, &account, now).await?;
     create_hold(conn, &account, &state, request, request_hash, now).await
 }
 
@@ -799,7 +989,8 @@ pub(crate) async fn capture(
         )
         .into());
     }
-    let state = state_with_hold(conn, &account, &hold).await?;
+    let mut state = state_with_hold(conn, &account, &hold, now).await?;
+    burn_lots(conn, account.id, &mut state, request.credits, now).await?;
     let plan = plan_capture(&state, hold.id, request.credits, now)?;
     let description = request
         .description
@@ -900,7 +1091,7 @@ pub(crate) async fn release(
         Some(HoldStatus::Active) => {}
         None => return Err(StoreError::Invariant("unknown hold status")),
     }
-    let state = state_with_hold(conn, &account, &hold).await?;
+    let state = state_with_hold(conn, &account, &hold, now).await?;
     if from_db(hold.expires_at) <= now {
         // Its time ran out before the release: expire it (and anything else due).
         let plan = plan_expiry(&state, now);
@@ -1023,7 +1214,7 @@ pub(crate) async fn redeem(
             .credits_expire_days
             .map(|d| now + time::Duration::days(i64::from(d))),
     };
-    let state = state(conn, &account).await?;
+    let state = state(conn, &account, now).await?;
     let plan = plan_movement(&state, &kind, now)?;
     let description = if code.description.is_empty() {
         format!("Redeemed code {}", code.code)

@@ -37,8 +37,8 @@ use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::Conn;
 use super::ledger::{
-    MainRow, account_row_and_lots, capturable, create_hold, lock_account, lock_hold, settle_hold,
-    state, state_with_hold, stored_hold, unique_as, write_plan,
+    MainRow, account_state, burn_lots, capturable, create_hold, lock_account, lock_hold,
+    settle_hold, state, state_with_hold, stored_hold, unique_as, write_plan,
 };
 
 /// The app's features, by key.
@@ -468,21 +468,7 @@ pub(crate) async fn usage_state(
     request: &UsageRequest,
     now: OffsetDateTime,
 ) -> Result<UsageState, StoreError> {
-    let (view, account_id) = account_row_and_lots(conn, &request.account).await?;
-    let mut view = view;
-    if let Some(id) = account_id.filter(|_| view.held != 0) {
-        view = state(
-            conn,
-            &AccountRow {
-                id,
-                app_key: request.account.app.clone(),
-                user_id: request.account.user.clone(),
-                balance: view.balance,
-                held: view.held,
-            },
-        )
-        .await?;
-    }
+    let (view, account_id) = account_state(conn, &request.account, now).await?;
     load_state(conn, cache, request, account_id, &view, now).await
 }
 
@@ -613,7 +599,7 @@ pub(crate) async fn track(
             Err(LedgerError::IdempotencyKeyReused.into())
         };
     }
-    let view = state(conn, &account).await?;
+    let mut view = state(conn, &account, now).await?;
     let usage = load_state(conn, cache, request, Some(account.id), &view, now).await?;
     let quote = allowed(quote_usage(&usage, request, now)?)?;
     let transaction = if quote.credits > 0 {
@@ -621,6 +607,7 @@ pub(crate) async fn track(
             txn_type: TxnType::AiUsage,
             credits: quote.credits,
         };
+        burn_lots(conn, account.id, &mut view, quote.credits, now).await?;
         let plan = plan_movement(&view, &kind, now)?;
         let description = if request.description.is_empty() {
             "Usage".to_owned()
@@ -832,7 +819,7 @@ pub(crate) async fn reserve_usage(
     if let Some(stored) = stored_hold(conn, &account, reserve, request_hash).await? {
         return Ok(stored);
     }
-    let view = state(conn, &account).await?;
+    let view = state(conn, &account, now).await?;
     let loaded = load_state(conn, cache, usage, Some(account.id), &view, now).await?;
     let quote = allowed(quote_usage(&loaded, usage, now)?)?;
     let request = ReserveRequest {
@@ -984,10 +971,11 @@ pub(crate) async fn capture_usage(
     };
     // What the hold set aside of the allowances is this call's to use.
     release_allowances(conn, &[hold.id]).await?;
-    let view = state_with_hold(conn, &account, &hold).await?;
+    let mut view = state_with_hold(conn, &account, &hold, now).await?;
     let loaded = load_state(conn, cache, &usage, Some(account.id), &view, now).await?;
     // Priced by the rates in force when the hold was taken.
     let quote = allowed(quote_usage(&loaded, &usage, from_db(hold.created_at))?)?;
+    burn_lots(conn, account.id, &mut view, quote.credits, now).await?;
     let plan = plan_capture(&view, hold.id, quote.credits, now)?;
     let main = (quote.credits > 0).then(|| MainRow {
         description: &hold.description,

@@ -186,19 +186,26 @@ async fn pages_by_offset(l: &Ledger, q: &TransactionQuery) -> Vec<Vec<Transactio
 
 /// Stored lots with a positive remainder, `(id, remaining, expires_at)`, in id order.
 async fn lots(l: &Ledger, a: &AccountRef) -> Vec<(i64, i64, Option<OffsetDateTime>)> {
-    l.repository()
-        .account(a.clone())
+    let mut lots: Vec<_> = l
+        .repository()
+        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
         .await
         .unwrap()
         .lots
         .into_iter()
         .map(|lot| (lot.id, lot.remaining, lot.expires_at))
-        .collect()
+        .collect();
+    lots.sort_unstable();
+    lots
 }
 
 /// The stored (cached) balance, which the sweep has not necessarily caught up with.
 async fn stored_balance(l: &Ledger, a: &AccountRef) -> i64 {
-    l.repository().account(a.clone()).await.unwrap().balance
+    l.repository()
+        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
+        .await
+        .unwrap()
+        .balance
 }
 
 fn expiring(list: &[(i64, OffsetDateTime)]) -> Vec<ExpiringCredits> {

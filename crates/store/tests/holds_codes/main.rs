@@ -171,7 +171,11 @@ struct Snapshot {
 async fn snapshot(l: &Ledger, a: &AccountRef) -> Snapshot {
     Snapshot {
         view: l.balance(a.clone()).await.unwrap(),
-        stored: l.repository().account(a.clone()).await.unwrap(),
+        stored: l
+            .repository()
+            .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
+            .await
+            .unwrap(),
         history: history(l, a).await,
     }
 }
