@@ -235,25 +235,7 @@ pub async fn preload(
                 ));
                 statements.push(format!("UPDATE lots SET remaining = {balance}"));
             }
-            let path = url
-                .strip_prefix("sqlite://")
-                .ok_or_else(|| format!("not an SQLite URL: {url}"))?
-                .to_owned();
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let mut conn = SqliteConnection::establish(&path).map_err(|e| format!("opening {path}: {e}"))?;
-                // The loader's own connection: nothing to lose on a crash, so no fsync per commit.
-                conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
-                    .map_err(|e| format!("preload pragmas: {e}"))?;
-                for chunk in statements.chunks(20) {
-                    conn.batch_execute(&format!("BEGIN; {}; COMMIT;", chunk.join("; ")))
-                        .map_err(|e| format!("preload: {e}"))?;
-                }
-                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
-                    .map_err(|e| format!("preload checkpoint: {e}"))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| format!("preload task: {e}"))??;
+            run_bulk(kind, url, statements).await?;
         }
         DbKind::Postgres => {
             let user = "'user-' || CASE WHEN a - 1 < 100000 THEN lpad((a - 1)::text, 5, '0') ELSE (a - 1)::text END";
@@ -287,22 +269,56 @@ pub async fn preload(
                     "SELECT setval('{seq}', (SELECT MAX(id) FROM {table}))"
                 ));
             }
+            run_bulk(kind, url, statements).await?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs a bulk load's statements, 20 to a transaction, on a connection of its own that does not
+/// wait for each commit to reach the disk (nothing is lost if the loader crashes: the run fails),
+/// then checkpoints (SQLite) or analyzes (PostgreSQL) the result.
+pub async fn run_bulk(kind: DbKind, url: &str, statements: Vec<String>) -> Result<(), String> {
+    match kind {
+        DbKind::Sqlite => {
+            let path = url
+                .strip_prefix("sqlite://")
+                .ok_or_else(|| format!("not an SQLite URL: {url}"))?
+                .to_owned();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let mut conn = SqliteConnection::establish(&path)
+                    .map_err(|e| format!("opening {path}: {e}"))?;
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;",
+                )
+                .map_err(|e| format!("bulk load pragmas: {e}"))?;
+                for chunk in statements.chunks(20) {
+                    conn.batch_execute(&format!("BEGIN; {}; COMMIT;", chunk.join("; ")))
+                        .map_err(|e| format!("bulk load: {e}"))?;
+                }
+                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
+                    .map_err(|e| format!("bulk load checkpoint: {e}"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("bulk load task: {e}"))?
+        }
+        DbKind::Postgres => {
             let mut conn = AsyncPgConnection::establish(url)
                 .await
                 .map_err(|e| format!("connecting to {}: {e}", redact(url)))?;
             conn.batch_execute("SET synchronous_commit = off")
                 .await
-                .map_err(|e| format!("preload: {e}"))?;
+                .map_err(|e| format!("bulk load: {e}"))?;
             for chunk in statements.chunks(20) {
                 conn.batch_execute(&format!("BEGIN; {}; COMMIT;", chunk.join("; ")))
                     .await
-                    .map_err(|e| format!("preload: {e}"))?;
+                    .map_err(|e| format!("bulk load: {e}"))?;
             }
             drop(conn);
-            analyze(kind, url).await?;
+            analyze(kind, url).await
         }
     }
-    Ok(started.elapsed())
 }
 
 /// Round `k` of the preload: one transaction per user.
@@ -375,7 +391,7 @@ pub async fn analyze(kind: DbKind, url: &str) -> Result<(), String> {
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|e| format!("connecting to {}: {e}", redact(url)))?;
-    for table in ["accounts", "transactions", "lots"] {
+    for table in ["accounts", "transactions", "lots", "holds"] {
         conn.batch_execute(&format!("VACUUM ANALYZE {table}"))
             .await
             .map_err(|e| format!("VACUUM ANALYZE {table}: {e}"))?;

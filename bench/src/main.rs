@@ -15,6 +15,7 @@ mod console;
 mod db;
 mod delivery;
 mod load;
+mod lots;
 mod report;
 mod server;
 mod workload;
@@ -75,6 +76,9 @@ enum Scenario {
     Track,
     /// balance, history and consume again after preloading the history.
     Growth,
+    /// Balance, consume, grant and hold on an account of 100,000 lots and 100 holds, and on a
+    /// fresh one.
+    Lots,
     /// Stripe-signed invoice.paid renewals for distinct subscriptions.
     Webhook,
     /// Outbound webhooks: outbox events fanned out, signed and POSTed to a local receiver.
@@ -87,7 +91,7 @@ enum Scenario {
     version,
     about = "Load-test the release tally binary against in-run baselines",
     after_help = "Scenarios (default: all): baseline-http balance history baseline-db consume \
-                  consume-hot checkin track growth (with the console's pages) webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
+                  consume-hot checkin track growth (with the console's pages) lots webhook deliver.\nBuild first: cargo build --release -p tally -p tally-bench"
 )]
 struct Cli {
     /// Scenarios to run; none means all.
@@ -885,6 +889,9 @@ async fn bench(
         verify(ctx, report, "growth (after the run)", &url).await?;
     }
 
+    if has(S::Lots) {
+        lots::scenario(ctx, dbs, report).await?;
+    }
     if has(S::Webhook) {
         commerce::scenario(ctx, dbs, report, &tokens).await?;
     }

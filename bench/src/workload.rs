@@ -47,6 +47,36 @@ pub fn admin_token(secret: &str) -> Result<HeaderValue, String> {
     )
 }
 
+/// An HS256 bearer token of `user`, ready to send.
+pub fn user_token(secret: &str, user: &str) -> Result<HeaderValue, String> {
+    bearer(&EncodingKey::from_secret(secret.as_bytes()), user, None)
+}
+
+/// What the `lots` scenario does to one account.
+#[derive(Debug, Clone, Copy)]
+pub enum AccountOp {
+    /// `GET /credits/balance` as the user.
+    Balance,
+    /// `POST /internal/credits/consume` of 1 credit.
+    Consume,
+    /// `POST /internal/credits/grant` of 1 credit (a lot that never expires).
+    Grant,
+    /// `POST /internal/credits/holds` of 1 credit for an hour.
+    Hold,
+}
+
+impl AccountOp {
+    /// The name in the scenario's rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccountOp::Balance => "balance",
+            AccountOp::Consume => "consume",
+            AccountOp::Grant => "grant",
+            AccountOp::Hold => "hold",
+        }
+    }
+}
+
 /// HS256 bearer tokens (`sub`, `exp`) for users `0..users`, ready to send.
 pub fn mint_tokens(secret: &str, users: usize) -> Result<Vec<HeaderValue>, String> {
     let key = EncodingKey::from_secret(secret.as_bytes());
@@ -98,6 +128,15 @@ pub enum Workload {
         users: usize,
         amount: i64,
         next: AtomicUsize,
+    },
+    /// One operation on one account, each write with its own idempotency key; `auth` is the
+    /// user's token for a balance, the service key otherwise.
+    Account {
+        host: HeaderValue,
+        auth: HeaderValue,
+        user: String,
+        op: AccountOp,
+        run: String,
     },
     /// `POST /payment/webhook/stripe`: a signed `invoice.paid` for a random seeded subscription.
     Webhook(crate::commerce::Renewals),
@@ -215,6 +254,33 @@ impl Workload {
                     user_id(i)
                 );
                 post(host, "/internal/credits/grant", service_key, Some(body))
+            }
+            Workload::Account {
+                host,
+                auth,
+                user,
+                op,
+                run,
+            } => {
+                let (path, body) = match op {
+                    AccountOp::Balance => return Some(get(host, "/credits/balance", auth)),
+                    AccountOp::Consume => (
+                        "/internal/credits/consume",
+                        "\"amount\":1,\"description\":\"AI chat completion (benchmark)\"",
+                    ),
+                    AccountOp::Grant => (
+                        "/internal/credits/grant",
+                        "\"amount\":1,\"description\":\"Reward (benchmark)\"",
+                    ),
+                    AccountOp::Hold => (
+                        "/internal/credits/holds",
+                        "\"amount\":1,\"ttl_seconds\":3600,\"description\":\"Streaming call (benchmark)\"",
+                    ),
+                };
+                let body = format!(
+                    "{{\"user_id\":\"{user}\",{body},\"idempotency_key\":\"{run}-{worker}-{seq}\"}}"
+                );
+                post(host, path, auth, Some(body))
             }
             Workload::Webhook(renewals) => renewals.request(rng),
             Workload::Stats { host, admin } => get(host, "/admin/stats", admin),
