@@ -237,3 +237,4 @@ mod concurrency;
 mod history;
 mod isolation;
 mod movements;
+mod scale;

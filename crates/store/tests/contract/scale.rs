@@ -1,0 +1,219 @@
+//! Accounts holding many lots and holds: the store reads only what a request needs (the due
+//! lots and holds, lots in burn order until a debit is covered, the soonest expiries for a
+//! balance), and what it answers must be what reading everything would give.
+
+use super::*;
+use tally_ledger::{BALANCE_LOTS, CaptureRequest, HoldStatus, ReserveRequest};
+
+tally_testkit::backend_tests!(run = run; many_lots_burn_in_order_expire_at_the_instant_and_repay_debt, holds_due_among_many_stop_counting_and_expire_first);
+
+/// A stored lot: `(id, remaining, expires_at)`.
+type Lot = (i64, i64, Option<OffsetDateTime>);
+
+/// Burns `credits` from `lots` in consumption order (soonest-expiring, then never-expiring,
+/// oldest first), as the ledger must; lots left empty are dropped.
+fn burn(lots: &mut Vec<Lot>, mut credits: i64) {
+    lots.sort_by_key(|&(id, _, at)| (at.is_none(), at, id));
+    for lot in lots.iter_mut() {
+        let take = credits.min(lot.1);
+        lot.1 -= take;
+        credits -= take;
+    }
+    lots.retain(|l| l.1 > 0);
+    lots.sort_unstable();
+}
+
+/// What a balance read shows as expiring at `now`: the instants of the soonest
+/// [`BALANCE_LOTS`] lots that expire after `now`, less the last instant when more lots follow.
+fn shown_expiring(lots: &[Lot], now: OffsetDateTime) -> Vec<ExpiringCredits> {
+    let mut future: Vec<(OffsetDateTime, i64, i64)> = lots
+        .iter()
+        .filter_map(|&(id, remaining, at)| at.filter(|&at| at > now).map(|at| (at, id, remaining)))
+        .collect();
+    future.sort_unstable();
+    let more = future.len() as i64 > BALANCE_LOTS;
+    future.truncate(BALANCE_LOTS as usize);
+    let mut shown: Vec<ExpiringCredits> = Vec::new();
+    for (at, _, amount) in future {
+        match shown.last_mut() {
+            Some(last) if last.expires_at == at => last.amount += amount,
+            _ => shown.push(ExpiringCredits {
+                amount,
+                expires_at: at,
+            }),
+        }
+    }
+    if more {
+        shown.pop();
+    }
+    shown
+}
+
+fn live_sum(lots: &[Lot], now: OffsetDateTime) -> i64 {
+    lots.iter()
+        .filter(|l| l.2.is_none_or(|at| at > now))
+        .map(|l| l.1)
+        .sum()
+}
+
+async fn many_lots_burn_in_order_expire_at_the_instant_and_repay_debt(t: Ctx) {
+    let l = &t.ledger;
+    let a = acct("app", "hoarder");
+    // 300 grants: every third never expires; the others expire on one of 150 hours, in no order,
+    // two lots sharing most instants.
+    for i in 0..300_i64 {
+        let expires_at = (i % 3 != 0).then(|| START + Duration::hours((i * 7) % 150 + 1));
+        grant(l, &a, 1 + i % 4, expires_at).await;
+    }
+    let mut model = lots(l, &a).await;
+    assert_eq!(model.len(), 300);
+    let total: i64 = model.iter().map(|l| l.1).sum();
+    let view = l.balance(a.clone()).await.unwrap();
+    assert_eq!((view.balance, view.available), (total, total));
+    let expected = shown_expiring(&model, START);
+    assert!(expected.len() > 20, "the read shows many instants");
+    assert_eq!(view.expiring, expected);
+
+    // A debit takes the soonest-expiring lots first, then the oldest that never expire.
+    spend(l, &a, 137).await.unwrap();
+    burn(&mut model, 137);
+    assert_eq!(lots(l, &a).await, model);
+
+    // At an instant when more lots are due than one balance read takes: those lots stop
+    // counting at that very instant although nothing has been written.
+    let due_at = START + Duration::hours(120);
+    let due = model
+        .iter()
+        .filter(|l| l.2.is_some_and(|at| at <= due_at))
+        .count() as i64;
+    assert!(due > BALANCE_LOTS, "{due} lots due");
+    t.clock.set(due_at - Duration::microseconds(1));
+    let before = l.balance(a.clone()).await.unwrap();
+    assert_eq!(
+        before.balance,
+        live_sum(&model, due_at - Duration::microseconds(1))
+    );
+    t.clock.set(due_at);
+    let view = l.balance(a.clone()).await.unwrap();
+    assert_eq!(view.balance, live_sum(&model, due_at));
+    assert!(view.balance < before.balance);
+    assert_eq!(view.expiring, shown_expiring(&model, due_at));
+    assert_eq!(stored_balance(l, &a).await, total - 137, "nothing written");
+    let available = view.available;
+    assert!(matches!(
+        spend(l, &a, available + 1).await,
+        Err(LedgerError::InsufficientCredits { available: shown, .. }) if shown == available
+    ));
+
+    // The next movement writes every due lot's expiry first, in lot order, then debits.
+    let before_rows = history(l, &a).await.len();
+    let s = spend(l, &a, 3).await.unwrap();
+    assert_eq!(s.balance_after, available - 3);
+    let rows = history(l, &a).await;
+    assert_eq!(rows.len() as i64, before_rows as i64 + due + 1);
+    let expiries: Vec<&Transaction> = rows[1..=due as usize].iter().rev().collect();
+    let expired: Vec<&Lot> = model
+        .iter()
+        .filter(|l| l.2.is_some_and(|at| at <= due_at))
+        .collect();
+    for (row, lot) in expiries.iter().zip(&expired) {
+        assert_eq!((row.txn_type, row.amount), (TxnType::Expiry, -lot.1));
+        assert_eq!(row.metadata, Some(json!({ "lot_id": lot.0 })));
+    }
+    model.retain(|l| l.2.is_none_or(|at| at > due_at));
+    burn(&mut model, 3);
+    assert_eq!(lots(l, &a).await, model);
+
+    // A clawback beyond the balance burns every lot and leaves a debt; a grant repays it first.
+    let balance_now = balance(l, &a).await;
+    l.apply(movement(
+        &a,
+        MovementKind::Clawback {
+            credits: balance_now + 50,
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(lots(l, &a).await.is_empty());
+    assert_eq!(balance(l, &a).await, -50);
+    grant(l, &a, 80, None).await;
+    let left = lots(l, &a).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].1, balance(l, &a).await), (30, 30));
+}
+
+fn reserve(a: &AccountRef, credits: i64, ttl_seconds: i64) -> ReserveRequest {
+    ReserveRequest {
+        account: a.clone(),
+        credits,
+        ttl_seconds,
+        description: "streaming".into(),
+        idempotency_key: None,
+        metadata: None,
+    }
+}
+
+async fn holds_due_among_many_stop_counting_and_expire_first(t: Ctx) {
+    let l = &t.ledger;
+    let a = acct("app", "streamer");
+    grant(l, &a, 1_000, None).await;
+    let mut holds = Vec::new();
+    for i in 0..100 {
+        holds.push(
+            l.reserve(reserve(&a, 1 + i % 2, 60 * (i + 1)))
+                .await
+                .unwrap(),
+        );
+    }
+    let held: i64 = (0..100).map(|i| 1 + i % 2).sum();
+    let view = l.balance(a.clone()).await.unwrap();
+    assert_eq!((view.held, view.available), (held, 1_000 - held));
+
+    // Half an hour on, the first 30 holds have run out: they no longer count, unwritten.
+    t.clock.advance(Duration::minutes(30));
+    let due: i64 = (0..30).map(|i| 1 + i % 2).sum();
+    let view = l.balance(a.clone()).await.unwrap();
+    assert_eq!(
+        (view.held, view.available),
+        (held - due, 1_000 - held + due)
+    );
+    let stored = l
+        .repository()
+        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!((stored.held, stored.holds.len()), (held, 100));
+
+    // The next hold expires them first.
+    l.reserve(reserve(&a, 5, 60)).await.unwrap();
+    let stored = l
+        .repository()
+        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!((stored.held, stored.holds.len()), (held - due + 5, 71));
+    let first = l.hold("app", holds[0].id).await.unwrap();
+    assert_eq!(first.status, HoldStatus::Expired);
+
+    // A capture and a release among the rest work on their own hold only.
+    let (captured, txn) = l
+        .capture(
+            CaptureRequest {
+                app: "app".into(),
+                hold_id: holds[50].id,
+                credits: 1,
+                description: None,
+                metadata: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(captured.status, HoldStatus::Captured);
+    assert_eq!(txn.unwrap().balance_after, 999);
+    let released = l.release("app", holds[51].id).await.unwrap();
+    assert_eq!(released.status, HoldStatus::Released);
+    let view = l.balance(a.clone()).await.unwrap();
+    let expect_held = held - due + 5 - (1 + 50 % 2) - (1 + 51 % 2);
+    assert_eq!((view.balance, view.held), (999, expect_held));
+}
