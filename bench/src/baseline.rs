@@ -142,7 +142,7 @@ macro_rules! write_ops {
                             expires_at: expires_at.map(PrimitiveDateTime::assume_utc),
                         })
                         .collect(),
-                    more_expiring: false,
+                    last_instant_partial: false,
                     holds: Vec::new(),
                 })
             }

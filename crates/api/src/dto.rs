@@ -30,7 +30,9 @@ pub struct BalanceDto {
     pub available: i64,
     /// Credits reserved by holds.
     pub held: i64,
-    /// Upcoming expiries, soonest first.
+    /// The soonest expiries, grouped by instant, soonest first: all of them on an account with at
+    /// most 8 lots that expire, else the whole instants among its 8 soonest-expiring lots (at
+    /// least the soonest).
     pub expiring: Vec<ExpiringDto>,
 }
 
@@ -1146,9 +1148,10 @@ pub struct AdminUserDetailDto {
     pub user: AdminUserDto,
     /// The balance as the user sees it now.
     pub credits: BalanceDto,
-    /// Live lots, oldest first.
+    /// Live lots in the order they are spent (due, soonest-expiring, then the oldest that never
+    /// expire), at most 100.
     pub lots: Vec<LotDto>,
-    /// Active holds.
+    /// Active holds, soonest to run out first, at most 100.
     pub holds: Vec<ActiveHoldDto>,
     /// The daily check-in as the user sees it.
     pub checkin: CheckinStatusDto,

@@ -9,8 +9,9 @@ use crate::LedgerError;
 /// The largest number of credits a single movement may carry (and a balance may reach).
 pub const MAX_CREDITS: i64 = 1_000_000_000_000;
 /// The expiring lots a balance read takes at most besides the due ones: its `expiring` list
-/// shows the instants among the soonest this many lots (all of them on a smaller account).
-pub const BALANCE_LOTS: i64 = 64;
+/// shows the instants among the soonest this many lots (all of them on a smaller account), and
+/// at least the soonest instant whole.
+pub const BALANCE_LOTS: i64 = 8;
 /// The live lots and the active holds an account's detail lists at most, each.
 pub const DETAIL_ROWS: i64 = 100;
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -313,9 +314,9 @@ pub struct AccountView {
     pub held: i64,
     /// Lots with a positive remainder, as far as the reader read them.
     pub lots: Vec<LotView>,
-    /// Whether lots that expire were left unread after the latest-expiring one in `lots`: the
-    /// credits expiring at that instant may then be more than `lots` shows.
-    pub more_expiring: bool,
+    /// Whether more lots may expire at the latest instant among `lots` than `lots` holds (the
+    /// reader stopped there, with lots that expire left unread).
+    pub last_instant_partial: bool,
     /// Active holds, as far as the reader read them: at least every one due at the instant
     /// (some may be past their expiry but not yet marked).
     pub holds: Vec<crate::holds::HoldView>,

@@ -278,8 +278,8 @@ fn debit(plan: &mut Plan, live: &[crate::LotView], balance: i64, txn_type: TxnTy
 /// sweep has written their expiry yet, and neither do holds past theirs.
 ///
 /// `state` must hold every lot and active hold due at `now`; `expiring` lists the instants of the
-/// expiring lots it holds, soonest first — all of them unless `state.more_expiring`, when the
-/// latest instant it shows is left out (more lots may expire then than it holds).
+/// expiring lots it holds, soonest first — all of them unless `state.last_instant_partial`, when
+/// the latest is left out (more lots may expire then than it holds).
 pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
     let due: i64 = state
         .lots
@@ -307,7 +307,7 @@ pub fn balance_view(state: &AccountView, now: OffsetDateTime) -> BalanceView {
             }),
         }
     }
-    if state.more_expiring {
+    if state.last_instant_partial {
         expiring.pop();
     }
     let held_due: i64 = state
@@ -346,7 +346,7 @@ mod tests {
             balance: lots.iter().map(|l| l.remaining).sum(),
             held: 0,
             holds: vec![],
-            more_expiring: false,
+            last_instant_partial: false,
             lots,
         }
     }
@@ -485,7 +485,7 @@ mod tests {
             balance: -30,
             held: 0,
             holds: vec![],
-            more_expiring: false,
+            last_instant_partial: false,
             lots: vec![],
         };
         let kind = MovementKind::Grant {
@@ -523,7 +523,7 @@ mod tests {
             balance: MAX_CREDITS,
             held: 0,
             holds: vec![],
-            more_expiring: false,
+            last_instant_partial: false,
             lots: vec![lot(1, MAX_CREDITS, None)],
         };
         let kind = MovementKind::Grant {
@@ -583,7 +583,7 @@ mod tests {
         let all = balance_view(&s, NOW);
         assert_eq!(all.expiring.len(), 2);
         assert_eq!(all.expiring[1].amount, 8);
-        s.more_expiring = true;
+        s.last_instant_partial = true;
         let partial = balance_view(&s, NOW);
         assert_eq!(
             partial.expiring,

@@ -32,8 +32,9 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError>;
 
     /// The stored account as a balance read at `now` needs it (zero when it does not exist
-    /// yet): every lot and active hold due at `now`, and the soonest expiring lots (at least
-    /// [`crate::BALANCE_LOTS`] of them, or all, with [`AccountView::more_expiring`] saying which).
+    /// yet): every lot and active hold due at `now`, and the soonest lots that expire later —
+    /// [`crate::BALANCE_LOTS`] of them (or all), and at least every lot of the soonest instant,
+    /// with [`AccountView::last_instant_partial`] saying whether the latest instant is whole.
     async fn account(
         &self,
         account: AccountRef,

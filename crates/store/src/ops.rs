@@ -37,6 +37,28 @@ pub(crate) struct FoldedAccount {
     pub id: Option<i64>,
     /// When its soonest active hold runs out.
     pub next_hold_expiry: Option<time::OffsetDateTime>,
+    /// When the soonest lot left unread expires (none when every expiring lot was read).
+    pub next_unread: Option<time::OffsetDateTime>,
+}
+
+/// Keeps the first [`tally_ledger::BALANCE_LOTS`] of the soonest-expiring lots read one past
+/// that many; answers them, whether more lots may expire at the latest instant among them than
+/// they hold, and when the first lot left out expires.
+pub(crate) fn keep_soonest(
+    mut lots: Vec<tally_ledger::LotView>,
+) -> (
+    Vec<tally_ledger::LotView>,
+    bool,
+    Option<time::OffsetDateTime>,
+) {
+    let keep = usize::try_from(tally_ledger::BALANCE_LOTS).unwrap_or(0);
+    if lots.len() <= keep {
+        return (lots, false, None);
+    }
+    let next_unread = lots.get(keep).and_then(|l| l.expires_at);
+    lots.truncate(keep);
+    let partial = lots.last().is_some_and(|l| l.expires_at == next_unread);
+    (lots, partial, next_unread)
 }
 
 /// The account as [`account_and_lots_query!`]'s rows describe it.
@@ -50,9 +72,9 @@ pub(crate) fn fold_account(rows: Vec<AccountAndLot>) -> FoldedAccount {
         folded.next_hold_expiry = next_hold.map(crate::rows::from_db);
         view.lots.extend(lot.map(Into::into));
     }
-    if view.lots.len() as i64 > tally_ledger::BALANCE_LOTS {
-        view.lots.pop();
-        view.more_expiring = true;
-    }
+    let (lots, partial, next_unread) = keep_soonest(std::mem::take(&mut view.lots));
+    view.lots = lots;
+    view.last_instant_partial = partial;
+    folded.next_unread = next_unread;
     folded
 }

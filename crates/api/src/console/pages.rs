@@ -429,6 +429,9 @@ async fn customer_page(
         @if let Some((_, _, view)) = &detail {
             section.panel aria-labelledby="lots-title" {
                 h2 id="lots-title" { "Live lots" }
+                @if view.lots.len() as i64 >= tally_ledger::DETAIL_ROWS {
+                    p.muted { "The first " (tally_ledger::DETAIL_ROWS) ", in the order they are spent." }
+                }
                 @if view.lots.is_empty() { p.empty { "No credits left in any lot." } } @else {
                     table { thead { tr { th { "Lot" } th.num { "Remaining" } th { "Expires" } } }
                         tbody { @for l in &view.lots { tr {
@@ -438,6 +441,9 @@ async fn customer_page(
                 }
                 @if !view.holds.is_empty() {
                     h2 { "Active holds" }
+                    @if view.holds.len() as i64 >= tally_ledger::DETAIL_ROWS {
+                        p.muted { "The first " (tally_ledger::DETAIL_ROWS) " to run out." }
+                    }
                     table { thead { tr { th { "Hold" } th.num { "Credits" } th { "Releases" } } }
                         tbody { @for h in &view.holds { tr { td { (h.id) } td.num { (number(h.amount)) } td { (instant(h.expires_at)) } } } } }
                 }

@@ -32,7 +32,7 @@ use crate::schema::{
 };
 
 use super::Conn;
-use crate::ops::{FoldedAccount, fold_account};
+use crate::ops::{FoldedAccount, fold_account, keep_soonest};
 
 /// Locks the account row for this transaction, creating it on first use.
 pub(super) async fn lock_account(
@@ -170,7 +170,7 @@ pub(super) async fn state(
         balance: account.balance,
         held: account.held,
         lots: lots.into_iter().map(Into::into).collect(),
-        more_expiring: true,
+        last_instant_partial: true,
         holds,
     })
 }
@@ -515,19 +515,28 @@ pub(crate) async fn account_and_lots(
     Ok(one_read_suffices(&folded, now).then_some(folded.view))
 }
 
-/// Whether [`account_row_and_lots`]'s one statement read all a balance at `now` needs: every
-/// lot due at `now` (unless the statement's lots end with a due one, with more after it) and no
-/// hold due.
+/// Whether [`account_row_and_lots`]'s one statement read all a balance at `now` needs: no hold
+/// is due, no due lot was left unread, and the lots read that expire later hold at least one
+/// whole instant (or every such lot).
 fn one_read_suffices(folded: &FoldedAccount, now: OffsetDateTime) -> bool {
-    let view = &folded.view;
-    let last_due = view
-        .lots
-        .last()
-        .and_then(|l| l.expires_at)
-        .is_some_and(|at| at <= now);
     let hold_due = folded.next_hold_expiry.is_some_and(|at| at <= now);
-    let due_unread = view.more_expiring && last_due;
-    !(hold_due || due_unread)
+    !hold_due && shows_expiring(&folded.view.lots, folded.next_unread, now)
+}
+
+/// Whether `lots` (the soonest-expiring lots, read up to a lot expiring at `next_unread`) hold
+/// every due lot and at least one whole later instant, or every later lot.
+fn shows_expiring(
+    lots: &[tally_ledger::LotView],
+    next_unread: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> bool {
+    match next_unread {
+        None => true,
+        Some(next) if next <= now => false,
+        Some(next) => lots
+            .iter()
+            .any(|l| l.expires_at.is_some_and(|at| at > now && at < next)),
+    }
 }
 
 /// The account as a balance read at `now` needs it (see `LedgerRepository::account`); the
@@ -547,23 +556,47 @@ pub(super) async fn account_state(
     now: OffsetDateTime,
 ) -> Result<(AccountView, Option<i64>), StoreError> {
     let folded = account_row_and_lots(conn, account).await?;
-    match folded.id {
-        Some(id) if !one_read_suffices(&folded, now) => {
-            let mut lots = due_lots(conn, id, now).await?;
-            let mut future = expiring_lots(conn, id, now, BALANCE_LOTS + 1).await?;
-            let more_expiring = future.len() as i64 > BALANCE_LOTS;
-            future.truncate(usize::try_from(BALANCE_LOTS).unwrap_or(0));
-            lots.extend(future);
-            let view = AccountView {
-                lots: lots.into_iter().map(Into::into).collect(),
-                more_expiring,
-                holds: due_holds(conn, id, now).await?,
-                ..folded.view
-            };
-            Ok((view, Some(id)))
-        }
-        id => Ok((folded.view, id)),
+    let Some(id) = folded.id.filter(|_| !one_read_suffices(&folded, now)) else {
+        return Ok((folded.view, folded.id));
+    };
+    let mut lots: Vec<tally_ledger::LotView> = due_lots(conn, id, now)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let future = expiring_lots(conn, id, now, BALANCE_LOTS + 1).await?;
+    let (mut future, mut partial, next_unread) =
+        keep_soonest(future.into_iter().map(Into::into).collect());
+    if let Some(next) = next_unread.filter(|&next| !shows_expiring(&future, Some(next), now)) {
+        // Every lot read expires at the soonest instant: read that instant whole.
+        future = lots_expiring_at(conn, id, next).await?;
+        partial = false;
     }
+    lots.extend(future);
+    let view = AccountView {
+        lots,
+        last_instant_partial: partial,
+        holds: due_holds(conn, id, now).await?,
+        ..folded.view
+    };
+    Ok((view, Some(id)))
+}
+
+/// Every live lot of the account that expires at `at`.
+async fn lots_expiring_at(
+    conn: &mut Conn,
+    account_id: i64,
+    at: OffsetDateTime,
+) -> Result<Vec<tally_ledger::LotView>, StoreError> {
+    let rows: Vec<LotRow> = lots::table
+        .filter(lots::account_id.eq(account_id))
+        .filter(ExpiringLot)
+        .filter(lots::expires_at.eq(to_db(at)))
+        .order(lots::id)
+        .select(LotRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// What an account's detail lists: its lots due at `now`, then its live lots in consumption
@@ -601,7 +634,7 @@ pub(crate) async fn account_contents(
         balance: row.balance,
         held: row.held,
         lots: lots.into_iter().map(Into::into).collect(),
-        more_expiring: true,
+        last_instant_partial: true,
         holds: holds.iter().map(HoldRow::view).collect(),
     })
 }
