@@ -154,11 +154,7 @@ async fn reads_are_consistent_snapshots(t: Ctx) {
         readers.spawn(async move {
             let (mut reads, mut torn) = (0, Vec::new());
             while writing.load(std::sync::atomic::Ordering::Relaxed) {
-                let stored = l
-                    .repository()
-                    .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-                    .await
-                    .unwrap();
+                let stored = stored_account(&l, &a).await;
                 let lot_sum: i64 = stored.lots.iter().map(|lot| lot.remaining).sum();
                 if stored.balance != lot_sum {
                     torn.push((stored.balance, lot_sum));

@@ -186,11 +186,8 @@ async fn pages_by_offset(l: &Ledger, q: &TransactionQuery) -> Vec<Vec<Transactio
 
 /// Stored lots with a positive remainder, `(id, remaining, expires_at)`, in id order.
 async fn lots(l: &Ledger, a: &AccountRef) -> Vec<(i64, i64, Option<OffsetDateTime>)> {
-    let mut lots: Vec<_> = l
-        .repository()
-        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
+    let mut lots: Vec<_> = stored_account(l, a)
         .await
-        .unwrap()
         .lots
         .into_iter()
         .map(|lot| (lot.id, lot.remaining, lot.expires_at))
@@ -201,11 +198,7 @@ async fn lots(l: &Ledger, a: &AccountRef) -> Vec<(i64, i64, Option<OffsetDateTim
 
 /// The stored (cached) balance, which the sweep has not necessarily caught up with.
 async fn stored_balance(l: &Ledger, a: &AccountRef) -> i64 {
-    l.repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap()
-        .balance
+    stored_account(l, a).await.balance
 }
 
 fn expiring(list: &[(i64, OffsetDateTime)]) -> Vec<ExpiringCredits> {
@@ -238,3 +231,12 @@ mod history;
 mod isolation;
 mod movements;
 mod scale;
+
+/// The account as stored: its cached figures, every live lot (in the order they are spent) and
+/// every active hold.
+async fn stored_account(l: &Ledger, a: &AccountRef) -> tally_ledger::AccountView {
+    l.repository()
+        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
+        .await
+        .unwrap()
+}

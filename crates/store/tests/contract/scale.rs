@@ -194,20 +194,12 @@ async fn holds_due_among_many_stop_counting_and_expire_first(t: Ctx) {
         (view.held, view.available),
         (held - due, 1_000 - held + due)
     );
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.held, stored.holds.len()), (held, 100));
 
     // The next hold expires them first.
     l.reserve(reserve(&a, 5, 60)).await.unwrap();
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.held, stored.holds.len()), (held - due + 5, 71));
     let first = l.hold("app", holds[0].id).await.unwrap();
     assert_eq!(first.status, HoldStatus::Expired);

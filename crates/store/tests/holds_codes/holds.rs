@@ -28,11 +28,7 @@ async fn reserve_capture_release_happy_paths(t: Ctx) {
         vec![g.clone()],
         "a hold writes no row"
     );
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.balance, stored.held), (100, 40));
     assert!(l.check(a.clone(), 60).await.unwrap().sufficient);
     assert!(!l.check(a.clone(), 61).await.unwrap().sufficient);
@@ -86,11 +82,7 @@ async fn reserve_capture_release_happy_paths(t: Ctx) {
     assert_eq!(l.hold(APP, third.id).await.unwrap(), released);
     assert_eq!(figures(l, &a).await, (65, 65, 0));
     assert_eq!(history(l, &a).await, vec![txn2, txn, g]);
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.balance, stored.held), (65, 0));
     assert!(stored.holds.is_empty());
 }
@@ -368,11 +360,7 @@ async fn holds_expire_at_their_instant(t: Ctx) {
     assert_eq!(swept.status, HoldStatus::Expired);
     assert_eq!(swept.updated_at, hold.expires_at);
     assert_eq!((swept.captured, swept.transaction_id), (None, None));
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.balance, stored.held), (100, 10));
     assert_eq!(
         stored.holds.iter().map(|h| h.id).collect::<Vec<_>>(),
@@ -395,14 +383,7 @@ async fn holds_expire_at_their_instant(t: Ctx) {
     let late = l.release(APP, other.id).await.unwrap();
     assert_eq!(late.status, HoldStatus::Expired);
     assert_eq!(figures(l, &a).await, (100, 100, 0));
-    assert_eq!(
-        l.repository()
-            .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-            .await
-            .unwrap()
-            .held,
-        0
-    );
+    assert_eq!(stored_account(l, &a).await.held, 0);
 }
 
 async fn expired_holds_are_marked_by_the_next_write(t: Ctx) {
@@ -420,11 +401,7 @@ async fn expired_holds_are_marked_by_the_next_write(t: Ctx) {
     assert_eq!(stored_hold(l, &h2).await.status, HoldStatus::Active);
     assert_eq!(figures(l, &a).await, (100, 0, 100));
     assert_eq!(
-        l.repository()
-            .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-            .await
-            .unwrap()
-            .held,
+        stored_account(l, &a).await.held,
         100,
         "cached held = h2 + h3"
     );
@@ -438,11 +415,7 @@ async fn expired_holds_are_marked_by_the_next_write(t: Ctx) {
         .unwrap();
     assert_eq!(s.balance_after, 80);
     assert_eq!(stored_hold(l, &h2).await.status, HoldStatus::Expired);
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.balance, stored.held), (80, 80));
     assert_eq!(l.sweep_expired(100).await.unwrap(), 0);
 
@@ -791,11 +764,7 @@ async fn concurrent_holds_never_overcommit(t: Ctx) {
         (view.balance, view.available, view.held),
         (CREDITS - total.captured, CREDITS - total.captured, 0)
     );
-    let stored = l
-        .repository()
-        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-        .await
-        .unwrap();
+    let stored = stored_account(l, &a).await;
     assert_eq!((stored.balance, stored.held), (CREDITS - total.captured, 0));
     assert!(stored.holds.is_empty(), "no hold left active");
     let usage: Vec<_> = history(l, &a)

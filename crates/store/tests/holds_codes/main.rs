@@ -171,11 +171,7 @@ struct Snapshot {
 async fn snapshot(l: &Ledger, a: &AccountRef) -> Snapshot {
     Snapshot {
         view: l.balance(a.clone()).await.unwrap(),
-        stored: l
-            .repository()
-            .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
-            .await
-            .unwrap(),
+        stored: stored_account(l, a).await,
         history: history(l, a).await,
     }
 }
@@ -255,3 +251,12 @@ fn is_code(code: &str) -> bool {
 // The cases, by topic (declared last: they use the macros above).
 mod codes;
 mod holds;
+
+/// The account as stored: its cached figures, every live lot (in the order they are spent) and
+/// every active hold.
+async fn stored_account(l: &Ledger, a: &AccountRef) -> tally_ledger::AccountView {
+    l.repository()
+        .account_contents(a.clone(), time::OffsetDateTime::now_utc(), i64::MAX)
+        .await
+        .unwrap()
+}
