@@ -1,11 +1,11 @@
 //! What the ledger's queries share with the synchronous balance read on SQLite (see
 //! `queries/ledger.rs` for the queries themselves, `sqlite.rs` for that read).
 
-/// The account, when its soonest active hold runs out, and its soonest-expiring lots, one more
+/// The account, whether a hold of it is due at `$now`, and its soonest-expiring lots, one more
 /// than [`tally_ledger::BALANCE_LOTS`] (which tells whether there are more): one statement (see
 /// `account_and_lots`), walking the `lots_expiring` index from its start.
 macro_rules! account_and_lots_query {
-    ($app:expr, $user:expr) => {
+    ($app:expr, $user:expr, $now:expr) => {
         accounts::table
             .left_join(lots::table.on(lots::account_id.eq(accounts::id).and(ExpiringLot)))
             .filter(accounts::app_key.eq($app))
@@ -14,7 +14,7 @@ macro_rules! account_and_lots_query {
             .limit(tally_ledger::BALANCE_LOTS + 1)
             .select((
                 AccountRow::as_select(),
-                NextHoldExpiry,
+                HoldDue($now),
                 Option::<LotRow>::as_select(),
             ))
     };
@@ -22,11 +22,7 @@ macro_rules! account_and_lots_query {
 pub(crate) use account_and_lots_query;
 
 /// One row of [`account_and_lots_query!`].
-pub(crate) type AccountAndLot = (
-    crate::rows::AccountRow,
-    Option<time::PrimitiveDateTime>,
-    Option<crate::rows::LotRow>,
-);
+pub(crate) type AccountAndLot = (crate::rows::AccountRow, bool, Option<crate::rows::LotRow>);
 
 /// What [`account_and_lots_query!`] read of one account.
 #[derive(Debug, Default)]
@@ -35,8 +31,8 @@ pub(crate) struct FoldedAccount {
     pub view: tally_ledger::AccountView,
     /// The account's id (none when it does not exist yet).
     pub id: Option<i64>,
-    /// When its soonest active hold runs out.
-    pub next_hold_expiry: Option<time::OffsetDateTime>,
+    /// Whether an active hold of it is due at the instant of the read.
+    pub hold_due: bool,
     /// When the soonest lot left unread expires (none when every expiring lot was read).
     pub next_unread: Option<time::OffsetDateTime>,
 }
@@ -65,11 +61,11 @@ pub(crate) fn keep_soonest(
 pub(crate) fn fold_account(rows: Vec<AccountAndLot>) -> FoldedAccount {
     let mut folded = FoldedAccount::default();
     let view = &mut folded.view;
-    for (row, next_hold, lot) in rows {
+    for (row, hold_due, lot) in rows {
         view.balance = row.balance;
         view.held = row.held;
         folded.id = Some(row.id);
-        folded.next_hold_expiry = next_hold.map(crate::rows::from_db);
+        folded.hold_due = hold_due;
         view.lots.extend(lot.map(Into::into));
     }
     let (lots, partial, next_unread) = keep_soonest(std::mem::take(&mut view.lots));

@@ -32,15 +32,16 @@ pub(crate) async fn account_and_lots_rows(
     conn: &mut Conn,
     app: &str,
     user: &str,
+    now: time::PrimitiveDateTime,
 ) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
     use crate::ops::account_and_lots_query;
-    use crate::predicates::{ExpiringLot, NextHoldExpiry};
+    use crate::predicates::{ExpiringLot, HoldDue};
     use crate::rows::{AccountRow, LotRow};
     use crate::schema::{accounts, lots};
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
 
-    account_and_lots_query!(app, user).load(conn).await
+    account_and_lots_query!(app, user, now).load(conn).await
 }
 
 #[path = "queries/catalog.rs"]

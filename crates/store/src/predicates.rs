@@ -91,31 +91,43 @@ diesel::define_sql_function! {
     ) -> diesel::sql_types::Text;
 }
 
-/// When the account's soonest active hold runs out (null without one): a subquery on the
+/// Whether the account has an active hold due at the instant it carries: a subquery on the
 /// `accounts` row of the statement it appears in, one step down the `holds_active` index. The
 /// balance read uses it to tell whether any hold is due without reading the holds.
-#[derive(Debug, Clone, Copy, Default, QueryId)]
-pub(crate) struct NextHoldExpiry;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HoldDue(pub(crate) time::PrimitiveDateTime);
 
-impl Expression for NextHoldExpiry {
-    type SqlType = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>;
+impl QueryId for HoldDue {
+    type QueryId = HoldDue;
+    // The text is constant; the instant is a bound parameter.
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<QS> AppearsOnTable<QS> for NextHoldExpiry {}
+impl Expression for HoldDue {
+    type SqlType = Bool;
+}
 
-impl<QS> SelectableExpression<QS> for NextHoldExpiry {}
+impl<QS> AppearsOnTable<QS> for HoldDue {}
 
-impl<GB> ValidGrouping<GB> for NextHoldExpiry {
+impl<QS> SelectableExpression<QS> for HoldDue {}
+
+impl<GB> ValidGrouping<GB> for HoldDue {
     type IsAggregate = is_aggregate::Never;
 }
 
-impl<DB: Backend> QueryFragment<DB> for NextHoldExpiry {
+impl<DB> QueryFragment<DB> for HoldDue
+where
+    DB: Backend + diesel::sql_types::HasSqlType<diesel::sql_types::Timestamp>,
+    time::PrimitiveDateTime: diesel::serialize::ToSql<diesel::sql_types::Timestamp, DB>,
+{
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql(
-            "(SELECT \"h\".\"expires_at\" FROM \"holds\" AS \"h\" \
+            "(EXISTS (SELECT 1 FROM \"holds\" AS \"h\" \
              WHERE \"h\".\"account_id\" = \"accounts\".\"id\" AND \"h\".\"status\" = 'active' \
-             ORDER BY \"h\".\"expires_at\" LIMIT 1)",
+             AND \"h\".\"expires_at\" <= ",
         );
+        out.push_bind_param::<diesel::sql_types::Timestamp, _>(&self.0)?;
+        out.push_sql("))");
         Ok(())
     }
 }

@@ -34,15 +34,16 @@ pub(crate) async fn account_and_lots_rows(
     conn: &mut Conn,
     app: &str,
     user: &str,
+    now: time::PrimitiveDateTime,
 ) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
     use crate::ops::account_and_lots_query;
-    use crate::predicates::{ExpiringLot, NextHoldExpiry};
+    use crate::predicates::{ExpiringLot, HoldDue};
     use crate::rows::{AccountRow, LotRow};
     use crate::schema::{accounts, lots};
     use diesel::prelude::*;
 
     let (app, user) = (app.to_owned(), user.to_owned());
-    conn.spawn_blocking(move |conn| account_and_lots_query!(&app, &user).load(conn))
+    conn.spawn_blocking(move |conn| account_and_lots_query!(&app, &user, now).load(conn))
         .await
 }
 

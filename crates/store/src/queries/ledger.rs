@@ -511,7 +511,7 @@ pub(crate) async fn account_and_lots(
     account: &AccountRef,
     now: OffsetDateTime,
 ) -> Result<Option<AccountView>, StoreError> {
-    let folded = account_row_and_lots(conn, account).await?;
+    let folded = account_row_and_lots(conn, account, now).await?;
     Ok(one_read_suffices(&folded, now).then_some(folded.view))
 }
 
@@ -519,8 +519,7 @@ pub(crate) async fn account_and_lots(
 /// is due, no due lot was left unread, and the lots read that expire later hold at least one
 /// whole instant (or every such lot).
 fn one_read_suffices(folded: &FoldedAccount, now: OffsetDateTime) -> bool {
-    let hold_due = folded.next_hold_expiry.is_some_and(|at| at <= now);
-    !hold_due && shows_expiring(&folded.view.lots, folded.next_unread, now)
+    !folded.hold_due && shows_expiring(&folded.view.lots, folded.next_unread, now)
 }
 
 /// Whether `lots` (the soonest-expiring lots, read up to a lot expiring at `next_unread`) hold
@@ -555,7 +554,7 @@ pub(super) async fn account_state(
     account: &AccountRef,
     now: OffsetDateTime,
 ) -> Result<(AccountView, Option<i64>), StoreError> {
-    let folded = account_row_and_lots(conn, account).await?;
+    let folded = account_row_and_lots(conn, account, now).await?;
     let Some(id) = folded.id.filter(|_| !one_read_suffices(&folded, now)) else {
         return Ok((folded.view, folded.id));
     };
@@ -639,14 +638,15 @@ pub(crate) async fn account_contents(
     })
 }
 
-/// The account from one statement (`account_and_lots_query!`), read the way the backend reads
-/// it fastest.
+/// The account as a balance at `now` sees it, from one statement (`account_and_lots_query!`),
+/// read the way the backend reads it fastest.
 pub(super) async fn account_row_and_lots(
     conn: &mut Conn,
     account: &AccountRef,
+    now: OffsetDateTime,
 ) -> Result<FoldedAccount, StoreError> {
     Ok(fold_account(
-        super::account_and_lots_rows(conn, &account.app, &account.user).await?,
+        super::account_and_lots_rows(conn, &account.app, &account.user, to_db(now)).await?,
     ))
 }
 
