@@ -20,11 +20,14 @@ pub const LARGE_USER: &str = "lots-large";
 pub const FRESH_USER: &str = "lots-fresh";
 /// The fresh account's grant.
 const FRESH_CREDITS: i64 = 1_000_000;
+/// A small account whose balance answers what the large one's does (eight expiries, a hold):
+/// nine lots of [`LOT_CREDITS`] expiring like the large account's first, and one hold.
+pub const SMALL_USER: &str = "lots-small";
 
 /// Writes, with bulk statements, the two accounts: [`LARGE_USER`] with [`LOTS`] `reward` grants
 /// of [`LOT_CREDITS`] (the odd ones expiring a minute apart, 30 days on; the even ones never)
-/// and [`HOLDS`] active holds, and [`FRESH_USER`] with one grant. Every ledger invariant holds:
-/// balances, `balance_after` running sums, lot remainders, held credits.
+/// and [`HOLDS`] active holds, [`FRESH_USER`] with one grant, and [`SMALL_USER`]. Every ledger
+/// invariant holds: balances, `balance_after` running sums, lot remainders, held credits.
 pub async fn load(kind: DbKind, url: &str) -> Result<std::time::Duration, String> {
     let started = std::time::Instant::now();
     db::migrate(url).await?;
@@ -54,11 +57,17 @@ pub async fn load(kind: DbKind, url: &str) -> Result<std::time::Duration, String
     };
     let large_balance = LOTS * LOT_CREDITS;
     let fresh = LOTS + 1;
+    // The small account's nine lots and transactions, and its hold, follow the others' ids.
+    let small = |n: i64| LOTS + 1 + n;
+    let small_expiry =
+        |n: i64| timestamp(now + time::Duration::days(30) + time::Duration::minutes(2 * n - 1));
     let mut statements = vec![
         format!(
             "INSERT INTO accounts (id, app_key, user_id, balance, held, created_at, updated_at) VALUES \
              (1, 'default', '{LARGE_USER}', {large_balance}, {HOLDS}, '{t0}'{ts}, '{t0}'{ts}), \
-             (2, 'default', '{FRESH_USER}', {FRESH_CREDITS}, 0, '{t0}'{ts}, '{t0}'{ts})"
+             (2, 'default', '{FRESH_USER}', {FRESH_CREDITS}, 0, '{t0}'{ts}, '{t0}'{ts}), \
+             (3, 'default', '{SMALL_USER}', {small_balance}, 1, '{t0}'{ts}, '{t0}'{ts})",
+            small_balance = 9 * LOT_CREDITS
         ),
         format!(
             "INSERT INTO transactions (id, account_id, app_key, user_id, txn_type, amount, balance_after, \
@@ -87,6 +96,28 @@ pub async fn load(kind: DbKind, url: &str) -> Result<std::time::Duration, String
              VALUES ({fresh}, 2, {fresh}, 'reward', {FRESH_CREDITS}, {FRESH_CREDITS}, NULL, '{t0}'{ts})"
         ),
     ];
+    for n in 1..=9 {
+        statements.push(format!(
+            "INSERT INTO transactions (id, account_id, app_key, user_id, txn_type, amount, balance_after, \
+             description, idempotency_key, request_hash, metadata, actor, created_at) VALUES \
+             ({id}, 3, 'default', '{SMALL_USER}', 'reward', {LOT_CREDITS}, {after}, 'Benchmark lot', \
+             NULL, NULL, NULL, NULL, '{t0}'{ts})",
+            id = small(n),
+            after = n * LOT_CREDITS
+        ));
+        statements.push(format!(
+            "INSERT INTO lots (id, account_id, transaction_id, source, amount, remaining, expires_at, created_at) \
+             VALUES ({id}, 3, {id}, 'reward', {LOT_CREDITS}, {LOT_CREDITS}, '{at}'{ts}, '{t0}'{ts})",
+            id = small(n),
+            at = small_expiry(n)
+        ));
+    }
+    statements.push(format!(
+        "INSERT INTO holds (id, account_id, app_key, user_id, amount, status, description, \
+         expires_at, created_at, updated_at) VALUES ({id}, 3, 'default', '{SMALL_USER}', 1, 'active', \
+         'Benchmark hold', '{hold_base}'{ts}, '{t0}'{ts}, '{t0}'{ts})",
+        id = HOLDS + 1
+    ));
     if kind == DbKind::Postgres {
         for table in ["accounts", "transactions", "lots", "holds"] {
             statements.push(format!(
@@ -111,8 +142,8 @@ pub async fn scenario(
     let took = load(kind, &url).await?;
     report.setup.push(format!(
         "lots database: `{LARGE_USER}` with {LOTS} live lots of {LOT_CREDITS} credits (every \
-         other one expiring) and {HOLDS} active holds, `{FRESH_USER}` with one lot, bulk-loaded \
-         in {:.1} s",
+         other one expiring) and {HOLDS} active holds, `{FRESH_USER}` with one lot, `{SMALL_USER}` \
+         with 9 expiring lots and 1 hold, bulk-loaded in {:.1} s",
         took.as_secs_f64()
     ));
     let srv = ctx
@@ -127,10 +158,12 @@ pub async fn scenario(
         AccountOp::Hold,
     ] {
         let fresh_name = format!("lots:{}-fresh", op.name());
-        for (user, name) in [
-            (FRESH_USER, fresh_name.clone()),
-            (LARGE_USER, format!("lots:{}", op.name())),
-        ] {
+        let mut accounts = vec![(FRESH_USER, fresh_name.clone())];
+        if matches!(op, AccountOp::Balance) {
+            accounts.push((SMALL_USER, "lots:balance-small".to_owned()));
+        }
+        accounts.push((LARGE_USER, format!("lots:{}", op.name())));
+        for (user, name) in accounts {
             let auth: HeaderValue = match op {
                 AccountOp::Balance => user_token(&ctx.secret, user)?,
                 _ => key.clone(),
@@ -145,6 +178,17 @@ pub async fn scenario(
             let mut row = ctx.http_row(&name, &srv, wl, true).await?;
             if user == LARGE_USER {
                 row.compare(find(&report.rows, &fresh_name), &fresh_name, Some(0.8));
+                if let Some(small) = find(&report.rows, "lots:balance-small")
+                    .and_then(|r| r.requests_per_second)
+                    .filter(|_| matches!(op, AccountOp::Balance))
+                    && let Some(large) = row.requests_per_second
+                {
+                    row.note = Some(format!(
+                        "{:.0}% of `lots:balance-small`, an account of 9 lots and 1 hold whose \
+                         balance answers the same 8 expiries",
+                        100.0 * large / small
+                    ));
+                }
             }
             report.rows.push(row);
         }

@@ -13,7 +13,7 @@ macro_rules! account_and_lots_query {
             .order((lots::expires_at, lots::id))
             .limit(tally_ledger::BALANCE_LOTS + 1)
             .select((
-                AccountRow::as_select(),
+                AccountFigures::as_select(),
                 HoldDue($now),
                 Option::<LotRow>::as_select(),
             ))
@@ -22,7 +22,11 @@ macro_rules! account_and_lots_query {
 pub(crate) use account_and_lots_query;
 
 /// One row of [`account_and_lots_query!`].
-pub(crate) type AccountAndLot = (crate::rows::AccountRow, bool, Option<crate::rows::LotRow>);
+pub(crate) type AccountAndLot = (
+    crate::rows::AccountFigures,
+    bool,
+    Option<crate::rows::LotRow>,
+);
 
 /// What [`account_and_lots_query!`] read of one account.
 #[derive(Debug, Default)]

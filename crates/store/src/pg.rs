@@ -36,7 +36,7 @@ pub(crate) async fn account_and_lots_rows(
 ) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
     use crate::ops::account_and_lots_query;
     use crate::predicates::{ExpiringLot, HoldDue};
-    use crate::rows::{AccountRow, LotRow};
+    use crate::rows::{AccountFigures, LotRow};
     use crate::schema::{accounts, lots};
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;

@@ -28,6 +28,15 @@ pub(crate) struct AccountRow {
     pub held: i64,
 }
 
+/// An account's figures, as a balance read needs them.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub(crate) struct AccountFigures {
+    pub id: i64,
+    pub balance: i64,
+    pub held: i64,
+}
+
 /// An account as operators list it.
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = accounts)]
