@@ -3,7 +3,9 @@
 
 /// The account, whether a hold of it is due at `$now`, and its soonest-expiring lots, one more
 /// than [`tally_ledger::BALANCE_LOTS`] (which tells whether there are more): one statement (see
-/// `account_and_lots`), walking the `lots_expiring` index from its start.
+/// `account_and_lots`), walking the `lots_expiring` index from its start. SQLite's form: SQLite
+/// reads the lots of its one account in the index's order and stops at the `LIMIT`; PostgreSQL
+/// would sort them all first, and reads a `LATERAL` form of it (`pg.rs`).
 macro_rules! account_and_lots_query {
     ($app:expr, $user:expr, $now:expr) => {
         accounts::table

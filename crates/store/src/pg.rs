@@ -2,7 +2,7 @@
 //! `sqlite.rs`, so a construct one dialect lacks fails to build at its own line. The only
 //! differences the files see are [`locked!`] — PostgreSQL takes row locks (`FOR UPDATE`), since
 //! several nodes and pooled connections write at once —, how a hand-written statement names
-//! its parameters ([`bind`]), and how the balance's one statement is read
+//! its parameters ([`bind`]), and how the balance's one statement is written and read
 //! ([`account_and_lots_rows`]).
 
 /// Conn is the connection every query here runs on.
@@ -27,21 +27,77 @@ pub(crate) fn bind(n: usize) -> String {
     format!("${n}")
 }
 
-/// The rows of `account_and_lots_query!` for one account.
+/// The balance's one statement on PostgreSQL: what `account_and_lots_query!` reads on SQLite,
+/// with the lots taken in a `LATERAL` subquery. PostgreSQL does not carry the order of the inner
+/// index through a join, so the plain join sorts every expiring lot of the account before its
+/// `LIMIT`; the lateral subquery stops after the first lots of the `lots_expiring` index.
+const ACCOUNT_AND_LOTS_SQL: &str = "\
+SELECT a.id, a.balance, a.held,
+  EXISTS (SELECT 1 FROM holds h WHERE h.account_id = a.id AND h.status = 'active'
+          AND h.expires_at <= $3) AS hold_due,
+  l.id AS lot_id, l.remaining AS lot_remaining, l.expires_at AS lot_expires_at
+FROM accounts a
+LEFT JOIN LATERAL (
+  SELECT lots.id, lots.remaining, lots.expires_at FROM lots
+  WHERE lots.account_id = a.id AND lots.remaining > 0 AND lots.expires_at IS NOT NULL
+  ORDER BY lots.expires_at, lots.id LIMIT $4
+) l ON true
+WHERE a.app_key = $1 AND a.user_id = $2
+ORDER BY l.expires_at, l.id";
+
+/// One row of [`ACCOUNT_AND_LOTS_SQL`].
+#[derive(diesel::QueryableByName)]
+struct AccountAndLotRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    held: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    hold_due: bool,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    lot_id: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    lot_remaining: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    lot_expires_at: Option<time::PrimitiveDateTime>,
+}
+
+/// The rows of the balance's one statement for one account (see `account_and_lots_query!`).
 pub(crate) async fn account_and_lots_rows(
     conn: &mut Conn,
     app: &str,
     user: &str,
     now: time::PrimitiveDateTime,
 ) -> diesel::QueryResult<Vec<crate::ops::AccountAndLot>> {
-    use crate::ops::account_and_lots_query;
-    use crate::predicates::{ExpiringLot, HoldDue};
     use crate::rows::{AccountFigures, LotRow};
-    use crate::schema::{accounts, lots};
-    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text, Timestamp};
     use diesel_async::RunQueryDsl;
 
-    account_and_lots_query!(app, user, now).load(conn).await
+    let rows: Vec<AccountAndLotRow> = diesel::sql_query(ACCOUNT_AND_LOTS_SQL)
+        .bind::<Text, _>(app)
+        .bind::<Text, _>(user)
+        .bind::<Timestamp, _>(now)
+        .bind::<BigInt, _>(tally_ledger::BALANCE_LOTS + 1)
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let lot = r.lot_id.zip(r.lot_remaining).map(|(id, remaining)| LotRow {
+                id,
+                remaining,
+                expires_at: r.lot_expires_at,
+            });
+            let figures = AccountFigures {
+                id: r.id,
+                balance: r.balance,
+                held: r.held,
+            };
+            (figures, r.hold_due, lot)
+        })
+        .collect())
 }
 
 #[path = "queries/catalog.rs"]
