@@ -75,13 +75,16 @@ pub(crate) async fn account_and_lots_rows(
     use diesel::sql_types::{BigInt, Text, Timestamp};
     use diesel_async::RunQueryDsl;
 
-    let rows: Vec<AccountAndLotRow> = diesel::sql_query(ACCOUNT_AND_LOTS_SQL)
-        .bind::<Text, _>(app)
-        .bind::<Text, _>(user)
-        .bind::<Timestamp, _>(now)
-        .bind::<BigInt, _>(tally_ledger::BALANCE_LOTS + 1)
-        .load(conn)
-        .await?;
+    // Diesel prepares a hand-written statement again on every execution; its text is constant.
+    let rows: Vec<AccountAndLotRow> = crate::cached::cached(
+        diesel::sql_query(ACCOUNT_AND_LOTS_SQL)
+            .bind::<Text, _>(app)
+            .bind::<Text, _>(user)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(tally_ledger::BALANCE_LOTS + 1),
+    )
+    .load(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| {
