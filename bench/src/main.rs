@@ -137,6 +137,14 @@ struct Cli {
     /// SQLite reader connections of the server (TALLY_SQLITE_READERS).
     #[arg(long, default_value_t = 4)]
     sqlite_readers: usize,
+    /// PostgreSQL: the server's lanes batching money-path writes (TALLY_PG_BATCH_LANES); 0 turns
+    /// batching off.
+    #[arg(long, default_value_t = 4)]
+    pg_batch_lanes: usize,
+    /// `tally serve` processes on the one PostgreSQL database for balance, history, consume,
+    /// consume-hot and check-in; the connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// The tally binary (default: `tally` next to this executable).
     #[arg(long)]
     tally: Option<PathBuf>,
@@ -216,6 +224,10 @@ async fn main_async(cli: Cli) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if cli.nodes == 0 || (cli.nodes > 1 && cli.db == DbKind::Sqlite) {
+        eprintln!("tally-bench: --nodes is at least 1, and more than 1 only with --db postgres");
+        return ExitCode::from(2);
+    }
     let selected: BTreeSet<Scenario> = if cli.scenarios.is_empty() {
         Scenario::value_variants().iter().copied().collect()
     } else {
@@ -247,6 +259,8 @@ async fn main_async(cli: Cli) -> ExitCode {
             "client_threads": client_threads,
             "pg_pool": cli.pg_pool,
             "sqlite_readers": cli.sqlite_readers,
+            "pg_batch_lanes": cli.pg_batch_lanes,
+            "nodes": cli.nodes,
             "tally": tally.display().to_string(),
         }),
         setup: Vec::new(),
@@ -360,6 +374,10 @@ impl Ctx<'_> {
                 "TALLY_SQLITE_READERS".to_owned(),
                 self.cli.sqlite_readers.to_string(),
             ),
+            (
+                "TALLY_PG_BATCH_LANES".to_owned(),
+                self.cli.pg_batch_lanes.to_string(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         ServerProcess::start(Spawn {
@@ -391,19 +409,38 @@ impl Ctx<'_> {
         workload: Workload,
         warmup: bool,
     ) -> Result<Row, String> {
-        let pid = srv.pid();
-        server::reset_peak_rss(pid);
+        self.http_row_on(name, &[srv], workload, warmup).await
+    }
+
+    /// Drives `workload` at `nodes` (connection `i` to node `i mod n`) and turns the result into
+    /// a row: the server's CPU and peak memory are the nodes' sums.
+    async fn http_row_on(
+        &self,
+        name: &str,
+        nodes: &[&ServerProcess],
+        workload: Workload,
+        warmup: bool,
+    ) -> Result<Row, String> {
+        let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
+        for &pid in &pids {
+            server::reset_peak_rss(pid);
+        }
         let workload = Arc::new(workload);
-        let addr = srv.addr;
+        let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
         let ticks = self.ticks;
         eprintln!("tally-bench: {name} …");
         let result = load::run(
             self.plan(warmup),
-            |i| HttpDriver::new(addr, workload.clone(), i),
-            || server::cpu_seconds(pid, ticks),
+            |i| HttpDriver::new(addrs[i % addrs.len()], workload.clone(), i),
+            || {
+                pids.iter()
+                    .map(|&pid| server::cpu_seconds(pid, ticks))
+                    .sum()
+            },
         )
         .await?;
-        let row = Row::measured(name, &result, server::peak_rss_kib(pid));
+        let rss = pids.iter().map(|&pid| server::peak_rss_kib(pid)).sum();
+        let row = Row::measured(name, &result, rss);
         progress(&row);
         Ok(row)
     }
@@ -520,6 +557,12 @@ async fn bench(
         let srv = ctx
             .start_tally(&url, dbs.dir().join("tally-main.log"), &[])
             .await?;
+        let mut others = Vec::new();
+        for n in 2..=cli.nodes {
+            let log = dbs.dir().join(format!("tally-main-{n}.log"));
+            others.push(ctx.start_tally(&url, log, &[]).await?);
+        }
+        let nodes: Vec<&ServerProcess> = std::iter::once(&srv).chain(&others).collect();
         let host = Ctx::host(srv.addr)?;
 
         // Seed: every user gets its balance through the service API, as an app would grant it.
@@ -590,7 +633,7 @@ async fn bench(
                 host: host.clone(),
                 tokens: tokens.clone(),
             };
-            let mut row = ctx.http_row("balance", &srv, wl, true).await?;
+            let mut row = ctx.http_row_on("balance", &nodes, wl, true).await?;
             row.compare(
                 find(&report.rows, "baseline-http"),
                 "baseline-http",
@@ -633,7 +676,7 @@ async fn bench(
                 host: host.clone(),
                 tokens: tokens.clone(),
             };
-            let row = ctx.http_row("history", &srv, wl, true).await?;
+            let row = ctx.http_row_on("history", &nodes, wl, true).await?;
             report.rows.push(row);
         }
 
@@ -674,7 +717,7 @@ async fn bench(
                     hot: false,
                     run: format!("c-{}", ctx.run_tag),
                 };
-                let mut row = ctx.http_row("consume", &srv, wl, true).await?;
+                let mut row = ctx.http_row_on("consume", &nodes, wl, true).await?;
                 row.compare(
                     find(&report.rows, "baseline-db:consume"),
                     "baseline-db:consume",
@@ -701,7 +744,7 @@ async fn bench(
                     hot: true,
                     run: format!("h-{}", ctx.run_tag),
                 };
-                let mut row = ctx.http_row("consume-hot", &srv, wl, true).await?;
+                let mut row = ctx.http_row_on("consume-hot", &nodes, wl, true).await?;
                 row.compare(
                     find(&report.rows, "baseline-db:consume-hot"),
                     "baseline-db:consume-hot",
@@ -730,7 +773,7 @@ async fn bench(
                     tokens: tokens.clone(),
                     next: AtomicUsize::new(0),
                 };
-                let mut row = ctx.http_row("checkin", &srv, wl, false).await?;
+                let mut row = ctx.http_row_on("checkin", &nodes, wl, false).await?;
                 row.compare(
                     find(&report.rows, "baseline-db:checkin"),
                     "baseline-db:checkin",

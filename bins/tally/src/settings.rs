@@ -64,6 +64,8 @@ pub struct Settings {
     pub pg_max_connections: usize,
     /// SQLite reader connections.
     pub sqlite_readers: usize,
+    /// PostgreSQL: lanes batching the money paths' writes; 0 turns batching off.
+    pub pg_batch_lanes: usize,
     /// Stripe secret API key (`sk_test_…`/`sk_live_…`); the Stripe channel is off without it.
     pub stripe_secret_key: Option<Secret>,
     /// Stripe webhook endpoint secret (`whsec_…`).
@@ -136,6 +138,7 @@ impl Default for Settings {
             sweep_interval_seconds: 60,
             pg_max_connections: 16,
             sqlite_readers: 4,
+            pg_batch_lanes: 4,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com".into(),
@@ -180,6 +183,7 @@ const KEYS: &[&str] = &[
     "sweep_interval_seconds",
     "pg_max_connections",
     "sqlite_readers",
+    "pg_batch_lanes",
     "stripe_secret_key",
     "stripe_webhook_secret",
     "stripe_api_base",

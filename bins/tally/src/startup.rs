@@ -199,6 +199,7 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
         StoreOptions {
             pg_max_connections: settings.pg_max_connections,
             sqlite_readers: settings.sqlite_readers,
+            pg_batch_lanes: settings.pg_batch_lanes,
         },
     )
     .await?;

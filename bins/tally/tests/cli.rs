@@ -1,9 +1,11 @@
-//! The `tally` binary: `verify`, `token`, `migrate`, and two `serve` processes sharing one
-//! PostgreSQL database.
+//! The `tally` binary: `verify`, `token`, `migrate`, and two or three `serve` processes sharing
+//! one PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
 mod common;
+
+use std::collections::BTreeSet;
 
 use serde_json::json;
 use tempfile::TempDir;
@@ -11,7 +13,10 @@ use tempfile::TempDir;
 use common::{Db, JWT_SECRET, TestApp, consume_storm, start_node, tally_command};
 
 backend_tests!(verify_command, token_command);
-postgres_tests!(two_processes_share_one_database);
+postgres_tests!(
+    two_processes_share_one_database,
+    three_processes_share_one_database
+);
 
 async fn run(cmd: &mut tokio::process::Command) -> (Option<i32>, String, String) {
     let out = cmd.output().await.expect("tally runs");
@@ -292,14 +297,26 @@ async fn migrate_command() {
 }
 
 async fn two_processes_share_one_database() {
-    // Both nodes start at once on an empty database: they race to migrate it.
+    processes_share_one_database(2).await;
+}
+
+async fn three_processes_share_one_database() {
+    processes_share_one_database(3).await;
+}
+
+/// `n` nodes, each batching its writes, spend from one hot account, from many accounts and
+/// under one key sent to every node at once: exact counts, and `tally verify` clean.
+async fn processes_share_one_database(n: usize) {
+    // The nodes start at once on an empty database: they race to migrate it.
     let database = common::fresh_database(Db::Postgres).await;
     let database_url = database.url.clone();
     let dir = TempDir::new().unwrap();
-    let ((node_a, a), (node_b, b)) = tokio::join!(
-        start_node(&database_url, dir.path(), &[]),
-        start_node(&database_url, dir.path(), &[])
-    );
+    let (nodes, bases): (Vec<_>, Vec<_>) =
+        futures_util::future::join_all((0..n).map(|_| start_node(&database_url, dir.path(), &[])))
+            .await
+            .into_iter()
+            .unzip();
+    let (a, b) = (bases[0].clone(), bases[n - 1].clone());
     let client = common::client();
     let call = |base: &str, method: reqwest::Method, path: &str, token: String, body| {
         let (client, base, path) = (client.clone(), base.to_owned(), path.to_owned());
@@ -316,16 +333,74 @@ async fn two_processes_share_one_database() {
     .await;
     assert_eq!(status, 200, "{body}");
 
+    for i in 0..17 {
+        // u0 … u15 for the storms, u16 for the replays.
+        let (status, body, _) = call(
+            &bases[i % n],
+            reqwest::Method::POST,
+            "/admin/credits/manual",
+            common::admin_token("root"),
+            common::Body::Json(
+                json!({ "user_id": format!("u{i}"), "amount": 100, "description": "pool" }),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // One hot account, and sixteen others, at the same time.
     let (callers, per_caller) = (32, 125);
-    let (tally, rate) = consume_storm(&[a.clone(), b.clone()], "alice", callers, per_caller).await;
+    let hot = consume_storm(&bases, "alice", callers, per_caller);
+    let users: Vec<String> = (0..16).map(|i| format!("u{i}")).collect();
+    let many =
+        futures_util::future::join_all(users.iter().map(|u| consume_storm(&bases, u, 3, 40)));
+    let ((tally, rate), many) = tokio::join!(hot, many);
     eprintln!(
-        "[Postgres] two processes: {callers} callers x {per_caller} consumes: {} ok, {} refused, {rate:.0} requests/s",
+        "[Postgres] {n} processes: {callers} callers x {per_caller} consumes: {} ok, {} refused, {rate:.0} requests/s",
         tally.ok, tally.insufficient
     );
     assert_eq!(
         (tally.ok, tally.insufficient, tally.other),
         (3_000, 1_000, 0)
     );
+    for (user, (t, _)) in users.iter().zip(&many) {
+        assert_eq!((t.ok, t.insufficient, t.other), (100, 20, 0), "{user}");
+    }
+
+    // One key sent to every node at once, four times each: charged once.
+    let replays = (0..4 * n).map(|i| {
+        let client = client.clone();
+        let base = bases[i % n].clone();
+        async move {
+            let body = json!({
+                "user_id": "u16", "amount": 7, "description": "AI call", "idempotency_key": "once",
+            });
+            common::send(
+                &client,
+                &base,
+                reqwest::Method::POST,
+                "/internal/credits/consume",
+                Some(common::SERVICE_KEY),
+                &[],
+                common::Body::Json(body),
+            )
+            .await
+        }
+    });
+    let replies = futures_util::future::join_all(replays).await;
+    let charged: BTreeSet<String> = replies
+        .iter()
+        .map(|(status, body, _)| {
+            assert_eq!(*status, 200, "{body}");
+            body["data"]["id"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        charged.len(),
+        1,
+        "one transaction for every reply: {charged:?}"
+    );
+
     for base in [&a, &b] {
         let token = common::user_token("alice");
         let (status, body, _) = call(
@@ -340,7 +415,17 @@ async fn two_processes_share_one_database() {
         assert_eq!(body["data"]["balance"], json!(0));
     }
     let usage = common::rows_of_type_at(&client, &b, "ai_usage").await;
-    assert_eq!(usage.len(), 3_000);
+    assert_eq!(usage.len(), 3_000 + 16 * 100 + 1);
+    let (status, body, _) = call(
+        &a,
+        reqwest::Method::GET,
+        "/credits/balance",
+        common::user_token("u16"),
+        common::Body::Empty,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["balance"], json!(93));
 
     let mut verify = tally_command(dir.path());
     verify
@@ -350,6 +435,6 @@ async fn two_processes_share_one_database() {
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("no violations"), "{stdout}");
     // Stop the nodes before the database goes.
-    drop((node_a, node_b));
+    drop(nodes);
     drop(database);
 }

@@ -10,10 +10,12 @@
 //! | `Read`      | a pooled connection, no transaction     | a reader, the whole read on one blocking thread     |
 //! | `Snapshot`  | read-only `REPEATABLE READ` transaction | a reader's deferred transaction, on a blocking thread |
 //! | `Write`     | a transaction (statements lock rows)    | `BEGIN IMMEDIATE` on the writer, on a blocking thread |
-//! | `Grouped`   | a transaction (statements lock rows)    | a savepoint in the writer's next group commit       |
+//! | `Grouped`   | a savepoint in its lane's next batch    | a savepoint in the writer's next group commit       |
 //!
 //! See `sqlite_rt.rs` for why SQLite runs statements inline on a thread set aside for the
-//! operation, and for the group commit.
+//! operation, and for the group commit; `pg_batch.rs` for PostgreSQL's batches. A `Grouped`
+//! write names the one account it locks (`Grouped(account)`); one that cannot (a capture by
+//! hold id) is written `Grouped` and runs in its own transaction on PostgreSQL.
 //!
 //! Failures of the database itself are logged here, once; domain refusals are not failures and
 //! pass through silently.
@@ -22,7 +24,9 @@ use std::future::Future;
 
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tally_ledger::AccountRef;
 
+use crate::pg_batch::PgBatches;
 use crate::sqlite_rt::{GroupCommit, Inline, InlineGuard, immediate_transaction};
 use crate::{SqliteConn, StoreError, error_chain};
 
@@ -38,8 +42,9 @@ pub(crate) enum Exec {
     Snapshot,
     /// A write, in one transaction.
     Write,
-    /// A write on a money path (movements, holds, check-ins): on SQLite it shares its commit with
-    /// the writes queued beside it. Its body owns what it uses: it runs on the writer's thread.
+    /// A write on a money path (movements, holds, check-ins, usage): it shares its commit with the
+    /// writes queued beside it (on PostgreSQL only when it names its account). Its body owns what
+    /// it uses: it runs on the writer's thread or in a lane's task.
     Grouped,
 }
 
@@ -66,11 +71,35 @@ where
 /// or `crate::sqlite::$queries`. The body is written once and compiled for each; it moves in
 /// what it uses (only one of the two runs).
 macro_rules! exec {
+    ($store:expr, Grouped($account:expr), $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::Pools::Pg(pg) => {
+                // Taken before the body moves in what it uses.
+                let account: tally_ledger::AccountRef = ::std::clone::Clone::clone($account);
+                pg.grouped(&account, async move |$conn: &mut $crate::pg::Conn| {
+                    use $crate::pg::$queries as $ops;
+                    $body
+                })
+                .await
+            }
+            $crate::Pools::Sqlite(pools) => {
+                pools
+                    .exec(
+                        $crate::exec::Exec::Grouped,
+                        async move |$conn: &mut $crate::sqlite::Conn| {
+                            use $crate::sqlite::$queries as $ops;
+                            $body
+                        },
+                    )
+                    .await
+            }
+        }
+    };
     ($store:expr, $exec:ident, $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {
         match &$store.pools {
-            $crate::Pools::Pg(pool) => {
+            $crate::Pools::Pg(pg) => {
                 $crate::exec::on_pg(
-                    pool,
+                    &pg.pool,
                     $crate::exec::Exec::$exec,
                     async move |$conn: &mut $crate::pg::Conn| {
                         use $crate::pg::$queries as $ops;
@@ -135,6 +164,30 @@ where
     }
     .await;
     logged(result)
+}
+
+/// PostgreSQL's connections, and the lanes that batch the money paths' writes (none when
+/// batching is off).
+#[derive(Clone)]
+pub(crate) struct PgPools {
+    pub(crate) pool: Pool<AsyncPgConnection>,
+    pub(crate) batches: Option<PgBatches>,
+}
+
+impl PgPools {
+    /// Runs `op`, a write that locks `account` and no other, in its lane's next batch; in its
+    /// own transaction when batching is off.
+    pub(crate) async fn grouped<T, F>(&self, account: &AccountRef, op: F) -> Result<T, StoreError>
+    where
+        for<'r> F:
+            Body<&'r mut AsyncPgConnection, Result<T, StoreError>, Fut: Send> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.batches {
+            Some(batches) => logged(batches.submit(account, op).await),
+            None => on_pg(&self.pool, Exec::Grouped, op).await,
+        }
+    }
 }
 
 /// SQLite's connections: one writer (SQLite writes serialise), a few readers, and the writer's

@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod cached;
 mod catalog_repo;
 mod catalog_rows;
@@ -58,6 +59,7 @@ mod exec;
 mod ops;
 mod outbox;
 mod pg;
+mod pg_batch;
 mod predicates;
 mod pricing_cache;
 mod repo;
@@ -225,6 +227,9 @@ pub struct StoreOptions {
     pub pg_max_connections: usize,
     /// SQLite reader connections (writes always use one connection: SQLite writes serialise).
     pub sqlite_readers: usize,
+    /// PostgreSQL: lanes that batch the money paths' writes, each holding one of the
+    /// `pg_max_connections` while it commits; 0 gives every write its own transaction.
+    pub pg_batch_lanes: usize,
 }
 
 impl Default for StoreOptions {
@@ -232,13 +237,14 @@ impl Default for StoreOptions {
         Self {
             pg_max_connections: 16,
             sqlite_readers: 4,
+            pg_batch_lanes: 4,
         }
     }
 }
 
 #[derive(Clone)]
 pub(crate) enum Pools {
-    Pg(Pool<AsyncPgConnection>),
+    Pg(exec::PgPools),
     Sqlite(exec::SqlitePools),
 }
 
@@ -295,7 +301,9 @@ impl Store {
                     .max_size(options.pg_max_connections.max(1))
                     .build()
                     .map_err(|e| StoreError::Config(e.to_string()))?;
-                Pools::Pg(pool)
+                let batches = (options.pg_batch_lanes > 0)
+                    .then(|| pg_batch::PgBatches::start(&pool, options.pg_batch_lanes));
+                Pools::Pg(exec::PgPools { pool, batches })
             }
             Backend::Sqlite(path) => {
                 if let Some(dir) = std::path::Path::new(path).parent()
@@ -385,7 +393,7 @@ impl Store {
             }};
         }
         match &self.pools {
-            Pools::Pg(p) => vec![("postgres", stats!(p))],
+            Pools::Pg(p) => vec![("postgres", stats!(p.pool))],
             Pools::Sqlite(p) => {
                 vec![
                     ("sqlite_write", stats!(p.write)),

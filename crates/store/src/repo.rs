@@ -42,7 +42,7 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (movement, hash) = (movement.clone(), hash.clone());
             async move {
-                exec!(self, Grouped, ledger, |conn, ops| {
+                exec!(self, Grouped(&movement.account), ledger, |conn, ops| {
                     ops::apply(conn, &movement, &hash, now).await
                 })
             }
@@ -52,10 +52,9 @@ impl LedgerRepository for Store {
     }
 
     async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError> {
-        exec!(self, Grouped, ledger, |conn, ops| ops::checkin(
-            conn, &request
-        )
-        .await)
+        exec!(self, Grouped(&request.account), ledger, |conn, ops| {
+            ops::checkin(conn, &request).await
+        })
         .map_err(Into::into)
     }
 
@@ -218,7 +217,7 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (request, hash) = (request.clone(), hash.clone());
             async move {
-                exec!(self, Grouped, ledger, |conn, ops| {
+                exec!(self, Grouped(&request.account), ledger, |conn, ops| {
                     ops::reserve(conn, &request, &hash, now).await
                 })
             }
@@ -441,7 +440,7 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (request, hash, cache) = (request.clone(), hash.clone(), self.pricing.clone());
             async move {
-                exec!(self, Grouped, usage, |conn, ops| {
+                exec!(self, Grouped(&request.account), usage, |conn, ops| {
                     ops::track(conn, &cache, &request, &hash, now).await
                 })
             }
@@ -461,7 +460,7 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (shared, cache) = (shared.clone(), self.pricing.clone());
             async move {
-                exec!(self, Grouped, usage, |conn, ops| {
+                exec!(self, Grouped(&shared.0.account), usage, |conn, ops| {
                     let (usage, reserve, hash) = &*shared;
                     ops::reserve_usage(conn, &cache, usage, reserve, hash, now).await
                 })

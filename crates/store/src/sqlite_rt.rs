@@ -26,6 +26,7 @@ use diesel_async::TransactionManager as _;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncTransactionManagerWrapper};
 
+use crate::batch::{self, Finish};
 use crate::{SqliteConn, StoreError};
 
 thread_local! {
@@ -165,11 +166,6 @@ const MAX_QUEUED: usize = 16 * MAX_GROUP;
 /// outcome once the group's commit is known.
 type Job = Box<dyn FnOnce(&mut SqliteConn, &tokio::runtime::Handle) -> (Finish, bool) + Send>;
 
-/// Reports a write's outcome; the argument is the group's commit error, if any.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-
-type Panic = Box<dyn std::any::Any + Send + 'static>;
-
 type Txm = SyncTransactionManagerWrapper<AnsiTransactionManager>;
 
 impl std::fmt::Debug for GroupCommit {
@@ -210,40 +206,20 @@ impl GroupCommit {
         T: Send + 'static,
         F: AsyncFnOnce(&mut SqliteConn) -> Result<T, StoreError> + Send + 'static,
     {
-        let (answer, outcome) =
-            tokio::sync::oneshot::channel::<Result<Result<T, StoreError>, Panic>>();
+        let (answer, outcome) = batch::channel::<T>();
         let job: Job = Box::new(move |conn, handle| {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 handle.block_on(savepoint(conn, op))
             }));
-            let clean = result.is_ok() && at_group_level(conn);
-            let finish: Finish = Box::new(move |commit_error| {
-                let result = match result {
-                    Ok(Ok(value)) => match commit_error {
-                        None => Ok(Ok(value)),
-                        Some(e) => Ok(Err(StoreError::Connection(format!(
-                            "the write's group commit failed: {e}"
-                        )))),
-                    },
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(panic) => Err(panic),
-                };
-                let _ = answer.send(result);
-            });
-            (finish, clean)
+            let clean = result.is_ok() && batch::at_batch_level(conn);
+            (batch::finish(result, answer), clean)
         });
         if self.jobs.send(job).await.is_err() {
             return Err(StoreError::Connection(
                 "the SQLite writer has stopped".into(),
             ));
         }
-        match outcome.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => Err(StoreError::Connection(
-                "the write was not attempted: its group was aborted (see the log)".into(),
-            )),
-        }
+        batch::outcome(outcome).await
     }
 }
 
@@ -263,15 +239,6 @@ where
             Err(e)
         }
     }
-}
-
-/// Whether `conn` is back at the group's own transaction (depth 1) and usable (the depth is an
-/// error when the transaction manager is in an error state).
-fn at_group_level(conn: &mut SqliteConn) -> bool {
-    matches!(
-        Txm::transaction_manager_status_mut(conn).transaction_depth(),
-        Ok(Some(depth)) if depth.get() == 1
-    )
 }
 
 fn commit_group(pool: &Pool<SqliteConn>, handle: &tokio::runtime::Handle, group: Vec<Job>) {

@@ -225,6 +225,7 @@ fn checkin_config(tz: &str, rewards: &[i64]) -> CheckinConfig {
 }
 
 // The cases, by topic (declared last: they use the macros above).
+mod batches;
 mod checkin;
 mod concurrency;
 mod history;

@@ -1,0 +1,65 @@
+//! What the two backends' batched writes share (SQLite's group commit in `sqlite_rt.rs`,
+//! PostgreSQL's batches in `pg_batch.rs`): each write runs in its own savepoint of the batch's
+//! transaction, and hears its outcome only once the batch's commit is known.
+
+use diesel_async::{AsyncConnection, TransactionManager};
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+
+/// Reports a write's outcome; the argument is the batch's commit error, if any.
+pub(crate) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// A panic caught inside a write, resumed in its caller.
+pub(crate) type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Where a write's outcome goes.
+pub(crate) type Answer<T> = oneshot::Sender<Result<Result<T, StoreError>, Panic>>;
+
+/// Where its caller waits for it.
+pub(crate) type Outcome<T> = oneshot::Receiver<Result<Result<T, StoreError>, Panic>>;
+
+pub(crate) fn channel<T>() -> (Answer<T>, Outcome<T>) {
+    oneshot::channel()
+}
+
+/// The [`Finish`] of a write that ended with `result` in its savepoint: a success stands only if
+/// the batch commits.
+pub(crate) fn finish<T: Send + 'static>(
+    result: Result<Result<T, StoreError>, Panic>,
+    answer: Answer<T>,
+) -> Finish {
+    Box::new(move |commit_error| {
+        let result = match result {
+            Ok(Ok(value)) => match commit_error {
+                None => Ok(Ok(value)),
+                Some(e) => Ok(Err(StoreError::Connection(format!(
+                    "the write's batch commit failed: {e}"
+                )))),
+            },
+            other => other,
+        };
+        let _ = answer.send(result);
+    })
+}
+
+/// What the caller of a batched write gets: its outcome, its panic resumed, or an error when its
+/// batch was dropped before the write ran.
+pub(crate) async fn outcome<T>(outcome: Outcome<T>) -> Result<T, StoreError> {
+    match outcome.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => Err(StoreError::Connection(
+            "the write was not attempted: its batch was aborted (see the log)".into(),
+        )),
+    }
+}
+
+/// Whether `conn` is back at the batch's own transaction (depth 1) and usable (the depth is an
+/// error when the transaction manager is in an error state).
+pub(crate) fn at_batch_level<C: AsyncConnection>(conn: &mut C) -> bool {
+    matches!(
+        C::TransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(Some(depth)) if depth.get() == 1
+    )
+}

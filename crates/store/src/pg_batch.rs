@@ -1,0 +1,198 @@
+//! Batched writes for PostgreSQL's money paths (movements, holds, check-ins, usage).
+//!
+//! One write in its own transaction costs a `BEGIN`, a `COMMIT` and a WAL flush, and holds its
+//! account's row lock until that flush: writes to one account then run one flush at a time.
+//! Instead each write names the account it locks and joins a *lane*: a task with one pooled
+//! connection that takes every write queued while its previous batch committed, runs each in a
+//! `SAVEPOINT` of one transaction, and commits them together. An account always maps to the same
+//! lane, so its writes meet in one batch and share one lock and one flush.
+//!
+//! The rules are those of SQLite's group commit (`sqlite_rt.rs`):
+//! - each write keeps its own outcome: one that fails (an overdraw, a replay with other figures,
+//!   a database error) rolls back to its savepoint, as its own transaction would have;
+//! - nobody hears of success before the batch's `COMMIT` returns; when it fails, every write in
+//!   the batch fails with it and none of them happened (the commit is as durable as before:
+//!   `synchronous_commit` is left alone);
+//! - a write that leaves the transaction unusable ends the batch: the transaction is rolled
+//!   back and every write in it fails;
+//! - the queues are bounded, so a burst slows callers down instead of piling up memory.
+//!
+//! **Lock order.** A batch locks the rows of several accounts at once, and several nodes (or
+//! lanes) batch at the same time, so the order matters: a batch runs its writes sorted by the
+//! account's key (app, then user), the same total order on every node; the sort is stable, so
+//! one account's writes keep their arrival order. Every batched write locks its own account
+//! first and no other account, so two batches never wait on each other in a cycle. Writes that
+//! do not know their account before they read (a capture or release by hold id) and
+//! redemptions (which also lock the shared code) are not batched: they run in their own
+//! transaction, as before.
+
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, TransactionManager,
+};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use tally_ledger::AccountRef;
+use tokio::sync::mpsc;
+
+use crate::StoreError;
+use crate::batch::{self, Finish};
+use crate::exec::Body;
+
+/// The most writes one batch commits.
+const MAX_BATCH: usize = 64;
+
+/// The most writes waiting for one lane (sixteen batches).
+const MAX_QUEUED: usize = 16 * MAX_BATCH;
+
+/// A write waiting in a lane, and the account that orders it in its batch.
+struct Job {
+    key: AccountRef,
+    run: Run,
+}
+
+/// Runs a write in its savepoint on the batch's connection and answers whether the connection
+/// is still at the batch's transaction level; the [`Finish`] it leaves reports the outcome once
+/// the batch's commit is known.
+type Run = Box<
+    dyn for<'c> FnOnce(
+            &'c mut AsyncPgConnection,
+        ) -> Pin<Box<dyn Future<Output = (Finish, bool)> + Send + 'c>>
+        + Send,
+>;
+
+/// The lanes of one node. Cheap to clone; the lanes end when the last clone is dropped.
+#[derive(Clone)]
+pub(crate) struct PgBatches {
+    lanes: Vec<mpsc::Sender<Job>>,
+}
+
+impl std::fmt::Debug for PgBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBatches")
+            .field("lanes", &self.lanes.len())
+            .finish()
+    }
+}
+
+impl PgBatches {
+    /// Starts `lanes` lanes (at least one) on `pool`; each holds a connection while it commits.
+    pub(crate) fn start(pool: &Pool<AsyncPgConnection>, lanes: usize) -> Self {
+        let lanes = (0..lanes.max(1))
+            .map(|_| {
+                let (jobs, queue) = mpsc::channel(MAX_QUEUED);
+                tokio::spawn(lane(pool.clone(), queue));
+                jobs
+            })
+            .collect();
+        Self { lanes }
+    }
+
+    /// Runs `op`, which locks `account` and no other, as one write of its lane's next batch, and
+    /// returns its outcome after the batch's commit. `op` owns what it uses: the write outlives
+    /// the caller if the caller goes away.
+    pub(crate) async fn submit<T, F>(&self, account: &AccountRef, op: F) -> Result<T, StoreError>
+    where
+        for<'r> F:
+            Body<&'r mut AsyncPgConnection, Result<T, StoreError>, Fut: Send> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer, outcome) = batch::channel::<T>();
+        let run: Run = Box::new(move |conn| {
+            Box::pin(async move {
+                // Nested in the batch's transaction, `transaction` is a savepoint: released when
+                // `op` succeeds, rolled back to when it fails.
+                let result = AsyncConnection::transaction(&mut *conn, op).await;
+                let clean = batch::at_batch_level(conn);
+                (batch::finish(Ok(result), answer), clean)
+            })
+        });
+        let job = Job {
+            key: account.clone(),
+            run,
+        };
+        if self.lanes[self.lane_of(account)].send(job).await.is_err() {
+            return Err(StoreError::Connection(
+                "the PostgreSQL batch lane has stopped".into(),
+            ));
+        }
+        batch::outcome(outcome).await
+    }
+
+    /// The lane an account's writes go to; the same for the node's whole life.
+    fn lane_of(&self, account: &AccountRef) -> usize {
+        let mut hasher = std::hash::DefaultHasher::new();
+        account.hash(&mut hasher);
+        (hasher.finish() % self.lanes.len() as u64) as usize
+    }
+}
+
+/// A lane: takes every write queued while the previous batch committed (up to [`MAX_BATCH`])
+/// and commits them together.
+async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // Stable: one account's writes stay in arrival order.
+        jobs.sort_by(|a, b| (&a.key.app, &a.key.user).cmp(&(&b.key.app, &b.key.user)));
+        let writes = jobs.len();
+        // A panicking write aborts its own batch only: the lane goes on. The batch's connection
+        // is dropped inside its transaction, so the pool discards it (rolling the batch back),
+        // and the batch's callers hear that their writes were not attempted.
+        if let Err(e) = tokio::spawn(commit_batch(pool.clone(), jobs)).await {
+            tracing::error!(error = %e, writes, "PostgreSQL batch aborted; none of its writes happened");
+        }
+    }
+}
+
+async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
+    // Jobs dropped without running tell their callers so (their answer channel closes).
+    let mut conn = match pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, writes = jobs.len(), "PostgreSQL batch: no connection; the batch was not attempted");
+            return;
+        }
+    };
+    if let Err(e) = AnsiTransactionManager::begin_transaction(&mut *conn).await {
+        tracing::error!(error = %e, writes = jobs.len(), "PostgreSQL batch: BEGIN failed; the batch was not attempted");
+        return;
+    }
+    let mut finishes = Vec::with_capacity(jobs.len());
+    let mut clean = true;
+    for job in jobs {
+        if !clean {
+            break; // dropped: not attempted
+        }
+        let (finish, ok) = (job.run)(&mut conn).await;
+        finishes.push(finish);
+        clean = ok;
+    }
+    let commit_error = if clean {
+        AnsiTransactionManager::commit_transaction(&mut *conn)
+            .await
+            .err()
+            .map(|e| {
+                tracing::error!(error = %e, writes = finishes.len(), "PostgreSQL batch: COMMIT failed; none of its writes happened");
+                e.to_string()
+            })
+    } else {
+        tracing::error!(
+            writes = finishes.len(),
+            "PostgreSQL batch: a write left the transaction unusable; the batch was rolled back"
+        );
+        // Closing the connection rolls its transaction back; the pool opens a new one.
+        drop(Object::take(conn));
+        Some("the batch was rolled back".to_owned())
+    };
+    for finish in finishes {
+        finish(commit_error.as_deref());
+    }
+}

@@ -1,0 +1,339 @@
+//! PostgreSQL's batched writes (`pg_batch.rs`), seen from outside: writes that queue while a
+//! batch commits are committed together in one transaction, each with its own outcome, one
+//! account's in arrival order; a batch whose commit fails applies none of its writes.
+//!
+//! To put chosen writes in one batch, a test holds a row lock on the account from a connection
+//! of its own: the lane's first write waits on it, the writes sent meanwhile queue behind it,
+//! and when the test lets go they form the next batch. The store runs one lane, so every
+//! account's writes meet in it.
+
+use super::*;
+use diesel::QueryableByName;
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use tally_ledger::ReserveRequest;
+use tokio::task::JoinHandle;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .await
+        .unwrap()
+        .n
+}
+
+/// A fresh PostgreSQL database and a ledger whose store batches on one lane; `None` without
+/// PostgreSQL.
+async fn one_lane() -> Option<(TestDb, Ledger, AsyncPgConnection)> {
+    let db = TestDb::postgres().await?;
+    db.store().await; // migrated
+    let store = tally_store::Store::connect_with(
+        &db.url,
+        tally_store::StoreOptions {
+            pg_batch_lanes: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ledger = Ledger::with_clock(
+        Arc::new(store),
+        Arc::new(tally_ledger::ManualClock::new(START)),
+    );
+    let admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    Some((db, ledger, admin))
+}
+
+/// Holds `user`'s account row locked on `conn` until [`let_go`], and starts a 1-credit spend on
+/// it that the lane takes alone and waits in; returns once it waits.
+async fn block_lane(l: &Ledger, conn: &mut AsyncPgConnection, user: &str) -> JoinHandle<()> {
+    conn.batch_execute(&format!(
+        "BEGIN; SELECT id FROM accounts WHERE user_id = '{user}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let (l, a) = (l.clone(), acct("app", user));
+    let blocker = tokio::spawn(async move {
+        l.spend(a, 1, "blocker".into(), Some("blocker".into()), None)
+            .await
+            .unwrap();
+    });
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE NOT granted";
+    for _ in 0..500 {
+        if count(conn, waiting).await > 0 {
+            return blocker;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the lane's first write never waited on the lock");
+}
+
+async fn let_go(conn: &mut AsyncPgConnection, blocker: JoinHandle<()>) {
+    conn.batch_execute("COMMIT").await.unwrap();
+    blocker.await.unwrap();
+}
+
+type Outcome = Result<i64, LedgerError>;
+
+/// Starts the writes one after another, each queued before the next starts.
+async fn queue(
+    writes: Vec<std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>>,
+) -> Vec<JoinHandle<Outcome>> {
+    let mut started = Vec::new();
+    for write in writes {
+        started.push(tokio::spawn(write));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    started
+}
+
+async fn outcomes(started: Vec<JoinHandle<Outcome>>) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for s in started {
+        out.push(s.await.unwrap());
+    }
+    out
+}
+
+fn spend_w(
+    l: &Ledger,
+    user: &str,
+    credits: i64,
+    key: &str,
+) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    let (l, a, key) = (l.clone(), acct("app", user), key.to_owned());
+    Box::pin(async move {
+        l.spend(a, credits, "batch".into(), Some(key), None)
+            .await
+            .map(|t| t.id)
+    })
+}
+
+fn grant_w(
+    l: &Ledger,
+    user: &str,
+    credits: i64,
+    description: &str,
+    key: Option<&str>,
+) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    let mut m = movement(&acct("app", user), grant_kind(credits, None));
+    m.description = description.to_owned();
+    m.idempotency_key = key.map(str::to_owned);
+    let l = l.clone();
+    Box::pin(async move { l.apply(m).await.map(|t| t.id) })
+}
+
+fn hold_w(
+    l: &Ledger,
+    user: &str,
+    credits: i64,
+) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    let (l, a) = (l.clone(), acct("app", user));
+    Box::pin(async move {
+        l.reserve(ReserveRequest {
+            account: a,
+            credits,
+            ttl_seconds: 600,
+            description: "batch".into(),
+            idempotency_key: None,
+            metadata: None,
+        })
+        .await
+        .map(|h| h.id)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_keeps_each_writes_outcome_in_arrival_order() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    // Which transaction wrote each row: `txid_current()` names the top-level transaction even
+    // inside a savepoint (a row's `xmin` would name the savepoint's own).
+    admin
+        .batch_execute(
+            "CREATE TABLE seen (description TEXT, xid BIGINT);
+             CREATE FUNCTION note_xid() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO seen VALUES (NEW.description, txid_current()); RETURN NULL; END $$;
+             CREATE TRIGGER note AFTER INSERT ON transactions
+             FOR EACH ROW EXECUTE FUNCTION note_xid();
+             CREATE TRIGGER note AFTER INSERT ON holds
+             FOR EACH ROW EXECUTE FUNCTION note_xid();",
+        )
+        .await
+        .unwrap();
+    let (alice, bob) = (acct("app", "alice"), acct("app", "bob"));
+    let mut setup = movement(&alice, grant_kind(100, None));
+    setup.description = "setup".into();
+    setup.idempotency_key = Some("g0".into());
+    let g0 = l.apply(setup).await.unwrap().id;
+    grant(&l, &bob, 10, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "alice").await;
+    let started = queue(vec![
+        spend_w(&l, "alice", 60, "s60"),                // 99 → 39
+        spend_w(&l, "alice", 50, "s50"),                // refused: only 39 left, after the 60
+        grant_w(&l, "bob", 5, "batch", None),           // 10 → 15
+        spend_w(&l, "alice", 60, "s60"),                // replay inside the batch
+        grant_w(&l, "alice", 100, "setup", Some("g0")), // replay across batches
+        spend_w(&l, "alice", 7, "g0"),                  // the key again, other figures
+        hold_w(&l, "bob", 12),                          // 3 left available
+        spend_w(&l, "bob", 4, "b4"),                    // refused: the hold counts
+        spend_w(&l, "alice", 39, "s39"),                // 39 → 0
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+
+    let s60 = *got[0].as_ref().unwrap();
+    assert!(
+        matches!(got[1], Err(LedgerError::InsufficientCredits { .. })),
+        "{:?}",
+        got[1]
+    );
+    assert!(got[2].is_ok());
+    assert_eq!(
+        got[3].as_ref().unwrap(),
+        &s60,
+        "a replay answers the first write"
+    );
+    assert_eq!(
+        got[4].as_ref().unwrap(),
+        &g0,
+        "a replay answers the first write"
+    );
+    assert!(
+        matches!(got[5], Err(LedgerError::IdempotencyKeyReused)),
+        "{:?}",
+        got[5]
+    );
+    assert!(got[6].is_ok());
+    assert!(
+        matches!(got[7], Err(LedgerError::InsufficientCredits { .. })),
+        "{:?}",
+        got[7]
+    );
+    assert!(got[8].is_ok());
+
+    assert_eq!(balance(&l, &alice).await, 0);
+    let bob_now = l.balance(bob.clone()).await.unwrap();
+    assert_eq!((bob_now.balance, bob_now.held), (15, 12));
+    // The writes that stood are the rows of one transaction, not the blocker's.
+    let rows = "SELECT count(*) AS n FROM seen WHERE description = 'batch'";
+    assert_eq!(
+        count(&mut admin, rows).await,
+        4,
+        "three transactions and a hold"
+    );
+    let xids =
+        "SELECT count(DISTINCT xid) AS n FROM seen WHERE description IN ('batch', 'blocker')";
+    assert_eq!(
+        count(&mut admin, xids).await,
+        2,
+        "the blocker's, and the batch's"
+    );
+    assert_clean(&l, "one batch").await;
+    drop((l, admin));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_leaves_the_rest_of_its_batch() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    // A database error inside one write (here a trigger's), not a domain refusal.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.description = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER poison BEFORE INSERT ON transactions
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 100, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "alice").await;
+    let started = queue(vec![
+        spend_w(&l, "alice", 10, "s10"),
+        grant_w(&l, "alice", 1, "poison", None),
+        grant_w(&l, "bob", 5, "batch", None),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got[0].is_ok() && got[2].is_ok(), "{got:?}");
+    assert!(
+        matches!(got[1], Err(LedgerError::Storage(_))),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(balance(&l, &alice).await, 89);
+    assert_eq!(balance(&l, &acct("app", "bob")).await, 5);
+    assert_clean(&l, "a failing write").await;
+    drop((l, admin));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_commit_applies_none_of_its_writes() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    // Checked at COMMIT: the batch's whole transaction fails there.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.description = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
+             RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON transactions
+             DEFERRABLE INITIALLY DEFERRED
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 100, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "alice").await;
+    let started = queue(vec![
+        spend_w(&l, "alice", 10, "s10"),
+        grant_w(&l, "bob", 5, "batch", None),
+        grant_w(&l, "alice", 1, "poison", None),
+        hold_w(&l, "alice", 5),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    for (i, outcome) in outcomes(started).await.into_iter().enumerate() {
+        assert!(
+            matches!(outcome, Err(LedgerError::Storage(_))),
+            "write {i}: {outcome:?}"
+        );
+    }
+    // Only the blocker's spend happened.
+    let now = l.balance(alice.clone()).await.unwrap();
+    assert_eq!((now.balance, now.held), (99, 0));
+    assert_eq!(balance(&l, &acct("app", "bob")).await, 0);
+    let written = "SELECT count(*) AS n FROM transactions WHERE description IN ('batch', 'poison')
+        OR idempotency_key = 's10'";
+    assert_eq!(count(&mut admin, written).await, 0);
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) AS n FROM holds").await,
+        0
+    );
+    // The lane goes on.
+    spend(&l, &alice, 9).await.unwrap();
+    assert_eq!(balance(&l, &alice).await, 90);
+    assert_clean(&l, "a failed commit").await;
+    drop((l, admin));
+    drop(db);
+}
