@@ -4,7 +4,7 @@
 //! account's row lock until that flush: writes to one account then run one flush at a time.
 //! Instead each write names the account it locks and joins a *lane*: a task with one pooled
 //! connection that takes every write queued while its previous batch committed, runs each in a
-//! `SAVEPOINT` of one transaction, and commits them together. An account always maps to the same
+//! savepoint of one transaction, and commits them together. An account always maps to the same
 //! lane, so its writes meet in one batch and share one lock and one flush.
 //!
 //! The rules are those of SQLite's group commit (`sqlite_rt.rs`):
@@ -28,7 +28,7 @@
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, TransactionManager,
+    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
 };
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -40,11 +40,20 @@ use crate::StoreError;
 use crate::batch::{self, Finish};
 use crate::exec::Body;
 
-/// The most writes one batch commits.
-const MAX_BATCH: usize = 64;
+/// The most writes one batch commits. Each write that changes rows takes a subtransaction id;
+/// PostgreSQL keeps 64 per transaction in shared memory and past that every snapshot taken
+/// while the batch runs gets slower, so batches stay well below it.
+const MAX_BATCH: usize = 32;
 
 /// The most writes waiting for one lane (sixteen batches).
 const MAX_QUEUED: usize = 16 * MAX_BATCH;
+
+/// The savepoint each write runs in. One name serves every write: a write that stood is released
+/// and the name set again for the next (one round trip), one that failed is rolled back to it
+/// (which keeps it set).
+const SAVEPOINT: &str = "SAVEPOINT w";
+const NEXT_WRITE: &str = "RELEASE SAVEPOINT w; SAVEPOINT w";
+const UNDO_WRITE: &str = "ROLLBACK TO SAVEPOINT w";
 
 /// A write waiting in a lane, and the account that orders it in its batch.
 struct Job {
@@ -52,9 +61,8 @@ struct Job {
     run: Run,
 }
 
-/// Runs a write in its savepoint on the batch's connection and answers whether the connection
-/// is still at the batch's transaction level; the [`Finish`] it leaves reports the outcome once
-/// the batch's commit is known.
+/// Runs a write on the batch's connection and answers whether it succeeded; the [`Finish`] it
+/// leaves reports the outcome once the batch's commit is known.
 type Run = Box<
     dyn for<'c> FnOnce(
             &'c mut AsyncPgConnection,
@@ -101,11 +109,9 @@ impl PgBatches {
         let (answer, outcome) = batch::channel::<T>();
         let run: Run = Box::new(move |conn| {
             Box::pin(async move {
-                // Nested in the batch's transaction, `transaction` is a savepoint: released when
-                // `op` succeeds, rolled back to when it fails.
-                let result = AsyncConnection::transaction(&mut *conn, op).await;
-                let clean = batch::at_batch_level(conn);
-                (batch::finish(Ok(result), answer), clean)
+                let result = op(conn).await;
+                let ok = result.is_ok();
+                (batch::finish(Ok(result), answer), ok)
             })
         });
         let job = Job {
@@ -152,6 +158,8 @@ async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs `jobs` in one transaction, each in the savepoint [`SAVEPOINT`] (a batch of one runs
+/// as a plain transaction), commits, and reports each outcome.
 async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
     // Jobs dropped without running tell their callers so (their answer channel closes).
     let mut conn = match pool.get().await {
@@ -161,29 +169,40 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
             return;
         }
     };
-    if let Err(e) = AnsiTransactionManager::begin_transaction(&mut *conn).await {
-        tracing::error!(error = %e, writes = jobs.len(), "PostgreSQL batch: BEGIN failed; the batch was not attempted");
+    let (writes, alone) = (jobs.len(), jobs.len() == 1);
+    let begin = if alone {
+        "BEGIN".to_owned()
+    } else {
+        format!("BEGIN; {SAVEPOINT}")
+    };
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(&mut *conn, &begin).await {
+        tracing::error!(error = %e, writes, "PostgreSQL batch: BEGIN failed; the batch was not attempted");
         return;
     }
-    let mut finishes = Vec::with_capacity(jobs.len());
+    let mut finishes = Vec::with_capacity(writes);
     let mut clean = true;
-    for job in jobs {
-        if !clean {
-            break; // dropped: not attempted
-        }
+    let mut alone_failed = false;
+    for (i, job) in jobs.into_iter().enumerate() {
         let (finish, ok) = (job.run)(&mut conn).await;
         finishes.push(finish);
-        clean = ok;
+        let step = match (alone, ok, i + 1 == writes) {
+            (true, ok, _) => {
+                alone_failed = !ok;
+                None
+            }
+            (false, true, true) => None, // the COMMIT releases it
+            (false, true, false) => Some(NEXT_WRITE),
+            (false, false, _) => Some(UNDO_WRITE),
+        };
+        clean = match step {
+            Some(sql) => conn.batch_execute(sql).await.is_ok(),
+            None => true,
+        } && batch::at_batch_level(&mut *conn);
+        if !clean {
+            break; // the rest are dropped: not attempted
+        }
     }
-    let commit_error = if clean {
-        AnsiTransactionManager::commit_transaction(&mut *conn)
-            .await
-            .err()
-            .map(|e| {
-                tracing::error!(error = %e, writes = finishes.len(), "PostgreSQL batch: COMMIT failed; none of its writes happened");
-                e.to_string()
-            })
-    } else {
+    let commit_error = if !clean {
         tracing::error!(
             writes = finishes.len(),
             "PostgreSQL batch: a write left the transaction unusable; the batch was rolled back"
@@ -191,6 +210,21 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
         // Closing the connection rolls its transaction back; the pool opens a new one.
         drop(Object::take(conn));
         Some("the batch was rolled back".to_owned())
+    } else if alone_failed {
+        // A batch of one whose write failed: its transaction is rolled back, as its own would
+        // have been, and the write answers its own error.
+        if let Err(e) = AnsiTransactionManager::rollback_transaction(&mut *conn).await {
+            tracing::error!(error = %e, "PostgreSQL batch: ROLLBACK failed");
+        }
+        None
+    } else {
+        AnsiTransactionManager::commit_transaction(&mut *conn)
+            .await
+            .err()
+            .map(|e| {
+                tracing::error!(error = %e, writes, "PostgreSQL batch: COMMIT failed; none of its writes happened");
+                e.to_string()
+            })
     };
     for finish in finishes {
         finish(commit_error.as_deref());

@@ -60,7 +60,7 @@ impl From<AccountSummaryRow> for tally_ledger::AccountSummary {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = lots)]
 pub(crate) struct LotRow {
     pub id: i64,

@@ -14,7 +14,9 @@ use tally_ledger::{
     AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, BALANCE_LOTS,
     CheckinConfig, LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
 };
-use tally_ledger::{CaptureRequest, Hold, HoldStatus, HoldView, RedemptionCode, ReserveRequest};
+use tally_ledger::{
+    CaptureRequest, Hold, HoldStatus, HoldView, LotView, RedemptionCode, ReserveRequest,
+};
 use tally_webhooks::payload::{CheckinCompleted, Payload};
 use time::{Date, OffsetDateTime};
 
@@ -161,6 +163,22 @@ pub(super) async fn state(
     now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
     let lots = due_lots(conn, account.id, now).await?;
+    planning_view(
+        conn,
+        account,
+        lots.into_iter().map(Into::into).collect(),
+        now,
+    )
+    .await
+}
+
+/// The account's view for planning, with `lots` and the active holds due at `now`.
+async fn planning_view(
+    conn: &mut Conn,
+    account: &AccountRow,
+    lots: Vec<LotView>,
+    now: OffsetDateTime,
+) -> Result<AccountView, StoreError> {
     let holds = if account.held != 0 {
         due_holds(conn, account.id, now).await?
     } else {
@@ -169,10 +187,86 @@ pub(super) async fn state(
     Ok(AccountView {
         balance: account.balance,
         held: account.held,
-        lots: lots.into_iter().map(Into::into).collect(),
+        lots,
         last_instant_partial: true,
         holds,
     })
+}
+
+/// How many lots of each kind a debit reads first (see [`burn_lots`]).
+const FIRST_READ: i64 = 16;
+
+/// The first lots of an account that expire, due or not (`bind(2)` of them, soonest first), and
+/// the first that never expire (`bind(3)`, oldest first), in one statement: each half walks its
+/// own index (`lots_expiring`, `lots_lasting`) and stops at its `LIMIT`.
+fn first_lots_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let (account, expiring, lasting) = (super::bind(1), super::bind(2), super::bind(3));
+        format!(
+            "SELECT id, remaining, expires_at FROM (
+               SELECT id, remaining, expires_at FROM lots
+               WHERE account_id = {account} AND remaining > 0 AND expires_at IS NOT NULL
+               ORDER BY expires_at, id LIMIT {expiring}) e
+             UNION ALL
+             SELECT id, remaining, expires_at FROM (
+               SELECT id, remaining, expires_at FROM lots
+               WHERE account_id = {account} AND remaining > 0 AND expires_at IS NULL
+               ORDER BY id LIMIT {lasting}) l"
+        )
+    })
+}
+
+/// [`state_for`] a debit of `credits` from one read of the lots, when the first lots of each kind
+/// hold all it needs: every due lot, then lots in burn order until they cover `credits` (or all
+/// of them). `None` when they may not: the lots read run out before covering while more of
+/// their kind may follow.
+async fn debit_state(
+    conn: &mut Conn,
+    account: &AccountRow,
+    credits: i64,
+    now: OffsetDateTime,
+) -> Result<Option<AccountView>, StoreError> {
+    use diesel::sql_types::BigInt;
+    let lasting_limit = credits.min(FIRST_READ);
+    let rows: Vec<LotRow> = cached(
+        diesel::sql_query(first_lots_sql())
+            .bind::<BigInt, _>(account.id)
+            .bind::<BigInt, _>(FIRST_READ)
+            .bind::<BigInt, _>(lasting_limit),
+    )
+    .load(conn)
+    .await?;
+    let (mut expiring, mut lasting): (Vec<LotRow>, Vec<LotRow>) =
+        rows.into_iter().partition(|r| r.expires_at.is_some());
+    // `UNION ALL` promises no order: each half is put back in its own.
+    expiring.sort_unstable_by_key(|r| (r.expires_at, r.id));
+    lasting.sort_unstable_by_key(|r| r.id);
+    let expiring_cut = expiring.len() as i64 == FIRST_READ;
+    let lasting_cut = lasting.len() as i64 == lasting_limit;
+    let at = to_db(now);
+    let due = expiring
+        .iter()
+        .take_while(|r| r.expires_at <= Some(at))
+        .count();
+    let later = expiring.split_off(due);
+    let mut lots: Vec<LotView> = expiring.into_iter().map(Into::into).collect();
+    let mut need = credits;
+    for (rows, cut) in [(later, expiring_cut), (lasting, lasting_cut)] {
+        for row in rows {
+            if need <= 0 {
+                break;
+            }
+            need -= row.remaining;
+            lots.push(row.into());
+        }
+        if need > 0 && cut {
+            // More of this kind may follow: more to burn, or (a read of expiring lots that are
+            // all due) more due lots.
+            return Ok(None);
+        }
+    }
+    planning_view(conn, account, lots, now).await.map(Some)
 }
 
 /// Adds to `view` the account's live lots in consumption order (soonest-expiring first, then
@@ -187,7 +281,6 @@ pub(super) async fn burn_lots(
     credits: i64,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    const FIRST_READ: i64 = 16;
     let mut need = credits;
     for lasting in [false, true] {
         if need <= 0 {
@@ -228,8 +321,14 @@ pub(super) async fn state_for(
     kind: &MovementKind,
     now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
+    let credits = kind.burns();
+    if credits > 0
+        && let Some(view) = debit_state(conn, account, credits, now).await?
+    {
+        return Ok(view);
+    }
     let mut view = state(conn, account, now).await?;
-    burn_lots(conn, account.id, &mut view, kind.burns(), now).await?;
+    burn_lots(conn, account.id, &mut view, credits, now).await?;
     Ok(view)
 }
 
@@ -525,7 +624,7 @@ fn one_read_suffices(folded: &FoldedAccount, now: OffsetDateTime) -> bool {
 /// Whether `lots` (the soonest-expiring lots, read up to a lot expiring at `next_unread`) hold
 /// every due lot and at least one whole later instant, or every later lot.
 fn shows_expiring(
-    lots: &[tally_ledger::LotView],
+    lots: &[LotView],
     next_unread: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> bool {

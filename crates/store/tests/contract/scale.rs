@@ -5,7 +5,7 @@
 use super::*;
 use tally_ledger::{BALANCE_LOTS, CaptureRequest, HoldStatus, ReserveRequest};
 
-tally_testkit::backend_tests!(run = run; many_lots_burn_in_order_expire_at_the_instant_and_repay_debt, holds_due_among_many_stop_counting_and_expire_first);
+tally_testkit::backend_tests!(run = run; many_lots_burn_in_order_expire_at_the_instant_and_repay_debt, holds_due_among_many_stop_counting_and_expire_first, a_debit_expires_every_due_lot_first);
 
 /// A stored lot: `(id, remaining, expires_at)`.
 type Lot = (i64, i64, Option<OffsetDateTime>);
@@ -226,4 +226,33 @@ async fn holds_due_among_many_stop_counting_and_expire_first(t: Ctx) {
     // Hold 50 held 1 credit, hold 51 two.
     let expect_held = held - due + 5 - 1 - 2;
     assert_eq!((view.balance, view.held), (999, expect_held));
+}
+
+/// More lots due at once than a debit's first read of the lots holds: the debit still expires
+/// every one of them before it spends.
+async fn a_debit_expires_every_due_lot_first(t: Ctx) {
+    let l = &t.ledger;
+    let a = acct("app", "many-due");
+    let at = START + Duration::hours(1);
+    for i in 0..40 {
+        // Distinct instants: lots of one instant could share a row.
+        grant(l, &a, 1, Some(at - Duration::seconds(i))).await;
+    }
+    for _ in 0..5 {
+        grant(l, &a, 10, None).await;
+    }
+    t.clock.set(at + Duration::seconds(1));
+    spend(l, &a, 3).await.unwrap();
+    let expired: i64 = history(l, &a)
+        .await
+        .iter()
+        .filter(|r| r.txn_type == TxnType::Expiry)
+        .map(|r| r.amount)
+        .sum();
+    assert_eq!(expired, -40, "every due lot expired");
+    assert_eq!(balance(l, &a).await, 47);
+    let stored = stored_account(l, &a).await;
+    assert_eq!(stored.balance, 47);
+    assert_eq!(stored.lots.iter().map(|lot| lot.remaining).sum::<i64>(), 47);
+    assert!(stored.lots.iter().all(|lot| lot.expires_at.is_none()));
 }
