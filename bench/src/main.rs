@@ -139,7 +139,7 @@ struct Cli {
     sqlite_readers: usize,
     /// PostgreSQL: the server's lanes batching money-path writes (TALLY_PG_BATCH_LANES); 0 turns
     /// batching off.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pg_batch_lanes: usize,
     /// `tally serve` processes on the one PostgreSQL database for balance, history, consume,
     /// consume-hot and check-in; the connections are spread over them.

@@ -138,7 +138,7 @@ impl Default for Settings {
             sweep_interval_seconds: 60,
             pg_max_connections: 16,
             sqlite_readers: 4,
-            pg_batch_lanes: 4,
+            pg_batch_lanes: 8,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com".into(),

@@ -237,7 +237,7 @@ impl Default for StoreOptions {
         Self {
             pg_max_connections: 16,
             sqlite_readers: 4,
-            pg_batch_lanes: 4,
+            pg_batch_lanes: 8,
         }
     }
 }

@@ -149,6 +149,26 @@ fn hold_w(
     })
 }
 
+/// Makes inserting a transaction described "poison" fail: at once, or (`at_commit`) when the
+/// transaction commits.
+async fn refuse_poison(conn: &mut AsyncPgConnection, at_commit: bool) {
+    let trigger = if at_commit {
+        "CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON transactions
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+    } else {
+        "CREATE TRIGGER poison BEFORE INSERT ON transactions
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+    };
+    conn.batch_execute(&format!(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.description = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
+         RETURN NEW; END $$;
+         {trigger}"
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_keeps_each_writes_outcome_in_arrival_order() {
     let Some((db, l, mut admin)) = one_lane().await else {
@@ -249,16 +269,7 @@ async fn a_failing_write_leaves_the_rest_of_its_batch() {
         return;
     };
     // A database error inside one write (here a trigger's), not a domain refusal.
-    admin
-        .batch_execute(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN IF NEW.description = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
-             RETURN NEW; END $$;
-             CREATE TRIGGER poison BEFORE INSERT ON transactions
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-        )
-        .await
-        .unwrap();
+    refuse_poison(&mut admin, false).await;
     let alice = acct("app", "alice");
     grant(&l, &alice, 100, None).await;
 
@@ -290,17 +301,7 @@ async fn a_failed_batch_commit_applies_none_of_its_writes() {
         return;
     };
     // Checked at COMMIT: the batch's whole transaction fails there.
-    admin
-        .batch_execute(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN IF NEW.description = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
-             RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON transactions
-             DEFERRABLE INITIALLY DEFERRED
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-        )
-        .await
-        .unwrap();
+    refuse_poison(&mut admin, true).await;
     let alice = acct("app", "alice");
     grant(&l, &alice, 100, None).await;
 
