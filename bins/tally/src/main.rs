@@ -55,6 +55,11 @@ enum Command {
         #[arg(long, default_value = "operator")]
         operator: String,
     },
+    /// Write a consistent copy of the SQLite database to PATH while the server runs.
+    Backup {
+        /// Where the copy goes; must not exist yet.
+        path: std::path::PathBuf,
+    },
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -176,6 +181,13 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                     Ok(ExitCode::FAILURE)
                 }
             }
+            Command::Backup { path } => {
+                let bytes = tally_store::backup_sqlite(&settings.database_url, &path)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("backed up to {} ({bytes} bytes)", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::ConsoleLink { app, operator } => {
                 if !settings.console_enabled {
                     return Err("the console is switched off (TALLY_CONSOLE_ENABLED=false)".into());
@@ -186,6 +198,17 @@ async fn run(command: Command, settings: Settings) -> ExitCode {
                 let store = startup::open_store(&settings)
                     .await
                     .map_err(|e| e.to_string())?;
+                // `default` is registered by the first `tally serve`; a link for it may come first.
+                if app != tally_api::auth::DEFAULT_APP
+                    && tally_catalog::CatalogRepository::app(&store, app.clone())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_none()
+                {
+                    return Err(format!(
+                        "app '{app}' is not registered: register it with TALLY_APPS or POST /admin/apps"
+                    ));
+                }
                 let console =
                     tally_console::Console::new(Arc::new(store), time::Duration::minutes(60));
                 let now = tally_ledger::Clock::now(&SystemClock);

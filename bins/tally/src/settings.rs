@@ -56,6 +56,9 @@ pub struct Settings {
     pub gateway_secret: Option<Secret>,
     /// `KEY` or `APP=KEY`, comma-separated.
     pub service_keys: Option<Secret>,
+    /// Apps registered at start-up besides `default` and the apps of `service_keys`,
+    /// comma-separated keys; requests naming any other unregistered app are refused.
+    pub apps: String,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     /// How often the expiry sweep runs; 0 disables it.
@@ -134,6 +137,7 @@ impl Default for Settings {
             jwt_leeway_seconds: 30,
             gateway_secret: None,
             service_keys: None,
+            apps: String::new(),
             body_limit_bytes: 64 * 1024,
             sweep_interval_seconds: 60,
             pg_max_connections: 16,
@@ -179,6 +183,7 @@ const KEYS: &[&str] = &[
     "jwt_leeway_seconds",
     "gateway_secret",
     "service_keys",
+    "apps",
     "body_limit_bytes",
     "sweep_interval_seconds",
     "pg_max_connections",
@@ -245,6 +250,33 @@ pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), 
 }
 
 impl Settings {
+    /// The apps the configuration registers: `default`, those of `TALLY_APPS`, and those the
+    /// service keys act for.
+    pub fn configured_apps(
+        &self,
+        service_keys: &tally_api::ServiceKeys,
+    ) -> Result<Vec<String>, String> {
+        let mut apps = vec![tally_api::auth::DEFAULT_APP.to_owned()];
+        for app in self
+            .apps
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            if !tally_kernel::is_app_key(app) {
+                return Err(format!(
+                    "apps (TALLY_APPS): '{app}' {}",
+                    tally_kernel::APP_KEY_RULE
+                ));
+            }
+            apps.push(app.to_owned());
+        }
+        apps.extend(service_keys.apps());
+        apps.sort();
+        apps.dedup();
+        Ok(apps)
+    }
+
     /// Loads defaults, then `file` (when given, it must exist), then the environment (where a
     /// `TALLY_*` variable that names no setting is refused).
     pub fn load(file: Option<&Path>) -> Result<Self, String> {

@@ -133,6 +133,7 @@ pub fn auth_config(
             jwt,
             gateway,
             service_keys,
+            stored_keys: Arc::default(),
         },
         source,
     ))
@@ -294,6 +295,13 @@ impl Application {
         let store_for_checkout = store.clone();
         let store_for_console = store.clone();
         let catalog = Catalog::with_clock(Arc::new(store.clone()), clock.clone());
+        let apps = settings
+            .configured_apps(&auth.service_keys)
+            .map_err(StartupError::Config)?;
+        catalog
+            .ensure_apps(&apps)
+            .await
+            .map_err(|e| StartupError::Config(format!("registering the configured apps: {e}")))?;
         let webhooks = Webhooks::new(
             Arc::new(store.clone()),
             clock.clone(),

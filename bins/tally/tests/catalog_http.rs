@@ -32,6 +32,8 @@ async fn spawn(db: Backend) -> Option<App> {
         bind: "127.0.0.1:0".into(),
         workers: Some(2),
         jwt_secret: Some(Secret::new(SECRET)),
+        // The second app the isolation checks use.
+        apps: "other".into(),
         sweep_interval_seconds: 0,
         pg_max_connections: 5,
         log_level: "warn".into(),

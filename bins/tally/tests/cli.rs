@@ -1,5 +1,5 @@
-//! The `tally` binary: `verify`, `token`, `migrate`, and two or three `serve` processes sharing
-//! one PostgreSQL database.
+//! The `tally` binary: `verify`, `token`, `migrate`, `backup`, and two or three `serve` processes
+//! sharing one PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -12,7 +12,11 @@ use tempfile::TempDir;
 
 use common::{Db, JWT_SECRET, TestApp, consume_storm, start_node, tally_command};
 
-backend_tests!(verify_command, token_command);
+backend_tests!(
+    verify_command,
+    token_command,
+    console_link_needs_a_registered_app
+);
 postgres_tests!(
     two_processes_share_one_database,
     three_processes_share_one_database
@@ -78,6 +82,27 @@ async fn verify_command(db: Db) {
     assert_ne!(code, Some(0), "{stdout}");
     assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!typo.exists(), "verify created {}", typo.display());
+    app.finish().await;
+}
+
+/// `tally console-link` signs operators in to registered apps only.
+async fn console_link_needs_a_registered_app(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let dir = TempDir::new().unwrap();
+    let link = |app_key: &str| {
+        let mut cmd = tally_command(dir.path());
+        cmd.args(["console-link", "--app", app_key])
+            .env("TALLY_DATABASE_URL", &app.database_url)
+            .env("TALLY_LOG_LEVEL", "warn");
+        cmd
+    };
+    let (code, stdout, stderr) = run(&mut link("acmee")).await;
+    assert_ne!(code, Some(0), "{stdout}");
+    assert!(stderr.contains("app 'acmee' is not registered"), "{stderr}");
+    assert!(!stdout.contains("/console/login"), "no link: {stdout}");
+    let (code, stdout, stderr) = run(&mut link("acme")).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("/console/login?token="), "{stdout}");
     app.finish().await;
 }
 
@@ -294,6 +319,140 @@ async fn migrate_command() {
         stderr.contains("unsupported scheme 'mysql'"),
         "stderr: {stderr}"
     );
+}
+
+/// `tally backup` copies a SQLite database while a server writes to it: the copy passes
+/// `tally verify` and holds every write acknowledged before the backup began.
+#[tokio::test]
+async fn backup_under_write_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let dir = TempDir::new().unwrap();
+    let live = dir.path().join("live.db");
+    let url = format!("sqlite://{}", live.display());
+    let (node, base) = start_node(&url, dir.path(), &[]).await;
+    let client = common::client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|caller| {
+            let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("b-{caller}-{i}");
+                    let body = json!({
+                        "user_id": format!("u{caller}"), "amount": 1,
+                        "description": "reward", "idempotency_key": key,
+                    });
+                    let (status, body, _) = common::send(
+                        &client,
+                        &base,
+                        reqwest::Method::POST,
+                        "/internal/credits/grant",
+                        Some(common::SERVICE_KEY),
+                        &[],
+                        common::Body::Json(body),
+                    )
+                    .await;
+                    assert_eq!(status, 200, "{body}");
+                    acked.push((key, Instant::now()));
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let copy = dir.path().join("copy.db");
+    let backup = |dest: &std::path::Path, url: &str| {
+        let mut cmd = tally_command(dir.path());
+        cmd.arg("backup")
+            .arg(dest)
+            .env("TALLY_DATABASE_URL", url)
+            .env("TALLY_LOG_LEVEL", "warn");
+        cmd
+    };
+    let began = Instant::now();
+    let (code, stdout, stderr) = run(&mut backup(&copy, &url)).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.starts_with("backed up to"), "{stdout}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut before = BTreeSet::new();
+    let mut total = 0;
+    for writer in writers {
+        for (key, at) in writer.await.unwrap() {
+            total += 1;
+            if at < began {
+                before.insert(key);
+            }
+        }
+    }
+    assert!(
+        before.len() >= 8,
+        "the load ran before the backup: {before:?}"
+    );
+
+    let path = copy.to_str().unwrap().to_owned();
+    let in_copy: BTreeSet<String> = tokio::task::spawn_blocking(move || {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Key {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            idempotency_key: String,
+        }
+        let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+        diesel::sql_query(
+            "SELECT idempotency_key FROM transactions WHERE idempotency_key LIKE 'b-%'",
+        )
+        .load::<Key>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.idempotency_key)
+        .collect()
+    })
+    .await
+    .unwrap();
+    let missing: Vec<_> = before.difference(&in_copy).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, missing: {missing:?}"
+    );
+    eprintln!(
+        "backup: {} writes acknowledged before it began, {} in the copy, {total} in all",
+        before.len(),
+        in_copy.len()
+    );
+
+    let copy_url = format!("sqlite://{}", copy.display());
+    let mut verify = tally_command(dir.path());
+    verify.arg("verify").env("TALLY_DATABASE_URL", &copy_url);
+    let (code, stdout, stderr) = run(&mut verify).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("no violations"), "{stdout}");
+
+    // A backup never overwrites, never copies what is not there, and leaves PostgreSQL to its
+    // own tools.
+    let size = std::fs::metadata(&copy).unwrap().len();
+    let (code, _, stderr) = run(&mut backup(&copy, &url)).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("never overwrites"), "{stderr}");
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), size);
+    let elsewhere = dir.path().join("other.db");
+    let missing_db = format!("sqlite://{}", dir.path().join("nothere.db").display());
+    let (code, _, stderr) = run(&mut backup(&elsewhere, &missing_db)).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!dir.path().join("nothere.db").exists());
+    let (code, _, stderr) = run(&mut backup(&elsewhere, "postgres://127.0.0.1:1/none")).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!elsewhere.exists());
+    drop(node);
 }
 
 async fn two_processes_share_one_database() {

@@ -1,9 +1,13 @@
 //! Who is calling: JWT bearer tokens, the opt-in gateway headers, and service API keys.
 
+use std::collections::HashMap;
 use std::future::{Ready, ready};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::{Either, LocalBoxFuture};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -257,6 +261,14 @@ impl ServiceKeys {
         self.entries.is_empty()
     }
 
+    /// The apps the keys act for: registered by configuration at start-up.
+    pub fn apps(&self) -> Vec<String> {
+        let mut apps: Vec<String> = self.entries.iter().map(|(app, _)| app.clone()).collect();
+        apps.sort();
+        apps.dedup();
+        apps
+    }
+
     /// The app a key belongs to. Every entry is compared, so timing reveals nothing.
     fn app_for(&self, key: &str) -> Option<String> {
         let presented = sha256(key.as_bytes());
@@ -270,6 +282,63 @@ impl ServiceKeys {
     }
 }
 
+/// How long a node trusts a stored service key it has looked up: a key revoked on another
+/// node stops opening calls here within this time (on the node that revoked it, at once).
+pub const STORED_KEY_TTL: Duration = Duration::from_secs(5);
+
+const STORED_KEY_CACHE_MAX: usize = 10_000;
+
+/// Stored service keys this node found recently, by the hash of their secret, so that a call
+/// does not read the database each time.
+#[derive(Debug, Default)]
+pub struct StoredKeyCache {
+    found: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl StoredKeyCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<String> {
+        let found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < STORED_KEY_TTL)
+            .map(|(app, _)| app.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], app: String) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if found.len() >= STORED_KEY_CACHE_MAX {
+            found.clear();
+        }
+        found.insert(hash, (app, Instant::now()));
+    }
+
+    /// Forgets every key found, after a revocation on this node.
+    pub fn forget_all(&self) {
+        self.found.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A service key just made: its secret (shown once), the hash stored and the prefix kept.
+#[derive(Debug)]
+pub struct MadeKey {
+    /// `tally_sk_` and 48 hex digits.
+    pub secret: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// The secret's first 13 characters.
+    pub prefix: String,
+}
+
+/// Makes a service key secret from 24 random bytes.
+pub fn new_service_key() -> MadeKey {
+    let secret = format!("tally_sk_{}", hex::encode(rand::random::<[u8; 24]>()));
+    MadeKey {
+        hash: hex::encode(sha256(secret.as_bytes())),
+        prefix: secret.chars().take(13).collect(),
+        secret,
+    }
+}
+
 /// Identity configuration shared by the extractors.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -277,8 +346,10 @@ pub struct AuthConfig {
     pub jwt: JwtVerifier,
     /// Gateway-header mode, off unless configured.
     pub gateway: Option<GatewayAuth>,
-    /// Keys for `/internal/*`.
+    /// Keys for `/internal/*` from the configuration (`TALLY_SERVICE_KEYS`).
     pub service_keys: ServiceKeys,
+    /// Keys stored in the database that this node found recently.
+    pub stored_keys: Arc<StoredKeyCache>,
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -317,16 +388,45 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     }
 }
 
+/// An extractor's answer: at once when memory settles it, else after one database read.
+type Checked<T> = Either<Ready<Result<T, ApiError>>, LocalBoxFuture<'static, Result<T, ApiError>>>;
+
+/// Lets `found` through only when its app is registered, so that a typo in a token's `app`
+/// claim or an `X-App-Key` header never opens a new, empty ledger. A registered app is known
+/// from memory after its first request; an unknown one is looked up each time.
+fn in_registered_app<T: 'static>(
+    req: &HttpRequest,
+    found: Result<T, ApiError>,
+    app_of: fn(&T) -> &str,
+) -> Checked<T> {
+    let (found, state) = match found.and_then(|f| Ok((f, state(req)?))) {
+        Ok(pair) => pair,
+        Err(e) => return Either::Left(ready(Err(e))),
+    };
+    if state.catalog.is_known(app_of(&found)) {
+        return Either::Left(ready(Ok(found)));
+    }
+    let catalog = state.catalog.clone();
+    Either::Right(Box::pin(async move {
+        let app = app_of(&found);
+        if catalog.is_registered(app).await? {
+            Ok(found)
+        } else {
+            Err(ApiError::unknown_app(app))
+        }
+    }))
+}
+
 /// An authenticated user (any role).
 #[derive(Debug, Clone)]
 pub struct User(pub Caller);
 
 impl FromRequest for User {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Checked<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map(User))
+        in_registered_app(req, authenticate(req).map(User), |u| &u.0.app)
     }
 }
 
@@ -336,13 +436,14 @@ pub struct Admin(pub Caller);
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Checked<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|c| match c.role {
+        let admin = authenticate(req).and_then(|c| match c.role {
             Role::Admin => Ok(Admin(c)),
             Role::User => Err(ApiError::forbidden("admin role required")),
-        }))
+        });
+        in_registered_app(req, admin, |a| &a.0.app)
     }
 }
 
@@ -355,16 +456,37 @@ pub struct Service {
 
 impl FromRequest for Service {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Checked<Self>;
 
+    /// A configured key is found in memory; a stored one in the cache of recent finds, else in
+    /// the database. Both name registered apps (configuration's at start-up, stored keys by a
+    /// foreign key).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let keys = &state(req)?.auth.service_keys;
+        let lookup = (|| {
+            let state = state(req)?;
             let key = bearer(req)?.ok_or_else(|| ApiError::unauthorized("missing service key"))?;
-            keys.app_for(key)
-                .map(|app| Service { app })
-                .ok_or_else(|| ApiError::unauthorized("unknown service key"))
-        })())
+            if let Some(app) = state.auth.service_keys.app_for(key) {
+                return Ok(Err(Service { app }));
+            }
+            let hash = sha256(key.as_bytes());
+            match state.auth.stored_keys.get(&hash) {
+                Some(app) => Ok(Err(Service { app })),
+                None => Ok(Ok((state.clone(), hash))),
+            }
+        })();
+        match lookup {
+            Err(e) => Either::Left(ready(Err(e))),
+            Ok(Err(found)) => Either::Left(ready(Ok(found))),
+            Ok(Ok((state, hash))) => Either::Right(Box::pin(async move {
+                match state.catalog.service_key_app(&hex::encode(hash)).await? {
+                    Some(app) => {
+                        state.auth.stored_keys.put(hash, app.clone());
+                        Ok(Service { app })
+                    }
+                    None => Err(ApiError::unauthorized("unknown service key")),
+                }
+            })),
+        }
     }
 }
 

@@ -726,8 +726,11 @@ pub struct CreatePlanRequest {
     /// `subscription` (needs `price_monthly` and/or `price_yearly`) or `credit_pack` (needs
     /// `price`).
     pub kind: PlanKindDto,
-    /// Lower-case ISO 4217 code (upper case is accepted and lowered).
-    pub currency: String,
+    /// Lower-case ISO 4217 code (upper case is accepted and lowered); default: the app's
+    /// currency (`PUT /admin/apps/{key}`).
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String, required = false)]
+    pub currency: Option<String>,
     /// Monthly price in minor units, ≥ 0.
     pub price_monthly: Option<i64>,
     /// Yearly price in minor units, ≥ 0.
@@ -784,7 +787,9 @@ impl From<CreatePlanRequest> for PlanSpec {
             name: r.name,
             description: r.description,
             kind: r.kind.into(),
-            currency: r.currency,
+            currency: r
+                .currency
+                .unwrap_or_else(|| tally_catalog::app::DEFAULT_CURRENCY.to_owned()),
             price_monthly: r.price_monthly,
             price_yearly: r.price_yearly,
             price: r.price,

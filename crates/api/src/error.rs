@@ -50,6 +50,8 @@ error_codes! {
     Unauthorized = "UNAUTHORIZED", UNAUTHORIZED;
     /// The credentials are valid but not allowed to do this.
     Forbidden = "FORBIDDEN", FORBIDDEN;
+    /// The credentials name an app that is not registered (`TALLY_APPS`, `POST /admin/apps`).
+    UnknownApp = "UNKNOWN_APP", FORBIDDEN;
     /// No such route or object.
     NotFound = "NOT_FOUND", NOT_FOUND;
     /// The route exists with other methods.
@@ -176,6 +178,16 @@ impl ApiError {
     /// 403 FORBIDDEN.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// 403 UNKNOWN_APP: the credentials name an app that is not registered.
+    pub fn unknown_app(app: &str) -> Self {
+        Self::new(
+            ErrorCode::UnknownApp,
+            format!(
+                "app '{app}' is not registered: register it with TALLY_APPS or POST /admin/apps"
+            ),
+        )
     }
 
     /// 404 NOT_FOUND.
@@ -338,6 +350,8 @@ impl From<CatalogError> for ApiError {
             CatalogError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
             CatalogError::PlanNotFound => Self::not_found("no such plan"),
             CatalogError::CouponNotFound => Self::not_found("no such coupon"),
+            CatalogError::AppNotFound => Self::not_found("no such app"),
+            CatalogError::ServiceKeyNotFound => Self::not_found("no such service key"),
             CatalogError::Storage(_) => Self::internal(),
         }
     }

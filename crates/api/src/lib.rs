@@ -1,6 +1,7 @@
 //! Tally's HTTP shell: actix-web routes over the domain crates, authentication extractors, the
 //! JSON envelope and error mapping, request telemetry and the OpenAPI document.
 
+pub mod app_dto;
 pub mod auth;
 pub mod checkout_dto;
 pub mod console;
@@ -217,6 +218,12 @@ pub fn configure(
         .service(routes::webhooks::retry_delivery)
         .service(routes::webhooks::get_settings)
         .service(routes::webhooks::put_settings)
+        .service(routes::apps::list_apps)
+        .service(routes::apps::create_app)
+        .service(routes::apps::update_app)
+        .service(routes::apps::list_service_keys)
+        .service(routes::apps::create_service_key)
+        .service(routes::apps::revoke_service_key)
         .service(routes::system::healthz)
         .service(routes::system::readyz)
         .service(routes::system::metrics)

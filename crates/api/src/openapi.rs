@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 
-use crate::{checkout_dto, dto, pricing_dto, routes, webhook_dto};
+use crate::{app_dto, checkout_dto, dto, pricing_dto, routes, webhook_dto};
 
 struct Security;
 
@@ -227,6 +227,12 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         routes::webhooks::retry_delivery,
         routes::webhooks::get_settings,
         routes::webhooks::put_settings,
+        routes::apps::list_apps,
+        routes::apps::create_app,
+        routes::apps::update_app,
+        routes::apps::list_service_keys,
+        routes::apps::create_service_key,
+        routes::apps::revoke_service_key,
         routes::system::healthz,
         routes::system::readyz,
         routes::system::metrics,
@@ -270,6 +276,12 @@ Every response is an envelope: {\"success\": true, \"data\": …} or {\"success\
         dto::UpdateCouponRequest,
         dto::CouponDto,
         pricing_dto::FeatureKindDto,
+        app_dto::AppDto,
+        app_dto::AppRequest,
+        app_dto::AppUpdateRequest,
+        app_dto::ServiceKeyDto,
+        app_dto::NewServiceKeyDto,
+        app_dto::ServiceKeyRequest,
         pricing_dto::FeatureDto,
         pricing_dto::FeatureRequest,
         pricing_dto::TierDto,

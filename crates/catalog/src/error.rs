@@ -17,6 +17,12 @@ pub enum CatalogError {
     /// No such coupon in the caller's app.
     #[error("coupon not found")]
     CouponNotFound,
+    /// No such app in the registry.
+    #[error("app not registered")]
+    AppNotFound,
+    /// No such service key in the caller's app.
+    #[error("service key not found")]
+    ServiceKeyNotFound,
     /// The storage backend failed; the source carries the detail (never shown to clients).
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),

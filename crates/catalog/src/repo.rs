@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::{CatalogError, Coupon, CouponPatch, CouponSpec, Plan, PlanPatch, PlanSpec};
+use crate::{
+    App, AppFields, AppPatch, CatalogError, Coupon, CouponPatch, CouponSpec, NewServiceKey, Plan,
+    PlanPatch, PlanSpec, ServiceKey,
+};
 
 /// A validated plan to store.
 #[derive(Debug, Clone)]
@@ -124,4 +127,50 @@ pub trait CatalogRepository: Send + Sync + std::fmt::Debug + 'static {
         app: String,
         code: String,
     ) -> Result<Option<Coupon>, CatalogError>;
+
+    /// Registers every app of `keys` the registry lacks, with the default fields, at `now`;
+    /// those it holds keep theirs.
+    async fn ensure_apps(&self, keys: Vec<String>, now: OffsetDateTime)
+    -> Result<(), CatalogError>;
+
+    /// Registers a new app; a key the registry holds is a [`CatalogError::Conflict`].
+    async fn insert_app(
+        &self,
+        key: String,
+        fields: AppFields,
+        now: OffsetDateTime,
+    ) -> Result<App, CatalogError>;
+
+    /// Locks the app, merges the patch with [`AppPatch::merge`] and stores the result;
+    /// [`CatalogError::AppNotFound`] when it is not registered.
+    async fn update_app(
+        &self,
+        key: String,
+        patch: AppPatch,
+        now: OffsetDateTime,
+    ) -> Result<App, CatalogError>;
+
+    /// The registered app with this key, if any.
+    async fn app(&self, key: String) -> Result<Option<App>, CatalogError>;
+
+    /// Every registered app, by key.
+    async fn apps(&self) -> Result<Vec<App>, CatalogError>;
+
+    /// Stores a service key; a hash already stored is a [`CatalogError::Conflict`].
+    async fn insert_service_key(&self, key: NewServiceKey) -> Result<ServiceKey, CatalogError>;
+
+    /// The app's stored service keys, newest first, revoked ones included.
+    async fn service_keys(&self, app: String) -> Result<Vec<ServiceKey>, CatalogError>;
+
+    /// Revokes the app's key `id` at `now` (a revoked key stays revoked, at its first instant);
+    /// [`CatalogError::ServiceKeyNotFound`] when the app has no such key.
+    async fn revoke_service_key(
+        &self,
+        app: String,
+        id: i64,
+        now: OffsetDateTime,
+    ) -> Result<ServiceKey, CatalogError>;
+
+    /// The app of the unrevoked key whose secret hashes to `hash`, if any.
+    async fn service_key_app(&self, hash: String) -> Result<Option<String>, CatalogError>;
 }

@@ -1,16 +1,19 @@
 //! The catalog service: validation, the clock, and the checks that span several records.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use time::OffsetDateTime;
 
 use crate::error::Problems;
 use tally_kernel::{Clock, SystemClock};
 
+use crate::app::check_key_name;
 use crate::validate::validate_app;
 use crate::{
-    CatalogError, CatalogRepository, Coupon, CouponPatch, CouponQuery, CouponSpec, CouponUpdate,
-    NewCoupon, NewPlan, Plan, PlanKey, PlanPatch, PlanQuery, PlanSpec, PlanUpdate,
+    App, AppPatch, AppSpec, CatalogError, CatalogRepository, Coupon, CouponPatch, CouponQuery,
+    CouponSpec, CouponUpdate, NewCoupon, NewPlan, NewServiceKey, Plan, PlanKey, PlanPatch,
+    PlanQuery, PlanSpec, PlanUpdate, ServiceKey,
 };
 
 /// Plans and coupons of every app, over any [`CatalogRepository`].
@@ -18,6 +21,9 @@ use crate::{
 pub struct Catalog {
     repo: Arc<dyn CatalogRepository>,
     clock: Arc<dyn Clock>,
+    /// Apps known to be registered. Apps are never deleted, so an entry never goes stale; an
+    /// app registered by another node is found by [`Catalog::is_registered`] on first use.
+    registered: Arc<RwLock<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -36,7 +42,11 @@ impl Catalog {
 
     /// A catalog over `repo`, reading time from `clock` (so that it can share the ledger's).
     pub fn with_clock(repo: Arc<dyn CatalogRepository>, clock: Arc<dyn Clock>) -> Self {
-        Self { repo, clock }
+        Self {
+            repo,
+            clock,
+            registered: Arc::default(),
+        }
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -239,5 +249,122 @@ impl Catalog {
     /// The current instant on the catalog's clock.
     pub fn clock(&self) -> OffsetDateTime {
         self.now()
+    }
+
+    /// Registers `keys` (configuration's apps) where the registry lacks them; the registry is
+    /// then read whole into the cache [`Catalog::is_known`] answers from.
+    pub async fn ensure_apps(&self, keys: &[String]) -> Result<(), CatalogError> {
+        for key in keys {
+            validate_app(key)?;
+        }
+        self.repo.ensure_apps(keys.to_vec(), self.now()).await?;
+        let apps = self.repo.apps().await?;
+        self.remember(apps.into_iter().map(|a| a.key));
+        Ok(())
+    }
+
+    fn remember(&self, keys: impl IntoIterator<Item = String>) {
+        let mut known = self.registered.write().unwrap_or_else(|e| e.into_inner());
+        known.extend(keys);
+    }
+
+    /// Whether `app` is known to be registered, from memory alone: `false` means "not known
+    /// here yet", for [`Catalog::is_registered`] to settle.
+    pub fn is_known(&self, app: &str) -> bool {
+        self.registered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(app)
+    }
+
+    /// Whether `app` is registered: from memory when known, else from the registry (an app
+    /// another node registered is then remembered).
+    pub async fn is_registered(&self, app: &str) -> Result<bool, CatalogError> {
+        if self.is_known(app) {
+            return Ok(true);
+        }
+        if !tally_kernel::is_app_key(app) {
+            return Ok(false);
+        }
+        let found = self.repo.app(app.to_owned()).await?.is_some();
+        if found {
+            self.remember([app.to_owned()]);
+        }
+        Ok(found)
+    }
+
+    /// Registers an app.
+    pub async fn create_app(&self, spec: AppSpec) -> Result<App, CatalogError> {
+        let (key, fields) = spec.validated()?;
+        let app = self.repo.insert_app(key, fields, self.now()).await?;
+        self.remember([app.key.clone()]);
+        Ok(app)
+    }
+
+    /// Changes an app's name, time zone or currency.
+    pub async fn update_app(&self, key: &str, patch: AppPatch) -> Result<App, CatalogError> {
+        if !tally_kernel::is_app_key(key) {
+            return Err(CatalogError::AppNotFound);
+        }
+        self.repo
+            .update_app(key.to_owned(), patch, self.now())
+            .await
+    }
+
+    /// One registered app.
+    pub async fn app(&self, key: &str) -> Result<App, CatalogError> {
+        if !tally_kernel::is_app_key(key) {
+            return Err(CatalogError::AppNotFound);
+        }
+        self.repo
+            .app(key.to_owned())
+            .await?
+            .ok_or(CatalogError::AppNotFound)
+    }
+
+    /// Every registered app, by key.
+    pub async fn apps(&self) -> Result<Vec<App>, CatalogError> {
+        self.repo.apps().await
+    }
+
+    /// Stores a service key for `app` whose secret hashes to `hash`; `prefix` is the secret's
+    /// first characters, kept to tell keys apart.
+    pub async fn create_service_key(
+        &self,
+        app: &str,
+        name: &str,
+        hash: String,
+        prefix: String,
+        actor: &str,
+    ) -> Result<ServiceKey, CatalogError> {
+        validate_app(app)?;
+        check_key_name(name)?;
+        self.repo
+            .insert_service_key(NewServiceKey {
+                app: app.to_owned(),
+                name: name.trim().to_owned(),
+                hash,
+                prefix,
+                actor: actor.to_owned(),
+                now: self.now(),
+            })
+            .await
+    }
+
+    /// The app's stored service keys, newest first.
+    pub async fn service_keys(&self, app: &str) -> Result<Vec<ServiceKey>, CatalogError> {
+        self.repo.service_keys(app.to_owned()).await
+    }
+
+    /// Revokes one of the app's stored service keys.
+    pub async fn revoke_service_key(&self, app: &str, id: i64) -> Result<ServiceKey, CatalogError> {
+        self.repo
+            .revoke_service_key(app.to_owned(), id, self.now())
+            .await
+    }
+
+    /// The app of the unrevoked stored key whose secret hashes to `hash` (hex SHA-256).
+    pub async fn service_key_app(&self, hash: &str) -> Result<Option<String>, CatalogError> {
+        self.repo.service_key_app(hash.to_owned()).await
     }
 }

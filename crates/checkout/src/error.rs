@@ -76,6 +76,10 @@ impl From<CatalogError> for CheckoutError {
             CatalogError::CouponNotFound => Self::CouponInvalid("no such coupon".into()),
             CatalogError::Conflict(m) => Self::CouponInvalid(m),
             CatalogError::Storage(source) => Self::Storage(source),
+            // Checkout never asks the registry; were it to, a missing app is a broken store.
+            e @ (CatalogError::AppNotFound | CatalogError::ServiceKeyNotFound) => {
+                Self::Storage(Box::new(e))
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ pub enum ConsoleError {
     #[error("the console session has ended; sign in again")]
     SessionEnded,
     /// No account, plan or setting uses this app.
-    #[error("no app of that name is in use")]
+    #[error("no app of that name is registered")]
     UnknownApp,
     /// The storage backend failed; the source carries the detail.
     #[error("storage failure")]
@@ -218,8 +218,7 @@ pub trait ConsoleRepository: Send + Sync + std::fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<(), ConsoleError>;
 
-    /// The apps in use (with accounts, plans, coupons, webhook endpoints, a check-in
-    /// configuration or branding), in order, at most `limit`.
+    /// The registered apps, in order, at most `limit`.
     async fn apps(&self, limit: i64) -> Result<Vec<String>, ConsoleError>;
 
     /// Moves the session to `app`; `false` when there is no such session.
@@ -411,7 +410,7 @@ impl Console {
         self.repo.apps(MAX_APPS).await
     }
 
-    /// Moves an open session to another app in use; an app nobody uses is refused, so a typo
+    /// Moves an open session to another registered app; any other is refused, so a typo
     /// never opens an empty ledger.
     pub async fn switch_app(
         &self,

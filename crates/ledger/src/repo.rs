@@ -96,7 +96,8 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         account: AccountRef,
     ) -> Result<Option<CheckinRecord>, LedgerError>;
 
-    /// The app's stored check-in configuration, if any.
+    /// The app's stored check-in configuration; when none is stored, the defaults in the time
+    /// zone the app is registered with; `None` for neither.
     async fn checkin_config(&self, app: String) -> Result<Option<CheckinConfig>, LedgerError>;
 
     /// Replaces the app's check-in configuration at `now`.

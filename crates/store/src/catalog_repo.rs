@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use tally_catalog::{
-    CatalogError, CatalogRepository, Coupon, CouponQuery, CouponUpdate, NewCoupon, NewPlan, Plan,
-    PlanKey, PlanQuery, PlanUpdate,
+    App, AppFields, AppPatch, CatalogError, CatalogRepository, Coupon, CouponQuery, CouponUpdate,
+    NewCoupon, NewPlan, NewServiceKey, Plan, PlanKey, PlanQuery, PlanUpdate, ServiceKey,
 };
+use time::OffsetDateTime;
 
 use crate::Store;
 use crate::exec::exec;
@@ -81,6 +82,89 @@ impl CatalogRepository for Store {
     ) -> Result<Option<Coupon>, CatalogError> {
         exec!(self, ShortRead, catalog, |conn, ops| ops::coupon_by_code(
             conn, &app, &code
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn ensure_apps(
+        &self,
+        keys: Vec<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), CatalogError> {
+        exec!(self, Write, apps, |conn, ops| ops::ensure_apps(
+            conn, &keys, now
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn insert_app(
+        &self,
+        key: String,
+        fields: AppFields,
+        now: OffsetDateTime,
+    ) -> Result<App, CatalogError> {
+        exec!(self, Write, apps, |conn, ops| ops::insert_app(
+            conn, &key, &fields, now
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn update_app(
+        &self,
+        key: String,
+        patch: AppPatch,
+        now: OffsetDateTime,
+    ) -> Result<App, CatalogError> {
+        exec!(self, Write, apps, |conn, ops| ops::update_app(
+            conn, &key, &patch, now
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn app(&self, key: String) -> Result<Option<App>, CatalogError> {
+        exec!(self, ShortRead, apps, |conn, ops| ops::app(conn, &key)
+            .await)
+        .map_err(Into::into)
+    }
+
+    async fn apps(&self) -> Result<Vec<App>, CatalogError> {
+        exec!(self, Read, apps, |conn, ops| ops::apps(conn).await).map_err(Into::into)
+    }
+
+    async fn insert_service_key(&self, key: NewServiceKey) -> Result<ServiceKey, CatalogError> {
+        exec!(self, Write, apps, |conn, ops| ops::insert_service_key(
+            conn, &key
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn service_keys(&self, app: String) -> Result<Vec<ServiceKey>, CatalogError> {
+        exec!(self, Read, apps, |conn, ops| ops::service_keys(conn, &app)
+            .await)
+        .map_err(Into::into)
+    }
+
+    async fn revoke_service_key(
+        &self,
+        app: String,
+        id: i64,
+        now: OffsetDateTime,
+    ) -> Result<ServiceKey, CatalogError> {
+        exec!(self, Write, apps, |conn, ops| ops::revoke_service_key(
+            conn, &app, id, now
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
+    async fn service_key_app(&self, hash: String) -> Result<Option<String>, CatalogError> {
+        exec!(self, ShortRead, apps, |conn, ops| ops::service_key_app(
+            conn, &hash
         )
         .await)
         .map_err(Into::into)

@@ -267,6 +267,68 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Writes a consistent copy of the SQLite database `url` names to `dest` while servers keep
+/// writing to it, and returns the copy's size in bytes.
+///
+/// `VACUUM INTO` reads one snapshot of the database (a read transaction, so writers go on) and
+/// writes it, compacted, to a new file: every write committed before the copy began is in it,
+/// none committed after. The copy is written beside `dest` under a `.partial` name and renamed
+/// when complete, so `dest` is never a half-written file. A `dest` that exists is refused.
+/// PostgreSQL has its own tools (`pg_dump`, base backups); a PostgreSQL URL is refused.
+pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<u64, StoreError> {
+    let path = match Backend::from_url(url)? {
+        Backend::Sqlite(path) if path != ":memory:" => path,
+        Backend::Sqlite(_) => {
+            return Err(StoreError::Config(
+                "an in-memory database has nothing to back up".into(),
+            ));
+        }
+        Backend::Postgres(_) => {
+            return Err(StoreError::Config(
+                "`tally backup` copies SQLite databases; back up PostgreSQL with pg_dump or a base backup".into(),
+            ));
+        }
+    };
+    if !std::path::Path::new(&path).exists() {
+        return Err(StoreError::Config(format!("no database at {path}")));
+    }
+    if dest.exists() {
+        return Err(StoreError::Config(format!(
+            "{} exists; a backup never overwrites a file",
+            dest.display()
+        )));
+    }
+    let mut partial = dest.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let dest = dest.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+        let target = partial
+            .to_str()
+            .ok_or_else(|| StoreError::Config(format!("{} is not UTF-8", partial.display())))?;
+        // A `.partial` left by an interrupted backup is never a good copy.
+        let _ = std::fs::remove_file(&partial);
+        let mut conn = SqliteConnection::establish(&path)
+            .map_err(|e| StoreError::Connection(e.to_string()))?;
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            "PRAGMA busy_timeout = 10000;",
+        )?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("VACUUM INTO ?").bind::<diesel::sql_types::Text, _>(target),
+            &mut conn,
+        )?;
+        std::fs::rename(&partial, &dest).map_err(|e| {
+            StoreError::Config(format!("moving the copy to {}: {e}", dest.display()))
+        })?;
+        std::fs::metadata(&dest)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::Config(format!("{}: {e}", dest.display())))
+    })
+    .await
+    .map_err(|e| StoreError::Connection(e.to_string()))?
+}
+
 /// Pool occupancy, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {

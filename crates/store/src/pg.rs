@@ -103,6 +103,8 @@ pub(crate) async fn account_and_lots_rows(
         .collect())
 }
 
+#[path = "queries/apps.rs"]
+pub(crate) mod apps;
 #[path = "queries/catalog.rs"]
 pub(crate) mod catalog;
 #[path = "queries/checkout.rs"]

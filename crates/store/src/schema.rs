@@ -553,3 +553,27 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(usage_events, accounts);
 diesel::allow_tables_to_appear_in_same_query!(allowances, accounts);
 diesel::allow_tables_to_appear_in_same_query!(usage_events, transactions);
+
+diesel::table! {
+    apps (app_key) {
+        app_key -> Text,
+        name -> Text,
+        time_zone -> Text,
+        currency -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    service_keys (id) {
+        id -> BigInt,
+        app_key -> Text,
+        name -> Text,
+        key_hash -> Text,
+        prefix -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}

@@ -49,6 +49,9 @@ pub(crate) async fn account_and_lots_rows(
 
 // The same files as `pg.rs` compiles, on purpose: that is what checks them against both dialects.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/apps.rs"]
+pub(crate) mod apps;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/catalog.rs"]
 pub(crate) mod catalog;
 #[allow(clippy::duplicate_mod)]

@@ -6,6 +6,7 @@
 mod common;
 
 mod admin_users;
+mod apps;
 mod auth;
 mod bad_input;
 mod checkin;

@@ -53,6 +53,10 @@ async fn bad_settings_stop_the_server(db: Db) {
             Box::new(|s| s.service_keys = Some(Secret::new("bad app=0123456789abcdef"))),
         ),
         (
+            "apps (TALLY_APPS): 'bad app' must be 1-64 characters",
+            Box::new(|s| s.apps = "shop, bad app".into()),
+        ),
+        (
             "gateway_secret (TALLY_GATEWAY_SECRET)",
             Box::new(|s| s.gateway_secret = Some(Secret::new("short"))),
         ),

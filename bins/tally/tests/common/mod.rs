@@ -72,6 +72,8 @@ pub fn base_settings(database_url: String) -> Settings {
         service_keys: Some(Secret::new(format!(
             "{SERVICE_KEY}, other={OTHER_SERVICE_KEY}"
         ))),
+        // The app the console and catalog tests use besides `default` and `other`.
+        apps: "acme".into(),
         sweep_interval_seconds: 0,
         pg_max_connections: 10,
         log_level: "warn".into(),

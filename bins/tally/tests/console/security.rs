@@ -928,14 +928,14 @@ async fn operators_switch_between_apps_in_use(db: Db) {
             (reply.status(), reply.text().await.unwrap())
         }
     };
-    // Refused: a forged form, an app nobody uses (a typo opens no empty ledger). The session
+    // Refused: a forged form, an app not registered (a typo opens no empty ledger). The session
     // stays where it was.
     let (status, _) = switch("0".repeat(64), "acme").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, html) = switch(token.clone(), "acmee").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        html.contains("no app named &quot;acmee&quot; is in use"),
+        html.contains("no app named &quot;acmee&quot; is registered"),
         "{html}"
     );
     let (_, html) = page(&app, "/console/customers", Some(&cookie)).await;

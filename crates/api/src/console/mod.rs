@@ -402,7 +402,18 @@ impl FromRequest for Signed {
                 return Err(PageError::NotFound("the console is switched off".into()));
             }
             if let Some(op) = gateway {
-                return Ok(Signed(op));
+                // The gateway's `X-App-Key` must name a registered app, as on the API.
+                return match state.catalog.is_registered(&op.app).await {
+                    Ok(true) => Ok(Signed(op)),
+                    Ok(false) => Err(PageError::NotFound(format!(
+                        "app '{}' is not registered",
+                        op.app
+                    ))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "console: app registry lookup failed");
+                        Err(PageError::Internal)
+                    }
+                };
             }
             let Some(id) = cookie else {
                 return Err(PageError::SignIn);

@@ -567,7 +567,7 @@ async fn apps_page(
     let body = html! {
         (notice(&notice_))
         section.panel aria-labelledby="apps-title" {
-            h2 id="apps-title" { "Apps in use" }
+            h2 id="apps-title" { "Apps" }
             @if !switchable {
                 p.muted { "Signed in through the gateway: its headers choose the app." }
             }
@@ -593,15 +593,15 @@ async fn apps_page(
                 }
             }
             @if apps.is_empty() {
-                p.empty { "No app has accounts, plans or settings yet." }
+                p.empty { "No app is registered." }
             }
-            p.muted { "An app is in use once it has accounts, plans, coupons, webhook endpoints, a check-in configuration or portal branding." }
+            p.muted { "The registered apps: those of the configuration (TALLY_APPS, TALLY_SERVICE_KEYS) and those registered through POST /admin/apps." }
         }
     };
     Ok(view::page(op, "/console/apps", "Apps", body))
 }
 
-/// The apps in use, with a way to switch the session to each.
+/// The registered apps, with a way to switch the session to each.
 pub(crate) async fn apps(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -632,7 +632,7 @@ pub(crate) struct AppForm {
     app: String,
 }
 
-/// Moves the session to another app in use, then shows its overview.
+/// Moves the session to another registered app, then shows its overview.
 pub(crate) async fn switch_app(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -656,7 +656,7 @@ pub(crate) async fn switch_app(
     {
         Ok(()) => Ok(see_other("/console")),
         Err(ConsoleError::UnknownApp) => {
-            let why = refused(&format!("no app named \"{}\" is in use", form.app));
+            let why = refused(&format!("no app named \"{}\" is registered", form.app));
             Ok(html(
                 StatusCode::BAD_REQUEST,
                 apps_page(&state, &op, true, why).await?,

@@ -80,6 +80,9 @@ pub async fn create_plan(
 ) -> Result<HttpResponse, ApiError> {
     let mut body = body.into_inner();
     let entitlements = checked_entitlements(&state, &admin.app, body.entitlements.take()).await?;
+    if body.currency.is_none() {
+        body.currency = Some(state.catalog.app(&admin.app).await?.currency);
+    }
     let spec = body.into();
     let catalog = state.catalog.clone();
     let app = admin.app.clone();

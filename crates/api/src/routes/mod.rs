@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_billing;
 pub mod admin_users;
+pub mod apps;
 pub mod catalog;
 pub mod checkin;
 pub mod codes;

@@ -1,7 +1,6 @@
 //! The console's sign-in links and sessions.
 
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use tally_console::{Branding, NewLink, PortalSession, StoredSession};
 use time::OffsetDateTime;
@@ -9,7 +8,7 @@ use time::OffsetDateTime;
 use super::Conn;
 use crate::StoreError;
 use crate::rows::{from_db, to_db};
-use crate::schema::{app_branding, console_links, console_sessions, portal_sessions};
+use crate::schema::{app_branding, apps, console_links, console_sessions, portal_sessions};
 
 pub(crate) async fn insert_link(conn: &mut Conn, link: &NewLink) -> Result<(), StoreError> {
     diesel::insert_into(console_links::table)
@@ -221,38 +220,14 @@ pub(crate) async fn put_branding(
     Ok(())
 }
 
-#[derive(QueryableByName)]
-struct AppRow {
-    #[diesel(sql_type = Text)]
-    app_key: String,
-}
-
-/// The apps in use: those with accounts, plans, coupons, webhook endpoints, a check-in
-/// configuration or branding, in order, at most `limit`. Accounts can number millions, so
-/// their apps are found by hopping along the `(app_key, user_id)` index, one lookup per app
-/// (a loose index scan), not by reading every row.
+/// The registered apps, in order, at most `limit`.
 pub(crate) async fn apps(conn: &mut Conn, limit: i64) -> Result<Vec<String>, StoreError> {
-    let query = format!(
-        "WITH RECURSIVE hop(app_key) AS ( \
-             SELECT MIN(app_key) FROM accounts \
-             UNION ALL \
-             SELECT (SELECT MIN(a.app_key) FROM accounts a WHERE a.app_key > hop.app_key) \
-             FROM hop WHERE hop.app_key IS NOT NULL \
-         ) \
-         SELECT app_key FROM hop WHERE app_key IS NOT NULL \
-         UNION SELECT app_key FROM plans \
-         UNION SELECT app_key FROM coupons \
-         UNION SELECT app_key FROM webhook_endpoints \
-         UNION SELECT app_key FROM checkin_configs \
-         UNION SELECT app_key FROM app_branding \
-         ORDER BY app_key LIMIT {}",
-        super::bind(1)
-    );
-    let rows: Vec<AppRow> = diesel::sql_query(query)
-        .bind::<diesel::sql_types::BigInt, _>(limit)
+    Ok(apps::table
+        .select(apps::app_key)
+        .order(apps::app_key)
+        .limit(limit)
         .load(conn)
-        .await?;
-    Ok(rows.into_iter().map(|r| r.app_key).collect())
+        .await?)
 }
 
 /// Moves a session to another app.

@@ -853,16 +853,27 @@ pub(crate) async fn checkin_config(
         .first(conn)
         .await
         .optional()?;
-    row.map(|(enabled, rewards, timezone, days)| {
-        Ok(CheckinConfig {
-            enabled,
-            rewards: serde_json::from_str(&rewards)
-                .map_err(|_| StoreError::Invariant("stored rewards are malformed"))?,
+    let Some(row) = row else {
+        // Never configured: the defaults, in the time zone the app is registered with.
+        let zone: Option<String> = crate::schema::apps::table
+            .find(app)
+            .select(crate::schema::apps::time_zone)
+            .first(conn)
+            .await
+            .optional()?;
+        return Ok(zone.map(|timezone| CheckinConfig {
             timezone,
-            credits_expire_days: days.and_then(|d| u32::try_from(d).ok()),
-        })
-    })
-    .transpose()
+            ..CheckinConfig::default()
+        }));
+    };
+    let (enabled, rewards, timezone, days) = row;
+    Ok(Some(CheckinConfig {
+        enabled,
+        rewards: serde_json::from_str(&rewards)
+            .map_err(|_| StoreError::Invariant("stored rewards are malformed"))?,
+        timezone,
+        credits_expire_days: days.and_then(|d| u32::try_from(d).ok()),
+    }))
 }
 
 pub(crate) async fn put_checkin_config(
