@@ -335,7 +335,12 @@ impl Application {
                 .map(|(name, s)| (name, s.size, s.idle, s.max))
                 .collect()
         });
-        let metrics = web::Data::new(Metrics::new(pools));
+        let batches: tally_api::telemetry::BatchSizes = Arc::new(|| {
+            let (buckets, writes) = tally_store::batch_sizes();
+            let buckets = tally_store::BATCH_SIZE_BOUNDS.into_iter().zip(buckets);
+            (buckets.collect(), writes)
+        });
+        let metrics = web::Data::new(Metrics::new(pools).with_batches(batches));
         let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
             addr: settings.bind.clone(),
             source,

@@ -321,6 +321,77 @@ async fn migrate_command() {
     );
 }
 
+/// Each request's log lines name its app and user once authenticated, and the access line its
+/// error code.
+#[tokio::test]
+async fn log_lines_name_the_app_the_user_and_the_error_code() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let log = dir.path().join("tally.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let (node, base) = common::start_node_to(
+        &url,
+        dir.path(),
+        &[("TALLY_LOG_LEVEL", "info"), ("TALLY_LOG_FORMAT", "json")],
+        file.into(),
+    )
+    .await;
+    let client = common::client();
+    let consume = json!({
+        "user_id": "alice", "amount": 5, "description": "AI call", "idempotency_key": "l1",
+    });
+    let (status, body, _) = common::send(
+        &client,
+        &base,
+        reqwest::Method::POST,
+        "/internal/credits/consume",
+        Some(common::SERVICE_KEY),
+        &[],
+        common::Body::Json(consume),
+    )
+    .await;
+    assert_eq!(status, 402, "{body}");
+    let (status, body, _) = common::send(
+        &client,
+        &base,
+        reqwest::Method::GET,
+        "/credits/balance",
+        Some(&common::app_token("bob", "other", None)),
+        &[],
+        common::Body::Empty,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(node);
+    let served: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["fields"]["message"] == "request served")
+        .collect();
+    let line = |route: &str| {
+        served
+            .iter()
+            .find(|l| l["span"]["route"] == route)
+            .unwrap_or_else(|| panic!("no access line for {route}: {served:?}"))
+            .clone()
+    };
+    let refused = line("/internal/credits/consume");
+    assert_eq!(refused["span"]["app"], "default", "{refused}");
+    assert_eq!(
+        refused["span"]["error_code"], "INSUFFICIENT_CREDITS",
+        "{refused}"
+    );
+    assert_eq!(refused["fields"]["status"], 402, "{refused}");
+    let read = line("/credits/balance");
+    assert_eq!(
+        (&read["span"]["app"], &read["span"]["user"]),
+        (&json!("other"), &json!("bob")),
+        "{read}"
+    );
+    assert!(read["span"].get("error_code").is_none(), "{read}");
+}
+
 /// `tally backup` copies a SQLite database while a server writes to it: the copy passes
 /// `tally verify` and holds every write acknowledged before the backup began.
 #[tokio::test]

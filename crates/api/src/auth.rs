@@ -379,13 +379,19 @@ fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
 
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let auth = &state(req)?.auth;
-    if let Some(token) = bearer(req)? {
-        return auth.jwt.verify(token);
-    }
-    match &auth.gateway {
-        Some(gw) if req.headers().contains_key("x-user-id") => gw.verify(req),
-        _ => Err(ApiError::unauthorized("missing credentials")),
-    }
+    let caller = if let Some(token) = bearer(req)? {
+        auth.jwt.verify(token)
+    } else {
+        match &auth.gateway {
+            Some(gw) if req.headers().contains_key("x-user-id") => gw.verify(req),
+            _ => Err(ApiError::unauthorized("missing credentials")),
+        }
+    }?;
+    // On the request's span, so that every later log line of the request names them.
+    let span = tracing::Span::current();
+    span.record("app", caller.app.as_str());
+    span.record("user", caller.user.as_str());
+    Ok(caller)
 }
 
 /// An extractor's answer: at once when memory settles it, else after one database read.
@@ -476,10 +482,14 @@ impl FromRequest for Service {
         })();
         match lookup {
             Err(e) => Either::Left(ready(Err(e))),
-            Ok(Err(found)) => Either::Left(ready(Ok(found))),
+            Ok(Err(found)) => {
+                tracing::Span::current().record("app", found.app.as_str());
+                Either::Left(ready(Ok(found)))
+            }
             Ok(Ok((state, hash))) => Either::Right(Box::pin(async move {
                 match state.catalog.service_key_app(&hex::encode(hash)).await? {
                     Some(app) => {
+                        tracing::Span::current().record("app", app.as_str());
                         state.auth.stored_keys.put(hash, app.clone());
                         Ok(Service { app })
                     }

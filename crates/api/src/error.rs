@@ -253,14 +253,17 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             builder.insert_header(("Retry-After", seconds.to_string()));
         }
-        builder.json(ErrorBody {
+        let mut response = builder.json(ErrorBody {
             success: false,
             error: ErrorInner {
                 code: self.code.as_str(),
                 message: &self.message,
                 details: self.details.as_ref(),
             },
-        })
+        });
+        // For the access log line and the refusals series (`telemetry::observe`).
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 

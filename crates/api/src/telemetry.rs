@@ -14,6 +14,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, web};
 use tracing::Instrument;
 
+use crate::error::ErrorCode;
+
 tokio::task_local! {
     static REQUEST_ID: String;
 }
@@ -38,6 +40,23 @@ struct Series {
 /// Pool gauges supplied by the composition root: `(pool, open, idle, max)`.
 pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> + Send + Sync>;
 
+/// The write-batch histogram supplied by the composition root: `(upper bound, batches)` per
+/// bucket (not cumulative), and the writes in all batches.
+pub type BatchSizes = Arc<dyn Fn() -> (Vec<(u64, u64)>, u64) + Send + Sync>;
+
+/// How long after a transaction's instant it is counted in `tally_credits_total`: by then the
+/// write that made it has committed, so no transaction is counted before it can be seen.
+const SETTLE: time::Duration = time::Duration::seconds(10);
+
+/// The credits series: what has been counted, up to which instant.
+#[derive(Debug, Default)]
+struct CreditTally {
+    /// Transactions recorded before this instant are counted.
+    until: Option<time::OffsetDateTime>,
+    /// `(app, type)` → (credits in, credits out, transactions).
+    totals: BTreeMap<(String, &'static str), (i64, i64, i64)>,
+}
+
 /// Request counters and latency histograms by route, method and status.
 ///
 /// Each server thread records into a shard of its own (a thread picks one the first time it
@@ -45,6 +64,13 @@ pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> +
 pub struct Metrics {
     shards: Box<[Mutex<Shard>]>,
     pools: PoolGauges,
+    batches: Option<BatchSizes>,
+    /// Error answers by code.
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Provider webhooks by (channel, outcome).
+    provider_webhooks: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Held across its database read, so that two scrapes never count one range twice.
+    credits: tokio::sync::Mutex<CreditTally>,
 }
 
 /// One shard: route → (method, status, series). A request finds its entry without allocating.
@@ -70,7 +96,32 @@ impl Metrics {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             pools,
+            batches: None,
+            errors: Mutex::default(),
+            provider_webhooks: Mutex::default(),
+            credits: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Also exposes the write-batch histogram `batches` reads.
+    pub fn with_batches(mut self, batches: BatchSizes) -> Self {
+        self.batches = Some(batches);
+        self
+    }
+
+    fn record_error(&self, code: ErrorCode) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *errors.entry(code.as_str()).or_default() += 1;
+    }
+
+    /// Counts a provider webhook by channel and outcome (`applied`, `duplicate`, `ignored`,
+    /// `unmatched`, `refused` for a 4xx answer, `failed` for a 5xx one).
+    pub fn record_provider_webhook(&self, channel: &'static str, outcome: &'static str) {
+        let mut counts = self
+            .provider_webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *counts.entry((channel, outcome)).or_default() += 1;
     }
 
     fn record(&self, route: String, method: &Method, status: u16, seconds: f64) {
@@ -165,6 +216,7 @@ impl Metrics {
                 s.count
             );
         }
+        self.render_counters(&mut out);
         out.push_str("# HELP tally_db_pool_connections Database pool connections by state.\n");
         out.push_str("# TYPE tally_db_pool_connections gauge\n");
         for (pool, open, idle, max) in (self.pools)() {
@@ -174,6 +226,131 @@ impl Metrics {
                     "tally_db_pool_connections{{pool=\"{pool}\",state=\"{state}\"}} {v}"
                 );
             }
+        }
+        out
+    }
+}
+
+impl Metrics {
+    /// Error answers, provider webhooks and write batches.
+    fn render_counters(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("# HELP tally_errors_total Error answers by error code.\n");
+        out.push_str("# TYPE tally_errors_total counter\n");
+        for (code, n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "tally_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP tally_provider_webhooks_total Provider webhooks by channel and outcome.\n",
+        );
+        out.push_str("# TYPE tally_provider_webhooks_total counter\n");
+        let webhooks = self
+            .provider_webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((channel, outcome), n) in webhooks.iter() {
+            let _ = writeln!(
+                out,
+                "tally_provider_webhooks_total{{channel=\"{channel}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        drop(webhooks);
+        if let Some(batches) = &self.batches {
+            let (buckets, writes) = batches();
+            out.push_str("# HELP tally_write_batch_size Writes per committed batch (SQLite group commit, PostgreSQL batches).\n");
+            out.push_str("# TYPE tally_write_batch_size histogram\n");
+            let mut cumulative = 0;
+            for (le, n) in &buckets {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "tally_write_batch_size_bucket{{le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tally_write_batch_size_bucket{{le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(out, "tally_write_batch_size_sum {writes}");
+            let _ = writeln!(out, "tally_write_batch_size_count {cumulative}");
+        }
+    }
+
+    /// The series read from the database at scrape time: credits moved (counted once, as their
+    /// transactions settle) and the outbound delivery backlog. A failed read leaves its series
+    /// out of this scrape and is logged.
+    pub async fn render_business(
+        &self,
+        ledger: &tally_ledger::Ledger,
+        webhooks: &tally_webhooks::Webhooks,
+    ) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let now = ledger.now();
+        let mut tally = self.credits.lock().await;
+        let until = now - SETTLE;
+        let from = *tally.until.get_or_insert(until);
+        let read = if until > from {
+            ledger.credit_flows(from, until).await.map(Some)
+        } else {
+            Ok(None)
+        };
+        match read {
+            Ok(flows) => {
+                for f in flows.into_iter().flatten() {
+                    let t = tally
+                        .totals
+                        .entry((f.app, f.txn_type.as_str()))
+                        .or_default();
+                    t.0 += f.credited;
+                    t.1 += f.debited;
+                    t.2 += f.count;
+                }
+                tally.until = Some(until.max(from));
+                out.push_str("# HELP tally_credits_total Credits moved by transactions, by app, type and direction (in: added, out: taken), counted from this node's first scrape, database-wide.\n");
+                out.push_str("# TYPE tally_credits_total counter\n");
+                for ((app, kind), (credited, debited, _)) in &tally.totals {
+                    for (direction, v) in [("in", credited), ("out", debited)] {
+                        let _ = writeln!(
+                            out,
+                            "tally_credits_total{{app=\"{app}\",type=\"{kind}\",direction=\"{direction}\"}} {v}"
+                        );
+                    }
+                }
+                out.push_str("# HELP tally_transactions_total Transactions recorded, by app and type, counted as tally_credits_total is.\n");
+                out.push_str("# TYPE tally_transactions_total counter\n");
+                for ((app, kind), (_, _, n)) in &tally.totals {
+                    let _ = writeln!(
+                        out,
+                        "tally_transactions_total{{app=\"{app}\",type=\"{kind}\"}} {n}"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: reading the credits moved failed"),
+        }
+        drop(tally);
+        match webhooks.backlog().await {
+            Ok(b) => {
+                out.push_str("# HELP tally_webhook_deliveries Outbound webhook deliveries by state: pending (to be attempted) and failed (given up).\n");
+                out.push_str("# TYPE tally_webhook_deliveries gauge\n");
+                let _ = writeln!(
+                    out,
+                    "tally_webhook_deliveries{{state=\"pending\"}} {}",
+                    b.pending
+                );
+                let _ = writeln!(
+                    out,
+                    "tally_webhook_deliveries{{state=\"failed\"}} {}",
+                    b.failed
+                );
+                let age = b
+                    .oldest_pending
+                    .map_or(0.0, |t| (now - t).as_seconds_f64().max(0.0));
+                out.push_str("# HELP tally_webhook_oldest_pending_seconds Age of the oldest pending delivery; 0 when none is pending.\n");
+                out.push_str("# TYPE tally_webhook_oldest_pending_seconds gauge\n");
+                let _ = writeln!(out, "tally_webhook_oldest_pending_seconds {age}");
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: reading the delivery backlog failed"),
         }
         out
     }
@@ -204,7 +381,16 @@ pub async fn observe(
     let method = req.method().clone();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let start = Instant::now();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    // `app` and `user` are recorded by the authentication extractors, `error_code` below.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        app = tracing::field::Empty,
+        user = tracing::field::Empty,
+        error_code = tracing::field::Empty,
+    );
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))
         .await;
@@ -216,8 +402,15 @@ pub async fn observe(
     }
     let status = res.status().as_u16();
     let seconds = start.elapsed().as_secs_f64();
+    let code = res.response().extensions().get::<ErrorCode>().copied();
+    if let Some(code) = code {
+        span.record("error_code", code.as_str());
+    }
     if let Some(m) = metrics {
         m.record(route, &method, status, seconds);
+        if let Some(code) = code {
+            m.record_error(code);
+        }
     }
     span.in_scope(|| {
         tracing::info!(

@@ -266,6 +266,14 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Per-account figures the invariant checks need.
     async fn audit(&self) -> Result<Vec<AccountAudit>, LedgerError>;
 
+    /// Per app and type, the credits moved by transactions recorded in `[from, to)` of every
+    /// registered app (for the operations metrics).
+    async fn credit_flows(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::stats::CreditFlow>, LedgerError>;
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), LedgerError>;
 }

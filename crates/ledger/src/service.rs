@@ -254,6 +254,15 @@ impl Ledger {
         Ok((rows, has_more))
     }
 
+    /// Per app and type, the credits moved by transactions recorded in `[from, to)`.
+    pub async fn credit_flows(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<crate::stats::CreditFlow>, LedgerError> {
+        self.repo.credit_flows(from, to).await
+    }
+
     /// The app's check-in configuration (defaults when never set).
     pub async fn checkin_config(&self, app: &str) -> Result<CheckinConfig, LedgerError> {
         Ok(self

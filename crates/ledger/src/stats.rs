@@ -628,3 +628,19 @@ mod tests {
         );
     }
 }
+
+/// Credits one app's transactions of one type moved in a span of time: what the operations
+/// metrics count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditFlow {
+    /// App key.
+    pub app: String,
+    /// Transaction type.
+    pub txn_type: TxnType,
+    /// Credits added (the positive amounts).
+    pub credited: i64,
+    /// Credits taken (the negative amounts, as a positive number).
+    pub debited: i64,
+    /// Transactions.
+    pub count: i64,
+}

@@ -63,3 +63,34 @@ pub(crate) fn at_batch_level<C: AsyncConnection>(conn: &mut C) -> bool {
         Ok(Some(depth)) if depth.get() == 1
     )
 }
+
+/// The upper bounds of the batch-size histogram's buckets.
+pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Batches by size, since the process started: one counter per bucket of
+/// [`BATCH_SIZE_BOUNDS`] (not cumulative), then the writes in all of them.
+static BATCH_SIZES: [std::sync::atomic::AtomicU64; 8] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+
+/// Counts one committed batch (a SQLite group or a PostgreSQL batch) of `writes` writes.
+pub(crate) fn record_batch(writes: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let writes = writes as u64;
+    let bucket = BATCH_SIZE_BOUNDS
+        .iter()
+        .position(|&le| writes <= le)
+        .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+    BATCH_SIZES[bucket].fetch_add(1, Relaxed);
+    BATCH_SIZES[BATCH_SIZE_BOUNDS.len()].fetch_add(writes, Relaxed);
+}
+
+/// The batch-size histogram of this process: batches per bucket of [`BATCH_SIZE_BOUNDS`] (not
+/// cumulative) and the writes in all batches.
+pub fn batch_sizes() -> ([u64; 7], u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut buckets = [0; 7];
+    for (b, counter) in buckets.iter_mut().zip(&BATCH_SIZES) {
+        *b = counter.load(Relaxed);
+    }
+    (buckets, BATCH_SIZES[BATCH_SIZE_BOUNDS.len()].load(Relaxed))
+}

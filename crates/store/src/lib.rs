@@ -49,6 +49,7 @@
 //! ```
 
 mod batch;
+pub use batch::{BATCH_SIZE_BOUNDS, batch_sizes};
 mod cached;
 mod catalog_repo;
 mod catalog_rows;

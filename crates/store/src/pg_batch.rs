@@ -149,6 +149,7 @@ async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
         // Stable: one account's writes stay in arrival order.
         jobs.sort_by(|a, b| (&a.key.app, &a.key.user).cmp(&(&b.key.app, &b.key.user)));
         let writes = jobs.len();
+        crate::batch::record_batch(writes);
         // A panicking write aborts its own batch only: the lane goes on. The batch's connection
         // is dropped inside its transaction, so the pool discards it (rolling the batch back),
         // and the batch's callers hear that their writes were not attempted.

@@ -350,6 +350,19 @@ impl LedgerRepository for Store {
         exec!(self, Read, ledger, |conn, ops| ops::audit(conn).await).map_err(Into::into)
     }
 
+    async fn credit_flows(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<tally_ledger::stats::CreditFlow>, LedgerError> {
+        let (from, to) = (crate::rows::to_db(from), crate::rows::to_db(to));
+        exec!(self, Read, stats, |conn, ops| ops::credit_flows(
+            conn, from, to
+        )
+        .await)
+        .map_err(Into::into)
+    }
+
     async fn ping(&self) -> Result<(), LedgerError> {
         self.ping_inner().await.map_err(Into::into)
     }

@@ -193,6 +193,7 @@ impl GroupCommit {
                             Err(_) => break,
                         }
                     }
+                    crate::batch::record_batch(group.len());
                     commit_group(&pool, &handle, group);
                 }
             })?;

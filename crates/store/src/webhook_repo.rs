@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use tally_webhooks::{
-    AttemptResult, ClaimedDelivery, Delivery, DeliveryQuery, Endpoint, EndpointChanges,
+    AttemptResult, Backlog, ClaimedDelivery, Delivery, DeliveryQuery, Endpoint, EndpointChanges,
     NewEndpoint, RepoError, WebhookRepository,
 };
 use time::OffsetDateTime;
@@ -151,5 +151,9 @@ impl WebhookRepository for Store {
         )
         .await)
         .map_err(Into::into)
+    }
+
+    async fn backlog(&self) -> Result<Backlog, RepoError> {
+        exec!(self, Read, outbox, |conn, ops| ops::backlog(conn).await).map_err(Into::into)
     }
 }

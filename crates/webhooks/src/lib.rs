@@ -29,8 +29,8 @@ pub mod ssrf;
 pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use event::{EventType, OutboundEvent, new_event_id};
 pub use repo::{
-    Attempt, AttemptResult, ClaimedDelivery, Delivery, DeliveryQuery, DeliveryStatus, Endpoint,
-    EndpointChanges, NewEndpoint, RepoError, WebhookRepository,
+    Attempt, AttemptResult, Backlog, ClaimedDelivery, Delivery, DeliveryQuery, DeliveryStatus,
+    Endpoint, EndpointChanges, NewEndpoint, RepoError, WebhookRepository,
 };
 pub use retry::{DISABLE_AFTER, MAX_ATTEMPTS, NO_JITTER, SCHEDULE, next_delay};
 pub use service::{CreateEndpoint, UpdateEndpoint, WebhookError, Webhooks};

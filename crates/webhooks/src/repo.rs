@@ -252,4 +252,17 @@ pub trait WebhookRepository: Send + Sync + std::fmt::Debug {
     /// event) when it has failed for [`crate::DISABLE_AFTER`] or a delivery gave up without a
     /// success since its first attempt.
     async fn record_attempt(&self, result: AttemptResult) -> Result<(), RepoError>;
+    /// Deliveries waiting and given up, across apps (for the operations metrics).
+    async fn backlog(&self) -> Result<Backlog, RepoError>;
+}
+
+/// The outbound delivery backlog, across apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Deliveries still to be made (first attempt or retry).
+    pub pending: i64,
+    /// Deliveries given up after their last attempt.
+    pub failed: i64,
+    /// When the oldest pending delivery was created.
+    pub oldest_pending: Option<OffsetDateTime>,
 }

@@ -265,6 +265,11 @@ impl Webhooks {
             .ok_or(WebhookError::NotFound)
     }
 
+    /// Deliveries pending and failed across apps, for the operations metrics.
+    pub async fn backlog(&self) -> Result<crate::Backlog, WebhookError> {
+        self.repo.backlog().await.map_err(Into::into)
+    }
+
     /// The app's `credits.low` threshold.
     pub async fn low_balance_threshold(&self, app: &str) -> Result<Option<i64>, WebhookError> {
         Ok(self.repo.low_balance_threshold(app).await?)

@@ -1,2 +1,3 @@
+DROP INDEX webhook_deliveries_failed;
 DROP TABLE service_keys;
 DROP TABLE apps;

@@ -17,5 +17,6 @@ mod failures;
 mod history_pages;
 mod holds;
 mod isolation;
+mod metrics;
 mod startup;
 mod walkthrough;

@@ -632,6 +632,16 @@ pub async fn start_node(
     dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (Node, String) {
+    start_node_to(database_url, dir, env, std::process::Stdio::null()).await
+}
+
+/// [`start_node`], its log lines (stdout) going to `stdout`.
+pub async fn start_node_to(
+    database_url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stdout: std::process::Stdio,
+) -> (Node, String) {
     let port = free_port();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
     for (key, _) in std::env::vars_os() {
@@ -655,7 +665,7 @@ pub async fn start_node(
     }
     let child = cmd
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(stdout)
         .spawn()
         .expect("tally serve starts");
     let mut node = Node(child);

@@ -83,6 +83,7 @@ async fn read_body(payload: web::Payload) -> Result<Vec<u8>, ApiError> {
 #[post("/payment/webhook/{channel}")]
 pub async fn webhook(
     state: web::Data<AppState>,
+    metrics: web::Data<crate::Metrics>,
     channel: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
@@ -101,7 +102,16 @@ pub async fn webhook(
         .collect();
     let checkout = state.checkout.clone();
     let outcome =
-        detached(async move { checkout.handle_webhook(channel, &headers, &body).await }).await?;
+        detached(async move { checkout.handle_webhook(channel, &headers, &body).await }).await;
+    metrics.record_provider_webhook(
+        channel.as_str(),
+        match &outcome {
+            Ok(o) => o.as_str(),
+            Err(e) if e.status.is_server_error() => "failed",
+            Err(_) => "refused",
+        },
+    );
+    let outcome = outcome?;
     Ok(ok(WebhookAckDto {
         received: true,
         outcome: outcome.as_str().to_owned(),

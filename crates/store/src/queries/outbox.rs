@@ -14,8 +14,8 @@ use tally_webhooks::payload::{
     CreditsExpired, CreditsLow, CreditsMoved, EndpointDisabled, HoldExpired, Payload,
 };
 use tally_webhooks::{
-    AttemptResult, ClaimedDelivery, DISABLE_AFTER, Delivery, DeliveryQuery, DeliveryStatus,
-    Endpoint, EndpointChanges, EventType, NewEndpoint, OutboundEvent,
+    AttemptResult, Backlog, ClaimedDelivery, DISABLE_AFTER, Delivery, DeliveryQuery,
+    DeliveryStatus, Endpoint, EndpointChanges, EventType, NewEndpoint, OutboundEvent,
 };
 use time::OffsetDateTime;
 
@@ -425,6 +425,29 @@ pub(crate) async fn retry_delivery(
 /// Whether a dispatcher round has anything to do: a new event, or a due delivery.
 /// Read on a reader connection first, so that an idle dispatcher never takes
 /// SQLite's write lock.
+/// Deliveries pending and failed, and when the oldest pending one was made: each through its
+/// partial index on the status.
+pub(crate) async fn backlog(conn: &mut Conn) -> Result<Backlog, StoreError> {
+    let (pending, oldest): (i64, Option<time::PrimitiveDateTime>) = webhook_deliveries::table
+        .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending.as_str()))
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(webhook_deliveries::created_at),
+        ))
+        .first(conn)
+        .await?;
+    let failed: i64 = webhook_deliveries::table
+        .filter(webhook_deliveries::status.eq(DeliveryStatus::Failed.as_str()))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(Backlog {
+        pending,
+        failed,
+        oldest_pending: oldest.map(from_db),
+    })
+}
+
 pub(crate) async fn has_work(conn: &mut Conn, now: OffsetDateTime) -> Result<bool, StoreError> {
     let new_events = exists(webhook_events::table.filter(NewEvent));
     let enabled = webhook_endpoints::table

@@ -6,7 +6,8 @@
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
-use tally_ledger::stats::{DailyCounts, RollupMetric, RollupRow, StatsQuery};
+use tally_ledger::TxnType;
+use tally_ledger::stats::{CreditFlow, DailyCounts, RollupMetric, RollupRow, StatsQuery};
 use time::{Date, Duration, PrimitiveDateTime, Time};
 
 use super::{Conn, bind};
@@ -245,4 +246,57 @@ pub(crate) async fn store_rollup(
             .await?;
     }
     Ok(())
+}
+
+#[derive(QueryableByName)]
+struct FlowRow {
+    #[diesel(sql_type = Text)]
+    app_key: String,
+    #[diesel(sql_type = Text)]
+    txn_type: String,
+    #[diesel(sql_type = BigInt)]
+    credits_in: i64,
+    #[diesel(sql_type = BigInt)]
+    credits_out: i64,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Per app and type, the credits moved by the transactions recorded in `[from, to)`. The apps
+/// come from the registry so that SQLite walks its `(app_key, created_at, …)` index app by app;
+/// PostgreSQL reads the range through its `created_at` index.
+pub(crate) async fn credit_flows(
+    conn: &mut Conn,
+    from: PrimitiveDateTime,
+    to: PrimitiveDateTime,
+) -> Result<Vec<CreditFlow>, StoreError> {
+    let sql = format!(
+        "SELECT t.app_key AS app_key, t.txn_type AS txn_type, \
+         CAST(SUM(CASE WHEN t.amount > 0 THEN t.amount ELSE 0 END) AS BIGINT) AS credits_in, \
+         CAST(SUM(CASE WHEN t.amount < 0 THEN -t.amount ELSE 0 END) AS BIGINT) AS credits_out, \
+         COUNT(*) AS n \
+         FROM transactions t \
+         WHERE t.app_key IN (SELECT app_key FROM apps) \
+         AND t.created_at >= {} AND t.created_at < {} \
+         GROUP BY t.app_key, t.txn_type",
+        bind(1),
+        bind(2)
+    );
+    let rows: Vec<FlowRow> = sql_query(sql)
+        .bind::<Timestamp, _>(from)
+        .bind::<Timestamp, _>(to)
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(CreditFlow {
+                app: r.app_key,
+                txn_type: TxnType::parse(&r.txn_type)
+                    .ok_or(StoreError::Invariant("unknown transaction type"))?,
+                credited: r.credits_in,
+                debited: r.credits_out,
+                count: r.n,
+            })
+        })
+        .collect()
 }
