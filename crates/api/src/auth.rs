@@ -292,30 +292,57 @@ const STORED_KEY_CACHE_MAX: usize = 10_000;
 /// does not read the database each time.
 #[derive(Debug, Default)]
 pub struct StoredKeyCache {
-    found: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    found: Mutex<Found>,
+}
+
+#[derive(Debug, Default)]
+struct Found {
+    /// Bumped by every revocation on this node: a lookup that began before it is not kept.
+    generation: u64,
+    keys: HashMap<[u8; 32], (String, Instant)>,
 }
 
 impl StoredKeyCache {
-    fn get(&self, hash: &[u8; 32]) -> Option<String> {
-        let found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Found> {
+        self.found.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The app of a key found recently, or the generation a database lookup starts in.
+    fn get(&self, hash: &[u8; 32]) -> Result<String, u64> {
+        let found = self.lock();
         found
+            .keys
             .get(hash)
             .filter(|(_, at)| at.elapsed() < STORED_KEY_TTL)
             .map(|(app, _)| app.clone())
+            .ok_or(found.generation)
     }
 
-    fn put(&self, hash: [u8; 32], app: String) {
-        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
-        if found.len() >= STORED_KEY_CACHE_MAX {
-            found.clear();
+    /// Keeps what a lookup begun in `generation` found, unless a revocation came since.
+    fn put(&self, hash: [u8; 32], app: String, generation: u64) {
+        let mut found = self.lock();
+        if found.generation != generation {
+            return;
         }
-        found.insert(hash, (app, Instant::now()));
+        if found.keys.len() >= STORED_KEY_CACHE_MAX {
+            found.keys.clear();
+        }
+        found.keys.insert(hash, (app, Instant::now()));
     }
 
     /// Forgets every key found, after a revocation on this node.
     pub fn forget_all(&self) {
-        self.found.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut found = self.lock();
+        found.generation += 1;
+        found.keys.clear();
     }
+}
+
+/// Whether `key` has the shape of a stored key's secret (`tally_sk_` and 48 hex digits): only
+/// those are looked up in the database, so that a wrong key costs no database read.
+fn looks_stored(key: &str) -> bool {
+    key.strip_prefix("tally_sk_")
+        .is_some_and(|hex| hex.len() == 48 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A service key just made: its secret (shown once), the hash stored and the prefix kept.
@@ -460,6 +487,14 @@ pub struct Service {
     pub app: String,
 }
 
+/// Where the `Service` extractor finds a key's app.
+enum KeyLookup {
+    /// In memory: a configured key, or a stored one found recently.
+    Known(Service),
+    /// In the database: a stored key's hash, and the cache generation the lookup starts in.
+    Stored(web::Data<AppState>, [u8; 32], u64),
+}
+
 impl FromRequest for Service {
     type Error = ApiError;
     type Future = Checked<Self>;
@@ -472,25 +507,28 @@ impl FromRequest for Service {
             let state = state(req)?;
             let key = bearer(req)?.ok_or_else(|| ApiError::unauthorized("missing service key"))?;
             if let Some(app) = state.auth.service_keys.app_for(key) {
-                return Ok(Err(Service { app }));
+                return Ok(KeyLookup::Known(Service { app }));
+            }
+            if !looks_stored(key) {
+                return Err(ApiError::unauthorized("unknown service key"));
             }
             let hash = sha256(key.as_bytes());
-            match state.auth.stored_keys.get(&hash) {
-                Some(app) => Ok(Err(Service { app })),
-                None => Ok(Ok((state.clone(), hash))),
-            }
+            Ok(match state.auth.stored_keys.get(&hash) {
+                Ok(app) => KeyLookup::Known(Service { app }),
+                Err(generation) => KeyLookup::Stored(state.clone(), hash, generation),
+            })
         })();
         match lookup {
             Err(e) => Either::Left(ready(Err(e))),
-            Ok(Err(found)) => {
+            Ok(KeyLookup::Known(found)) => {
                 tracing::Span::current().record("app", found.app.as_str());
                 Either::Left(ready(Ok(found)))
             }
-            Ok(Ok((state, hash))) => Either::Right(Box::pin(async move {
+            Ok(KeyLookup::Stored(state, hash, generation)) => Either::Right(Box::pin(async move {
                 match state.catalog.service_key_app(&hex::encode(hash)).await? {
                     Some(app) => {
                         tracing::Span::current().record("app", app.as_str());
-                        state.auth.stored_keys.put(hash, app.clone());
+                        state.auth.stored_keys.put(hash, app.clone(), generation);
                         Ok(Service { app })
                     }
                     None => Err(ApiError::unauthorized("unknown service key")),
@@ -503,6 +541,37 @@ impl FromRequest for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stored_shaped_keys_are_looked_up() {
+        let made = new_service_key();
+        assert!(looks_stored(&made.secret), "{}", made.secret);
+        assert_eq!(made.prefix, made.secret[..13]);
+        assert_eq!(made.hash, hex::encode(sha256(made.secret.as_bytes())));
+        for other in [
+            "ci-service-key-0123456789",
+            "tally_sk_",
+            &made.secret[..made.secret.len() - 1],
+            &format!("{}g", &made.secret[..made.secret.len() - 1]),
+        ] {
+            assert!(!looks_stored(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_lookup_begun_before_a_revocation_is_not_kept() {
+        let cache = StoredKeyCache::default();
+        let (a, b) = ([1; 32], [2; 32]);
+        let generation = cache.get(&a).unwrap_err();
+        cache.put(a, "default".into(), generation);
+        assert_eq!(cache.get(&a).as_deref(), Ok("default"));
+        // A lookup starts, a revocation lands, then the lookup answers: not kept.
+        let before = cache.get(&b).unwrap_err();
+        cache.forget_all();
+        cache.put(b, "default".into(), before);
+        assert!(cache.get(&b).is_err());
+        assert!(cache.get(&a).is_err(), "every key is forgotten");
+    }
 
     #[test]
     fn service_keys_parse_apps_and_bare_keys() {

@@ -234,10 +234,13 @@ pub struct CheckinConfigDto {
     /// Whether users may check in.
     pub enabled: bool,
     /// Reward for streak day 1, 2, …; the last value repeats.
+    #[schema(min_items = 1, max_items = 366)]
     pub rewards: Vec<i64>,
     /// IANA time zone deciding where a day starts.
+    #[schema(max_length = 64)]
     pub timezone: String,
     /// Days until check-in credits expire; null = never.
+    #[schema(minimum = 1, maximum = 3650)]
     pub credits_expire_days: Option<u32>,
 }
 
@@ -718,10 +721,16 @@ impl From<Plan> for AdminPlanDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlanRequest {
-    /// Display name, 1–100 characters.
+    /// Display name, 1–100 characters, not blank, without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// Up to 1000 characters; default empty.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
     /// `subscription` (needs `price_monthly` and/or `price_yearly`) or `credit_pack` (needs
     /// `price`).
@@ -729,31 +738,42 @@ pub struct CreatePlanRequest {
     /// Lower-case ISO 4217 code (upper case is accepted and lowered); default: the app's
     /// currency (`PUT /admin/apps/{key}`).
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
     /// Monthly price in minor units, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_monthly: Option<i64>,
     /// Yearly price in minor units, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_yearly: Option<i64>,
     /// Pack price in minor units, ≥ 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: Option<i64>,
     /// Credits per period or pack, ≥ 0; default 0.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub credits_included: i64,
     /// Selling points, at most 50; default none.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub features: Vec<String>,
     /// Stripe price of the monthly subscription.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id_monthly: Option<String>,
     /// Stripe price of the yearly subscription.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id_yearly: Option<String>,
     /// Stripe price of the pack.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id: Option<String>,
     /// Creem product of the monthly subscription.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id_monthly: Option<String>,
     /// Creem product of the yearly subscription.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id_yearly: Option<String>,
     /// Creem product of the pack.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id: Option<String>,
     /// Default true.
     #[serde(default = "yes")]
@@ -762,6 +782,7 @@ pub struct CreatePlanRequest {
     #[serde(default)]
     pub sort_order: i64,
     /// 1–3650 days, or null (default) for never.
+    #[schema(minimum = 1, maximum = 3650)]
     pub credits_expire_days: Option<u32>,
     /// Subscriptions: 1–730 days of free trial each new subscription starts with (Stripe
     /// `trial_period_days`), or null (default) for none.
@@ -769,7 +790,7 @@ pub struct CreatePlanRequest {
     pub trial_days: Option<u32>,
     /// Credits granted once when a trial starts, ≥ 0; default 0. Needs `trial_days`.
     #[serde(default)]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub trial_credits: i64,
     /// What the plan includes of each feature (features from `/admin/pricing/features`); at
     /// most 100. Default none: subscribers get the free tier's.
@@ -815,13 +836,13 @@ impl From<CreatePlanRequest> for PlanSpec {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlanRequest {
-    /// Display name.
+    /// Display name, 1–100 characters, not blank, without control characters.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
-    /// Display description.
+    /// Display description, at most 1000 characters.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, max_length = 1000)]
     pub description: Option<String>,
     /// Kind; the other kind's prices must be cleared in the same request.
     #[serde(default, deserialize_with = "given")]
@@ -829,51 +850,51 @@ pub struct UpdatePlanRequest {
     pub kind: Option<PlanKindDto>,
     /// Currency.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(value_type = String, required = false, pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
     /// Monthly price, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_monthly: Option<Option<i64>>,
     /// Yearly price, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_yearly: Option<Option<i64>>,
     /// Pack price, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: Option<Option<i64>>,
     /// Credits per period or pack.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = i64, required = false)]
+    #[schema(value_type = i64, required = false, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub credits_included: Option<i64>,
     /// The whole new list.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Vec<String>, required = false)]
+    #[schema(value_type = Vec<String>, required = false, max_items = 50)]
     pub features: Option<Vec<String>>,
     /// Stripe monthly price id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id_monthly: Option<Option<String>>,
     /// Stripe yearly price id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id_yearly: Option<Option<String>>,
     /// Stripe pack price id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub stripe_price_id: Option<Option<String>>,
     /// Creem monthly product id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id_monthly: Option<Option<String>>,
     /// Creem yearly product id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id_yearly: Option<Option<String>>,
     /// Creem pack product id, or null.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     pub creem_product_id: Option<Option<String>>,
     /// Visibility.
     #[serde(default, deserialize_with = "given")]
@@ -885,15 +906,15 @@ pub struct UpdatePlanRequest {
     pub sort_order: Option<i64>,
     /// 1–3650 days, or null for never.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
     pub credits_expire_days: Option<Option<u32>>,
     /// 1–730 days of free trial, or null for none.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 730)]
     pub trial_days: Option<Option<u32>>,
     /// Credits granted once when a trial starts.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = i64, required = false)]
+    #[schema(value_type = i64, required = false, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub trial_credits: Option<i64>,
     /// The whole new list of what the plan includes (`[]` clears it).
     #[serde(default, deserialize_with = "given")]
@@ -955,18 +976,24 @@ impl From<CouponDurationDto> for CouponDuration {
 #[serde(deny_unknown_fields)]
 pub struct CreateCouponRequest {
     /// 1–64 of `A-Z a-z 0-9 _ -`; stored upper-case; unique within the app.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub code: String,
     /// 1–100; exclusive with `amount_off`.
+    #[schema(minimum = 1, maximum = 100)]
     pub percent_off: Option<i64>,
     /// Minor units off, > 0; exclusive with `percent_off`; needs `currency`.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount_off: Option<i64>,
     /// Currency of `amount_off` (lower-case ISO 4217).
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
     /// `once`, `repeating` or `forever`.
     pub duration: CouponDurationDto,
     /// 1–36; required iff `duration` is `repeating`.
+    #[schema(minimum = 1, maximum = 36)]
     pub duration_months: Option<u32>,
     /// ≥ 1; absent = unlimited.
+    #[schema(minimum = 1)]
     pub max_redemptions: Option<i64>,
     /// RFC 3339, in the future; absent = never.
     #[serde(default, with = "time::serde::rfc3339::option")]

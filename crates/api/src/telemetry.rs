@@ -44,9 +44,11 @@ pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> +
 /// bucket (not cumulative), and the writes in all batches.
 pub type BatchSizes = Arc<dyn Fn() -> (Vec<(u64, u64)>, u64) + Send + Sync>;
 
-/// How long after a transaction's instant it is counted in `tally_credits_total`: by then the
-/// write that made it has committed, so no transaction is counted before it can be seen.
-const SETTLE: time::Duration = time::Duration::seconds(10);
+/// How long after a transaction's instant it is counted in `tally_credits_total`. A
+/// transaction's instant is read before its write queues and commits; one that commits later
+/// than this after it (or on a node whose clock runs this much behind) falls into a range
+/// already counted and is left out. The ledger itself, and `/admin/stats`, stay exact.
+const SETTLE: time::Duration = time::Duration::seconds(60);
 
 /// The credits series: what has been counted, up to which instant.
 #[derive(Debug, Default)]
@@ -257,7 +259,7 @@ impl Metrics {
         drop(webhooks);
         if let Some(batches) = &self.batches {
             let (buckets, writes) = batches();
-            out.push_str("# HELP tally_write_batch_size Writes per committed batch (SQLite group commit, PostgreSQL batches).\n");
+            out.push_str("# HELP tally_write_batch_size Writes per batch (SQLite group commit, PostgreSQL batches).\n");
             out.push_str("# TYPE tally_write_batch_size histogram\n");
             let mut cumulative = 0;
             for (le, n) in &buckets {
@@ -307,7 +309,7 @@ impl Metrics {
                     t.2 += f.count;
                 }
                 tally.until = Some(until.max(from));
-                out.push_str("# HELP tally_credits_total Credits moved by transactions, by app, type and direction (in: added, out: taken), counted from this node's first scrape, database-wide.\n");
+                out.push_str("# HELP tally_credits_total Credits moved by transactions, by app, type and direction (in: added, out: taken), read from the database, counted from this node's first scrape.\n");
                 out.push_str("# TYPE tally_credits_total counter\n");
                 for ((app, kind), (credited, debited, _)) in &tally.totals {
                     for (direction, v) in [("in", credited), ("out", debited)] {

@@ -32,7 +32,7 @@ pub struct App {
     pub name: String,
     /// The IANA time zone a new check-in configuration starts from.
     pub time_zone: String,
-    /// The currency a new plan, pack or coupon is priced in when it names none.
+    /// The currency a new plan or pack is priced in when it names none.
     pub currency: String,
     /// When it was registered.
     pub created_at: OffsetDateTime,

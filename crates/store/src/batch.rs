@@ -72,7 +72,8 @@ pub const BATCH_SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 static BATCH_SIZES: [std::sync::atomic::AtomicU64; 8] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 8];
 
-/// Counts one committed batch (a SQLite group or a PostgreSQL batch) of `writes` writes.
+/// Counts one batch (a SQLite group or a PostgreSQL batch) of `writes` writes, as it starts to
+/// commit. Batches never exceed the last bound (64).
 pub(crate) fn record_batch(writes: usize) {
     use std::sync::atomic::Ordering::Relaxed;
     let writes = writes as u64;

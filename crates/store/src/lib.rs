@@ -273,8 +273,9 @@ impl std::fmt::Debug for Store {
 ///
 /// `VACUUM INTO` reads one snapshot of the database (a read transaction, so writers go on) and
 /// writes it, compacted, to a new file: every write committed before the copy began is in it,
-/// none committed after. The copy is written beside `dest` under a `.partial` name and renamed
-/// when complete, so `dest` is never a half-written file. A `dest` that exists is refused.
+/// none committed after. The copy is written beside `dest` under a `.partial` name (one left
+/// by an interrupted backup is replaced), synced to disk, then linked to `dest`, so `dest` is
+/// never a half-written file. A `dest` that exists is refused, even one that appears meanwhile.
 /// PostgreSQL has its own tools (`pg_dump`, base backups); a PostgreSQL URL is refused.
 pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<u64, StoreError> {
     let path = match Backend::from_url(url)? {
@@ -319,9 +320,18 @@ pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<u64, Sto
             diesel::sql_query("VACUUM INTO ?").bind::<diesel::sql_types::Text, _>(target),
             &mut conn,
         )?;
-        std::fs::rename(&partial, &dest).map_err(|e| {
-            StoreError::Config(format!("moving the copy to {}: {e}", dest.display()))
-        })?;
+        // On disk before it takes its name; the link fails if `dest` appeared meanwhile.
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::Config(format!("syncing {}: {e}", partial.display())))?;
+        std::fs::hard_link(&partial, &dest)
+            .map_err(|e| StoreError::Config(format!("naming the copy {}: {e}", dest.display())))?;
+        let _ = std::fs::remove_file(&partial);
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::Config(format!("syncing {}: {e}", dir.display())))?;
+        }
         std::fs::metadata(&dest)
             .map(|m| m.len())
             .map_err(|e| StoreError::Config(format!("{}: {e}", dest.display())))

@@ -1,3 +1,2 @@
-DROP INDEX webhook_deliveries_failed;
 DROP TABLE service_keys;
 DROP TABLE apps;

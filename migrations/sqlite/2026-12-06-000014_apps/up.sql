@@ -39,7 +39,3 @@ CREATE TABLE service_keys (
 );
 
 CREATE INDEX service_keys_by_app ON service_keys (app_key, id);
-
--- The operations metrics count failed deliveries; they are kept, so without this index the count
--- would read them all.
-CREATE INDEX webhook_deliveries_failed ON webhook_deliveries (id) WHERE status = 'failed';

@@ -401,28 +401,28 @@ impl FromRequest for Signed {
             if state.console.is_none() {
                 return Err(PageError::NotFound("the console is switched off".into()));
             }
-            if let Some(op) = gateway {
-                // The gateway's `X-App-Key` must name a registered app, as on the API.
-                return match state.catalog.is_registered(&op.app).await {
-                    Ok(true) => Ok(Signed(op)),
-                    Ok(false) => Err(PageError::NotFound(format!(
-                        "app '{}' is not registered",
-                        op.app
-                    ))),
+            let op = match (gateway, cookie) {
+                (Some(op), _) => op,
+                (None, None) => return Err(PageError::SignIn),
+                (None, Some(id)) => match state.sessions.operator(&id, state.ledger.now()).await {
+                    Ok(Some(op)) => op,
+                    Ok(None) => return Err(PageError::SignIn),
                     Err(e) => {
-                        tracing::error!(error = %e, "console: app registry lookup failed");
-                        Err(PageError::Internal)
+                        log_failure("console session lookup", &e);
+                        return Err(PageError::Internal);
                     }
-                };
-            }
-            let Some(id) = cookie else {
-                return Err(PageError::SignIn);
+                },
             };
-            match state.sessions.operator(&id, state.ledger.now()).await {
-                Ok(Some(op)) => Ok(Signed(op)),
-                Ok(None) => Err(PageError::SignIn),
+            // The app must be registered, as on the API: the gateway's `X-App-Key`, and a
+            // session's (one opened before the registry, or for an app never registered).
+            match state.catalog.is_registered(&op.app).await {
+                Ok(true) => Ok(Signed(op)),
+                Ok(false) => Err(PageError::NotFound(format!(
+                    "app '{}' is not registered",
+                    op.app
+                ))),
                 Err(e) => {
-                    log_failure("console session lookup", &e);
+                    tracing::error!(error = %e, "console: app registry lookup failed");
                     Err(PageError::Internal)
                 }
             }

@@ -422,9 +422,6 @@ pub(crate) async fn retry_delivery(
     delivery(conn, app, id).await
 }
 
-/// Whether a dispatcher round has anything to do: a new event, or a due delivery.
-/// Read on a reader connection first, so that an idle dispatcher never takes
-/// SQLite's write lock.
 /// Deliveries pending and failed, and when the oldest pending one was made: each through its
 /// partial index on the status.
 pub(crate) async fn backlog(conn: &mut Conn) -> Result<Backlog, StoreError> {
@@ -448,6 +445,9 @@ pub(crate) async fn backlog(conn: &mut Conn) -> Result<Backlog, StoreError> {
     })
 }
 
+/// Whether a dispatcher round has anything to do: a new event, or a due delivery.
+/// Read on a reader connection first, so that an idle dispatcher never takes
+/// SQLite's write lock.
 pub(crate) async fn has_work(conn: &mut Conn, now: OffsetDateTime) -> Result<bool, StoreError> {
     let new_events = exists(webhook_events::table.filter(NewEvent));
     let enabled = webhook_endpoints::table
