@@ -104,6 +104,59 @@ mod sqlite {
         assert_eq!(ran.len(), names.len());
         assert_eq!(snapshot(&mut conn), stepwise);
     }
+    /// The registry's migration registers every app that already holds data, named by its key.
+    #[test]
+    fn sqlite_apps_holding_data_are_registered() {
+        let db = TestDb::sqlite();
+        let mut conn = SqliteConnection::establish(db.sqlite_path.as_deref().unwrap()).unwrap();
+        for (name, _) in migration_names::<Sqlite>(&SQLITE_MIGRATIONS) {
+            if name.contains("_apps") {
+                break;
+            }
+            conn.run_next_migration(SQLITE_MIGRATIONS).unwrap();
+        }
+        diesel::connection::SimpleConnection::batch_execute(&mut conn, SEED_BEFORE_APPS).unwrap();
+        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        let apps: Vec<AppRow> = diesel::sql_query(REGISTRY).load(&mut conn).unwrap();
+        assert_eq!(
+            registered(apps),
+            EXPECTED_APPS.map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+        );
+    }
+}
+
+/// Data of three apps from before the registry: accounts, branding and a check-in setting.
+const SEED_BEFORE_APPS: &str = "
+    INSERT INTO accounts (app_key, user_id, balance, held, created_at, updated_at)
+    VALUES ('legacy', 'alice', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00'),
+           ('legacy', 'bob', 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+    INSERT INTO app_branding (app_key, display_name, updated_by, updated_at)
+    VALUES ('branded', 'Branded', 'root', '2026-01-01 00:00:00');
+    INSERT INTO checkin_configs (app_key, enabled, rewards, timezone, updated_by, updated_at)
+    VALUES ('daily', TRUE, '[10]', 'UTC', 'root', '2026-01-01 00:00:00');";
+const REGISTRY: &str = "SELECT app_key, name, time_zone, currency FROM apps ORDER BY app_key";
+const EXPECTED_APPS: [(&str, &str, &str, &str); 3] = [
+    ("branded", "branded", "UTC", "usd"),
+    ("daily", "daily", "UTC", "usd"),
+    ("legacy", "legacy", "UTC", "usd"),
+];
+
+#[derive(diesel::QueryableByName)]
+struct AppRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    app_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    time_zone: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    currency: String,
+}
+
+fn registered(rows: Vec<AppRow>) -> Vec<(String, String, String, String)> {
+    rows.into_iter()
+        .map(|r| (r.app_key, r.name, r.time_zone, r.currency))
+        .collect()
 }
 
 mod postgres {
@@ -206,6 +259,34 @@ mod postgres {
         assert_eq!(snapshot(&mut inspect).await, stepwise);
         drop(harness);
         drop(inspect);
+    }
+
+    /// As on SQLite: the registry's migration registers every app that already holds data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_apps_holding_data_are_registered() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let mut harness =
+            AsyncMigrationHarness::new(AsyncPgConnection::establish(&db.url).await.unwrap());
+        for (name, _) in migration_names::<Pg>(&POSTGRES_MIGRATIONS) {
+            if name.contains("_apps") {
+                break;
+            }
+            harness.run_next_migration(POSTGRES_MIGRATIONS).unwrap();
+        }
+        let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, SEED_BEFORE_APPS)
+            .await
+            .unwrap();
+        harness.run_pending_migrations(POSTGRES_MIGRATIONS).unwrap();
+        let apps: Vec<AppRow> = diesel::sql_query(REGISTRY).load(&mut conn).await.unwrap();
+        assert_eq!(
+            registered(apps),
+            EXPECTED_APPS.map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+        );
+        drop(harness);
+        drop(conn);
     }
 }
 
