@@ -36,6 +36,12 @@ def map_body(ctx, body):
     n = next(_sequence)
     body["user_id"] = USERS[n % len(USERS)]
     body["idempotency_key"] = f"ci-{n}"
+    if _path(ctx) == "/internal/credits/holds" and n % 2 == 0:
+        # Every other reserve names credits, not usage (which needs features nobody priced).
+        body.pop("quantities", None)
+        body.pop("dimensions", None)
+        if not isinstance(body.get("amount"), int) or body["amount"] < 1:
+            body["amount"] = 1 + n % 100
     return body
 
 

@@ -8,8 +8,10 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::Deserialize;
-use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, Error as _, MapAccess, Visitor};
+use tally_kernel::FieldError;
+
+use crate::error::ApiError;
 
 /// A request body that is a JSON object deserialized into `T`. The size limit, the Content-Type
 /// check and their errors are `web::JsonConfig`'s; anything but an object is a validation error
@@ -42,38 +44,117 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
-/// `T` read from a JSON object only: a list (or any other value) is refused, and everything else
-/// (unknown, duplicate and missing fields) is `T`'s own derived rule.
+/// `T` read from a JSON object only: a list (or any other value) is refused, and so is a field
+/// given twice; unknown and missing fields are `T`'s own derived rule. A body with several bad
+/// fields names every one it can (see [`read_fields`]).
 #[derive(Debug)]
 pub(crate) struct Object<T>(pub T);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Only<T>(PhantomData<T>);
 
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+        impl<'de, T: DeserializeOwned> Visitor<'de> for Only<T> {
             type Value = T;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                // A field's error carries the field's JSON path, for `field_error`.
-                serde_path_to_error::deserialize(MapAccessDeserializer::new(map)).map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    if path == "." {
-                        inner
-                    } else {
-                        A::Error::custom(format!("field `{path}`: {inner}"))
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if object.contains_key(&key) {
+                        return Err(A::Error::custom(format!("duplicate field `{key}`")));
                     }
-                })
+                    let value: serde_json::Value = map.next_value()?;
+                    object.insert(key, value);
+                }
+                read_fields(object).map_err(A::Error::custom)
             }
         }
 
         deserializer.deserialize_map(Only(PhantomData)).map(Object)
     }
+}
+
+/// Most field errors one body is answered with.
+const MAX_FIELD_ERRORS: usize = 32;
+
+/// Marks a message that lists several field errors (as JSON), for [`body_error`].
+const SEVERAL: &str = "several fields: ";
+
+/// `T` from a body's fields. On an error, the field to blame is set aside and the rest read
+/// again, so that every field of the wrong type, every unknown field and the first missing
+/// one are named (a field inside a list or object stops the search within it at its first
+/// problem). One problem keeps serde's own message, with the field's JSON path; several are
+/// encoded for [`body_error`].
+fn read_fields<T: DeserializeOwned>(
+    object: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, String> {
+    let mut body = serde_json::Value::Object(object);
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut first = None;
+    while problems.len() < MAX_FIELD_ERRORS {
+        let e = match serde_path_to_error::deserialize::<_, T>(&body) {
+            Ok(read) if problems.is_empty() => return Ok(read),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let top = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        let inner = e.into_inner().to_string();
+        let message = if path == "." {
+            inner
+        } else {
+            format!("field `{path}`: {inner}")
+        };
+        let (field, text) = field_error(&message);
+        if problems.iter().any(|(f, _)| *f == field) {
+            // Required, and set aside for its own error: nothing more to learn.
+            break;
+        }
+        problems.push((field, text));
+        first.get_or_insert(message);
+        let set_aside = match (&mut body, top) {
+            (serde_json::Value::Object(fields), Some(key)) => fields.remove(&key).is_some(),
+            _ => false,
+        };
+        if !set_aside {
+            break;
+        }
+    }
+    match problems.len() {
+        1 => Err(first.unwrap_or_default()),
+        _ => Err(format!(
+            "{SEVERAL}{}",
+            serde_json::to_string(&problems).unwrap_or_default()
+        )),
+    }
+}
+
+/// The answer to a body that could not be read: a `VALIDATION_ERROR` naming each field to
+/// blame, or `body` itself when it is not JSON or not an object.
+pub(crate) fn body_error(serde_message: &str) -> ApiError {
+    if let Some(listed) = serde_message.strip_prefix(SEVERAL) {
+        let json = match listed.rfind(" at line ") {
+            Some(i) => &listed[..i],
+            None => listed,
+        };
+        if let Ok(problems) = serde_json::from_str::<Vec<(String, String)>>(json) {
+            return ApiError::fields(
+                problems
+                    .into_iter()
+                    .map(|(field, message)| FieldError::new(field, message))
+                    .collect(),
+            );
+        }
+    }
+    let (field, message) = field_error(serde_message);
+    ApiError::validation(&field, message)
 }
 
 /// A body that could not be read into its request type, as `(field, message)` in plain words:
@@ -200,7 +281,7 @@ fn got_kind(got: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{Object, field_error};
+    use super::{Object, body_error, field_error};
 
     /// What a client is told for a body of `json` read into `T`.
     fn refusal<T: serde::de::DeserializeOwned>(json: &str) -> (String, String) {
@@ -282,6 +363,66 @@ mod tests {
         assert!(
             message.starts_with("is not a field of this request (expected one of `user_id`"),
             "{message}"
+        );
+    }
+
+    /// `(field, message)` of every field error the body is answered with.
+    fn every_refusal<T: serde::de::DeserializeOwned>(json: &str) -> Vec<(String, String)> {
+        let e = serde_json::from_str::<Object<T>>(json).err().unwrap();
+        let api = body_error(&e.to_string());
+        api.details.unwrap()["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["field"].as_str().unwrap().to_owned(),
+                    f["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_bad_field_of_a_body_is_named() {
+        let all = every_refusal::<Request>(
+            r#"{"user_id": 7, "amount": "5", "memo": 1, "lines": [{"included": -1}]}"#,
+        );
+        let fields: Vec<&str> = all.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["amount", "lines[0].included", "memo", "user_id"],
+            "{all:?}"
+        );
+        assert_eq!(all[0].1, "must be a whole number, not a string");
+        assert!(
+            all[2].1.starts_with("is not a field of this request"),
+            "{all:?}"
+        );
+        // A missing field is named too, after the ones of the wrong type.
+        let all = every_refusal::<Request>(r#"{"amount": "5"}"#);
+        assert_eq!(
+            all,
+            [
+                (
+                    "amount".to_owned(),
+                    "must be a whole number, not a string".to_owned()
+                ),
+                ("user_id".to_owned(), "is required".to_owned())
+            ]
+        );
+        // One problem: exactly the answer it always was.
+        assert_eq!(
+            every_refusal::<Request>(r#"{"user_id": "a", "amount": true}"#),
+            [(
+                "amount".to_owned(),
+                "must be a whole number, not true or false".to_owned()
+            )]
+        );
+        // A field given twice is the body's fault.
+        assert_eq!(
+            every_refusal::<Request>(r#"{"user_id": "a", "amount": 1, "amount": 2}"#),
+            [("body".to_owned(), "duplicate field `amount`".to_owned())]
         );
     }
 }

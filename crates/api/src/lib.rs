@@ -55,10 +55,7 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::ContentType => {
             ApiError::validation("body", "Content-Type must be application/json")
         }
-        JsonPayloadError::Deserialize(e) => {
-            let (field, message) = extract::field_error(&e.to_string());
-            ApiError::validation(&field, message)
-        }
+        JsonPayloadError::Deserialize(e) => extract::body_error(&e.to_string()),
         other => ApiError::validation("body", other.to_string()),
     };
     actix_web::error::InternalError::from_response(err, api.error_response()).into()

@@ -12,7 +12,8 @@ use crate::common::{
 backend_tests!(
     bad_input_is_refused_and_changes_nothing,
     chunked_bodies_obey_the_limit,
-    unknown_routes
+    unknown_routes,
+    every_bad_field_is_listed
 );
 
 const MAX_CREDITS: i64 = 1_000_000_000_000;
@@ -900,5 +901,39 @@ async fn chunked_bodies_obey_the_limit(db: Db) {
     );
     assert_eq!(app.balance("alice").await, 9);
     assert_eq!(app.rows_of_type("ai_usage").await.len(), 1);
+    app.finish().await;
+}
+
+/// A body with several bad fields names each of them, and changes nothing.
+async fn every_bad_field_is_listed(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 100).await;
+    let before = snapshot(&app).await;
+    let (status, body, _) = app
+        .post(
+            "/internal/credits/consume",
+            SERVICE_KEY,
+            json!({
+                "user_id": 7, "amount": "ten", "description": "AI call",
+                "idempotency_key": "many-1", "memo": "x",
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
+    let fields: Vec<&str> = body["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["amount", "memo", "user_id"], "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("amount: must be a whole number, not a string")
+            && message.contains("user_id: must be a string, not a number"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&app).await, before);
     app.finish().await;
 }

@@ -168,7 +168,7 @@ pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
 fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice::<crate::extract::Object<T>>(body)
         .map(|o| o.0)
-        .map_err(|e| ApiError::validation("body", e.to_string()))
+        .map_err(|e| crate::extract::body_error(&e.to_string()))
 }
 
 /// What switching the caller's live subscription to another plan would do now.
