@@ -180,13 +180,11 @@ async fn apps_are_registered_and_changed(db: Db) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let fields: Vec<&str> = body["error"]["details"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["name", "time_zone", "currency"], "{body}");
+    assert_eq!(
+        crate::common::error_fields(&body),
+        ["name", "time_zone", "currency"],
+        "{body}"
+    );
     assert_eq!(registry(&app).await, before);
 
     // Registered, then replayed: a conflict that changes nothing.

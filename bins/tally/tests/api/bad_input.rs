@@ -921,13 +921,11 @@ async fn every_bad_field_is_listed(db: Db) {
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "VALIDATION_ERROR");
-    let fields: Vec<&str> = body["error"]["details"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["amount", "memo", "user_id"], "{body}");
+    assert_eq!(
+        crate::common::error_fields(&body),
+        ["amount", "memo", "user_id"],
+        "{body}"
+    );
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("amount: must be a whole number, not a string")

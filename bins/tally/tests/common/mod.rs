@@ -439,6 +439,19 @@ pub async fn send(
 
 /// Asserts an error reply's status and code.
 #[track_caller]
+/// The fields a `VALIDATION_ERROR` body names, in its order.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["error"]["details"]["fields"]
+        .as_array()
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|f| f["field"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn assert_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(
         (reply.0.as_u16(), reply.1["error"]["code"].as_str()),
