@@ -5,10 +5,15 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::{HttpService, Protocol};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::rt::net::TcpStream;
+use actix_web::{App, web};
 use jsonwebtoken::Algorithm;
 use tally_api::console::ConsoleConfig;
+use tally_api::protocol::Enveloped;
 use tally_api::{
     AppState, AuthConfig, GatewayAuth, JwtSettings, JwtVerifier, Metrics, ServiceKeys,
 };
@@ -391,22 +396,48 @@ impl Application {
         let cors = settings.cors();
         cors.validate().map_err(StartupError::Config)?;
         let cors = web::Data::new(cors);
-        let server = HttpServer::new(move || {
-            let (state, metrics) = (state.clone(), metrics.clone());
-            App::new()
-                .app_data(cors.clone())
-                .wrap(from_fn(tally_api::cors))
-                .wrap(from_fn(tally_api::observe))
-                .configure(move |cfg| tally_api::configure(cfg, state, metrics, body_limit))
-        })
-        .workers(workers)
-        .shutdown_timeout(30)
-        .listen(listener)
-        .map_err(|source| StartupError::Bind {
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: settings.bind.clone(),
             source,
-        })?
-        .run();
+        })?;
+        let builder = actix_server::Server::build();
+        let shutdown = builder.graceful_shutdown_signal();
+        // What `HttpServer::listen` sets up, with each connection wrapped so the errors the HTTP
+        // layer answers itself carry the JSON envelope (`tally_api::protocol`).
+        let server = builder
+            .workers(workers)
+            .shutdown_timeout(30)
+            .listen("tally", listener, move || {
+                let (state, metrics, cors) = (state.clone(), metrics.clone(), cors.clone());
+                let app = App::new()
+                    .app_data(cors)
+                    .wrap(from_fn(tally_api::cors))
+                    .wrap(from_fn(tally_api::observe))
+                    .configure(move |cfg| tally_api::configure(cfg, state, metrics, body_limit));
+                let shutdown = shutdown.clone();
+                let http = HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(local_addr)
+                    .finish(map_config(
+                        app.into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    ));
+                fn_service(|io: TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    Ok((Enveloped::new(io), Protocol::Http1, peer))
+                })
+                .and_then(http)
+            })
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind.clone(),
+                source,
+            })?
+            .run();
         tracing::info!(address = %settings.bind, port, workers, "tally listening");
         Ok(Self {
             server,

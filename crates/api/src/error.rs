@@ -110,6 +110,12 @@ error_codes! {
     InvalidWebhookUrl = "INVALID_WEBHOOK_URL", UNPROCESSABLE_ENTITY;
     /// The server cannot serve now (the database is unreachable).
     Unavailable = "UNAVAILABLE", SERVICE_UNAVAILABLE;
+    /// The request is not valid HTTP/1.1; the connection is closed.
+    MalformedRequest = "MALFORMED_REQUEST", BAD_REQUEST;
+    /// The request line and headers are larger than the server reads; the connection is closed.
+    HeadersTooLarge = "HEADERS_TOO_LARGE", REQUEST_HEADER_FIELDS_TOO_LARGE;
+    /// The request line and headers did not arrive in time; the connection is closed.
+    RequestTimeout = "REQUEST_TIMEOUT", REQUEST_TIMEOUT;
     /// Something failed inside the server; the log has the request id.
     Internal = "INTERNAL", INTERNAL_SERVER_ERROR;
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pricing_dto;
+pub mod protocol;
 pub mod routes;
 pub mod telemetry;
 pub mod webhook_dto;
@@ -56,6 +57,10 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             ApiError::validation("body", "Content-Type must be application/json")
         }
         JsonPayloadError::Deserialize(e) => extract::body_error(&e.to_string()),
+        JsonPayloadError::Payload(_) => ApiError::new(
+            ErrorCode::MalformedRequest,
+            "the body could not be read: its chunked framing is broken or it ended early",
+        ),
         other => ApiError::validation("body", other.to_string()),
     };
     actix_web::error::InternalError::from_response(err, api.error_response()).into()

@@ -13,7 +13,8 @@ backend_tests!(
     bad_input_is_refused_and_changes_nothing,
     chunked_bodies_obey_the_limit,
     unknown_routes,
-    every_bad_field_is_listed
+    every_bad_field_is_listed,
+    http_errors_answer_the_envelope
 );
 
 const MAX_CREDITS: i64 = 1_000_000_000_000;
@@ -933,5 +934,131 @@ async fn every_bad_field_is_listed(db: Db) {
         "{message}"
     );
     assert_eq!(snapshot(&app).await, before);
+    app.finish().await;
+}
+
+/// The error envelope of a raw HTTP answer, with its status line.
+fn envelope_of(answer: &str) -> (&str, Value) {
+    let status = answer.split("\r\n").next().unwrap_or_default();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    (status, body)
+}
+
+/// Requests the HTTP layer refuses before any route sees them answer the JSON envelope too
+/// (with their own status), and change nothing.
+async fn http_errors_answer_the_envelope(db: Db) {
+    let app = TestApp::spawn(db).await;
+    app.admin_grant("alice", 10).await;
+    let before = snapshot(&app).await;
+    let consume = |headers: &str| {
+        format!(
+            "POST /internal/credits/consume HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Authorization: Bearer {SERVICE_KEY}\r\nContent-Type: application/json\r\n\
+             {headers}\r\n"
+        )
+    };
+    let many_headers: String = (0..200).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let long_uri = format!(
+        "GET /credits/balance?padding={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "x".repeat(140 * 1024)
+    );
+    for (name, request, status, code) in [
+        (
+            "a header line without a colon",
+            consume("Content-Length: 2\r\nNot a header\r\n\r\n{}"),
+            "HTTP/1.1 400 Bad Request",
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "a Content-Length that is not a number",
+            consume("Content-Length: ten\r\n\r\n{}"),
+            "HTTP/1.1 400 Bad Request",
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "a request line that is not HTTP",
+            "HELLO THERE\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+            "MALFORMED_REQUEST",
+        ),
+        (
+            "too many headers",
+            consume(&format!("{many_headers}Content-Length: 2\r\n\r\n{{}}")),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "HEADERS_TOO_LARGE",
+        ),
+        (
+            "a URI over the head limit",
+            long_uri,
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "HEADERS_TOO_LARGE",
+        ),
+    ] {
+        let answer = raw_http(app.port, request.as_bytes()).await;
+        let (got, body) = envelope_of(&answer);
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(body["success"], false, "{name}");
+        assert_eq!(body["error"]["code"], code, "{name}: {answer}");
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ncontent-type: application/json"),
+            "{name}: {head}"
+        );
+        assert!(head.contains("\r\nconnection: close"), "{name}: {head}");
+    }
+
+    // A chunked body whose framing breaks: the route reading it answers, in the same words.
+    let broken = raw_http(
+        app.port,
+        consume("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let (status, body) = envelope_of(&broken);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{broken}");
+    assert_eq!(body["error"]["code"], "MALFORMED_REQUEST", "{broken}");
+
+    // Pipelined after a good request: the good answer is untouched, the bad one enveloped.
+    let pipelined = raw_http(
+        app.port,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET / HTTP/1.1\r\nBroken\r\n\r\n",
+    )
+    .await;
+    assert!(pipelined.starts_with("HTTP/1.1 200 OK\r\n"), "{pipelined}");
+    let second = &pipelined[pipelined.find("HTTP/1.1 400").unwrap()..];
+    let (status, body) = envelope_of(second);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{pipelined}");
+    assert_eq!(body["error"]["code"], "MALFORMED_REQUEST");
+
+    // A head that never ends: 408 once the request timeout (5 s) runs out.
+    let slow = raw_http(
+        app.port,
+        b"GET /credits/balance HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    )
+    .await;
+    let (status, body) = envelope_of(&slow);
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout", "{slow}");
+    assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT");
+
+    // The application's own errors are as they were.
+    let bad_json = raw_http(
+        app.port,
+        consume("Content-Length: 1\r\nConnection: close\r\n\r\n{").as_bytes(),
+    )
+    .await;
+    let (status, body) = envelope_of(&bad_json);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{bad_json}");
+    assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{bad_json}");
+
+    assert_eq!(
+        before,
+        snapshot(&app).await,
+        "a refused request changed the database"
+    );
     app.finish().await;
 }
