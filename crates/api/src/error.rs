@@ -276,7 +276,7 @@ impl ResponseError for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::Validation(field) => Self::fields(vec![field]),
+            LedgerError::Validation(fields) => Self::fields(fields),
             LedgerError::InsufficientCredits {
                 requested,
                 available,

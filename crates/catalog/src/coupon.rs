@@ -145,7 +145,7 @@ impl CouponSpec {
             "plan_ids",
             format!("at most {MAX_COUPON_PLANS} entries"),
         );
-        p.finish()
+        Ok(p.finish()?)
     }
 }
 

@@ -52,31 +52,10 @@ impl CatalogError {
 }
 
 /// Collects field problems so that one answer lists all of them.
-#[derive(Debug, Default)]
-pub(crate) struct Problems(Vec<FieldError>);
+pub(crate) type Problems = tally_kernel::FieldErrors;
 
-impl Problems {
-    /// Records `message` against `field` unless `ok`.
-    pub(crate) fn check(&mut self, ok: bool, field: impl Into<String>, message: impl Into<String>) {
-        if !ok {
-            self.add(field, message);
-        }
-    }
-
-    /// Records a problem.
-    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    /// `Ok` when nothing was recorded.
-    pub(crate) fn finish(self) -> Result<(), CatalogError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(CatalogError::Validation(self.0))
-        }
+impl From<Vec<FieldError>> for CatalogError {
+    fn from(fields: Vec<FieldError>) -> Self {
+        Self::Validation(fields)
     }
 }

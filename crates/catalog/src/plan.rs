@@ -222,7 +222,7 @@ impl PlanSpec {
             "needs trial_days",
         );
         self.check_kind(&mut p);
-        p.finish()
+        Ok(p.finish()?)
     }
 
     fn external_ids(&self) -> [(&'static str, Option<&str>); 6] {

@@ -180,7 +180,7 @@ impl Catalog {
                 }
             }
         }
-        p.finish()
+        Ok(p.finish()?)
     }
 
     /// Changes what may change on a coupon of `app` (see [`CouponPatch`]); new plan ids are

@@ -44,6 +44,45 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// Collects the problems of one request, so that one answer lists all of them.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// Records `message` against `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.add(field, message);
+        }
+    }
+
+    /// Records a problem.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Records the problem of a rule that checks one field, if it found one.
+    pub fn take(&mut self, rule: Result<(), FieldError>) {
+        if let Err(e) = rule {
+            self.0.push(e);
+        }
+    }
+
+    /// Records problems found elsewhere.
+    pub fn extend(&mut self, fields: impl IntoIterator<Item = FieldError>) {
+        self.0.extend(fields);
+    }
+
+    /// `Ok` when nothing was recorded, else every problem in the order recorded.
+    pub fn finish(self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
 /// An instant as RFC 3339 text (`2026-12-05T13:45:00.123456Z` for UTC), the one way instants
 /// appear in API bodies, outbound events and pages.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -2,6 +2,7 @@
 //! uses left and has not expired. Wrong guesses are rate-limited per user.
 
 use serde::Serialize;
+use tally_kernel::FieldErrors;
 use time::{Duration, OffsetDateTime};
 
 use crate::{AccountRef, LedgerError, MAX_CREDITS};
@@ -37,39 +38,37 @@ pub struct CodeBatchRequest {
 }
 
 impl CodeBatchRequest {
-    /// Checks ranges.
+    /// Checks ranges; every refused field is named.
     pub fn validate(&self, now: OffsetDateTime) -> Result<(), LedgerError> {
-        if !(1..=MAX_BATCH).contains(&self.count) {
-            return Err(LedgerError::invalid(
-                "count",
-                format!("must be between 1 and {MAX_BATCH}"),
-            ));
-        }
-        if !(1..=MAX_CREDITS).contains(&self.credits) {
-            return Err(LedgerError::invalid(
-                "credits",
-                format!("must be between 1 and {MAX_CREDITS}"),
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.max_uses) {
-            return Err(LedgerError::invalid(
-                "max_uses",
-                "must be between 1 and 1000000",
-            ));
-        }
-        if self.expires_at.is_some_and(|at| at <= now) {
-            return Err(LedgerError::invalid("expires_at", "must be in the future"));
-        }
-        if self
-            .credits_expire_days
-            .is_some_and(|d| d == 0 || d > 3_650)
-        {
-            return Err(LedgerError::invalid(
-                "credits_expire_days",
-                "must be between 1 and 3650, or null",
-            ));
-        }
-        crate::model::validate_description(&self.description)
+        let mut p = FieldErrors::default();
+        p.check(
+            (1..=MAX_BATCH).contains(&self.count),
+            "count",
+            format!("must be between 1 and {MAX_BATCH}"),
+        );
+        p.check(
+            (1..=MAX_CREDITS).contains(&self.credits),
+            "credits",
+            format!("must be between 1 and {MAX_CREDITS}"),
+        );
+        p.check(
+            (1..=1_000_000).contains(&self.max_uses),
+            "max_uses",
+            "must be between 1 and 1000000",
+        );
+        p.check(
+            self.expires_at.is_none_or(|at| at > now),
+            "expires_at",
+            "must be in the future",
+        );
+        p.check(
+            self.credits_expire_days
+                .is_none_or(|d| (1..=3_650).contains(&d)),
+            "credits_expire_days",
+            "must be between 1 and 3650, or null",
+        );
+        p.take(crate::model::validate_description(&self.description));
+        Ok(p.finish()?)
     }
 }
 

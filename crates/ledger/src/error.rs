@@ -1,13 +1,14 @@
 //! Domain errors. They know nothing of HTTP; the API shell maps them to status codes.
 
 pub use tally_kernel::FieldError;
+use tally_kernel::FieldErrors;
 
 /// Everything a ledger operation can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The request is malformed or out of range; the error names the field.
-    #[error("{0}")]
-    Validation(FieldError),
+    /// The request is malformed or out of range; the error names each refused field.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Validation(Vec<FieldError>),
     /// A debit larger than what the account has available.
     #[error("insufficient credits: {requested} requested, {available} available")]
     InsufficientCredits {
@@ -83,13 +84,39 @@ pub enum LedgerError {
 
 impl LedgerError {
     /// Shorthand for a validation error.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation(FieldError::new(field, message))
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
     }
 
     /// Wraps a storage error.
     pub fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Storage(Box::new(e))
+    }
+}
+
+impl From<FieldError> for LedgerError {
+    fn from(field: FieldError) -> Self {
+        Self::Validation(vec![field])
+    }
+}
+
+impl From<Vec<FieldError>> for LedgerError {
+    fn from(fields: Vec<FieldError>) -> Self {
+        Self::Validation(fields)
+    }
+}
+
+/// Records the field problems of a rule's answer in `p`; any other error is passed on.
+pub(crate) fn gather(
+    p: &mut FieldErrors,
+    rule: Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    match rule {
+        Err(LedgerError::Validation(fields)) => {
+            p.extend(fields);
+            Ok(())
+        }
+        other => other,
     }
 }
 

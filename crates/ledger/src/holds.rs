@@ -3,6 +3,7 @@
 //! to the real cost into an `ai_usage` transaction and returns the rest.
 
 use serde::Serialize;
+use tally_kernel::FieldErrors;
 use time::{Duration, OffsetDateTime};
 
 use crate::plan::{Plan, plan_expiry, plan_movement};
@@ -98,41 +99,45 @@ pub struct ReserveRequest {
 }
 
 impl ReserveRequest {
-    /// Checks ranges.
+    /// Checks ranges; every refused field is named.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        if self.credits <= 0 || self.credits > MAX_CREDITS {
-            return Err(LedgerError::invalid(
-                "amount",
-                format!("must be between 1 and {MAX_CREDITS}"),
-            ));
-        }
-        if self
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.get(USAGE_ESTIMATE).is_some())
-        {
-            return Err(LedgerError::invalid(
-                "metadata",
-                format!("'{USAGE_ESTIMATE}' is kept for holds taken for quantities"),
-            ));
-        }
-        self.validate_terms()
+        let mut p = FieldErrors::default();
+        p.check(
+            (1..=MAX_CREDITS).contains(&self.credits),
+            "amount",
+            format!("must be between 1 and {MAX_CREDITS}"),
+        );
+        p.check(
+            self.metadata
+                .as_ref()
+                .is_none_or(|m| m.get(USAGE_ESTIMATE).is_none()),
+            "metadata",
+            format!("'{USAGE_ESTIMATE}' is kept for holds taken for quantities"),
+        );
+        self.check_terms(&mut p);
+        Ok(p.finish()?)
     }
 
     /// Checks everything but the credits (which a hold for quantities works out itself).
     pub fn validate_terms(&self) -> Result<(), LedgerError> {
-        if !(1..=MAX_HOLD_TTL_SECONDS).contains(&self.ttl_seconds) {
-            return Err(LedgerError::invalid(
-                "ttl_seconds",
-                format!("must be between 1 and {MAX_HOLD_TTL_SECONDS}"),
-            ));
-        }
-        crate::model::validate_common(
+        let mut p = FieldErrors::default();
+        self.check_terms(&mut p);
+        Ok(p.finish()?)
+    }
+
+    fn check_terms(&self, p: &mut FieldErrors) {
+        p.check(
+            (1..=MAX_HOLD_TTL_SECONDS).contains(&self.ttl_seconds),
+            "ttl_seconds",
+            format!("must be between 1 and {MAX_HOLD_TTL_SECONDS}"),
+        );
+        crate::model::check_common(
+            p,
             &self.account,
             &self.description,
             self.idempotency_key.as_deref(),
             self.metadata.as_ref(),
-        )
+        );
     }
 
     /// Fingerprint of everything but the key.
@@ -162,21 +167,21 @@ pub struct CaptureRequest {
 }
 
 impl CaptureRequest {
-    /// Checks ranges.
+    /// Checks ranges; every refused field is named.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        if self.credits < 0 || self.credits > MAX_CREDITS {
-            return Err(LedgerError::invalid(
-                "amount",
-                format!("must be between 0 and {MAX_CREDITS}"),
-            ));
-        }
+        let mut p = FieldErrors::default();
+        p.check(
+            (0..=MAX_CREDITS).contains(&self.credits),
+            "amount",
+            format!("must be between 0 and {MAX_CREDITS}"),
+        );
         if let Some(d) = &self.description {
-            crate::model::validate_description(d)?;
+            p.take(crate::model::validate_description(d));
         }
         if let Some(m) = &self.metadata {
-            crate::model::validate_metadata(m)?;
+            p.take(crate::model::validate_metadata(m));
         }
-        Ok(())
+        Ok(p.finish()?)
     }
 
     /// Fingerprint: a repeated capture with the same figures is a replay.

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use tally_kernel::{FieldError, FieldErrors};
+
 use crate::LedgerError;
 
 /// The largest number of credits a single movement may carry (and a balance may reach).
@@ -38,11 +40,11 @@ impl AccountRef {
 }
 
 /// App keys are short identifiers: 1–64 of `A-Z a-z 0-9 _ - .`.
-pub fn validate_app_key(app: &str) -> Result<(), LedgerError> {
+pub fn validate_app_key(app: &str) -> Result<(), FieldError> {
     if tally_kernel::is_app_key(app) {
         Ok(())
     } else {
-        Err(LedgerError::invalid("app", tally_kernel::APP_KEY_RULE))
+        Err(FieldError::new("app", tally_kernel::APP_KEY_RULE))
     }
 }
 
@@ -50,11 +52,11 @@ pub fn validate_app_key(app: &str) -> Result<(), LedgerError> {
 pub use tally_kernel::MAX_USER_ID_CHARS;
 
 /// User ids are opaque: 1–128 characters without control characters.
-pub fn validate_user_id(user: &str) -> Result<(), LedgerError> {
+pub fn validate_user_id(user: &str) -> Result<(), FieldError> {
     if tally_kernel::is_user_id(user) {
         Ok(())
     } else {
-        Err(LedgerError::invalid("user_id", tally_kernel::USER_ID_RULE))
+        Err(FieldError::new("user_id", tally_kernel::USER_ID_RULE))
     }
 }
 
@@ -154,35 +156,50 @@ pub struct Movement {
 
 impl Movement {
     /// Checks ranges and sizes; a movement that passes can be stored as is.
+    /// Every refused field is named.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        let credits = match self.kind {
+        let mut p = FieldErrors::default();
+        let (credits, positive) = match self.kind {
             MovementKind::Grant { credits, .. }
             | MovementKind::Debit { credits, .. }
-            | MovementKind::Clawback { credits } => {
-                if credits <= 0 {
-                    return Err(LedgerError::invalid("amount", "must be a positive integer"));
-                }
-                credits
-            }
-            MovementKind::Adjust { credits, .. } => {
-                if credits == 0 {
-                    return Err(LedgerError::invalid("amount", "must be non-zero"));
-                }
-                credits
-            }
+            | MovementKind::Clawback { credits } => (credits, true),
+            MovementKind::Adjust { credits, .. } => (credits, false),
         };
-        if credits.unsigned_abs() > MAX_CREDITS as u64 {
-            return Err(LedgerError::invalid(
+        if positive && credits <= 0 {
+            p.add("amount", "must be a positive integer");
+        } else if credits == 0 {
+            p.add("amount", "must be non-zero");
+        } else if credits.unsigned_abs() > MAX_CREDITS as u64 {
+            p.add(
                 "amount",
                 format!("must be at most {MAX_CREDITS} in absolute value"),
-            ));
+            );
         }
-        validate_common(
+        if let MovementKind::Adjust {
+            credits,
+            expires_at,
+            ..
+        } = self.kind
+        {
+            p.check(
+                credits > 0 || expires_at.is_none(),
+                "expires_at",
+                "only positive adjustments can expire",
+            );
+            p.check(
+                !self.description.trim().is_empty(),
+                "description",
+                "must not be empty: say why",
+            );
+        }
+        check_common(
+            &mut p,
             &self.account,
             &self.description,
             self.idempotency_key.as_deref(),
             self.metadata.as_ref(),
-        )
+        );
+        Ok(p.finish()?)
     }
 
     /// A fingerprint of everything except the idempotency key: same key + same fingerprint is a
@@ -198,31 +215,32 @@ pub fn fingerprint<T: Serialize>(value: &T) -> String {
     hex::encode(Sha256::digest(canonical))
 }
 
-/// The checks every write shares: account, description, key and metadata.
-pub fn validate_common(
+/// The checks every write shares: account, description, key and metadata; each problem is
+/// recorded in `p`.
+pub fn check_common(
+    p: &mut FieldErrors,
     account: &AccountRef,
     description: &str,
     idempotency_key: Option<&str>,
     metadata: Option<&serde_json::Value>,
-) -> Result<(), LedgerError> {
-    validate_app_key(&account.app)?;
-    validate_user_id(&account.user)?;
-    validate_description(description)?;
+) {
+    p.take(validate_app_key(&account.app));
+    p.take(validate_user_id(&account.user));
+    p.take(validate_description(description));
     if let Some(key) = idempotency_key {
-        validate_idempotency_key(key)?;
+        p.take(validate_idempotency_key(key));
     }
     if let Some(meta) = metadata {
-        validate_metadata(meta)?;
+        p.take(validate_metadata(meta));
     }
-    Ok(())
 }
 
 /// Descriptions: at most 500 characters.
-pub fn validate_description(description: &str) -> Result<(), LedgerError> {
+pub fn validate_description(description: &str) -> Result<(), FieldError> {
     if description.chars().count() > MAX_DESCRIPTION_CHARS
         || description.chars().any(char::is_control)
     {
-        return Err(LedgerError::invalid(
+        return Err(FieldError::new(
             "description",
             format!(
                 "must be at most {MAX_DESCRIPTION_CHARS} characters, without control characters"
@@ -233,12 +251,12 @@ pub fn validate_description(description: &str) -> Result<(), LedgerError> {
 }
 
 /// Metadata: a JSON object of at most 4 KiB.
-pub fn validate_metadata(meta: &serde_json::Value) -> Result<(), LedgerError> {
+pub fn validate_metadata(meta: &serde_json::Value) -> Result<(), FieldError> {
     if !meta.is_object() {
-        return Err(LedgerError::invalid("metadata", "must be a JSON object"));
+        return Err(FieldError::new("metadata", "must be a JSON object"));
     }
     if meta.to_string().len() > MAX_METADATA_BYTES {
-        return Err(LedgerError::invalid(
+        return Err(FieldError::new(
             "metadata",
             format!("must serialise to at most {MAX_METADATA_BYTES} bytes"),
         ));
@@ -247,13 +265,13 @@ pub fn validate_metadata(meta: &serde_json::Value) -> Result<(), LedgerError> {
 }
 
 /// Idempotency keys: 1–255 printable ASCII characters.
-pub fn validate_idempotency_key(key: &str) -> Result<(), LedgerError> {
+pub fn validate_idempotency_key(key: &str) -> Result<(), FieldError> {
     let ok =
         !key.is_empty() && key.len() <= MAX_KEY_CHARS && key.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
-        Err(LedgerError::invalid(
+        Err(FieldError::new(
             "idempotency_key",
             "must be 1-255 printable ASCII characters without spaces",
         ))

@@ -52,7 +52,7 @@ fn check_key(field: impl Into<String>, key: &str) -> Result<(), LedgerError> {
     if is_key(key) {
         Ok(())
     } else {
-        Err(LedgerError::Validation(FieldError::new(
+        Err(LedgerError::from(FieldError::new(
             field,
             format!("must be 1-{MAX_KEY_CHARS} characters of a-z, 0-9 and _"),
         )))
@@ -151,13 +151,13 @@ pub struct RateSpec {
 
 fn check_price(field: &str, credits: i64, per: i64) -> Result<(), LedgerError> {
     if !(0..=MAX_CREDITS).contains(&credits) {
-        return Err(LedgerError::Validation(FieldError::new(
+        return Err(LedgerError::from(FieldError::new(
             format!("{field}credits"),
             format!("must be an integer from 0 to {MAX_CREDITS}"),
         )));
     }
     if per < 1 || PRICE_SCALE % per != 0 {
-        return Err(LedgerError::Validation(FieldError::new(
+        return Err(LedgerError::from(FieldError::new(
             format!("{field}per"),
             "must be a positive divisor of 1000000000000 (1, 1000, 1000000, 2, 5, 25, …)",
         )));
@@ -168,7 +168,7 @@ fn check_price(field: &str, credits: i64, per: i64) -> Result<(), LedgerError> {
 /// Checks a call's or a rate's dimensions.
 pub fn check_dimensions(field: &str, dimensions: &Dimensions) -> Result<(), LedgerError> {
     if dimensions.len() > MAX_DIMENSIONS {
-        return Err(LedgerError::Validation(FieldError::new(
+        return Err(LedgerError::from(FieldError::new(
             field,
             format!("must name at most {MAX_DIMENSIONS} dimensions"),
         )));
@@ -179,7 +179,7 @@ pub fn check_dimensions(field: &str, dimensions: &Dimensions) -> Result<(), Ledg
             || value.chars().count() > MAX_DIMENSION_VALUE_CHARS
             || value.chars().any(char::is_control)
         {
-            return Err(LedgerError::Validation(FieldError::new(
+            return Err(LedgerError::from(FieldError::new(
                 format!("{field}.{name}"),
                 format!(
                     "must be 1-{MAX_DIMENSION_VALUE_CHARS} characters without control characters"
@@ -205,7 +205,7 @@ impl RateSpec {
         let mut floor = 0;
         for (i, tier) in self.tiers.iter().enumerate() {
             if tier.up_to <= floor || tier.up_to > MAX_QUANTITY {
-                return Err(LedgerError::Validation(FieldError::new(
+                return Err(LedgerError::from(FieldError::new(
                     format!("tiers[{i}].up_to"),
                     format!(
                         "must be greater than {floor} and at most {MAX_QUANTITY} (tiers ascend)"
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn specs_are_checked_field_by_field() {
         let field = |e: LedgerError| match e {
-            LedgerError::Validation(f) => f.field,
+            LedgerError::Validation(f) => f[0].field.clone(),
             e => panic!("{e}"),
         };
         let ok = RateSpec {

@@ -205,12 +205,15 @@ impl Ledger {
         account: AccountRef,
         amount: i64,
     ) -> Result<Sufficiency, LedgerError> {
-        if amount <= 0 || amount > crate::MAX_CREDITS {
-            return Err(LedgerError::invalid(
-                "amount",
-                format!("must be a whole number from 1 to {}", crate::MAX_CREDITS),
-            ));
-        }
+        let mut p = tally_kernel::FieldErrors::default();
+        p.take(crate::model::validate_app_key(&account.app));
+        p.take(crate::model::validate_user_id(&account.user));
+        p.check(
+            (1..=crate::MAX_CREDITS).contains(&amount),
+            "amount",
+            format!("must be a whole number from 1 to {}", crate::MAX_CREDITS),
+        );
+        p.finish()?;
         let view = self.balance(account).await?;
         Ok(Sufficiency {
             sufficient: view.available >= amount,

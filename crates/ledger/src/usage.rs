@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use tally_kernel::FieldErrors;
 use time::{Date, OffsetDateTime};
 
 use crate::checkin::{day_start_in, local_day_in};
-use crate::error::FieldError;
-use crate::model::{fingerprint, validate_common};
+use crate::error::{FieldError, gather};
+use crate::model::{check_common, fingerprint};
 use crate::pricing::{
     Dimensions, Feature, FeatureKind, MAX_QUANTITY, PRICE_SCALE, Price, Rate, check_dimensions,
     is_key, select_rate,
@@ -77,7 +78,7 @@ pub fn validate_entitlements(
         ));
     }
     let invalid = |i: usize, field: &str, msg: String| {
-        LedgerError::Validation(FieldError::new(format!("entitlements[{i}].{field}"), msg))
+        LedgerError::from(FieldError::new(format!("entitlements[{i}].{field}"), msg))
     };
     for (i, e) in list.iter().enumerate() {
         let Some(feature) = features.iter().find(|f| f.key == e.feature) else {
@@ -193,40 +194,38 @@ impl UsageRequest {
     /// Checks the request's shape (the features' existence and kinds are checked by
     /// [`quote_usage`] against the app's features). A `track` needs quantities and a key.
     pub fn validate(&self, track: bool) -> Result<(), LedgerError> {
-        validate_common(
+        let mut p = FieldErrors::default();
+        check_common(
+            &mut p,
             &self.account,
             &self.description,
             self.idempotency_key.as_deref(),
             self.metadata.as_ref(),
-        )?;
-        if track && self.idempotency_key.is_none() {
-            return Err(LedgerError::invalid(
-                "idempotency_key",
-                "is required: a retried report must charge once",
-            ));
-        }
+        );
+        p.check(
+            !track || self.idempotency_key.is_some(),
+            "idempotency_key",
+            "is required: a retried report must charge once",
+        );
         if track && self.quantities.is_empty() {
-            return Err(LedgerError::invalid(
-                "quantities",
-                "must report at least one metered feature",
-            ));
-        }
-        if self.quantities.len() + self.features.len() > MAX_FEATURES_PER_CALL {
-            return Err(LedgerError::invalid(
+            p.add("quantities", "must report at least one metered feature");
+        } else if self.quantities.len() + self.features.len() > MAX_FEATURES_PER_CALL {
+            p.add(
                 "quantities",
                 format!("a call names at most {MAX_FEATURES_PER_CALL} features"),
-            ));
+            );
+        } else {
+            gather(&mut p, validate_quantities(&self.quantities))?;
         }
-        validate_quantities(&self.quantities)?;
         for (i, key) in self.features.iter().enumerate() {
-            if !is_key(key) {
-                return Err(LedgerError::Validation(FieldError::new(
-                    format!("features[{i}]"),
-                    "is not a feature key (a-z, 0-9 and _)",
-                )));
-            }
+            p.check(
+                is_key(key),
+                format!("features[{i}]"),
+                "is not a feature key (a-z, 0-9 and _)",
+            );
         }
-        check_dimensions("dimensions", &self.dimensions)
+        gather(&mut p, check_dimensions("dimensions", &self.dimensions))?;
+        Ok(p.finish()?)
     }
 
     /// A fingerprint of everything except the idempotency key.
@@ -246,13 +245,13 @@ pub fn validate_quantities(quantities: &BTreeMap<String, i64>) -> Result<(), Led
     for (key, &q) in quantities {
         let field = || format!("quantities.{key}");
         if !is_key(key) {
-            return Err(LedgerError::Validation(FieldError::new(
+            return Err(LedgerError::from(FieldError::new(
                 field(),
                 "is not a feature key (a-z, 0-9 and _)",
             )));
         }
         if !(0..=MAX_QUANTITY).contains(&q) {
-            return Err(LedgerError::Validation(FieldError::new(
+            return Err(LedgerError::from(FieldError::new(
                 field(),
                 format!("must be an integer from 0 to {MAX_QUANTITY}"),
             )));
@@ -417,7 +416,7 @@ pub fn quote_usage(
             .iter()
             .find(|f| f.key == key)
             .ok_or_else(|| {
-                LedgerError::Validation(FieldError::new(
+                LedgerError::from(FieldError::new(
                     field.clone(),
                     format!("no feature named '{key}'"),
                 ))
@@ -427,7 +426,7 @@ pub fn quote_usage(
                 FeatureKind::Boolean => "is a boolean feature: test it with `features`",
                 FeatureKind::Metered => "is a metered feature: give its quantity in `quantities`",
             };
-            return Err(LedgerError::Validation(FieldError::new(field, hint)));
+            return Err(LedgerError::from(FieldError::new(field, hint)));
         }
         Ok(())
     };
@@ -492,7 +491,7 @@ pub fn quote_usage(
                     .ok()
                     .filter(|c| *c <= MAX_CREDITS)
                     .ok_or_else(|| {
-                        LedgerError::Validation(FieldError::new(
+                        LedgerError::from(FieldError::new(
                             format!("quantities.{key}"),
                             format!("is priced above {MAX_CREDITS} credits"),
                         ))
@@ -871,7 +870,7 @@ mod tests {
     fn unknown_features_kinds_and_missing_rates_are_errors() {
         let s = state();
         let field = |r: Result<UsageQuote, LedgerError>| match r.unwrap_err() {
-            LedgerError::Validation(f) => f.field,
+            LedgerError::Validation(f) => f[0].field.clone(),
             e => panic!("{e}"),
         };
         assert_eq!(
@@ -960,7 +959,7 @@ mod tests {
             overage: Overage::Credits,
         };
         let field = |list: &[Entitlement]| match validate_entitlements(list, &s.features) {
-            Err(LedgerError::Validation(f)) => f.field,
+            Err(LedgerError::Validation(f)) => f[0].field.clone(),
             other => panic!("{other:?}"),
         };
         assert!(

@@ -933,6 +933,69 @@ async fn every_bad_field_is_listed(db: Db) {
             && message.contains("user_id: must be a string, not a number"),
         "{message}"
     );
+
+    // Bodies that read, with several values out of range: every one is named too.
+    let long = "x".repeat(501);
+    let control = "a\u{0}b";
+    let huge = json!({ "padding": "x".repeat(5_000) });
+    for (path, token, request, fields) in [
+        (
+            "/internal/credits/consume",
+            SERVICE_KEY.to_owned(),
+            json!({ "user_id": "", "amount": 0, "description": long, "metadata": huge }),
+            vec![
+                "idempotency_key",
+                "amount",
+                "user_id",
+                "description",
+                "metadata",
+            ],
+        ),
+        (
+            "/internal/credits/grant",
+            SERVICE_KEY.to_owned(),
+            json!({
+                "user_id": control, "amount": MAX_CREDITS + 1, "description": "bonus",
+                "idempotency_key": "has space",
+            }),
+            vec!["amount", "user_id", "idempotency_key"],
+        ),
+        (
+            "/admin/credits/manual",
+            admin_token("root"),
+            json!({
+                "user_id": "", "amount": -5, "description": " ",
+                "expires_at": "2030-01-01T00:00:00Z", "allow_negative": false,
+            }),
+            vec!["expires_at", "description", "user_id"],
+        ),
+        (
+            "/internal/credits/holds",
+            SERVICE_KEY.to_owned(),
+            json!({
+                "user_id": "", "amount": -1, "ttl_seconds": 0, "description": control,
+                "idempotency_key": "hold-many",
+            }),
+            vec!["amount", "ttl_seconds", "user_id", "description"],
+        ),
+        (
+            "/admin/credits/codes",
+            admin_token("root"),
+            json!({ "count": 0, "credits": 0, "max_uses": 0, "description": control }),
+            vec!["count", "credits", "max_uses", "description"],
+        ),
+        (
+            "/internal/credits/check",
+            SERVICE_KEY.to_owned(),
+            json!({ "user_id": "", "amount": i64::MAX }),
+            vec!["user_id", "amount"],
+        ),
+    ] {
+        let (status, body, _) = app.post(path, &token, request).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{path}");
+        assert_eq!(crate::common::error_fields(&body), fields, "{path}: {body}");
+    }
     assert_eq!(snapshot(&app).await, before);
     app.finish().await;
 }

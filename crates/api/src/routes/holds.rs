@@ -33,7 +33,11 @@ pub async fn reserve(
     body: Json<ReserveRequestDto>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let account = AccountRef::new(service.app, body.user_id)?;
+    // Checked by the ledger with the rest of the request: one answer names every field.
+    let account = AccountRef {
+        app: service.app,
+        user: body.user_id,
+    };
     let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
     let ttl_seconds = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
     let ledger = state.ledger.clone();

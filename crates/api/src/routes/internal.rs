@@ -1,7 +1,8 @@
 //! The service API: other services check, consume and grant credits with a service key.
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use tally_ledger::{AccountRef, Movement, MovementKind, TxnType};
+use tally_kernel::FieldError;
+use tally_ledger::{AccountRef, LedgerError, Movement, MovementKind, TxnType};
 
 use crate::AppState;
 use crate::auth::Service;
@@ -27,7 +28,7 @@ pub async fn check(
     let body = body.into_inner();
     let s = state
         .ledger
-        .check(AccountRef::new(service.app, body.user_id)?, body.amount)
+        .check(unchecked(service.app, body.user_id), body.amount)
         .await?;
     Ok(ok(CheckDto {
         sufficient: s.sufficient,
@@ -36,9 +37,22 @@ pub async fn check(
     }))
 }
 
-fn required_key(req: &HttpRequest, body: Option<&str>) -> Result<String, ApiError> {
-    idempotency_key(req, body)?
-        .ok_or_else(|| ApiError::validation("idempotency_key", "is required"))
+/// The account a request names, checked by the ledger with the rest of the request so that one
+/// answer lists every refused field.
+fn unchecked(app: String, user: String) -> AccountRef {
+    AccountRef { app, user }
+}
+
+/// `movement` if it carries an idempotency key; else every problem of it, the missing key first.
+fn keyed(movement: Movement) -> Result<Movement, ApiError> {
+    if movement.idempotency_key.is_some() {
+        return Ok(movement);
+    }
+    let mut fields = vec![FieldError::new("idempotency_key", "is required")];
+    if let Err(LedgerError::Validation(more)) = movement.validate() {
+        fields.extend(more);
+    }
+    Err(ApiError::fields(fields))
 }
 
 /// Deducts usage as an `ai_usage` transaction; never overdraws.
@@ -60,18 +74,18 @@ pub async fn consume(
     body: Json<ConsumeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let key = required_key(&req, body.idempotency_key.as_deref())?;
-    let movement = Movement {
-        account: AccountRef::new(service.app, body.user_id)?,
+    let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
+    let movement = keyed(Movement {
+        account: unchecked(service.app, body.user_id),
         kind: MovementKind::Debit {
             txn_type: TxnType::AiUsage,
             credits: body.amount,
         },
         description: body.description,
-        idempotency_key: Some(key),
+        idempotency_key: key,
         metadata: body.metadata,
         actor: None,
-    };
+    })?;
     let ledger = state.ledger.clone();
     let txn = detached(async move { ledger.apply(movement).await }).await?;
     Ok(ok(AdminTransactionDto::from(txn)))
@@ -92,19 +106,19 @@ pub async fn grant(
     body: Json<GrantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let key = required_key(&req, body.idempotency_key.as_deref())?;
-    let movement = Movement {
-        account: AccountRef::new(service.app, body.user_id)?,
+    let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
+    let movement = keyed(Movement {
+        account: unchecked(service.app, body.user_id),
         kind: MovementKind::Grant {
             txn_type: TxnType::Reward,
             credits: body.amount,
             expires_at: body.expires_at,
         },
         description: body.description,
-        idempotency_key: Some(key),
+        idempotency_key: key,
         metadata: body.metadata,
         actor: None,
-    };
+    })?;
     let ledger = state.ledger.clone();
     let txn = detached(async move { ledger.apply(movement).await }).await?;
     Ok(ok(AdminTransactionDto::from(txn)))

@@ -180,7 +180,7 @@ pub(crate) async fn add_rate(
             .into());
         }
         None => {
-            return Err(LedgerError::Validation(FieldError::new(
+            return Err(LedgerError::from(FieldError::new(
                 "feature",
                 format!("no feature named '{}'", spec.feature),
             ))

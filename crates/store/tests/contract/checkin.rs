@@ -117,7 +117,7 @@ async fn checkin_local_day_follows_the_time_zone(t: Ctx) {
     assert!(matches!(
         l.set_checkin_config("utc-app", checkin_config("Mars/Olympus", &[1]), "admin")
             .await,
-        Err(LedgerError::Validation(f)) if f.field == "timezone"
+        Err(LedgerError::Validation(f)) if f[0].field == "timezone"
     ));
     assert_eq!(
         l.checkin_config("utc-app").await.unwrap().timezone,

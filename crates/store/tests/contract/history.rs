@@ -74,11 +74,11 @@ async fn history_is_newest_first_and_paginated(t: Ctx) {
 
     assert!(matches!(
         l.transactions(query(&a, 0, 0)).await,
-        Err(LedgerError::Validation(f)) if f.field == "limit"
+        Err(LedgerError::Validation(f)) if f[0].field == "limit"
     ));
     assert!(matches!(
         l.transactions(query(&a, 101, 0)).await,
-        Err(LedgerError::Validation(f)) if f.field == "limit"
+        Err(LedgerError::Validation(f)) if f[0].field == "limit"
     ));
 }
 
@@ -224,7 +224,7 @@ async fn history_pages_by_cursor(t: Ctx) {
                     ..query(&a, 10, offset)
                 })
                 .await,
-                Err(LedgerError::Validation(f)) if f.field == "before"
+                Err(LedgerError::Validation(f)) if f[0].field == "before"
             ),
             "before {before:?}, offset {offset}"
         );

@@ -76,7 +76,7 @@ fn movement(account: &AccountRef, kind: MovementKind) -> Movement {
     Movement {
         account: account.clone(),
         kind,
-        description: String::new(),
+        description: "contract movement".into(),
         idempotency_key: None,
         metadata: None,
         actor: None,

@@ -89,11 +89,11 @@ async fn spend_never_overdraws(t: Ctx) {
 
     assert!(matches!(
         spend(l, &a, 0).await,
-        Err(LedgerError::Validation(f)) if f.field == "amount"
+        Err(LedgerError::Validation(f)) if f[0].field == "amount"
     ));
     assert!(matches!(
         spend(l, &a, -5).await,
-        Err(LedgerError::Validation(f)) if f.field == "amount"
+        Err(LedgerError::Validation(f)) if f[0].field == "amount"
     ));
 }
 
@@ -181,7 +181,7 @@ async fn expired_lots_stop_counting_at_the_instant_and_sweep_writes_expiries(t: 
 
     assert!(matches!(
         l.apply(movement(&a, grant_kind(1, Some(START)))).await,
-        Err(LedgerError::Validation(f)) if f.field == "expires_at"
+        Err(LedgerError::Validation(f)) if f[0].field == "expires_at"
     ));
 
     t.clock
@@ -349,7 +349,7 @@ async fn idempotency_replays_and_refuses_reuse(t: Ctx) {
             ..timed
         })
         .await,
-        Err(LedgerError::Validation(f)) if f.field == "expires_at"
+        Err(LedgerError::Validation(f)) if f[0].field == "expires_at"
     ));
     assert_eq!(history(l, &a).await.len(), 5);
 }

@@ -575,17 +575,17 @@ async fn hold_requests_are_validated(t: Ctx) {
             ..reserve_request(&a, 10, 60)
         })
         .await,
-        LedgerError::Validation(f) if f.field == "metadata"
+        LedgerError::Validation(f) if f[0].field == "metadata"
     );
     let hold = l.reserve(reserve_request(&a, 10, 24 * 3600)).await.unwrap();
     assert_err!(
         capture(l, &hold, -1).await,
-        LedgerError::Validation(f) if f.field == "amount"
+        LedgerError::Validation(f) if f[0].field == "amount"
     );
     assert_err!(
         l.capture(capture_request(APP, &hold, 1), Some("has space".into()))
             .await,
-        LedgerError::Validation(f) if f.field == "idempotency_key"
+        LedgerError::Validation(f) if f[0].field == "idempotency_key"
     );
     assert_eq!(figures(l, &a).await, (100, 90, 10));
     l.release(APP, hold.id).await.unwrap();

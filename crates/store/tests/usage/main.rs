@@ -462,7 +462,7 @@ async fn refusals_change_nothing(c: Ctx) {
     ];
     for (request, field) in bad {
         match l.track(request).await {
-            Err(LedgerError::Validation(f)) => assert_eq!(f.field, field),
+            Err(LedgerError::Validation(f)) => assert_eq!(f[0].field, field),
             other => panic!("{field}: {other:?}"),
         }
     }
@@ -600,7 +600,7 @@ async fn features_and_rates_are_admin_checked(c: Ctx) {
     };
     for feature in ["premium_models", "nope"] {
         match l.add_rate(APP, rate_for(feature), "admin").await {
-            Err(LedgerError::Validation(f)) => assert_eq!(f.field, "feature"),
+            Err(LedgerError::Validation(f)) => assert_eq!(f[0].field, "feature"),
             other => panic!("{other:?}"),
         }
     }
@@ -617,7 +617,7 @@ async fn features_and_rates_are_admin_checked(c: Ctx) {
         )
         .await
     {
-        Err(LedgerError::Validation(f)) => assert_eq!(f.field, "entitlements[0].included"),
+        Err(LedgerError::Validation(f)) => assert_eq!(f[0].field, "entitlements[0].included"),
         other => panic!("{other:?}"),
     }
     assert!(l.entitlements(APP, None).await.unwrap().is_empty());
@@ -752,7 +752,7 @@ async fn holds_price_quantities_at_the_rates_of_their_start(c: Ctx) {
         .capture_usage(APP, plain.id, [("messages".to_owned(), 1)].into())
         .await
     {
-        Err(LedgerError::Validation(f)) => assert_eq!(f.field, "quantities"),
+        Err(LedgerError::Validation(f)) => assert_eq!(f[0].field, "quantities"),
         other => panic!("{other:?}"),
     }
 }
