@@ -1,7 +1,7 @@
 //! The JSON envelope for the errors the HTTP/1 layer answers before a request reaches the
 //! application: a request that does not parse (400), a request line and headers over the head
-//! limit (431), a request whose head is not complete in time (408), a connection closed in the
-//! middle of a body (500).
+//! limit (431), a request whose head is not complete in time (408), a body the decoder loses
+//! track of (500).
 //!
 //! actix-http writes those responses itself, with an empty body and no hook. [`Enveloped`] wraps
 //! each connection's socket and rewrites exactly those responses on their way out: a response
@@ -33,10 +33,7 @@ fn protocol_error(status: &[u8]) -> Option<(ErrorCode, &'static str)> {
             ErrorCode::HeadersTooLarge,
             "the request line and headers are over the limit (128 KiB, 96 headers)",
         )),
-        b"500" => Some((
-            ErrorCode::Internal,
-            "the connection ended before the request did",
-        )),
+        b"500" => Some((ErrorCode::Internal, "the server could not read the request")),
         _ => None,
     }
 }
