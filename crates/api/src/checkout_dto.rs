@@ -158,13 +158,17 @@ pub struct SubscriptionPageQuery {
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
     /// `stripe`, `creem` or `sandbox` (when enabled).
+    #[schema(pattern = "^(stripe|creem|sandbox)$")]
     pub channel: String,
     /// `subscription` or `credits`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(subscription|credits)$")]
     pub order_type: String,
     /// Plan or credit-pack id.
+    #[schema(min_length = 1)]
     pub plan_id: String,
     /// `month` (default) or `year`; subscriptions only.
+    #[schema(pattern = "^(month|year)$")]
     pub interval: Option<String>,
     /// Coupon code.
     pub coupon_code: Option<String>,
@@ -409,7 +413,11 @@ pub struct RefundOrderRequest {
     pub amount: Option<i64>,
     /// Why, for people: 1-500 characters, no control characters; carried in the provider's
     /// refund metadata (Stripe).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: Option<String>,
 }
 

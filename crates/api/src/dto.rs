@@ -479,19 +479,24 @@ pub struct CaptureDto {
 #[serde(deny_unknown_fields)]
 pub struct CodeBatchDto {
     /// How many codes (1–1000).
+    #[schema(minimum = 1, maximum = 1000)]
     pub count: i64,
     /// Credits per redemption.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub credits: i64,
     /// Redemptions per code (default 1); each user at most once.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_uses: Option<i64>,
-    /// When the codes stop redeeming (RFC 3339).
+    /// When the codes stop redeeming (RFC 3339), in the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
-    /// Days until redeemed credits expire; null = never.
+    /// Days until redeemed credits expire (1–3650); null = never.
+    #[schema(minimum = 1, maximum = 3650)]
     pub credits_expire_days: Option<u32>,
     /// History description of the grant.
     #[serde(default)]
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: String,
 }
 

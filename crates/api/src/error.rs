@@ -400,7 +400,7 @@ impl From<CheckoutError> for ApiError {
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
         match e {
-            WebhookError::Validation(field) => Self::fields(vec![field]),
+            WebhookError::Validation(fields) => Self::fields(fields),
             WebhookError::InvalidUrl(e) => Self::new(ErrorCode::InvalidWebhookUrl, e.to_string()),
             WebhookError::NotFound => Self::not_found("no such webhook endpoint or delivery"),
             WebhookError::Storage(RepoError::Storage(_)) => Self::internal(),
@@ -537,10 +537,10 @@ mod tests {
             (e.status, e.code),
             (StatusCode::NOT_FOUND, ErrorCode::NotFound)
         );
-        let e = ApiError::from(WebhookError::Validation(FieldError::new(
+        let e = ApiError::from(WebhookError::Validation(vec![FieldError::new(
             "event_types",
             "unknown event type `x.y`",
-        )));
+        )]));
         assert_eq!(
             (e.status, e.code),
             (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)

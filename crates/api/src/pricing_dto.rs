@@ -122,6 +122,7 @@ pub struct TierDto {
 #[serde(deny_unknown_fields)]
 pub struct RateRequest {
     /// The metered feature.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     pub feature: String,
     /// What the rate applies to, e.g. `{"model": "gpt-4o"}`; none (default) for the feature's
     /// default rate. At most 8.

@@ -1,7 +1,7 @@
 //! Wire shapes of outbound webhook administration: endpoints, deliveries and settings.
 
 use serde::{Deserialize, Serialize};
-use tally_webhooks::{Attempt, CreateEndpoint, Delivery, Endpoint, UpdateEndpoint};
+use tally_webhooks::{Attempt, CreateEndpoint, Delivery, Endpoint, EventType, UpdateEndpoint};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dto::{given, rfc3339};
@@ -73,16 +73,36 @@ pub struct UpdatedWebhookEndpointDto {
     pub secret: Option<String>,
 }
 
+/// A list of event type names: at least one, each a known type.
+fn event_type_names() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(EventType::ALL.iter().map(|t| t.as_str()))),
+        )
+        .min_items(Some(1))
+        .build()
+}
+
 /// `POST /admin/webhooks/endpoints`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookEndpointRequest {
     /// `http(s)://…`, at most 2048 bytes, no credentials; must reach a public address unless
     /// private URLs are allowed.
+    #[schema(
+        min_length = 8,
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     pub url: String,
     /// Event type names (at least one); absent = every type except `credits.spent`.
+    #[schema(schema_with = event_type_names)]
     pub event_types: Option<Vec<String>>,
     /// Up to 500 characters; default empty.
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub description: Option<String>,
     /// Default true.
     pub enabled: Option<bool>,
@@ -106,15 +126,26 @@ impl From<CreateWebhookEndpointRequest> for CreateEndpoint {
 pub struct UpdateWebhookEndpointRequest {
     /// A new URL, checked like on creation.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(
+        value_type = String,
+        required = false,
+        min_length = 8,
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     pub url: Option<String>,
     /// The whole new list of event type names (at least one).
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = Vec<String>, required = false)]
+    #[schema(schema_with = event_type_names, required = false)]
     pub event_types: Option<Vec<String>>,
     /// A new description.
     #[serde(default, deserialize_with = "given")]
-    #[schema(value_type = String, required = false)]
+    #[schema(
+        value_type = String,
+        required = false,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub description: Option<String>,
     /// Enable or disable; enabling clears `disabled_reason` and `failing_since`.
     #[serde(default, deserialize_with = "given")]

@@ -20,9 +20,9 @@ pub const MAX_DESCRIPTION_LEN: usize = 500;
 /// Why an admin request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// A field is malformed or out of range.
-    #[error("{0}")]
-    Validation(FieldError),
+    /// Fields are malformed or out of range; each is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Validation(Vec<FieldError>),
     /// The endpoint URL is malformed or points into a private network.
     #[error("invalid endpoint url: {0}")]
     InvalidUrl(#[from] UrlError),
@@ -87,7 +87,22 @@ pub fn new_endpoint_id() -> String {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> WebhookError {
-    WebhookError::Validation(FieldError::new(field, message))
+    WebhookError::Validation(vec![FieldError::new(field, message)])
+}
+
+/// Both values, or every field problem of the two (any other error first).
+fn both<A, B>(
+    a: Result<A, WebhookError>,
+    b: Result<B, WebhookError>,
+) -> Result<(A, B), WebhookError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(WebhookError::Validation(mut x)), Err(WebhookError::Validation(y))) => {
+            x.extend(y);
+            Err(WebhookError::Validation(x))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 fn event_types(names: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, WebhookError> {
@@ -164,14 +179,18 @@ impl Webhooks {
         app: &str,
         request: CreateEndpoint,
     ) -> Result<(Endpoint, WebhookSecret), WebhookError> {
-        let event_types = event_types(request.event_types)?.unwrap_or_else(|| {
+        let (event_types, description) = both(
+            event_types(request.event_types),
+            description(request.description),
+        )?;
+        let event_types = event_types.unwrap_or_else(|| {
             EventType::ALL
                 .iter()
                 .copied()
                 .filter(|t| t.default_enabled())
                 .collect()
         });
-        let description = description(request.description)?.unwrap_or_default();
+        let description = description.unwrap_or_default();
         let url = self.url(&request.url).await?;
         let secret = WebhookSecret::generate();
         let endpoint = self
@@ -210,8 +229,10 @@ impl Webhooks {
         id: &str,
         request: UpdateEndpoint,
     ) -> Result<(Endpoint, Option<WebhookSecret>), WebhookError> {
-        let event_types = event_types(request.event_types)?;
-        let description = description(request.description)?;
+        let (event_types, description) = both(
+            event_types(request.event_types),
+            description(request.description),
+        )?;
         let url = match &request.url {
             Some(url) => Some(self.url(url).await?),
             None => None,

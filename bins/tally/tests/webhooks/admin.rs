@@ -146,6 +146,17 @@ async fn bad_requests_change_nothing(db: Db) {
         let reply = post_endpoint(&app, body.clone()).await;
         assert_error(&reply, 400, "VALIDATION_ERROR");
     }
+    // Both refused fields of one request are named.
+    let reply = post_endpoint(
+        &app,
+        json!({ "url": receiver.url, "event_types": ["credits.stolen"], "description": "a\u{7}" }),
+    )
+    .await;
+    assert_error(&reply, 400, "VALIDATION_ERROR");
+    assert_eq!(
+        crate::common::error_fields(&reply.1),
+        ["event_types", "description"]
+    );
     for body in [
         json!({ "event_types": ["nope"] }),
         json!({ "enabled": "yes" }),
