@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use tally_kernel::FieldErrors;
 use time::OffsetDateTime;
 
-use crate::error::FieldError;
+use crate::error::{FieldError, gather};
 use crate::{LedgerError, MAX_CREDITS};
 
 /// A credit is counted in this many parts while priced: 10¹².
@@ -89,18 +90,17 @@ pub struct FeatureSpec {
 }
 
 impl FeatureSpec {
-    /// Checks every field; the error names the first offending one.
+    /// Checks every field; the error names each offending one.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        check_key("key", &self.key)?;
-        check_text("name", &self.name, 100)?;
+        let mut p = FieldErrors::default();
+        gather(&mut p, check_key("key", &self.key))?;
+        gather(&mut p, check_text("name", &self.name, 100))?;
         match (&self.unit, self.kind) {
-            (Some(_), FeatureKind::Boolean) => Err(LedgerError::invalid(
-                "unit",
-                "a boolean feature has no unit",
-            )),
-            (Some(unit), FeatureKind::Metered) => check_text("unit", unit, 32),
-            (None, _) => Ok(()),
+            (Some(_), FeatureKind::Boolean) => p.add("unit", "a boolean feature has no unit"),
+            (Some(unit), FeatureKind::Metered) => gather(&mut p, check_text("unit", unit, 32))?,
+            (None, _) => {}
         }
+        Ok(p.finish()?)
     }
 }
 
@@ -193,37 +193,36 @@ pub fn check_dimensions(field: &str, dimensions: &Dimensions) -> Result<(), Ledg
 impl RateSpec {
     /// Checks every field (the feature's existence and kind are checked against the store).
     pub fn validate(&self, now: OffsetDateTime) -> Result<(), LedgerError> {
-        check_key("feature", &self.feature)?;
-        check_dimensions("dimensions", &self.dimensions)?;
-        check_price("", self.credits, self.per)?;
+        let mut p = FieldErrors::default();
+        gather(&mut p, check_key("feature", &self.feature))?;
+        gather(&mut p, check_dimensions("dimensions", &self.dimensions))?;
+        gather(&mut p, check_price("", self.credits, self.per))?;
         if self.tiers.len() > MAX_TIERS {
-            return Err(LedgerError::invalid(
-                "tiers",
-                format!("must have at most {MAX_TIERS} tiers"),
-            ));
-        }
-        let mut floor = 0;
-        for (i, tier) in self.tiers.iter().enumerate() {
-            if tier.up_to <= floor || tier.up_to > MAX_QUANTITY {
-                return Err(LedgerError::from(FieldError::new(
+            p.add("tiers", format!("must have at most {MAX_TIERS} tiers"));
+        } else {
+            let mut floor = 0;
+            for (i, tier) in self.tiers.iter().enumerate() {
+                p.check(
+                    tier.up_to > floor && tier.up_to <= MAX_QUANTITY,
                     format!("tiers[{i}].up_to"),
                     format!(
                         "must be greater than {floor} and at most {MAX_QUANTITY} (tiers ascend)"
                     ),
-                )));
+                );
+                floor = floor.max(tier.up_to);
+                gather(
+                    &mut p,
+                    check_price(&format!("tiers[{i}]."), tier.credits, tier.per),
+                )?;
             }
-            floor = tier.up_to;
-            check_price(&format!("tiers[{i}]."), tier.credits, tier.per)?;
         }
-        if let Some(at) = self.effective_from
-            && at < now - time::Duration::minutes(1)
-        {
-            return Err(LedgerError::invalid(
-                "effective_from",
-                "must not be in the past (a new version never reprices past usage)",
-            ));
-        }
-        Ok(())
+        p.check(
+            self.effective_from
+                .is_none_or(|at| at >= now - time::Duration::minutes(1)),
+            "effective_from",
+            "must not be in the past (a new version never reprices past usage)",
+        );
+        Ok(p.finish()?)
     }
 }
 

@@ -516,6 +516,38 @@ async fn pricing_admin_refuses_bad_input(db: Db) {
             .await;
         assert_error(&reply, status, code);
     }
+    // Every refused field of a feature or a rate is named.
+    for (path, body, fields) in [
+        (
+            "/admin/pricing/features",
+            json!({"key": "Bad Key", "name": " ", "kind": "boolean", "unit": "calls"}),
+            vec!["key", "name", "unit"],
+        ),
+        (
+            "/admin/pricing/rates",
+            json!({
+                "feature": "Bad", "dimensions": {"Model": "x"}, "credits": -1, "per": 3,
+                "tiers": [{"up_to": 0, "credits": 1, "per": 1}],
+                "effective_from": "2020-01-01T00:00:00Z",
+            }),
+            vec![
+                "feature",
+                "dimensions.Model",
+                "credits",
+                "tiers[0].up_to",
+                "effective_from",
+            ],
+        ),
+    ] {
+        let reply = app.post(path, &admin, body).await;
+        assert_error(&reply, 400, "VALIDATION_ERROR");
+        assert_eq!(
+            crate::common::error_fields(&reply.1),
+            fields,
+            "{path}: {}",
+            reply.1
+        );
+    }
     // Not an admin.
     let reply = app
         .get("/admin/pricing/features", &user_token("alice"))
