@@ -2,9 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-
 use tally_kernel::{FieldError, FieldErrors};
+use time::OffsetDateTime;
 
 use crate::LedgerError;
 
