@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tally_checkout::{BillingEvent, Order, Subscription, SubscriptionChange};
+use tally_kernel::FieldErrors;
 use utoipa::IntoParams;
 use utoipa::ToSchema;
 
@@ -182,17 +183,23 @@ impl CreateSessionRequest {
     /// The checkout command: channel, type and interval parsed, refused by name when unknown.
     pub fn command(self) -> Result<tally_checkout::CreateSession, ApiError> {
         use tally_checkout::{Channel, Interval, OrderType};
-        let channel = Channel::parse(&self.channel)
-            .ok_or_else(|| ApiError::validation("channel", CHANNELS))?;
-        let order_type = OrderType::parse(&self.order_type)
-            .ok_or_else(|| ApiError::validation("type", "must be subscription or credits"))?;
-        let interval = self
-            .interval
-            .map(|s| {
-                Interval::parse(&s)
-                    .ok_or_else(|| ApiError::validation("interval", "must be month or year"))
-            })
-            .transpose()?;
+        let channel = Channel::parse(&self.channel);
+        let order_type = OrderType::parse(&self.order_type);
+        let interval = self.interval.as_deref().map(Interval::parse);
+        let (Some(channel), Some(order_type), None | Some(Some(_))) =
+            (channel, order_type, interval)
+        else {
+            let mut p = FieldErrors::default();
+            p.check(channel.is_some(), "channel", CHANNELS);
+            p.check(
+                order_type.is_some(),
+                "type",
+                "must be subscription or credits",
+            );
+            p.check(interval != Some(None), "interval", "must be month or year");
+            return Err(ApiError::fields(p.finish().err().unwrap_or_default()));
+        };
+        let interval = interval.flatten();
         Ok(tally_checkout::CreateSession {
             channel,
             order_type,

@@ -1,8 +1,10 @@
 //! Daily check-in: configuration, local days in the app's time zone, streaks and rewards.
 
 use serde::{Deserialize, Serialize};
+use tally_kernel::FieldErrors;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
+use crate::error::gather;
 use crate::{AccountRef, LedgerError, MAX_CREDITS};
 
 const MAX_REWARDS: usize = 366;
@@ -33,30 +35,26 @@ impl Default for CheckinConfig {
 }
 
 impl CheckinConfig {
-    /// Checks every field; the error names the first offending one.
+    /// Checks every field; the error names each offending one.
     pub fn validate(&self) -> Result<(), LedgerError> {
+        let mut p = FieldErrors::default();
         if self.rewards.is_empty() || self.rewards.len() > MAX_REWARDS {
-            return Err(LedgerError::invalid(
-                "rewards",
-                format!("must hold 1-{MAX_REWARDS} values"),
-            ));
-        }
-        if self.rewards.iter().any(|&r| r <= 0 || r > MAX_CREDITS) {
-            return Err(LedgerError::invalid(
+            p.add("rewards", format!("must hold 1-{MAX_REWARDS} values"));
+        } else {
+            p.check(
+                self.rewards.iter().all(|&r| (1..=MAX_CREDITS).contains(&r)),
                 "rewards",
                 format!("every reward must be between 1 and {MAX_CREDITS}"),
-            ));
+            );
         }
-        zone(&self.timezone)?;
-        if let Some(days) = self.credits_expire_days
-            && (days == 0 || days > MAX_EXPIRE_DAYS)
-        {
-            return Err(LedgerError::invalid(
-                "credits_expire_days",
-                format!("must be between 1 and {MAX_EXPIRE_DAYS}, or null"),
-            ));
-        }
-        Ok(())
+        gather(&mut p, zone(&self.timezone).map(drop))?;
+        p.check(
+            self.credits_expire_days
+                .is_none_or(|days| (1..=MAX_EXPIRE_DAYS).contains(&days)),
+            "credits_expire_days",
+            format!("must be between 1 and {MAX_EXPIRE_DAYS}, or null"),
+        );
+        Ok(p.finish()?)
     }
 
     /// The reward for a given streak day (1-based).

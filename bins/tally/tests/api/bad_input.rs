@@ -996,6 +996,38 @@ async fn every_bad_field_is_listed(db: Db) {
         assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{path}");
         assert_eq!(crate::common::error_fields(&body), fields, "{path}: {body}");
     }
+    let (status, body, _) = app
+        .put(
+            "/admin/checkin/config",
+            &admin_token("root"),
+            json!({
+                "enabled": true, "rewards": [0], "timezone": "Mars/Olympus",
+                "credits_expire_days": 0,
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        crate::common::error_fields(&body),
+        ["rewards", "timezone", "credits_expire_days"],
+        "{body}"
+    );
+    let (status, body, _) = app
+        .post(
+            "/payment/create-session",
+            &user_token("alice"),
+            json!({
+                "channel": "paypal", "type": "gift", "plan_id": "pro", "interval": "week",
+                "success_url": "https://example.com/ok",
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        crate::common::error_fields(&body),
+        ["channel", "type", "interval"],
+        "{body}"
+    );
     assert_eq!(snapshot(&app).await, before);
     app.finish().await;
 }
