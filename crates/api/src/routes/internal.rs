@@ -43,16 +43,34 @@ fn unchecked(app: String, user: String) -> AccountRef {
     AccountRef { app, user }
 }
 
-/// `movement` if it carries an idempotency key; else every problem of it, the missing key first.
-fn keyed(movement: Movement) -> Result<Movement, ApiError> {
-    if movement.idempotency_key.is_some() {
-        return Ok(movement);
+/// Applies a service's movement of `kind` for the request's user, description and metadata,
+/// answering its transaction. The idempotency key is required: without one, every problem of
+/// the request is named, the missing key first.
+async fn apply_keyed(
+    state: &AppState,
+    service: Service,
+    kind: MovementKind,
+    (user, description, metadata): (String, String, Option<serde_json::Value>),
+    idempotency_key: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let movement = Movement {
+        account: unchecked(service.app, user),
+        kind,
+        description,
+        idempotency_key,
+        metadata,
+        actor: None,
+    };
+    if movement.idempotency_key.is_none() {
+        let mut fields = vec![FieldError::new("idempotency_key", "is required")];
+        if let Err(LedgerError::Validation(more)) = movement.validate() {
+            fields.extend(more);
+        }
+        return Err(ApiError::fields(fields));
     }
-    let mut fields = vec![FieldError::new("idempotency_key", "is required")];
-    if let Err(LedgerError::Validation(more)) = movement.validate() {
-        fields.extend(more);
-    }
-    Err(ApiError::fields(fields))
+    let ledger = state.ledger.clone();
+    let txn = detached(async move { ledger.apply(movement).await }).await?;
+    Ok(ok(AdminTransactionDto::from(txn)))
 }
 
 /// Deducts usage as an `ai_usage` transaction; never overdraws.
@@ -75,20 +93,12 @@ pub async fn consume(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
-    let movement = keyed(Movement {
-        account: unchecked(service.app, body.user_id),
-        kind: MovementKind::Debit {
-            txn_type: TxnType::AiUsage,
-            credits: body.amount,
-        },
-        description: body.description,
-        idempotency_key: key,
-        metadata: body.metadata,
-        actor: None,
-    })?;
-    let ledger = state.ledger.clone();
-    let txn = detached(async move { ledger.apply(movement).await }).await?;
-    Ok(ok(AdminTransactionDto::from(txn)))
+    let kind = MovementKind::Debit {
+        txn_type: TxnType::AiUsage,
+        credits: body.amount,
+    };
+    let request = (body.user_id, body.description, body.metadata);
+    apply_keyed(&state, service, kind, request, key).await
 }
 
 /// Grants a service-side reward as a `reward` transaction.
@@ -107,19 +117,11 @@ pub async fn grant(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let key = idempotency_key(&req, body.idempotency_key.as_deref())?;
-    let movement = keyed(Movement {
-        account: unchecked(service.app, body.user_id),
-        kind: MovementKind::Grant {
-            txn_type: TxnType::Reward,
-            credits: body.amount,
-            expires_at: body.expires_at,
-        },
-        description: body.description,
-        idempotency_key: key,
-        metadata: body.metadata,
-        actor: None,
-    })?;
-    let ledger = state.ledger.clone();
-    let txn = detached(async move { ledger.apply(movement).await }).await?;
-    Ok(ok(AdminTransactionDto::from(txn)))
+    let kind = MovementKind::Grant {
+        txn_type: TxnType::Reward,
+        credits: body.amount,
+        expires_at: body.expires_at,
+    };
+    let request = (body.user_id, body.description, body.metadata);
+    apply_keyed(&state, service, kind, request, key).await
 }
