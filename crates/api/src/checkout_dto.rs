@@ -148,6 +148,7 @@ pub struct SubscriptionChangeDto {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionPageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Keyset cursor: a subscription id (`meta.next_before` of the previous page); the page
     /// holds the older subscriptions.
@@ -490,6 +491,7 @@ impl From<Subscription> for AdminSubscriptionDto {
 #[serde(deny_unknown_fields)]
 pub struct AdminOrderQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Keyset cursor: an order id (`meta.next_before` of the previous page); the page holds the
     /// orders created before it.
@@ -515,6 +517,7 @@ pub struct AdminOrderQuery {
 #[serde(deny_unknown_fields)]
 pub struct AdminSubscriptionQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Keyset cursor: a subscription id (`meta.next_before` of the previous page); the page
     /// holds the older subscriptions.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tally_catalog::{
     Coupon, CouponDuration, CouponPatch, CouponSpec, Plan, PlanKind, PlanPatch, PlanSpec,
 };
-use tally_ledger::{BalanceView, CheckinConfig, Transaction};
+use tally_ledger::{BalanceView, CheckinConfig, Transaction, TxnType};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -147,16 +147,28 @@ pub(crate) fn before_cursor_named(
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// ≥ 0, default 0. Must be 0 or absent with `before`.
+    #[param(minimum = 0, maximum = 1_000_000)]
     pub offset: Option<i64>,
     /// Keyset cursor: a transaction id (`meta.next_before` of the previous page); the page
     /// holds the rows older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub before: Option<String>,
     /// Only this transaction type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = txn_type_names)]
     pub txn_type: Option<String>,
+}
+
+/// A transaction type's wire name.
+fn txn_type_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Only this transaction type."))
+        .enum_values(Some(TxnType::ALL.iter().map(|t| t.as_str())))
+        .build()
 }
 
 /// Filters of `GET /admin/credits/transactions`.
@@ -164,15 +176,18 @@ pub struct HistoryQuery {
 #[serde(deny_unknown_fields)]
 pub struct AdminHistoryQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// ≥ 0, default 0. Must be 0 or absent with `before`.
+    #[param(minimum = 0, maximum = 1_000_000)]
     pub offset: Option<i64>,
     /// Keyset cursor: a transaction id (`meta.next_before` of the previous page); the page
     /// holds the rows older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub before: Option<String>,
     /// Only this transaction type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = txn_type_names)]
     pub txn_type: Option<String>,
     /// Only this user.
     pub user_id: Option<String>,
@@ -550,8 +565,10 @@ impl From<tally_ledger::RedemptionCode> for CodeDto {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// ≥ 0, default 0.
+    #[param(minimum = 0, maximum = 1_000_000)]
     pub offset: Option<i64>,
 }
 
@@ -1230,6 +1247,7 @@ pub struct AdminUserQuery {
     /// Only user ids starting with this (case-sensitive).
     pub query: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Keyset cursor: a user id (`meta.next_before` of the previous page); the page holds the
     /// accounts opened before it.
@@ -1244,10 +1262,13 @@ pub struct AdminUserQuery {
 #[serde(deny_unknown_fields)]
 pub struct StatsParams {
     /// First day, `YYYY-MM-DD` (UTC); default 29 days before `to`.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub from: Option<String>,
     /// Last day, inclusive, `YYYY-MM-DD` (UTC); default today.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub to: Option<String>,
     /// `day` (default), `week` (Monday to Sunday) or `month`.
+    #[param(pattern = "^(day|week|month)$")]
     pub bucket: Option<String>,
 }
 

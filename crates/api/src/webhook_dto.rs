@@ -289,6 +289,7 @@ pub struct WebhookDeliveryQuery {
     /// the deliveries older than it.
     pub before: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
