@@ -295,8 +295,12 @@ pub struct ManualAdjustmentRequest {
     /// Signed, non-zero credits.
     #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
-    /// Why (shown in the history).
-    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    /// Why (shown in the history): not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub description: String,
     /// Expiry of granted credits (RFC 3339); positive amounts only.
     #[serde(default, with = "time::serde::rfc3339::option")]

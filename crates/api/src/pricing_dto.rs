@@ -73,13 +73,22 @@ pub struct FeatureRequest {
     /// Stable identifier: 1–64 of `a-z`, `0-9`, `_`.
     #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     pub key: Option<String>,
-    /// Display name, 1–100 characters.
-    #[schema(min_length = 1, max_length = 100)]
+    /// Display name, 1–100 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// `metered` or `boolean`; never changes once created.
     pub kind: FeatureKindDto,
-    /// The metered quantity's unit (e.g. `tokens`), up to 32 characters.
-    #[schema(max_length = 32)]
+    /// The metered quantity's unit (e.g. `tokens`), up to 32 characters, not blank; none for a
+    /// boolean feature.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub unit: Option<String>,
 }
 
