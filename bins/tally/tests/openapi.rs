@@ -107,3 +107,49 @@ fn every_operation_is_named_once_and_describes_the_envelope() {
         );
     }
 }
+
+/// The limits the credits endpoints enforce are stated in the OpenAPI document and in
+/// `docs/api.md`.
+#[test]
+fn the_enforced_limits_are_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/openapi.json")).unwrap())
+            .unwrap();
+    for request in ["ConsumeRequest", "GrantRequest"] {
+        let fields = &doc["components"]["schemas"][request]["properties"];
+        assert_eq!(fields["user_id"]["maxLength"], 128, "{request}");
+        assert_eq!(fields["user_id"]["minLength"], 1, "{request}");
+        assert_eq!(fields["description"]["maxLength"], 500, "{request}");
+        assert_eq!(fields["idempotency_key"]["maxLength"], 255, "{request}");
+        assert_eq!(fields["amount"]["minimum"], 1, "{request}");
+        assert_eq!(
+            fields["amount"]["maximum"], 1_000_000_000_000_i64,
+            "{request}"
+        );
+        let metadata = fields["metadata"]["description"].as_str().unwrap();
+        assert!(metadata.contains("4,096 bytes"), "{request}: {metadata}");
+    }
+    for path in ["/orders", "/credits/transactions", "/admin/billing/coupons"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{path} has no {name}"))["schema"]
+                .clone()
+        };
+        assert_eq!(param("limit")["maximum"], 100, "{path}");
+        assert_eq!(param("offset")["maximum"], 1_000_000, "{path}");
+    }
+    let api = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    for row in [
+        "| `user_id` (and a token's `sub`) | 1–128 characters, no control characters |",
+        "| `description` | at most 500 characters, no control characters",
+        "| `idempotency_key` | 1–255 printable ASCII characters, no spaces |",
+        "| `metadata` | a JSON object of at most 4,096 bytes |",
+        "| `limit` / `offset` | 1–100 / 0 to 1,000,000;",
+    ] {
+        assert!(api.contains(row), "docs/api.md lacks {row}");
+    }
+}

@@ -361,7 +361,7 @@ pub struct ConsumeRequest {
     /// One key, one charge (or the `Idempotency-Key` header): 1–255 printable ASCII characters.
     #[schema(value_type = String, min_length = 1, max_length = 255, pattern = r"^[!-~]*$")]
     pub idempotency_key: Option<String>,
-    /// JSON object stored with the transaction.
+    /// JSON object stored with the transaction, at most 4,096 bytes as JSON.
     #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -390,7 +390,7 @@ pub struct GrantRequest {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
-    /// JSON object stored with the transaction.
+    /// JSON object stored with the transaction, at most 4,096 bytes as JSON.
     #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub metadata: Option<serde_json::Value>,
 }

@@ -996,6 +996,19 @@ async fn every_bad_field_is_listed(db: Db) {
         assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{path}");
         assert_eq!(crate::common::error_fields(&body), fields, "{path}: {body}");
     }
+    // The largest integer is out of range, and said so (not "must be a positive integer").
+    let (_, body, _) = app
+        .post(
+            "/internal/credits/check",
+            SERVICE_KEY,
+            json!({ "user_id": "alice", "amount": i64::MAX }),
+        )
+        .await;
+    assert_eq!(
+        body["error"]["details"]["fields"][0]["message"],
+        "must be a whole number from 1 to 1000000000000",
+        "{body}"
+    );
     let (status, body, _) = app
         .put(
             "/admin/checkin/config",
