@@ -112,13 +112,18 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A connection whose protocol error responses carry the JSON envelope
 /// ([`envelope_protocol_error`]); everything else passes through untouched.
+///
+/// The writer's bytes a rewrite stands for are reported written only once the whole rewrite is
+/// on the socket: until then the writer keeps them and repeats them (as a writer must after
+/// `Pending`), so it never closes the connection with part of an answer unsent.
 #[derive(Debug)]
 pub struct Enveloped<T> {
     inner: T,
-    /// A rewritten response accepted from the writer but not yet on the socket, and how much of
-    /// it is.
+    /// The rewritten bytes, and how many of them are on the socket.
     pending: Vec<u8>,
     sent: usize,
+    /// How many of the writer's bytes the rewrite stands for; 0 when there is none.
+    stands_for: usize,
 }
 
 impl<T> Enveloped<T> {
@@ -128,6 +133,7 @@ impl<T> Enveloped<T> {
             inner,
             pending: Vec::new(),
             sent: 0,
+            stands_for: 0,
         }
     }
 
@@ -138,7 +144,7 @@ impl<T> Enveloped<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Enveloped<T> {
-    /// Writes out the rewritten response, if any.
+    /// Writes out the rewritten bytes, if any.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
@@ -170,19 +176,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Enveloped<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.poll_pending(cx))?;
-        match envelope_protocol_error(buf) {
-            Some(rewritten) => {
-                // The whole of `buf` is taken; the rewrite goes out here or on the next
-                // write, flush or shutdown.
-                this.pending = rewritten;
-                if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
-                    return Poll::Ready(Err(e));
+        if this.stands_for == 0 {
+            match envelope_protocol_error(buf) {
+                Some(rewritten) => {
+                    this.pending = rewritten;
+                    this.stands_for = buf.len();
                 }
-                Poll::Ready(Ok(buf.len()))
+                None => return Pin::new(&mut this.inner).poll_write(cx, buf),
             }
-            None => Pin::new(&mut this.inner).poll_write(cx, buf),
         }
+        // A rewrite is under way: `buf` is the writer's bytes it stands for, repeated.
+        ready!(this.poll_pending(cx))?;
+        Poll::Ready(Ok(std::mem::take(&mut this.stands_for)))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -273,6 +278,33 @@ mod tests {
         ] {
             assert_eq!(envelope_protocol_error(raw.as_bytes()), None, "{raw:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_bytes_are_reported_written_only_once_the_rewrite_is_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A socket with room for 16 bytes, and nobody reading yet.
+        let (client, server) = tokio::io::duplex(16);
+        let mut wrapped = Enveloped::new(server);
+        let raw = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = Pin::new(&mut wrapped).poll_write(&mut cx, raw);
+        assert!(first.is_pending(), "{first:?}");
+        // The reader makes room; the writer repeats its bytes until they are taken.
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let n = std::future::poll_fn(|cx| Pin::new(&mut wrapped).poll_write(cx, raw))
+            .await
+            .unwrap();
+        assert_eq!(n, raw.len());
+        wrapped.shutdown().await.unwrap();
+        drop(wrapped);
+        let got = reader.await.unwrap();
+        assert_eq!(Some(got), envelope_protocol_error(raw), "sent once, whole");
     }
 
     #[tokio::test]
