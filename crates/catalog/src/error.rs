@@ -39,10 +39,7 @@ fn summary(fields: &[FieldError]) -> String {
 impl CatalogError {
     /// A validation error about one field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Validation(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
+        Self::Validation(vec![FieldError::new(field, message)])
     }
 
     /// Wraps a storage error.

@@ -214,6 +214,12 @@ pub fn fingerprint<T: Serialize>(value: &T) -> String {
     hex::encode(Sha256::digest(canonical))
 }
 
+/// The account's app key and user id; each problem is recorded in `p`.
+pub fn check_account(p: &mut FieldErrors, account: &AccountRef) {
+    p.take(validate_app_key(&account.app));
+    p.take(validate_user_id(&account.user));
+}
+
 /// The checks every write shares: account, description, key and metadata; each problem is
 /// recorded in `p`.
 pub fn check_common(
@@ -223,8 +229,7 @@ pub fn check_common(
     idempotency_key: Option<&str>,
     metadata: Option<&serde_json::Value>,
 ) {
-    p.take(validate_app_key(&account.app));
-    p.take(validate_user_id(&account.user));
+    check_account(p, account);
     p.take(validate_description(description));
     if let Some(key) = idempotency_key {
         p.take(validate_idempotency_key(key));

@@ -206,8 +206,7 @@ impl Ledger {
         amount: i64,
     ) -> Result<Sufficiency, LedgerError> {
         let mut p = tally_kernel::FieldErrors::default();
-        p.take(crate::model::validate_app_key(&account.app));
-        p.take(crate::model::validate_user_id(&account.user));
+        crate::model::check_account(&mut p, &account);
         p.check(
             (1..=crate::MAX_CREDITS).contains(&amount),
             "amount",

@@ -14,7 +14,9 @@ use tally_checkout::{
 use time::OffsetDateTime;
 
 use crate::http::{ApiCall, Body, HttpClient};
-use crate::json::{at, bool_at, i64_at, id_at, refs, rfc3339_at, str_at, unix_ms_at};
+use crate::json::{
+    at, bool_at, event_head, i64_at, id_at, malformed, refs, rfc3339_at, str_at, unix_ms_at,
+};
 use crate::signature::{header, verify_hex_hmac};
 
 /// Creem's live API host.
@@ -280,10 +282,6 @@ impl PaymentProvider for CreemProvider {
     }
 }
 
-fn malformed(msg: impl Into<String>) -> ProviderError {
-    ProviderError::Malformed(msg.into())
-}
-
 fn required(object: &Value, field: &str, event_type: &str) -> Result<String, ProviderError> {
     str_at(object, &[field])
         .ok_or_else(|| malformed(format!("{event_type}: object has no `{field}`")))
@@ -291,11 +289,7 @@ fn required(object: &Value, field: &str, event_type: &str) -> Result<String, Pro
 
 /// Reads a verified Creem event (`{id, eventType, created_at (ms), object}`).
 pub(crate) fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
-    let event: Value =
-        serde_json::from_slice(body).map_err(|e| malformed(format!("not JSON: {e}")))?;
-    let id = str_at(&event, &["id"]).ok_or_else(|| malformed("event has no `id`"))?;
-    let event_type =
-        str_at(&event, &["eventType"]).ok_or_else(|| malformed("event has no `eventType`"))?;
+    let (event, id, event_type) = event_head(body, "eventType")?;
     let object = at(&event, &["object"]).unwrap_or(&Value::Null);
     let kind = event_kind(&event_type, object)?;
     Ok(PaymentEvent {

@@ -2,8 +2,27 @@
 //! missing or oddly typed field reads as absent instead of failing the whole event.
 
 use serde_json::Value;
+use tally_checkout::ProviderError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// An event that cannot be read.
+pub(crate) fn malformed(msg: impl Into<String>) -> ProviderError {
+    ProviderError::Malformed(msg.into())
+}
+
+/// A verified event's body as JSON, with its `id` and its type (at `type_key`).
+pub(crate) fn event_head(
+    body: &[u8],
+    type_key: &str,
+) -> Result<(Value, String, String), ProviderError> {
+    let event: Value =
+        serde_json::from_slice(body).map_err(|e| malformed(format!("not JSON: {e}")))?;
+    let id = str_at(&event, &["id"]).ok_or_else(|| malformed("event has no `id`"))?;
+    let event_type = str_at(&event, &[type_key])
+        .ok_or_else(|| malformed(format!("event has no `{type_key}`")))?;
+    Ok((event, id, event_type))
+}
 
 /// The value at `path` (object keys; a numeric segment indexes an array).
 pub(crate) fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {

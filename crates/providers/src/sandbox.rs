@@ -14,6 +14,7 @@ use tally_checkout::{
 };
 use time::{Date, OffsetDateTime};
 
+use crate::json::malformed;
 use crate::signature::{header, stripe_scheme_header, verify_stripe_scheme};
 
 /// Header carrying the sandbox signature (Stripe's `t=…,v1=…` scheme).
@@ -379,10 +380,6 @@ fn add_months(t: OffsetDateTime, months: u32) -> OffsetDateTime {
         .rev()
         .find_map(|day| Date::from_calendar_date(year, month, day).ok())
         .map_or(t, |date| t.replace_date(date))
-}
-
-fn malformed(msg: impl Into<String>) -> ProviderError {
-    ProviderError::Malformed(msg.into())
 }
 
 fn need(field: Option<String>, name: &str, event_type: &str) -> Result<String, ProviderError> {

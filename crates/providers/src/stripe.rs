@@ -14,7 +14,7 @@ use tally_checkout::{
 use time::OffsetDateTime;
 
 use crate::http::{ApiCall, Body, HttpClient};
-use crate::json::{at, bool_at, i64_at, id_at, refs, str_at, unix_at};
+use crate::json::{at, bool_at, event_head, i64_at, id_at, malformed, refs, str_at, unix_at};
 use crate::signature::{header, verify_stripe_scheme};
 
 /// The Stripe API version Tally speaks: sent as `Stripe-Version` on every request; webhook
@@ -387,10 +387,6 @@ impl PaymentProvider for StripeProvider {
     }
 }
 
-fn malformed(msg: impl Into<String>) -> ProviderError {
-    ProviderError::Malformed(msg.into())
-}
-
 fn required(object: &Value, field: &str, event_type: &str) -> Result<String, ProviderError> {
     str_at(object, &[field])
         .ok_or_else(|| malformed(format!("{event_type}: data.object has no `{field}`")))
@@ -399,10 +395,7 @@ fn required(object: &Value, field: &str, event_type: &str) -> Result<String, Pro
 /// Reads a verified Stripe event. Unknown types and unknown enum values are not errors: Stripe
 /// adds both without notice.
 pub(crate) fn parse_event(body: &[u8]) -> Result<PaymentEvent, ProviderError> {
-    let event: Value =
-        serde_json::from_slice(body).map_err(|e| malformed(format!("not JSON: {e}")))?;
-    let id = str_at(&event, &["id"]).ok_or_else(|| malformed("event has no `id`"))?;
-    let event_type = str_at(&event, &["type"]).ok_or_else(|| malformed("event has no `type`"))?;
+    let (event, id, event_type) = event_head(body, "type")?;
     let object = at(&event, &["data", "object"]).unwrap_or(&Value::Null);
     let kind = event_kind(&event_type, object)?;
     Ok(PaymentEvent {

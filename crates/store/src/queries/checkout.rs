@@ -1041,10 +1041,24 @@ async fn subscription_from_order(
     Ok(sub)
 }
 
-/// The subscription an event names, locked after its order; created from the order the
-/// metadata names when the provider id is new. `Err` is the outcome when neither is
-/// known.
+/// The subscription an event names by `(provider id, order id, customer id)`, locked after its
+/// order and written into the trace; created from the order the metadata names when the
+/// provider id is new. `Err` is the outcome when neither is known.
 async fn resolve_subscription(
+    conn: &mut Conn,
+    channel: Channel,
+    (provider_id, order_id, customer_id): (&str, Option<&str>, Option<&str>),
+    trace: &mut Trace,
+    now: OffsetDateTime,
+) -> Result<Result<(SubscriptionRow, Option<OrderRow>), EventOutcome>, StoreError> {
+    let found = find_subscription(conn, channel, provider_id, order_id, customer_id, now).await?;
+    if let Ok((sub, _)) = &found {
+        trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
+    }
+    Ok(found)
+}
+
+async fn find_subscription(
     conn: &mut Conn,
     channel: Channel,
     provider_id: &str,
@@ -1103,20 +1117,11 @@ async fn period_paid(
         ));
     };
     let customer_id = customer_id.as_deref();
-    let (sub, order) = match resolve_subscription(
-        conn,
-        channel,
-        subscription_id,
-        order_id.as_deref(),
-        customer_id,
-        now,
-    )
-    .await?
-    {
+    let refs = (subscription_id.as_str(), order_id.as_deref(), customer_id);
+    let (sub, order) = match resolve_subscription(conn, channel, refs, trace, now).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
     remember_customer(
         conn,
         (&sub.app_key, &sub.user_id),
@@ -1232,20 +1237,11 @@ async fn subscription_changed(
         ));
     };
     let customer_id = customer_id.as_deref();
-    let (sub, _order) = match resolve_subscription(
-        conn,
-        channel,
-        subscription_id,
-        order_id.as_deref(),
-        customer_id,
-        now,
-    )
-    .await?
-    {
+    let refs = (subscription_id.as_str(), order_id.as_deref(), customer_id);
+    let (sub, _order) = match resolve_subscription(conn, channel, refs, trace, now).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    trace.set(&sub.app_key, &sub.user_id, Some(&sub.order_id));
     let switch = match price_ref {
         Some(price_ref) => billed_plan(conn, &sub.app_key, channel, price_ref).await?,
         None => None,

@@ -5,7 +5,7 @@
 
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{QueryableByName, sql_query};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use tally_ledger::TxnType;
 use tally_ledger::stats::{CreditFlow, DailyCounts, RollupMetric, RollupRow, StatsQuery};
 use time::{Date, Duration, PrimitiveDateTime, Time};
@@ -64,6 +64,25 @@ fn in_range(alias: &str, app_column: &str) -> String {
     )
 }
 
+/// The rows of `sql` with the app and the range bound to the placeholders [`in_range`] writes.
+async fn load_in_range<T>(
+    conn: &mut Conn,
+    sql: String,
+    app: &str,
+    range: (PrimitiveDateTime, PrimitiveDateTime),
+) -> Result<Vec<T>, StoreError>
+where
+    T: QueryableByName<<Conn as AsyncConnectionCore>::Backend> + Send + 'static,
+{
+    let rows = sql_query(sql)
+        .bind::<Text, _>(app)
+        .bind::<Timestamp, _>(range.0)
+        .bind::<Timestamp, _>(range.1)
+        .load(conn)
+        .await?;
+    Ok(rows)
+}
+
 fn parse_day(s: &str) -> Result<Date, StoreError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     Date::parse(s, &format)
@@ -82,12 +101,7 @@ async fn count_per_day(
         day = day_of("t"),
         cond = in_range("t", "t.app_key"),
     );
-    let rows: Vec<CountDay> = sql_query(sql)
-        .bind::<Text, _>(&query.app)
-        .bind::<Timestamp, _>(range.0)
-        .bind::<Timestamp, _>(range.1)
-        .load(conn)
-        .await?;
+    let rows: Vec<CountDay> = load_in_range(conn, sql, &query.app, range).await?;
     rows.into_iter()
         .map(|r| Ok((parse_day(&r.day)?, r.n)))
         .collect()
@@ -109,12 +123,7 @@ pub(crate) async fn daily_counts(
         day = day_of("t"),
         cond = in_range("t", "t.app_key"),
     );
-    let credits: Vec<CreditsDay> = sql_query(sql)
-        .bind::<Text, _>(&query.app)
-        .bind::<Timestamp, _>(range.0)
-        .bind::<Timestamp, _>(range.1)
-        .load(conn)
-        .await?;
+    let credits: Vec<CreditsDay> = load_in_range(conn, sql, &query.app, range).await?;
     // A payment's currency is its order's; a renewal's is the order that started its
     // subscription.
     let currency = "COALESCE(o.currency, so.currency)";
@@ -134,12 +143,7 @@ pub(crate) async fn daily_counts(
         refund_day = day_of("r"),
         refund_cond = in_range("r", "p.app_key"),
     );
-    let revenue: Vec<RevenueDay> = sql_query(sql)
-        .bind::<Text, _>(&query.app)
-        .bind::<Timestamp, _>(range.0)
-        .bind::<Timestamp, _>(range.1)
-        .load(conn)
-        .await?;
+    let revenue: Vec<RevenueDay> = load_in_range(conn, sql, &query.app, range).await?;
     Ok(DailyCounts {
         credits: credits
             .into_iter()
