@@ -1,6 +1,6 @@
-//! Tally's storage adapter: one Diesel implementation of the ledger's, the catalog's and
-//! checkout's repository ports for both SQLite (embedded, the default) and PostgreSQL (pooled, for
-//! several stateless nodes).
+//! Tally's storage adapter: one Diesel implementation of the repository ports of the ledger,
+//! the catalog, checkout, the webhooks and the console for both SQLite (embedded, the default)
+//! and PostgreSQL (pooled, for several stateless nodes).
 //!
 //! Another Rust service links `tally-ledger` and `tally-store` to spend credits against the same
 //! database the server uses, with no HTTP in between:

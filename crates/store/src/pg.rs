@@ -8,6 +8,9 @@
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = diesel_async::AsyncPgConnection;
 
+/// The backend of [`Conn`], for hand-written statements built row by row.
+pub(crate) type Db = diesel::pg::Pg;
+
 /// Locks the rows the query reads until the transaction ends.
 macro_rules! locked {
     ($query:expr) => {

@@ -5,6 +5,9 @@
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = crate::SqliteConn;
 
+/// The backend of [`Conn`], for hand-written statements built row by row.
+pub(crate) type Db = diesel::sqlite::Sqlite;
+
 /// Leaves the query as it is: the write transaction already excludes every other writer.
 macro_rules! locked {
     ($query:expr) => {

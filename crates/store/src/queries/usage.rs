@@ -35,11 +35,11 @@ use crate::schema::{
 };
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
-use super::Conn;
 use super::ledger::{
     MainRow, account_state, burn_lots, capturable, create_hold, lock_account, lock_hold,
     settle_hold, state, state_with_hold, stored_hold, unique_as, write_plan,
 };
+use super::{Conn, Db, bind};
 
 /// The app's features, by key.
 pub(crate) async fn features(conn: &mut Conn, app: &str) -> Result<Vec<Feature>, StoreError> {
@@ -671,8 +671,8 @@ async fn record_call(
     })
 }
 
-/// Writes a call's features: for each, its line, its allowance, its meter and, when it used up
-/// the allowance, `usage.limit_reached`.
+/// Writes a call's features: their lines (one statement), their allowances (with
+/// `usage.limit_reached` when one is used up) and their meters (one statement).
 async fn write_lines(
     conn: &mut Conn,
     account: &AccountRow,
@@ -681,59 +681,100 @@ async fn write_lines(
     plan_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let at = to_db(now);
+    insert_lines(conn, account.id, event_id, lines).await?;
+    for line in lines {
+        if let (Some(window), Some(included)) = (line.window, line.included) {
+            write_allowance(conn, account, line, (window, included), plan_id, now).await?;
+        }
+    }
+    add_to_meters(conn, account.id, lines, now).await
+}
+
+/// `rows` rows of `columns` values each, numbered for [`super::bind`].
+fn values_list(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let binds: Vec<String> = (1..=columns).map(|c| bind(r * columns + c)).collect();
+        format!("({})", binds.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
+/// The call's lines, in one statement (the text depends only on how many lines there are).
+async fn insert_lines(
+    conn: &mut Conn,
+    account_id: i64,
+    event_id: i64,
+    lines: &[UsageLine],
+) -> Result<(), StoreError> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO usage_lines (event_id, account_id, feature_key, quantity, included_used, \
+         window_start, credits, price_whole, price_frac, rate_id, rate_version, rate_credits, \
+         rate_per) VALUES {}",
+        values_list(lines.len(), 13)
+    );
     let scale = i128::from(PRICE_SCALE);
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for line in lines {
         let whole = i64::try_from(line.scaled / scale).map_err(|_| LedgerError::Overflow)?;
         let frac = i64::try_from(line.scaled % scale).map_err(|_| LedgerError::Overflow)?;
         let window = line.window.filter(|_| line.included.is_some());
-        let row = (
-            usage_lines::event_id.eq(event_id),
-            usage_lines::account_id.eq(account.id),
-            usage_lines::feature_key.eq(&line.feature),
-            usage_lines::quantity.eq(line.quantity),
-            usage_lines::included_used.eq(line.included_used),
-            usage_lines::window_start.eq(window.map(|w| to_db(w.start))),
-            usage_lines::credits.eq(line.credits),
-            usage_lines::price_whole.eq(whole),
-            usage_lines::price_frac.eq(frac),
-            usage_lines::rate_id.eq(line.rate.map(|r| r.rate_id)),
-            usage_lines::rate_version.eq(line.rate.map(|r| r.version)),
-            usage_lines::rate_credits.eq(line.rate.map(|r| r.credits)),
-            usage_lines::rate_per.eq(line.rate.map(|r| r.per)),
-        );
-        // One statement a line: `diesel-async` has no multi-row insert for SQLite.
-        diesel::insert_into(usage_lines::table)
-            .values(row)
-            .execute(conn)
-            .await?;
-        if let (Some(window), Some(included)) = (line.window, line.included) {
-            write_allowance(conn, account, line, (window, included), plan_id, now).await?;
-        }
-        if line.rate.is_some() {
-            cached(
-                diesel::insert_into(usage_meters::table)
-                    .values((
-                        usage_meters::account_id.eq(account.id),
-                        usage_meters::feature_key.eq(&line.feature),
-                        usage_meters::quantity.eq(line.billable),
-                        usage_meters::charged.eq(line.credits),
-                        usage_meters::carry.eq(line.carry_after),
-                        usage_meters::updated_at.eq(at),
-                    ))
-                    .on_conflict((usage_meters::account_id, usage_meters::feature_key))
-                    .do_update()
-                    .set((
-                        usage_meters::quantity.eq(usage_meters::quantity + line.billable),
-                        usage_meters::charged.eq(usage_meters::charged + line.credits),
-                        usage_meters::carry.eq(line.carry_after),
-                        usage_meters::updated_at.eq(at),
-                    )),
-            )
-            .execute(conn)
-            .await?;
-        }
+        query = query
+            .bind::<BigInt, _>(event_id)
+            .bind::<BigInt, _>(account_id)
+            .bind::<Text, _>(&line.feature)
+            .bind::<BigInt, _>(line.quantity)
+            .bind::<BigInt, _>(line.included_used)
+            .bind::<Nullable<Timestamp>, _>(window.map(|w| to_db(w.start)))
+            .bind::<BigInt, _>(line.credits)
+            .bind::<BigInt, _>(whole)
+            .bind::<BigInt, _>(frac)
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.rate_id))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.version))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per));
     }
+    cached(query).execute(conn).await?;
+    Ok(())
+}
+
+/// Adds the priced lines to their meters (quantity, credits charged, the carry after), in one
+/// upsert.
+async fn add_to_meters(
+    conn: &mut Conn,
+    account_id: i64,
+    lines: &[UsageLine],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let priced: Vec<&UsageLine> = lines.iter().filter(|l| l.rate.is_some()).collect();
+    if priced.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO usage_meters (account_id, feature_key, quantity, charged, carry, \
+         updated_at) VALUES {} \
+         ON CONFLICT (account_id, feature_key) DO UPDATE SET \
+         quantity = usage_meters.quantity + excluded.quantity, \
+         charged = usage_meters.charged + excluded.charged, \
+         carry = excluded.carry, updated_at = excluded.updated_at",
+        values_list(priced.len(), 6)
+    );
+    let at = to_db(now);
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for line in priced {
+        query = query
+            .bind::<BigInt, _>(account_id)
+            .bind::<Text, _>(&line.feature)
+            .bind::<BigInt, _>(line.billable)
+            .bind::<BigInt, _>(line.credits)
+            .bind::<BigInt, _>(line.carry_after)
+            .bind::<Timestamp, _>(at);
+    }
+    cached(query).execute(conn).await?;
     Ok(())
 }
 
