@@ -1,15 +1,14 @@
 //! The console's plans, credit packs and coupons.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 use serde::Deserialize;
 use tally_catalog::{CouponDuration, CouponPatch, CouponSpec, PlanKind, PlanPatch, PlanSpec};
 use tally_console::Operator;
 
-use super::pages::{Notice, form_outcome, notice, unreadable};
+use super::pages::{Notice, form_outcome, make, notice, shown, unreadable};
 use super::view::{self, instant, money, number, parse_money, segment};
-use super::{PageError, Signed, check_csrf, html, see_other};
+use super::{PageError, Signed, check_csrf, see_other};
 use crate::routes::detached;
 use crate::{ApiError, AppState};
 
@@ -42,7 +41,7 @@ async fn plans_page(
     op: &Operator,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let plans = state.catalog.plans(&op.app).await.map_err(ApiError::from)?;
+    let plans = state.catalog.plans(&op.app).await?;
     let body = html! {
         (notice(&notice_))
         div.panel.wide {
@@ -113,7 +112,7 @@ pub(crate) async fn plans(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(StatusCode::OK, plans_page(&state, &op, None).await?))
+    shown(plans_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,13 +196,11 @@ pub(crate) async fn create_plan(
     form: web::Form<PlanForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let made = match form.spec() {
-        Ok(spec) => {
-            let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
-            detached(async move { catalog.create_plan(&app, spec, &actor).await }).await
-        }
-        Err(m) => Err(unreadable(m)),
-    };
+    let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
+    let made = make(form.spec().map_err(unreadable), |spec| async move {
+        catalog.create_plan(&app, spec, &actor).await
+    })
+    .await;
     form_outcome(made, "/console/plans", |n| plans_page(&state, &op, Some(n))).await
 }
 
@@ -228,6 +225,25 @@ impl ActiveForm {
             _ => Err(PageError::NotFound("no such switch".into())),
         }
     }
+
+    /// Switches something off or on as the form asks (`change`, on its own task), then goes
+    /// back to the list at `next`.
+    async fn switch<T, E, Fut>(
+        &self,
+        op: &Operator,
+        next: &str,
+        change: impl FnOnce(bool) -> Fut,
+    ) -> Result<HttpResponse, PageError>
+    where
+        Fut: std::future::Future<Output = Result<T, E>> + 'static,
+        T: 'static,
+        E: 'static,
+        ApiError: From<E>,
+    {
+        check_csrf(op, &self.csrf)?;
+        detached(change(self.active()?)).await?;
+        Ok(see_other(next))
+    }
 }
 
 /// Archives a plan (no longer listed or sold) or puts it back on sale.
@@ -237,23 +253,20 @@ pub(crate) async fn plan_active(
     id: web::Path<String>,
     form: web::Form<ActiveForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&op, &form.csrf)?;
-    let active = form.active()?;
     let (catalog, app, actor, id) = (
         state.catalog.clone(),
         op.app.clone(),
         console_actor(&op),
         id.into_inner(),
     );
-    detached(async move {
+    form.switch(&op, "/console/plans", |active| async move {
         let patch = PlanPatch {
             active: Some(active),
             ..Default::default()
         };
         catalog.update_plan(&app, &id, patch, &actor).await
     })
-    .await?;
-    Ok(see_other("/console/plans"))
+    .await
 }
 
 async fn coupons_page(
@@ -261,11 +274,7 @@ async fn coupons_page(
     op: &Operator,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let coupons = state
-        .catalog
-        .coupons(&op.app, 100, 0)
-        .await
-        .map_err(ApiError::from)?;
+    let coupons = state.catalog.coupons(&op.app, 100, 0).await?;
     let body = html! {
         (notice(&notice_))
         div.panel.wide {
@@ -327,7 +336,7 @@ pub(crate) async fn coupons(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(StatusCode::OK, coupons_page(&state, &op, None).await?))
+    shown(coupons_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,13 +395,11 @@ pub(crate) async fn create_coupon(
     form: web::Form<CouponForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let made = match form.spec() {
-        Ok(spec) => {
-            let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
-            detached(async move { catalog.create_coupon(&app, spec, &actor).await }).await
-        }
-        Err(m) => Err(unreadable(m)),
-    };
+    let (catalog, app, actor) = (state.catalog.clone(), op.app.clone(), console_actor(&op));
+    let made = make(form.spec().map_err(unreadable), |spec| async move {
+        catalog.create_coupon(&app, spec, &actor).await
+    })
+    .await;
     form_outcome(made, "/console/coupons", |n| {
         coupons_page(&state, &op, Some(n))
     })
@@ -406,18 +413,15 @@ pub(crate) async fn coupon_active(
     id: web::Path<String>,
     form: web::Form<ActiveForm>,
 ) -> Result<HttpResponse, PageError> {
-    check_csrf(&op, &form.csrf)?;
-    let active = form.active()?;
     let (catalog, app, id) = (state.catalog.clone(), op.app.clone(), id.into_inner());
-    detached(async move {
+    form.switch(&op, "/console/coupons", |active| async move {
         let patch = CouponPatch {
             active: Some(active),
             ..Default::default()
         };
         catalog.update_coupon(&app, &id, patch).await
     })
-    .await?;
-    Ok(see_other("/console/coupons"))
+    .await
 }
 
 /// A price for the form: minor units as the money people type, blank when unset.
@@ -438,8 +442,7 @@ async fn plan_page(
     let p = state
         .catalog
         .plan(&op.app, id)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
     let pack = p.kind == PlanKind::CreditPack;
     let stripe = if pack {
@@ -498,10 +501,7 @@ pub(crate) async fn plan(
     Signed(op): Signed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(
-        StatusCode::OK,
-        plan_page(&state, &op, &id, None).await?,
-    ))
+    shown(plan_page(&state, &op, &id, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -602,21 +602,19 @@ pub(crate) async fn update_plan(
     let current = state
         .catalog
         .plan(&op.app, &id)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
-    let made = match form.patch(&current) {
-        Ok(patch) => {
-            let (catalog, app, actor, plan_id) = (
-                state.catalog.clone(),
-                op.app.clone(),
-                console_actor(&op),
-                id.to_string(),
-            );
-            detached(async move { catalog.update_plan(&app, &plan_id, patch, &actor).await }).await
-        }
-        Err(m) => Err(unreadable(m)),
-    };
+    let (catalog, app, actor, plan_id) = (
+        state.catalog.clone(),
+        op.app.clone(),
+        console_actor(&op),
+        id.to_string(),
+    );
+    let made = make(
+        form.patch(&current).map_err(unreadable),
+        |patch| async move { catalog.update_plan(&app, &plan_id, patch, &actor).await },
+    )
+    .await;
     form_outcome(made, "/console/plans", |n| {
         plan_page(&state, &op, &id, Some(n))
     })
@@ -629,12 +627,8 @@ async fn coupon_page(
     id: &str,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let c = state
-        .catalog
-        .coupon_by_id(&op.app, id)
-        .await
-        .map_err(ApiError::from)?;
-    let plans = state.catalog.plans(&op.app).await.map_err(ApiError::from)?;
+    let c = state.catalog.coupon_by_id(&op.app, id).await?;
+    let plans = state.catalog.plans(&op.app).await?;
     let expires = c
         .expires_at
         .map(|at| format!("{}T{:02}:{:02}", at.date(), at.hour(), at.minute()));
@@ -678,10 +672,7 @@ pub(crate) async fn coupon(
     Signed(op): Signed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(
-        StatusCode::OK,
-        coupon_page(&state, &op, &id, None).await?,
-    ))
+    shown(coupon_page(&state, &op, &id, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -729,13 +720,11 @@ pub(crate) async fn update_coupon(
     form: web::Form<CouponEditForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let made = match form.patch() {
-        Ok(patch) => {
-            let (catalog, app, coupon_id) = (state.catalog.clone(), op.app.clone(), id.to_string());
-            detached(async move { catalog.update_coupon(&app, &coupon_id, patch).await }).await
-        }
-        Err(m) => Err(unreadable(m)),
-    };
+    let (catalog, app, coupon_id) = (state.catalog.clone(), op.app.clone(), id.to_string());
+    let made = make(form.patch().map_err(unreadable), |patch| async move {
+        catalog.update_coupon(&app, &coupon_id, patch).await
+    })
+    .await;
     form_outcome(made, "/console/coupons", |n| {
         coupon_page(&state, &op, &id, Some(n))
     })

@@ -1,6 +1,5 @@
 //! The console's check-in settings and redemption codes.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
@@ -9,10 +8,9 @@ use tally_console::Operator;
 use tally_ledger::{CheckinConfig, CodeBatchRequest, RedemptionCode};
 
 use super::catalog_pages::console_actor;
-use super::pages::{Notice, form_outcome, notice, refusal};
+use super::pages::{Notice, form_outcome, make, notice, outcome, shown};
 use super::view::{self, instant, number};
 use super::{PageError, Signed, check_csrf, html};
-use crate::routes::detached;
 use crate::{ApiError, AppState};
 
 /// Codes listed on the page and in the CSV.
@@ -23,11 +21,7 @@ async fn checkin_page(
     op: &Operator,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let config = state
-        .ledger
-        .checkin_config(&op.app)
-        .await
-        .map_err(ApiError::from)?;
+    let config = state.ledger.checkin_config(&op.app).await?;
     let rewards: Vec<String> = config.rewards.iter().map(i64::to_string).collect();
     let body = html! {
         (notice(&notice_))
@@ -61,7 +55,7 @@ pub(crate) async fn checkin(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(StatusCode::OK, checkin_page(&state, &op, None).await?))
+    shown(checkin_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,32 +106,18 @@ pub(crate) async fn save_checkin(
     form: web::Form<CheckinForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
-    let result = match form.config() {
-        Ok(config) => {
-            let (ledger, app, actor) = (state.ledger.clone(), op.app.clone(), console_actor(&op));
-            detached(async move { ledger.set_checkin_config(&app, config, &actor).await }).await
-        }
-        Err(m) => Err(ApiError::validation("form", m)),
-    };
-    match result {
-        Ok(_) => {
-            let page = checkin_page(&state, &op, Some(Notice::Done("Saved.".into()))).await?;
-            Ok(html(StatusCode::OK, page))
-        }
-        Err(e) if e.status.is_client_error() => {
-            let page = checkin_page(&state, &op, Some(Notice::Refused(refusal(&e)))).await?;
-            Ok(html(StatusCode::BAD_REQUEST, page))
-        }
-        Err(_) => Err(PageError::Internal),
-    }
+    let (ledger, app, actor) = (state.ledger.clone(), op.app.clone(), console_actor(&op));
+    let read = form.config().map_err(|m| ApiError::validation("form", m));
+    let made = make(read, |config| async move {
+        ledger.set_checkin_config(&app, config, &actor).await
+    })
+    .await;
+    let n = outcome(made, |_| "Saved.".into())?;
+    Ok(html(n.status(), checkin_page(&state, &op, Some(n)).await?))
 }
 
 async fn all_codes(state: &AppState, app: &str) -> Result<Vec<RedemptionCode>, PageError> {
-    Ok(state
-        .ledger
-        .codes(app, CODES, 0)
-        .await
-        .map_err(ApiError::from)?)
+    Ok(state.ledger.codes(app, CODES, 0).await?)
 }
 
 async fn codes_page(
@@ -188,7 +168,7 @@ pub(crate) async fn codes(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(StatusCode::OK, codes_page(&state, &op, None).await?))
+    shown(codes_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,13 +209,11 @@ pub(crate) async fn create_codes(
             created_by: console_actor(&op),
         })
     })();
-    let result = match request {
-        Ok(request) => {
-            let ledger = state.ledger.clone();
-            detached(async move { ledger.create_codes(request).await }).await
-        }
-        Err(e) => Err(e),
-    };
+    let ledger = state.ledger.clone();
+    let result = make(request, |request| async move {
+        ledger.create_codes(request).await
+    })
+    .await;
     form_outcome(result, "/console/codes", |n| {
         codes_page(&state, &op, Some(n))
     })

@@ -349,6 +349,24 @@ impl From<crate::ApiError> for PageError {
     }
 }
 
+/// A domain service's error on a page: as the API answers it (see `From<ApiError>`).
+macro_rules! page_error_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for PageError {
+            fn from(e: $error) -> Self {
+                crate::ApiError::from(e).into()
+            }
+        }
+    )*};
+}
+
+page_error_from!(
+    tally_ledger::LedgerError,
+    tally_catalog::CatalogError,
+    tally_checkout::CheckoutError,
+    tally_webhooks::WebhookError
+);
+
 /// Logs why `what` failed, unless the storage failed: the store logged that already, with its
 /// cause, where it happened.
 pub(crate) fn log_failure(what: &str, e: &tally_console::ConsoleError) {

@@ -10,7 +10,7 @@ use tally_console::Operator;
 use tally_webhooks::service::{CreateEndpoint, UpdateEndpoint};
 use tally_webhooks::{DeliveryQuery, DeliveryStatus, EventType};
 
-use super::pages::{Notice, notice, refusal};
+use super::pages::{CsrfForm, Notice, notice, outcome, refusal, shown};
 use super::view::{self, instant, money, pill, segment};
 use super::{PageError, Signed, check_csrf, html, see_other};
 use crate::routes::detached;
@@ -115,16 +115,8 @@ pub(crate) async fn order(
     Signed(op): Signed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let (o, events) = state
-        .checkout
-        .app_order(&op.app, &id)
-        .await
-        .map_err(ApiError::from)?;
-    let plan = state
-        .catalog
-        .plan(&op.app, &o.plan_id)
-        .await
-        .map_err(ApiError::from)?;
+    let (o, events) = state.checkout.app_order(&op.app, &id).await?;
+    let plan = state.catalog.plan(&op.app, &o.plan_id).await?;
     let body = html! {
         div.cards {
             div.card { div.label { "Status" } div.value { (pill(o.status.as_str())) } }
@@ -174,7 +166,7 @@ async fn webhooks_page(
     op: &Operator,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let endpoints = state.webhooks.list(&op.app).await.map_err(ApiError::from)?;
+    let endpoints = state.webhooks.list(&op.app).await?;
     let deliveries = state
         .webhooks
         .deliveries(&DeliveryQuery {
@@ -186,8 +178,7 @@ async fn webhooks_page(
             before: None,
             limit: PAGE,
         })
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     let body = html! {
         (notice(&notice_))
         section.panel.wide aria-labelledby="endpoints-title" {
@@ -261,10 +252,7 @@ pub(crate) async fn webhooks(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(
-        StatusCode::OK,
-        webhooks_page(&state, &op, None).await?,
-    ))
+    shown(webhooks_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,11 +267,7 @@ pub(crate) struct EndpointForm {
 
 /// The page again, with what happened on top (`status` 200 when it worked).
 async fn answer(state: &AppState, op: &Operator, n: Notice) -> Result<HttpResponse, PageError> {
-    let status = match n {
-        Notice::Done(_) => StatusCode::OK,
-        Notice::Refused(_) => StatusCode::BAD_REQUEST,
-    };
-    Ok(html(status, webhooks_page(state, op, Some(n)).await?))
+    Ok(html(n.status(), webhooks_page(state, op, Some(n)).await?))
 }
 
 /// Registers an endpoint; its secret is shown once, on the answer.
@@ -299,23 +283,15 @@ pub(crate) async fn create_endpoint(
         description: Some(form.description.trim().to_owned()).filter(|d| !d.is_empty()),
         enabled: None,
     };
-    match state.webhooks.create(&op.app, request).await {
-        Ok((endpoint, secret)) => {
-            let message = format!(
-                "Endpoint {} added. Its signing secret, shown only now: {}",
-                endpoint.url,
-                secret.expose()
-            );
-            answer(&state, &op, Notice::Done(message)).await
-        }
-        Err(e) => {
-            let e = ApiError::from(e);
-            if e.status.is_server_error() {
-                return Err(PageError::Internal);
-            }
-            answer(&state, &op, Notice::Refused(refusal(&e))).await
-        }
-    }
+    let made = state.webhooks.create(&op.app, request).await;
+    let n = outcome(made.map_err(ApiError::from), |(endpoint, secret)| {
+        format!(
+            "Endpoint {} added. Its signing secret, shown only now: {}",
+            endpoint.url,
+            secret.expose()
+        )
+    })?;
+    answer(&state, &op, n).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,10 +330,7 @@ pub(crate) async fn endpoint_action(
         "delete" => hooks.delete(&op.app, &id).await.map(|()| "Endpoint deleted.".to_owned()),
         _ => return Err(PageError::NotFound("no such action".into())),
     };
-    match result {
-        Ok(message) => answer(&state, &op, Notice::Done(message)).await,
-        Err(e) => Err(ApiError::from(e).into()),
-    }
+    answer(&state, &op, Notice::Done(result?)).await
 }
 
 async fn endpoint_page(
@@ -366,11 +339,7 @@ async fn endpoint_page(
     id: &str,
     notice_: Option<Notice>,
 ) -> Result<Markup, PageError> {
-    let e = state
-        .webhooks
-        .get(&op.app, id)
-        .await
-        .map_err(ApiError::from)?;
+    let e = state.webhooks.get(&op.app, id).await?;
     let body = html! {
         (notice(&notice_))
         section.panel aria-labelledby="endpoint-title" {
@@ -408,10 +377,7 @@ pub(crate) async fn endpoint(
     Signed(op): Signed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(
-        StatusCode::OK,
-        endpoint_page(&state, &op, &id, None).await?,
-    ))
+    shown(endpoint_page(&state, &op, &id, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,18 +416,12 @@ pub(crate) async fn update_endpoint(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// Schedules a delivery's next attempt now.
 pub(crate) async fn retry_delivery(
     state: web::Data<AppState>,
     Signed(op): Signed,
     id: web::Path<i64>,
-    form: web::Form<CsrfOnly>,
+    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     check_csrf(&op, &form.csrf)?;
     let hooks = state.webhooks.clone();
@@ -483,11 +443,7 @@ pub(crate) async fn events(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, PageError> {
     let offset = query.offset.clamp(0, 100_000);
-    let mut events = state
-        .checkout
-        .events(&op.app, PAGE + 1, offset)
-        .await
-        .map_err(ApiError::from)?;
+    let mut events = state.checkout.events(&op.app, PAGE + 1, offset).await?;
     let more = events.len() as i64 > PAGE;
     events.truncate(PAGE as usize);
     let body = html! {

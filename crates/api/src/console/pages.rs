@@ -123,7 +123,7 @@ pub(crate) async fn login(
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// Ends the session.
@@ -168,8 +168,7 @@ pub(crate) async fn overview(
     let (counted_at, stats) = config
         .overview
         .get(&op.app, now, || async move { ledger.stats(query).await })
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     let sum = |f: fn(&tally_ledger::stats::StatsBucket) -> i64| -> i64 {
         stats.buckets.iter().map(f).sum()
     };
@@ -327,6 +326,51 @@ where
     }
 }
 
+impl Notice {
+    /// The status of the page that shows this notice: 200 when it worked, else 400.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::Done(_) => StatusCode::OK,
+            Self::Refused(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// What became of a form's change, as a notice: done (`done` says what), or refused and why;
+/// any other failure is the failure page.
+pub(crate) fn outcome<T>(
+    made: Result<T, ApiError>,
+    done: impl FnOnce(T) -> String,
+) -> Result<Notice, PageError> {
+    match made {
+        Ok(t) => Ok(Notice::Done(done(t))),
+        Err(e) if e.status.is_client_error() => Ok(Notice::Refused(refusal(&e))),
+        Err(_) => Err(PageError::Internal),
+    }
+}
+
+/// Makes the change a form asks for on its own task (see [`detached`]), once the form has been
+/// read (`read`); a form that could not be read is refused as `read` says.
+pub(crate) async fn make<S, T, E, Fut>(
+    read: Result<S, ApiError>,
+    change: impl FnOnce(S) -> Fut,
+) -> Result<T, ApiError>
+where
+    Fut: std::future::Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: 'static,
+    ApiError: From<E>,
+{
+    detached(change(read?)).await
+}
+
+/// A page, answered 200.
+pub(crate) async fn shown(
+    page: impl std::future::Future<Output = Result<Markup, PageError>>,
+) -> Result<HttpResponse, PageError> {
+    Ok(html(StatusCode::OK, page.await?))
+}
+
 /// The notice, if any.
 pub(crate) fn notice(notice: &Option<Notice>) -> Markup {
     html! {
@@ -361,26 +405,10 @@ async fn customer_page(
 ) -> Result<Markup, PageError> {
     let account = AccountRef::new(op.app.clone(), user.to_owned())
         .map_err(|_| PageError::NotFound("no such customer".into()))?;
-    let detail = state
-        .ledger
-        .account_detail(account.clone())
-        .await
-        .map_err(ApiError::from)?;
-    let checkin = state
-        .ledger
-        .checkin_status(account.clone())
-        .await
-        .map_err(ApiError::from)?;
-    let subscription = state
-        .checkout
-        .subscription(&op.app, user)
-        .await
-        .map_err(ApiError::from)?;
-    let orders = state
-        .checkout
-        .orders(&op.app, user, 10, 0)
-        .await
-        .map_err(ApiError::from)?;
+    let detail = state.ledger.account_detail(account.clone()).await?;
+    let checkin = state.ledger.checkin_status(account.clone()).await?;
+    let subscription = state.checkout.subscription(&op.app, user).await?;
+    let orders = state.checkout.orders(&op.app, user, 10, 0).await?;
     let (history, more) = state
         .ledger
         .transactions(TransactionQuery {
@@ -390,8 +418,7 @@ async fn customer_page(
             before,
             ..Default::default()
         })
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     let path = format!("/console/customers/{}", segment(user));
     let body = html! {
         (notice(&notice_))

@@ -14,7 +14,7 @@ use tally_console::{Branding, Operator, PortalSession};
 use tally_ledger::{AccountRef, TransactionQuery};
 
 use super::catalog_pages::console_actor;
-use super::pages::{Notice, notice, refusal};
+use super::pages::{Notice, notice, refusal, shown};
 use super::view::{self, css_link, instant, money, number};
 use super::{PageError, Signed, check_csrf, html, html_with_policy, see_other};
 use crate::routes::detached;
@@ -47,26 +47,10 @@ async fn portal_page(
     status: StatusCode,
 ) -> Result<HttpResponse, PageError> {
     let account = account(s)?;
-    let balance = state
-        .ledger
-        .balance(account.clone())
-        .await
-        .map_err(ApiError::from)?;
-    let checkin = state
-        .ledger
-        .checkin_status(account.clone())
-        .await
-        .map_err(ApiError::from)?;
-    let subscription = state
-        .checkout
-        .subscription(&s.app, &s.user)
-        .await
-        .map_err(ApiError::from)?;
-    let plans = state
-        .catalog
-        .public_plans(&s.app)
-        .await
-        .map_err(ApiError::from)?;
+    let balance = state.ledger.balance(account.clone()).await?;
+    let checkin = state.ledger.checkin_status(account.clone()).await?;
+    let subscription = state.checkout.subscription(&s.app, &s.user).await?;
+    let plans = state.catalog.public_plans(&s.app).await?;
     let (history, _) = state
         .ledger
         .transactions(TransactionQuery {
@@ -75,8 +59,7 @@ async fn portal_page(
             limit: HISTORY,
             ..Default::default()
         })
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     let channels = state.checkout.channels();
     // One live subscription per user: plans are offered only to users without one.
     let subscribed = subscription.as_ref().is_some_and(|s| s.status.is_live());
@@ -313,8 +296,7 @@ pub(crate) async fn buy(
     let plan = state
         .catalog
         .plan(&s.app, &form.plan_id)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .ok_or_else(|| PageError::NotFound("no such plan".into()))?;
     let request = CreateSessionRequest {
         channel: form.channel.clone(),
@@ -351,13 +333,31 @@ async fn redirect_or_refusal(
 ) -> Result<HttpResponse, PageError> {
     match result {
         Ok(url) => Ok(see_other(&url)),
-        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
-            let n = Notice::Refused(refusal(&e));
-            portal_page(state, token, s, Some(n), e.status).await
-        }
-        Err(_) => Err(PageError::Internal),
+        Err(e) => told(state, token, s, Err(e)).await,
     }
 }
+
+/// The page again with what became of a request: done (the text says what), or why not (a
+/// refusal, or the provider failing), answered with the failure's status.
+async fn told(
+    state: &AppState,
+    token: &str,
+    s: &PortalSession,
+    done: Result<String, ApiError>,
+) -> Result<HttpResponse, PageError> {
+    let (n, status) = match done {
+        Ok(text) => (Notice::Done(text), StatusCode::OK),
+        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
+            (Notice::Refused(refusal(&e)), e.status)
+        }
+        Err(_) => return Err(PageError::Internal),
+    };
+    portal_page(state, token, s, Some(n), status).await
+}
+
+/// What the user reads while the provider has yet to confirm a change.
+const PENDING: &str =
+    "Your request was sent to the payment provider; this page shows the change once it confirms.";
 
 /// Cancels the user's subscription at the end of the paid period.
 pub(crate) async fn cancel(
@@ -395,28 +395,19 @@ async fn change(
         Ok(answer) => crate::routes::subscriptions::settle(&state, answer).await,
         Err(e) => Err(e),
     };
-    let (n, status) = match answer {
-        Ok(done) => {
-            let sub = &done.subscription;
-            let text = match (change, sub.cancel_at_period_end) {
-                (SubscriptionChange::CancelAtPeriodEnd, true) => {
-                    "Your subscription ends with the current period; it will not renew.".to_owned()
-                }
-                (SubscriptionChange::Resume, false) => {
-                    "Your subscription continues and renews as before.".to_owned()
-                }
-                _ => "Your request was sent to the payment provider; this page shows the change \
-                      once it confirms."
-                    .to_owned(),
-            };
-            (Notice::Done(text), StatusCode::OK)
+    let text = answer.map(|done| {
+        match (change, done.subscription.cancel_at_period_end) {
+            (SubscriptionChange::CancelAtPeriodEnd, true) => {
+                "Your subscription ends with the current period; it will not renew."
+            }
+            (SubscriptionChange::Resume, false) => {
+                "Your subscription continues and renews as before."
+            }
+            _ => PENDING,
         }
-        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
-            (Notice::Refused(refusal(&e)), e.status)
-        }
-        Err(_) => return Err(PageError::Internal),
-    };
-    portal_page(&state, &token, &s, Some(n), status).await
+        .to_owned()
+    });
+    told(&state, &token, &s, text).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,38 +436,27 @@ pub(crate) async fn change_plan(
         Ok(answer) => crate::routes::subscriptions::settle_plan_change(&state, answer).await,
         Err(e) => Err(e),
     };
-    let (n, status) = match answer {
-        Ok(done) if done.subscription.plan_id == form.plan_id => {
-            let mut text = "Your plan is changed".to_owned();
-            if done.preview.credits_now > 0 {
-                text.push_str(&format!(
-                    ": +{} credits for the rest of this period",
-                    number(done.preview.credits_now)
-                ));
-            }
-            if done.preview.amount_due_now_minor > 0 {
-                text.push_str(&format!(
-                    "; about {} is charged now",
-                    money(done.preview.amount_due_now_minor, &done.preview.currency)
-                ));
-            }
-            text.push('.');
-            (Notice::Done(text), StatusCode::OK)
+    let text = answer.map(|done| {
+        if done.subscription.plan_id != form.plan_id {
+            return PENDING.to_owned();
         }
-        Ok(_) => (
-            Notice::Done(
-                "Your request was sent to the payment provider; this page shows the change once \
-                 it confirms."
-                    .to_owned(),
-            ),
-            StatusCode::OK,
-        ),
-        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => {
-            (Notice::Refused(refusal(&e)), e.status)
+        let mut text = "Your plan is changed".to_owned();
+        if done.preview.credits_now > 0 {
+            text.push_str(&format!(
+                ": +{} credits for the rest of this period",
+                number(done.preview.credits_now)
+            ));
         }
-        Err(_) => return Err(PageError::Internal),
-    };
-    portal_page(&state, &token, &s, Some(n), status).await
+        if done.preview.amount_due_now_minor > 0 {
+            text.push_str(&format!(
+                "; about {} is charged now",
+                money(done.preview.amount_due_now_minor, &done.preview.currency)
+            ));
+        }
+        text.push('.');
+        text
+    });
+    told(&state, &token, &s, text).await
 }
 
 /// A subscription plan's price for `interval`, if it has one.
@@ -535,10 +515,7 @@ pub(crate) async fn branding(
     state: web::Data<AppState>,
     Signed(op): Signed,
 ) -> Result<HttpResponse, PageError> {
-    Ok(html(
-        StatusCode::OK,
-        branding_page(&state, &op, None).await?,
-    ))
+    shown(branding_page(&state, &op, None)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -567,16 +544,13 @@ pub(crate) async fn save_branding(
         .sessions
         .set_branding(&op.app, branding, &console_actor(&op), state.ledger.now())
         .await;
-    let (status, n) = match saved {
-        Ok(_) => (StatusCode::OK, Notice::Done("Saved.".into())),
-        Err(Ok((field, message))) => (
-            StatusCode::BAD_REQUEST,
-            Notice::Refused(format!("{field}: {message}")),
-        ),
+    let n = match saved {
+        Ok(_) => Notice::Done("Saved.".into()),
+        Err(Ok((field, message))) => Notice::Refused(format!("{field}: {message}")),
         Err(Err(e)) => {
             super::log_failure("saving the portal's branding", &e);
             return Err(PageError::Internal);
         }
     };
-    Ok(html(status, branding_page(&state, &op, Some(n)).await?))
+    Ok(html(n.status(), branding_page(&state, &op, Some(n)).await?))
 }
