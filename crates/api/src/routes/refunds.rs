@@ -10,8 +10,7 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::checkout_dto::{RefundDto, RefundOrderRequest};
 use crate::error::{ApiError, ok};
-use crate::routes::idempotency_key;
-use crate::routes::subscriptions::{optional_body, sandbox_deliver, sandbox_driver};
+use crate::routes::subscriptions::{body_and_key, sandbox_deliver, sandbox_driver};
 
 /// Refunds an order's payment (all that is left, or `amount`) through its provider.
 #[utoipa::path(
@@ -39,8 +38,7 @@ pub async fn refund(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = optional_body::<RefundOrderRequest>(&body)?;
-    let key = idempotency_key(&req, None)?;
+    let (body, key) = body_and_key::<RefundOrderRequest>(&req, &body)?;
     let answer = state
         .checkout
         .refund_order(

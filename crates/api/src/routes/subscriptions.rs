@@ -12,7 +12,7 @@ use tally_checkout::{
 };
 
 use crate::AppState;
-use crate::auth::{Admin, User};
+use crate::auth::{Admin, Caller, User};
 use crate::checkout_dto::{
     CancelSubscriptionRequest, ChangePlanRequest, PlanChangeDto, PlanChangePreviewDto,
     SubscriptionChangeDto, SubscriptionDto, SubscriptionPageQuery,
@@ -77,13 +77,8 @@ pub async fn cancel(
     User(caller): User,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let change = optional_body::<CancelSubscriptionRequest>(&body)?.change();
-    let key = idempotency_key(&req, None)?;
-    let answer = state
-        .checkout
-        .change_subscription(&caller.app, &caller.user, change, key)
-        .await?;
-    Ok(ok(settle(&state, answer).await?))
+    let (body, key) = body_and_key::<CancelSubscriptionRequest>(&req, &body)?;
+    change_own(&state, &caller, key, body.change()).await
 }
 
 /// Undoes a pending cancel at the period end: the caller's subscription renews as before.
@@ -104,11 +99,22 @@ pub async fn resume(
     User(caller): User,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req, None)?;
+    change_own(&state, &caller, key, SubscriptionChange::Resume).await
+}
+
+/// Asks for `change` to the caller's live subscription (with the request's idempotency `key`),
+/// and answers what was asked.
+async fn change_own(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    change: SubscriptionChange,
+) -> Result<HttpResponse, ApiError> {
     let answer = state
         .checkout
-        .change_subscription(&caller.app, &caller.user, SubscriptionChange::Resume, key)
+        .change_subscription(&caller.app, &caller.user, change, key)
         .await?;
-    Ok(ok(settle(&state, answer).await?))
+    Ok(ok(settle(state, answer).await?))
 }
 
 /// Cancels one of the app's subscriptions (operators): at the period end (the default) or now.
@@ -155,13 +161,20 @@ pub async fn admin_cancel(
 
 /// A JSON body that may be left out (an empty body is the default request); a body that is
 /// there must be the request, whole (see [`object_body`]).
-pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
-    body: &[u8],
-) -> Result<T, ApiError> {
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     object_body(body)
+}
+
+/// A JSON body that may be left out (see [`optional_body`]), then the request's idempotency key.
+pub(crate) fn body_and_key<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(T, Option<String>), ApiError> {
+    let body = optional_body(body)?;
+    Ok((body, idempotency_key(req, None)?))
 }
 
 /// The request as a JSON object (an array is never read by position).
