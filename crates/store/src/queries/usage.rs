@@ -30,14 +30,13 @@ use crate::pricing_cache::{Pricing, PricingCache};
 use crate::rows::{AccountRow, from_db, to_db};
 use crate::schema::{
     accounts, allowances, checkin_configs, entitlements, hold_allowances, pricing_features,
-    pricing_generations, pricing_rates, subscriptions, transactions, usage_events, usage_lines,
-    usage_meters,
+    pricing_generations, pricing_rates, transactions, usage_events, usage_lines, usage_meters,
 };
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::ledger::{
     MainRow, account_state, burn_lots, capturable, create_hold, lock_account, lock_hold,
-    settle_hold, state, state_with_hold, stored_hold, unique_as, write_plan,
+    settle_hold, state, state_for, state_with_hold, stored_hold, unique_as, write_plan,
 };
 use super::{Conn, Db, bind};
 
@@ -308,20 +307,14 @@ pub(crate) async fn bump_generation(conn: &mut Conn, app: &str) -> Result<(), St
     Ok(())
 }
 
-/// The app's pricing: from `cache` when it holds the generation the database has, else loaded
+/// The app's pricing at `generation`: from `cache` when it holds that generation, else loaded
 /// (and kept there).
 async fn pricing(
     conn: &mut Conn,
     cache: &PricingCache,
     app: &str,
+    generation: i64,
 ) -> Result<Arc<Pricing>, StoreError> {
-    let generation: i64 = pricing_generations::table
-        .find(app)
-        .select(pricing_generations::generation)
-        .first(conn)
-        .await
-        .optional()?
-        .unwrap_or(0);
     if let Some(pricing) = cache.get(app, generation) {
         return Ok(pricing);
     }
@@ -345,33 +338,66 @@ async fn pricing(
     Ok(pricing)
 }
 
-/// The user's live subscription's plan and current period, if any.
-async fn live_plan(
+#[derive(QueryableByName)]
+struct GenerationAndPlan {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    generation: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    plan_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    period_start: Option<time::PrimitiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    period_end: Option<time::PrimitiveDateTime>,
+}
+
+/// The app's pricing generation (`bind(1)`; 0 before any change) and the live subscription of
+/// the user (`bind(2)`), its plan and current period, in one statement.
+fn generation_and_plan_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let (app, user) = (bind(1), bind(2));
+        format!(
+            "SELECT (SELECT generation FROM pricing_generations WHERE app_key = {app}) AS generation,
+               s.plan_id, s.period_start, s.period_end
+             FROM (SELECT 1 AS one) x LEFT JOIN (
+               SELECT plan_id, current_period_start AS period_start,
+                 current_period_end AS period_end
+               FROM subscriptions
+               WHERE app_key = {app} AND user_id = {user}
+                 AND status IN ('active', 'trialing', 'past_due')
+               ORDER BY id DESC LIMIT 1) s ON 1 = 1"
+        )
+    })
+}
+
+/// The app's pricing generation and the user's live subscription's plan and current period.
+async fn generation_and_plan(
     conn: &mut Conn,
     app: &str,
     user: &str,
-) -> Result<Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>, StoreError> {
-    // Cached: the `IN` list is fixed.
-    let row: Option<(String, Option<_>, Option<_>)> = cached(
-        subscriptions::table
-            .filter(subscriptions::app_key.eq(app))
-            .filter(subscriptions::user_id.eq(user))
-            .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
-            .order(subscriptions::id.desc())
-            .select((
-                subscriptions::plan_id,
-                subscriptions::current_period_start,
-                subscriptions::current_period_end,
-            ))
-            .limit(1),
+) -> Result<
+    (
+        i64,
+        Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>,
+    ),
+    StoreError,
+> {
+    use diesel::sql_types::Text;
+    let row: GenerationAndPlan = cached(
+        diesel::sql_query(generation_and_plan_sql())
+            .bind::<Text, _>(app)
+            .bind::<Text, _>(user),
     )
     .get_result(conn)
-    .await
-    .optional()?;
-    Ok(row.map(|(plan, start, end)| {
-        let period = start.zip(end).map(|(s, e)| (from_db(s), from_db(e)));
-        (plan, period)
-    }))
+    .await?;
+    let period = row
+        .period_start
+        .zip(row.period_end)
+        .map(|(s, e)| (from_db(s), from_db(e)));
+    Ok((
+        row.generation.unwrap_or(0),
+        row.plan_id.map(|plan| (plan, period)),
+    ))
 }
 
 /// Reads what planning `request` needs; `account_id` is none for an account not created yet.
@@ -384,9 +410,9 @@ async fn load_state(
     now: OffsetDateTime,
 ) -> Result<UsageState, StoreError> {
     let (app, user) = (&request.account.app, &request.account.user);
-    let pricing = pricing(conn, cache, app).await?;
+    let (generation, subscription) = generation_and_plan(conn, app, user).await?;
+    let pricing = pricing(conn, cache, app, generation).await?;
     let keys: Vec<&String> = request.quantities.keys().collect();
-    let subscription = live_plan(conn, app, user).await?;
     let plan_entitlements = match &subscription {
         Some((plan, _)) => pricing.scope(&plan_scope(plan)),
         None => &[],
@@ -599,7 +625,7 @@ pub(crate) async fn track(
             Err(LedgerError::IdempotencyKeyReused.into())
         };
     }
-    let mut view = state(conn, &account, now).await?;
+    let view = state(conn, &account, now).await?;
     let usage = load_state(conn, cache, request, Some(account.id), &view, now).await?;
     let quote = allowed(quote_usage(&usage, request, now)?)?;
     let transaction = if quote.credits > 0 {
@@ -607,7 +633,9 @@ pub(crate) async fn track(
             txn_type: TxnType::AiUsage,
             credits: quote.credits,
         };
-        burn_lots(conn, account.id, &mut view, quote.credits, now).await?;
+        // The lots the debit burns, with the due ones again: usually one statement, where
+        // reading on from `view` would take one per kind of lot.
+        let view = state_for(conn, &account, &kind, now).await?;
         let plan = plan_movement(&view, &kind, now)?;
         let description = if request.description.is_empty() {
             "Usage".to_owned()
