@@ -67,8 +67,8 @@ where
 
 /// Runs `$body` as the [`Exec`] kind `$exec` says, on the store's backend. Inside `$body`,
 /// `$conn` is the connection and `$ops` the query module `$queries` (`ledger`, `usage`,
-/// `checkout`, `apps`, `catalog`, `console`, `outbox` or `stats`) compiled for that backend: `crate::pg::$queries`
-/// or `crate::sqlite::$queries`. The body is written once and compiled for each; it moves in
+/// `checkout`, `apps`, `catalog`, `console`, `outbox` or `stats`) compiled for that backend:
+/// `crate::pg::$queries` or `crate::sqlite::$queries`. The body is written once and compiled for each; it moves in
 /// what it uses (only one of the two runs).
 macro_rules! exec {
     ($store:expr, Grouped($account:expr), $queries:ident, |$conn:ident, $ops:ident| $body:expr) => {

@@ -1058,6 +1058,7 @@ async fn resolve_subscription(
     Ok(found)
 }
 
+/// [`resolve_subscription`] without the trace.
 async fn find_subscription(
     conn: &mut Conn,
     channel: Channel,

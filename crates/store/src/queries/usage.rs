@@ -727,7 +727,8 @@ fn values_list(rows: usize, columns: usize) -> String {
     (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
-/// The call's lines, in one statement (the text depends only on how many lines there are).
+/// The call's lines, in one statement: its text depends only on how many lines there are (at
+/// most `MAX_FEATURES_PER_CALL`, so at most 416 parameters).
 async fn insert_lines(
     conn: &mut Conn,
     account_id: i64,
