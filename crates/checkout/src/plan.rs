@@ -44,6 +44,14 @@ pub struct OrderUpdate {
     pub provider_subscription_id: Option<String>,
 }
 
+impl OrderUpdate {
+    /// Whether the event tells the order nothing new (a renewal names what the order holds): the
+    /// order is left unwritten.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// How `news` changes `order`; `paid` when money arrived. A pending, failed or expired order
 /// completes all the same (a late payment revives it); a completed or refunded one stays.
 pub fn plan_order_update(order: &Order, news: &OrderNews<'_>, paid: bool) -> OrderUpdate {
@@ -937,6 +945,31 @@ mod tests {
                 provider_subscription_id: Some("sub_9".into()),
             },
             "the session it has stays; the customer and subscription are learnt"
+        );
+    }
+
+    #[test]
+    fn a_renewal_that_names_what_the_order_holds_changes_nothing() {
+        let mut held = order(OrderStatus::Completed);
+        held.provider_customer_id = Some("cus_9".into());
+        held.provider_subscription_id = Some("sub_9".into());
+        let news = OrderNews {
+            session_id: "",
+            customer_id: Some("cus_9"),
+            subscription_id: Some("sub_9"),
+        };
+        assert!(plan_order_update(&held, &news, true).is_empty());
+        let moved = OrderNews {
+            customer_id: Some("cus_10"),
+            ..news
+        };
+        let update = plan_order_update(&held, &moved, true);
+        assert!(!update.is_empty());
+        assert_eq!(update.provider_customer_id.as_deref(), Some("cus_10"));
+        held.status = OrderStatus::Expired;
+        assert!(
+            !plan_order_update(&held, &news, true).is_empty(),
+            "money revives a lapsed order"
         );
     }
 

@@ -59,10 +59,12 @@ pub struct NoticeSettings {
 }
 
 /// Whether announcing a write needs the app's [`NoticeSettings`]: only a write that lowers the
-/// available credits or spends can cross the threshold or be a `credits.spent`.
-pub fn needs_settings(before: (i64, i64), plan: &Plan, written: Option<&Transaction>) -> bool {
+/// available credits or spends can cross the threshold or be a `credits.spent`. `moved` is the
+/// amount of the movement's own row, when the write writes one: known from the plan, so the
+/// settings can be read before the write.
+pub fn needs_settings(before: (i64, i64), plan: &Plan, moved: Option<i64>) -> bool {
     let (balance, held) = before;
-    plan.balance - plan.held < balance - held || written.is_some_and(|t| t.amount < 0)
+    plan.balance - plan.held < balance - held || moved.is_some_and(|amount| amount < 0)
 }
 
 /// What a write announces, in order: expiries, the movement itself, expired holds, then a
@@ -160,7 +162,7 @@ mod tests {
             ..Plan::default()
         };
         let spent = txn(-30, 70);
-        assert!(needs_settings((100, 0), &plan, Some(&spent)));
+        assert!(needs_settings((100, 0), &plan, Some(spent.amount)));
         let quiet = plan_notices((100, 0), &plan, Some(&spent), NoticeSettings::default());
         assert_eq!(quiet, [], "no threshold, nobody wants credits.spent");
         let settings = NoticeSettings {
@@ -214,7 +216,7 @@ mod tests {
             ..Plan::default()
         };
         let granted = txn(50, 145);
-        assert!(!needs_settings((100, 0), &plan, Some(&granted)));
+        assert!(!needs_settings((100, 0), &plan, Some(granted.amount)));
         let notices = plan_notices((100, 0), &plan, Some(&granted), NoticeSettings::default());
         assert_eq!(
             notices,

@@ -8,6 +8,10 @@
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = diesel_async::AsyncPgConnection;
 
+/// The connection as a statement of a pipeline sees it ([`pipelined!`]): shared, so that several
+/// statements can be in flight on it at once.
+pub(crate) type Pipe<'a> = &'a diesel_async::AsyncPgConnection;
+
 /// The backend of [`Conn`], for hand-written statements built row by row.
 pub(crate) type Db = diesel::pg::Pg;
 
@@ -23,6 +27,91 @@ macro_rules! locked_skip {
     ($query:expr) => {
         $query.for_update().skip_locked()
     };
+}
+
+/// Runs two to four statements that do not depend on each other as one pipeline: all are sent
+/// before any answer is awaited, so they cost one round trip instead of one each. Inside each
+/// statement (any future answering a `QueryResult`), `$conn` is a shared handle to the
+/// connection, a `&mut Pipe`: a function written for a pipeline takes one. With one statement,
+/// it runs that function alone. PostgreSQL runs them one after the other, but not necessarily in the order written
+/// (a statement the connection has not prepared yet waits for its preparation while another goes
+/// ahead): only group statements whose order does not matter. Every statement is awaited; the
+/// answer is every result, or the error that made the pipeline fail ([`cause`]).
+macro_rules! pipelined {
+    ($conn:ident => $first:expr, $second:expr, $third:expr, $fourth:expr $(,)?) => {{
+        let shared: $crate::pg::Pipe<'_> = &*$conn;
+        match ::futures_util::future::join4(
+            pipelined!(@on shared, $conn, $first),
+            pipelined!(@on shared, $conn, $second),
+            pipelined!(@on shared, $conn, $third),
+            pipelined!(@on shared, $conn, $fourth),
+        )
+        .await
+        {
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => Ok((a, b, c, d)),
+            (a, b, c, d) => Err($crate::pg::cause([a.err(), b.err(), c.err(), d.err()])),
+        }
+    }};
+    ($conn:ident => $first:expr, $second:expr, $third:expr $(,)?) => {{
+        let shared: $crate::pg::Pipe<'_> = &*$conn;
+        match ::futures_util::future::join3(
+            pipelined!(@on shared, $conn, $first),
+            pipelined!(@on shared, $conn, $second),
+            pipelined!(@on shared, $conn, $third),
+        )
+        .await
+        {
+            (Ok(a), Ok(b), Ok(c)) => Ok((a, b, c)),
+            (a, b, c) => Err($crate::pg::cause([a.err(), b.err(), c.err()])),
+        }
+    }};
+    ($conn:ident => $first:expr, $second:expr $(,)?) => {{
+        let shared: $crate::pg::Pipe<'_> = &*$conn;
+        match ::futures_util::future::join(
+            pipelined!(@on shared, $conn, $first),
+            pipelined!(@on shared, $conn, $second),
+        )
+        .await
+        {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (a, b) => Err($crate::pg::cause([a.err(), b.err()])),
+        }
+    }};
+    ($conn:ident => $only:expr $(,)?) => {{
+        let mut handle: $crate::pg::Pipe<'_> = &*$conn;
+        let $conn = &mut handle;
+        $only.await
+    }};
+    (@on $shared:ident, $conn:ident, $statement:expr) => {
+        async {
+            let mut handle = $shared;
+            let $conn = &mut handle;
+            $statement.await
+        }
+    };
+}
+
+/// The error a failed pipeline answers. Once a statement fails, PostgreSQL refuses every
+/// statement it runs after it in the transaction (an error Diesel knows no kind for), and the
+/// statements of a pipeline may run in another order than written; so the answer is the first
+/// error of a kind Diesel names (a unique key, a serialization failure: what callers act on),
+/// else the first error.
+pub(crate) fn cause<const N: usize>(
+    errors: [Option<diesel::result::Error>; N],
+) -> diesel::result::Error {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let named = |e: &Error| matches!(e, Error::DatabaseError(kind, _) if !matches!(kind, DatabaseErrorKind::Unknown));
+    errors
+        .into_iter()
+        .flatten()
+        .reduce(|kept, next| {
+            if !named(&kept) && named(&next) {
+                next
+            } else {
+                kept
+            }
+        })
+        .unwrap_or_else(|| Error::QueryBuilderError("a failed pipeline without an error".into()))
 }
 
 /// The `n`th bind parameter of a hand-written statement (`sql_query`), `$n`.

@@ -553,6 +553,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(usage_events, accounts);
 diesel::allow_tables_to_appear_in_same_query!(allowances, accounts);
 diesel::allow_tables_to_appear_in_same_query!(usage_events, transactions);
+diesel::allow_tables_to_appear_in_same_query!(orders, subscriptions);
 
 diesel::table! {
     apps (app_key) {

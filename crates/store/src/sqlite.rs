@@ -5,6 +5,10 @@
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = crate::SqliteConn;
 
+/// The connection as a statement of a pipeline sees it: the connection itself, since
+/// [`pipelined!`] runs its statements one after the other here. See `pg.rs`.
+pub(crate) type Pipe<'a> = crate::SqliteConn;
+
 /// The backend of [`Conn`], for hand-written statements built row by row.
 pub(crate) type Db = diesel::sqlite::Sqlite;
 
@@ -19,6 +23,38 @@ macro_rules! locked {
 macro_rules! locked_skip {
     ($query:expr) => {
         $query
+    };
+}
+
+/// Runs the statements one after the other, in the order written (a SQLite connection answers
+/// each call in place; there is no round trip to save). See `pg.rs`.
+macro_rules! pipelined {
+    ($conn:ident => $first:expr, $second:expr, $third:expr, $fourth:expr $(,)?) => {
+        async {
+            let first = $first.await?;
+            let second = $second.await?;
+            let third = $third.await?;
+            Ok::<_, ::diesel::result::Error>((first, second, third, $fourth.await?))
+        }
+        .await
+    };
+    ($conn:ident => $first:expr, $second:expr, $third:expr $(,)?) => {
+        async {
+            let first = $first.await?;
+            let second = $second.await?;
+            Ok::<_, ::diesel::result::Error>((first, second, $third.await?))
+        }
+        .await
+    };
+    ($conn:ident => $first:expr, $second:expr $(,)?) => {
+        async {
+            let first = $first.await?;
+            Ok::<_, ::diesel::result::Error>((first, $second.await?))
+        }
+        .await
+    };
+    ($conn:ident => $only:expr $(,)?) => {
+        $only.await
     };
 }
 

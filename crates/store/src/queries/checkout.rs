@@ -10,7 +10,7 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use tally_catalog::{PlanKey, PlanQuery};
+use tally_catalog::{Plan, PlanKey, PlanQuery};
 use tally_checkout::change::plan_for_price_ref;
 use tally_checkout::plan::{
     OrderNews, PeriodNews, PlanSwitch, RecordedPayment, SubscriptionNews, SubscriptionNotice,
@@ -29,6 +29,8 @@ use time::OffsetDateTime;
 use super::ledger;
 use super::outbox;
 use crate::StoreError;
+use crate::cached::cached;
+use crate::catalog_rows::PlanRow;
 use crate::checkout_rows::{
     EventRow, NewOrderRow, NewPayment, OrderChanges, OrderRow, Paid, PaymentRow,
     SubscriptionChanges, SubscriptionRow, Trace, applied, ignored, outcome_detail, refs, unmatched,
@@ -41,7 +43,7 @@ use crate::schema::{
 use tally_webhooks::EventType;
 use tally_webhooks::payload::{OrderChanged, OrderRefunded, Payload, SubscriptionChanged};
 
-use super::Conn;
+use super::{Conn, Pipe};
 
 const INACTIVE: [&str; 2] = ["canceled", "expired"];
 
@@ -84,19 +86,14 @@ struct SubscriptionExtra {
     credits_granted: Option<i64>,
 }
 
-/// Reports a subscription's change to the outbox, with the subscription as it now is.
+/// Reports a subscription's change to the outbox, with `s`, the subscription as it now is.
 async fn subscription_event(
     conn: &mut Conn,
     event_type: EventType,
-    id: i64,
+    s: SubscriptionRow,
     extra: SubscriptionExtra,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let s: SubscriptionRow = subscriptions::table
-        .find(id)
-        .select(SubscriptionRow::as_select())
-        .first(conn)
-        .await?;
     let instant = |t: Option<time::PrimitiveDateTime>| t.map(|t| tally_kernel::rfc3339(from_db(t)));
     let payload = Payload::Subscription(
         event_type,
@@ -616,18 +613,20 @@ pub(crate) async fn apply_event(
         },
         EventKind::Ignored => ignored("event type not handled"),
     };
-    diesel::update(
-        billing_events::table
-            .filter(billing_events::channel.eq(channel.as_str()))
-            .filter(billing_events::event_id.eq(&event.id)),
+    cached(
+        diesel::update(
+            billing_events::table
+                .filter(billing_events::channel.eq(channel.as_str()))
+                .filter(billing_events::event_id.eq(&event.id)),
+        )
+        .set((
+            billing_events::outcome.eq(outcome.as_str()),
+            billing_events::detail.eq(outcome_detail(&outcome)),
+            billing_events::app_key.eq(trace.app.as_deref()),
+            billing_events::user_id.eq(trace.user.as_deref()),
+            billing_events::order_id.eq(trace.order_id.as_deref()),
+        )),
     )
-    .set((
-        billing_events::outcome.eq(outcome.as_str()),
-        billing_events::detail.eq(outcome_detail(&outcome)),
-        billing_events::app_key.eq(trace.app.as_deref()),
-        billing_events::user_id.eq(trace.user.as_deref()),
-        billing_events::order_id.eq(trace.order_id.as_deref()),
-    ))
     .execute(conn)
     .await?;
     Ok(outcome)
@@ -685,6 +684,9 @@ async fn update_order(
         subscription_id: paid.subscription_id,
     };
     let update = plan_order_update(&Order::try_from(order.clone())?, &news, complete);
+    if update.is_empty() {
+        return Ok(false);
+    }
     let transition = update.complete;
     let mut changes = OrderChanges::at(now);
     if transition {
@@ -695,19 +697,20 @@ async fn update_order(
     changes.provider_session_id = update.provider_session_id.as_deref();
     changes.provider_customer_id = update.provider_customer_id.as_deref();
     changes.provider_subscription_id = update.provider_subscription_id.as_deref();
-    diesel::update(orders::table.find(&order.id))
-        .set(changes)
+    cached(diesel::update(orders::table.find(&order.id)).set(changes))
         .execute(conn)
         .await?;
     if transition {
         order_event(conn, EventType::OrderCompleted, &order.id, now).await?;
         if let Some(code) = &order.coupon_code {
-            diesel::update(
-                coupons::table
-                    .filter(coupons::app_key.eq(&order.app_key))
-                    .filter(coupons::code.eq(code)),
+            cached(
+                diesel::update(
+                    coupons::table
+                        .filter(coupons::app_key.eq(&order.app_key))
+                        .filter(coupons::code.eq(code)),
+                )
+                .set(coupons::times_redeemed.eq(coupons::times_redeemed + 1_i64)),
             )
-            .set(coupons::times_redeemed.eq(coupons::times_redeemed + 1_i64))
             .execute(conn)
             .await?;
         }
@@ -727,8 +730,7 @@ async fn set_order_status(
         failure_reason: reason.map(Some),
         ..OrderChanges::at(now)
     };
-    diesel::update(orders::table.find(order_id))
-        .set(changes)
+    cached(diesel::update(orders::table.find(order_id)).set(changes))
         .execute(conn)
         .await?;
     Ok(())
@@ -736,35 +738,37 @@ async fn set_order_status(
 
 /// Remembers the user's customer id at the provider (the latest one told wins).
 async fn remember_customer(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     (app, user): (&str, &str),
     channel: Channel,
     customer_id: Option<&str>,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> QueryResult<()> {
     let Some(customer_id) = customer_id.filter(|c| !c.is_empty()) else {
         return Ok(());
     };
-    diesel::insert_into(billing_customers::table)
-        .values((
-            billing_customers::app_key.eq(app),
-            billing_customers::user_id.eq(user),
-            billing_customers::channel.eq(channel.as_str()),
-            billing_customers::customer_id.eq(customer_id),
-            billing_customers::updated_at.eq(to_db(now)),
-        ))
-        .on_conflict((
-            billing_customers::app_key,
-            billing_customers::user_id,
-            billing_customers::channel,
-        ))
-        .do_update()
-        .set((
-            billing_customers::customer_id.eq(customer_id),
-            billing_customers::updated_at.eq(to_db(now)),
-        ))
-        .execute(conn)
-        .await?;
+    cached(
+        diesel::insert_into(billing_customers::table)
+            .values((
+                billing_customers::app_key.eq(app),
+                billing_customers::user_id.eq(user),
+                billing_customers::channel.eq(channel.as_str()),
+                billing_customers::customer_id.eq(customer_id),
+                billing_customers::updated_at.eq(to_db(now)),
+            ))
+            .on_conflict((
+                billing_customers::app_key,
+                billing_customers::user_id,
+                billing_customers::channel,
+            ))
+            .do_update()
+            .set((
+                billing_customers::customer_id.eq(customer_id),
+                billing_customers::updated_at.eq(to_db(now)),
+            )),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -794,14 +798,8 @@ async fn checkout_unpaid(
         return Ok(no_order(&paid));
     };
     trace.set(&order.app_key, &order.user_id, Some(&order.id));
-    remember_customer(
-        conn,
-        (&order.app_key, &order.user_id),
-        channel,
-        paid.customer_id,
-        now,
-    )
-    .await?;
+    let user = (order.app_key.as_str(), order.user_id.as_str());
+    pipelined!(conn => remember_customer(conn, user, channel, paid.customer_id, now))?;
     update_order(conn, &order, &paid, false, now).await?;
     Ok(applied("awaiting payment"))
 }
@@ -825,14 +823,8 @@ async fn checkout_paid(
         return Ok(no_order(&paid));
     };
     trace.set(&order.app_key, &order.user_id, Some(&order.id));
-    remember_customer(
-        conn,
-        (&order.app_key, &order.user_id),
-        channel,
-        paid.customer_id,
-        now,
-    )
-    .await?;
+    let user = (order.app_key.as_str(), order.user_id.as_str());
+    pipelined!(conn => remember_customer(conn, user, channel, paid.customer_id, now))?;
     let completed = update_order(conn, &order, &paid, true, now).await?;
     match order.order_type()? {
         OrderType::Credits => {
@@ -861,7 +853,7 @@ async fn checkout_paid(
             let ids = std::iter::once(payment_id.as_str())
                 .chain(paid.payment_refs.iter().map(String::as_str))
                 .chain(std::iter::once(paid.session_id));
-            add_refs(conn, channel, payment, ids).await?;
+            pipelined!(conn => add_refs(conn, channel, payment, ids))?;
             if !new {
                 return Ok(ignored("payment already granted"));
             }
@@ -885,7 +877,7 @@ async fn checkout_paid(
                         let mut update = SubscriptionUpdate::default();
                         update.customer(&Subscription::try_from(sub.clone())?, paid.customer_id);
                         if !update.is_empty() {
-                            update_subscription(conn, sub.id, &update, now).await?;
+                            pipelined!(conn => update_subscription(conn, sub.id, &update, now))?;
                         }
                     }
                     None => {
@@ -936,18 +928,26 @@ async fn checkout_ended(
 // ---------------------------------------------------------------------------------
 // Subscriptions
 
-async fn peek_subscription(
+/// The order of the subscription known by `provider_id`, locked; the subscription itself is
+/// read without a lock (its lock comes after its order's).
+async fn lock_subscribed_order(
     conn: &mut Conn,
     channel: Channel,
     provider_id: &str,
-) -> Result<Option<SubscriptionRow>, StoreError> {
-    Ok(subscriptions::table
+) -> Result<Option<OrderRow>, StoreError> {
+    let order_id = subscriptions::table
         .filter(subscriptions::channel.eq(channel.as_str()))
         .filter(subscriptions::provider_subscription_id.eq(provider_id))
-        .select(SubscriptionRow::as_select())
-        .first(conn)
-        .await
-        .optional()?)
+        .select(subscriptions::order_id);
+    Ok(locked!(
+        orders::table
+            .filter(orders::channel.eq(channel.as_str()))
+            .filter(orders::id.eq_any(order_id))
+            .select(OrderRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()?)
 }
 
 async fn lock_subscription(
@@ -966,17 +966,20 @@ async fn lock_subscription(
     .optional()?)
 }
 
+/// Writes the update; answers the subscription as it now is.
 async fn update_subscription(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     id: i64,
     update: &SubscriptionUpdate,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    diesel::update(subscriptions::table.find(id))
-        .set(SubscriptionChanges::from_update(update, now))
-        .execute(conn)
-        .await?;
-    Ok(())
+) -> QueryResult<SubscriptionRow> {
+    cached(
+        diesel::update(subscriptions::table.find(id))
+            .set(SubscriptionChanges::from_update(update, now))
+            .returning(SubscriptionRow::as_returning()),
+    )
+    .get_result(conn)
+    .await
 }
 
 /// Creates the subscription a subscription order started (unless it exists) and
@@ -1023,20 +1026,20 @@ async fn subscription_from_order(
         .await?;
     let created = inserted > 0;
     if order.provider_subscription_id.is_none() {
-        diesel::update(orders::table.find(&order.id))
-            .set((
-                orders::provider_subscription_id.eq(provider_id),
-                orders::updated_at.eq(at),
-            ))
-            .execute(conn)
-            .await?;
+        cached(diesel::update(orders::table.find(&order.id)).set((
+            orders::provider_subscription_id.eq(provider_id),
+            orders::updated_at.eq(at),
+        )))
+        .execute(conn)
+        .await?;
     }
     let sub = lock_subscription(conn, channel, provider_id)
         .await?
         .ok_or(StoreError::Invariant("subscription vanished after insert"))?;
     if created {
         let extra = SubscriptionExtra::default();
-        subscription_event(conn, EventType::SubscriptionCreated, sub.id, extra, now).await?;
+        let created = sub.clone();
+        subscription_event(conn, EventType::SubscriptionCreated, created, extra, now).await?;
     }
     Ok(sub)
 }
@@ -1067,11 +1070,10 @@ async fn find_subscription(
     customer_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Result<(SubscriptionRow, Option<OrderRow>), EventOutcome>, StoreError> {
-    let known = peek_subscription(conn, channel, provider_id).await?;
-    let order_key = known.as_ref().map(|s| s.order_id.as_str()).or(order_id);
-    let order = match order_key {
-        Some(id) => lock_order(conn, channel, Some(id), None).await?,
-        None => None,
+    // A known subscription's own order, else the one the metadata names.
+    let order = match lock_subscribed_order(conn, channel, provider_id).await? {
+        Some(order) => Some(order),
+        None => lock_order(conn, channel, order_id, None).await?,
     };
     if let Some(sub) = lock_subscription(conn, channel, provider_id).await? {
         // Its own order, whatever the metadata says.
@@ -1123,14 +1125,6 @@ async fn period_paid(
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    remember_customer(
-        conn,
-        (&sub.app_key, &sub.user_id),
-        channel,
-        customer_id,
-        now,
-    )
-    .await?;
     if let Some(order) = &order {
         let link = Paid {
             order_id: Some(&order.id),
@@ -1142,17 +1136,38 @@ async fn period_paid(
         };
         update_order(conn, order, &link, true, now).await?;
     }
-    // The subscription's first payment is the order's: refunding it refunds the order.
-    let earlier: i64 = payments::table
-        .filter(payments::subscription_id.eq(sub.id))
-        .count()
-        .get_result(conn)
-        .await?;
+    // The customer, the payments so far (the subscription's first payment is the order's:
+    // refunding it refunds the order) and the plan billed, in one round trip; that one read of
+    // the plan serves the trial and, when the order is for the same plan, its name.
+    let user = (sub.app_key.as_str(), sub.user_id.as_str());
+    let ((), earlier, billed): ((), i64, Option<PlanRow>) = pipelined!(conn =>
+        remember_customer(conn, user, channel, customer_id, now),
+        payments::table
+            .filter(payments::subscription_id.eq(sub.id))
+            .count()
+            .get_result(conn),
+        async {
+            let Ok(id) = sub.plan_id.parse::<i64>() else {
+                return Ok(None);
+            };
+            plans::table
+                .filter(plans::id.eq(id))
+                .filter(plans::app_key.eq(&sub.app_key))
+                .select(PlanRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        },
+    )?;
+    let billed = billed.map(Plan::try_from).transpose()?;
     let name = match &order {
+        Some(order) if order.plan_id == sub.plan_id => billed
+            .as_ref()
+            .map_or_else(|| order.plan_id.clone(), |p| p.name.clone()),
         Some(order) => plan_name(conn, order).await?,
         None => sub.plan_id.clone(),
     };
-    let trial = trial_terms(conn, &sub.app_key, &sub.plan_id).await?;
+    let trial = billed.and_then(trial_of);
     let news = PeriodNews {
         payment_id,
         period: (*period_start, *period_end),
@@ -1187,10 +1202,12 @@ async fn period_paid(
         },
     )
     .await?;
+    // The payment's references and the subscription's new period: one round trip.
     let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
-    add_refs(conn, channel, payment, ids).await?;
-
-    update_subscription(conn, sub.id, &plan.update, now).await?;
+    let ((), updated) = pipelined!(conn =>
+        add_refs(conn, channel, payment, ids),
+        update_subscription(conn, sub.id, &plan.update, now),
+    )?;
     // The payment's unique key decides: only a payment seen for the first time grants.
     if !new {
         return Ok(ignored("payment already granted"));
@@ -1201,7 +1218,7 @@ async fn period_paid(
             credits_granted: Some(sub.credits_per_period),
             ..SubscriptionExtra::default()
         };
-        subscription_event(conn, EventType::SubscriptionRenewed, sub.id, extra, now).await?;
+        subscription_event(conn, EventType::SubscriptionRenewed, updated, extra, now).await?;
     }
     apply_grant(conn, plan.grant.as_ref(), now).await?;
     if *plan_change {
@@ -1271,15 +1288,11 @@ async fn subscription_changed(
     else {
         return Ok(ignored("older than the last applied change"));
     };
-    remember_customer(
-        conn,
-        (&sub.app_key, &sub.user_id),
-        channel,
-        customer_id,
-        now,
-    )
-    .await?;
-    update_subscription(conn, sub.id, &plan.update, now).await?;
+    let user = (sub.app_key.as_str(), sub.user_id.as_str());
+    let ((), updated) = pipelined!(conn =>
+        remember_customer(conn, user, channel, customer_id, now),
+        update_subscription(conn, sub.id, &plan.update, now),
+    )?;
     for grant in &plan.grants {
         apply_grant(conn, Some(grant), now).await?;
     }
@@ -1293,7 +1306,7 @@ async fn subscription_changed(
             previous_status: Some(sub.status.clone()),
             ..SubscriptionExtra::default()
         };
-        subscription_event(conn, event_type, sub.id, extra, now).await?;
+        subscription_event(conn, event_type, updated, extra, now).await?;
     }
     Ok(applied(plan.detail))
 }
@@ -1304,21 +1317,31 @@ async fn trial_terms(
     app: &str,
     plan_id: &str,
 ) -> Result<Option<TrialTerms>, StoreError> {
-    let plan = super::catalog::plan(
-        conn,
-        &PlanKey {
-            app: app.to_owned(),
-            id: plan_id.to_owned(),
-        },
-    )
-    .await?;
-    Ok(plan.and_then(|p| {
-        p.trial_days.map(|days| TrialTerms {
-            days,
-            credits: p.trial_credits,
-            plan_name: p.name,
-        })
-    }))
+    Ok(subscribed_plan(conn, app, plan_id)
+        .await?
+        .and_then(trial_of))
+}
+
+/// The app's plan a subscription names, if it still exists.
+async fn subscribed_plan(
+    conn: &mut Conn,
+    app: &str,
+    plan_id: &str,
+) -> Result<Option<Plan>, StoreError> {
+    let key = PlanKey {
+        app: app.to_owned(),
+        id: plan_id.to_owned(),
+    };
+    super::catalog::plan(conn, &key).await
+}
+
+/// The plan's free trial, if it has one.
+fn trial_of(plan: Plan) -> Option<TrialTerms> {
+    plan.trial_days.map(|days| TrialTerms {
+        days,
+        credits: plan.trial_credits,
+        plan_name: plan.name,
+    })
 }
 
 /// The app's plan a provider price names, as the plan a subscription is billed for now.
@@ -1353,14 +1376,16 @@ async fn billed_plan(
 /// Records a payment once per (channel, payment id): answers its id and whether it
 /// is new (only a new payment grants).
 async fn insert_payment(conn: &mut Conn, new: NewPayment<'_>) -> Result<(i64, bool), StoreError> {
-    let inserted: Option<i64> = diesel::insert_into(payments::table)
-        .values(&new)
-        .on_conflict((payments::channel, payments::payment_id))
-        .do_nothing()
-        .returning(payments::id)
-        .get_result(conn)
-        .await
-        .optional()?;
+    let inserted: Option<i64> = cached(
+        diesel::insert_into(payments::table)
+            .values(&new)
+            .on_conflict((payments::channel, payments::payment_id))
+            .do_nothing()
+            .returning(payments::id),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
     if let Some(id) = inserted {
         return Ok((id, true));
     }
@@ -1376,11 +1401,11 @@ async fn insert_payment(conn: &mut Conn, new: NewPayment<'_>) -> Result<(i64, bo
 /// Remembers every id a refund may name the payment by (the first payment named so
 /// keeps an id).
 async fn add_refs<'a>(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     channel: Channel,
     payment: i64,
     ids: impl IntoIterator<Item = &'a str>,
-) -> Result<(), StoreError> {
+) -> QueryResult<()> {
     for id in refs(ids) {
         diesel::insert_into(payment_refs::table)
             .values((

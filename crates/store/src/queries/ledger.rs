@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 use tally_ledger::checkin::{CheckinRecord, CheckinRequest, streak_for};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
+use tally_ledger::notice::{NoticeSettings, needs_settings};
 use tally_ledger::plan::{Plan, plan_expiry, plan_movement};
 use tally_ledger::{
     AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, BALANCE_LOTS,
@@ -33,7 +34,7 @@ use crate::schema::{
     redemptions, transactions,
 };
 
-use super::Conn;
+use super::{Conn, outbox};
 use crate::ops::{FoldedAccount, fold_account, keep_soonest};
 
 /// Locks the account row for this transaction, creating it on first use.
@@ -53,6 +54,49 @@ pub(super) async fn lock_account(
     if let Some(row) = find().first(conn).await.optional()? {
         return Ok(row);
     }
+    create_account(conn, account, now).await?;
+    Ok(find().first(conn).await?)
+}
+
+/// [`lock_account`] for a write under an idempotency key: also answers the id of the transaction
+/// the account already holds under `key`, read in the same statement as the lock.
+///
+/// On PostgreSQL the key's lookup sees the statement's snapshot: a write under the same key that
+/// committed while this one waited for the account's lock is not seen. The unique index on
+/// `(account_id, idempotency_key)` then refuses this write's insert, and the write is retried
+/// (`StoreError::IdempotencyRace`), when it is answered as a replay.
+async fn lock_account_keyed(
+    conn: &mut Conn,
+    account: &AccountRef,
+    key: &str,
+    now: OffsetDateTime,
+) -> Result<(AccountRow, Option<i64>), StoreError> {
+    let find = || {
+        let stored = transactions::table
+            .filter(transactions::account_id.eq(accounts::id))
+            .filter(transactions::idempotency_key.eq(key))
+            .select(transactions::id)
+            .single_value();
+        locked!(
+            accounts::table
+                .filter(accounts::app_key.eq(&account.app))
+                .filter(accounts::user_id.eq(&account.user))
+                .select((AccountRow::as_select(), stored))
+        )
+    };
+    if let Some(found) = find().first(conn).await.optional()? {
+        return Ok(found);
+    }
+    create_account(conn, account, now).await?;
+    Ok(find().first(conn).await?)
+}
+
+/// Inserts the account's row unless it exists.
+async fn create_account(
+    conn: &mut Conn,
+    account: &AccountRef,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
     diesel::insert_into(accounts::table)
         .values((
             accounts::app_key.eq(&account.app),
@@ -66,7 +110,7 @@ pub(super) async fn lock_account(
         .do_nothing()
         .execute(conn)
         .await?;
-    Ok(find().first(conn).await?)
+    Ok(())
 }
 
 async fn lock_account_by_id(conn: &mut Conn, id: i64) -> Result<AccountRow, StoreError> {
@@ -365,11 +409,9 @@ pub(super) async fn write_plan(
     now: OffsetDateTime,
 ) -> Result<Option<Transaction>, StoreError> {
     let at = to_db(now);
-    for &(lot_id, remaining) in &plan.lot_updates {
+    let lot_update = |&(lot_id, remaining): &(i64, i64)| {
         cached(diesel::update(lots::table.find(lot_id)).set(lots::remaining.eq(remaining)))
-            .execute(conn)
-            .await?;
-    }
+    };
     for entry in &plan.expiries {
         let metadata = entry.expired_lot.map(|id| format!("{{\"lot_id\":{id}}}"));
         diesel::insert_into(transactions::table)
@@ -390,52 +432,70 @@ pub(super) async fn write_plan(
             .execute(conn)
             .await?;
     }
-    let mut written = None;
-    if let (Some(entry), Some(main)) = (&plan.main, main) {
-        let row: TxnRow = cached(
-            diesel::insert_into(transactions::table)
-                .values(NewTxn {
-                    account_id: account.id,
-                    app_key: &account.app_key,
-                    user_id: &account.user_id,
-                    txn_type: entry.txn_type.as_str(),
-                    amount: entry.amount,
-                    balance_after: entry.balance_after,
-                    description: main.description,
-                    idempotency_key: main.idempotency_key,
-                    request_hash: main.request_hash,
-                    metadata: main.metadata,
-                    actor: main.actor,
-                    created_at: at,
-                })
-                .returning(TxnRow::as_returning()),
-        )
-        .get_result(conn)
-        .await
-        .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                StoreError::IdempotencyRace
-            }
-            e => e.into(),
-        })?;
-        if let Some(lot) = &plan.new_lot
-            && lot.amount > 0
-        {
-            diesel::insert_into(lots::table)
-                .values((
-                    lots::account_id.eq(account.id),
-                    lots::transaction_id.eq(row.id),
-                    lots::source.eq(lot.source.as_str()),
-                    lots::amount.eq(lot.amount),
-                    lots::remaining.eq(lot.remaining),
-                    lots::expires_at.eq(lot.expires_at.map(to_db)),
-                    lots::created_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
+    let account_update = || {
+        cached(diesel::update(accounts::table.find(account.id)).set((
+            accounts::balance.eq(plan.balance),
+            accounts::held.eq(plan.held),
+            accounts::updated_at.eq(at),
+        )))
+    };
+    let before = (account.balance, account.held);
+    let (written, settings) = match (&plan.main, main) {
+        (Some(entry), Some(main)) => {
+            let needed = needs_settings(before, plan, Some(entry.amount));
+            let insert = cached(
+                diesel::insert_into(transactions::table)
+                    .values(NewTxn {
+                        account_id: account.id,
+                        app_key: &account.app_key,
+                        user_id: &account.user_id,
+                        txn_type: entry.txn_type.as_str(),
+                        amount: entry.amount,
+                        balance_after: entry.balance_after,
+                        description: main.description,
+                        idempotency_key: main.idempotency_key,
+                        request_hash: main.request_hash,
+                        metadata: main.metadata,
+                        actor: main.actor,
+                        created_at: at,
+                    })
+                    .returning(TxnRow::as_returning()),
+            );
+            // The movement's row, the account's new figures, the lots' and the app's settings
+            // for the events touch different rows: one round trip (the first lot's update goes
+            // with the others; any further ones follow). Only the insert can break a unique key
+            // (a concurrent write under the same key).
+            let (row, _, settings, ()): (TxnRow, usize, NoticeSettings, ()) = pipelined!(conn =>
+                insert.get_result(conn),
+                account_update().execute(conn),
+                outbox::app_hooks(conn, &account.app_key, needed),
+                async {
+                    for update in &plan.lot_updates {
+                        lot_update(update).execute(conn).await?;
+                    }
+                    QueryResult::Ok(())
+                },
+            )
+            .map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                    StoreError::IdempotencyRace
+                }
+                e => e.into(),
+            })?;
+            (Some(Transaction::try_from(row)?), settings)
         }
-        written = Some(Transaction::try_from(row)?);
-    }
+        _ => {
+            let needed = needs_settings(before, plan, None);
+            for update in &plan.lot_updates {
+                lot_update(update).execute(conn).await?;
+            }
+            if plan.balance != account.balance || plan.held != account.held {
+                account_update().execute(conn).await?;
+            }
+            let settings = pipelined!(conn => outbox::app_hooks(conn, &account.app_key, needed))?;
+            (None, settings)
+        }
+    };
     for &hold_id in &plan.expired_holds {
         diesel::update(holds::table.find(hold_id))
             .set((
@@ -448,16 +508,33 @@ pub(super) async fn write_plan(
     if !plan.expired_holds.is_empty() {
         super::usage::release_allowances(conn, &plan.expired_holds).await?;
     }
-    if plan.balance != account.balance || plan.held != account.held || written.is_some() {
-        cached(diesel::update(accounts::table.find(account.id)).set((
-            accounts::balance.eq(plan.balance),
-            accounts::held.eq(plan.held),
-            accounts::updated_at.eq(at),
-        )))
-        .execute(conn)
-        .await?;
-    }
-    super::outbox::ledger_events(conn, account, plan, written.as_ref(), now).await?;
+    // The movement's lot and the events the write announces: one round trip.
+    let new_lot = written
+        .as_ref()
+        .zip(plan.new_lot.as_ref())
+        .filter(|(_, lot)| lot.amount > 0);
+    let events = outbox::ledger_event_rows(account, plan, written.as_ref(), settings, now);
+    pipelined!(conn =>
+        async {
+            let Some((txn, lot)) = new_lot else {
+                return Ok(());
+            };
+            diesel::insert_into(lots::table)
+                .values((
+                    lots::account_id.eq(account.id),
+                    lots::transaction_id.eq(txn.id),
+                    lots::source.eq(lot.source.as_str()),
+                    lots::amount.eq(lot.amount),
+                    lots::remaining.eq(lot.remaining),
+                    lots::expires_at.eq(lot.expires_at.map(to_db)),
+                    lots::created_at.eq(at),
+                ))
+                .execute(conn)
+                .await
+                .map(drop)
+        },
+        outbox::insert_events(conn, &events),
+    )?;
     Ok(written)
 }
 
@@ -468,22 +545,21 @@ pub(crate) async fn apply(
     request_hash: &str,
     now: OffsetDateTime,
 ) -> Result<Transaction, StoreError> {
-    let account = lock_account(conn, &movement.account, now).await?;
-    if let Some(key) = &movement.idempotency_key {
-        let stored = transactions::table
-            .filter(transactions::account_id.eq(account.id))
-            .filter(transactions::idempotency_key.eq(key))
+    let (account, stored) = match &movement.idempotency_key {
+        Some(key) => lock_account_keyed(conn, &movement.account, key, now).await?,
+        None => (lock_account(conn, &movement.account, now).await?, None),
+    };
+    if let Some(id) = stored {
+        let row: TxnRow = transactions::table
+            .find(id)
             .select(TxnRow::as_select())
             .first(conn)
-            .await
-            .optional()?;
-        if let Some(row) = stored {
-            return if row.request_hash.as_deref() == Some(request_hash) {
-                Ok(Transaction::try_from(row)?)
-            } else {
-                Err(LedgerError::IdempotencyKeyReused.into())
-            };
-        }
+            .await?;
+        return if row.request_hash.as_deref() == Some(request_hash) {
+            Ok(Transaction::try_from(row)?)
+        } else {
+            Err(LedgerError::IdempotencyKeyReused.into())
+        };
     }
     let state = state_for(conn, &account, &movement.kind, now).await?;
     let plan = plan_movement(&state, &movement.kind, now)?;
@@ -528,25 +604,6 @@ pub(crate) async fn checkin(
         .await?
         .ok_or_else(|| StoreError::Invariant("check-in wrote no transaction"))?;
     let day = request.day.to_string();
-    // The unique constraint on (app, user, day) is what makes this once per day.
-    diesel::insert_into(checkins::table)
-        .values((
-            checkins::app_key.eq(&request.account.app),
-            checkins::user_id.eq(&request.account.user),
-            checkins::day.eq(&day),
-            checkins::streak.eq(streak),
-            checkins::awarded.eq(reward),
-            checkins::transaction_id.eq(txn.id),
-            checkins::created_at.eq(to_db(request.now)),
-        ))
-        .execute(conn)
-        .await
-        .map_err(|e| match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                StoreError::Ledger(LedgerError::AlreadyCheckedIn { day: day.clone() })
-            }
-            e => e.into(),
-        })?;
     let payload = Payload::CheckinCompleted(CheckinCompleted {
         day: day.clone(),
         streak,
@@ -554,13 +611,33 @@ pub(crate) async fn checkin(
         balance_after: txn.balance_after,
         transaction_id: txn.id.to_string(),
     });
-    super::outbox::emit(
-        conn,
-        &payload,
-        (&request.account.app, Some(&request.account.user)),
-        request.now,
+    let who = (
+        request.account.app.as_str(),
+        Some(request.account.user.as_str()),
+    );
+    let events = [outbox::EventRow::new(&payload, who, request.now)];
+    // The unique constraint on (app, user, day) is what makes this once per day. The day's row
+    // and its event: one round trip.
+    pipelined!(conn =>
+        diesel::insert_into(checkins::table)
+            .values((
+                checkins::app_key.eq(&request.account.app),
+                checkins::user_id.eq(&request.account.user),
+                checkins::day.eq(&day),
+                checkins::streak.eq(streak),
+                checkins::awarded.eq(reward),
+                checkins::transaction_id.eq(txn.id),
+                checkins::created_at.eq(to_db(request.now)),
+            ))
+            .execute(conn),
+        outbox::insert_events(conn, &events),
     )
-    .await?;
+    .map_err(|e| match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            StoreError::Ledger(LedgerError::AlreadyCheckedIn { day: day.clone() })
+        }
+        e => e.into(),
+    })?;
     Ok(CheckinRecord {
         day: request.day,
         streak,

@@ -1,5 +1,5 @@
 //! The outbox's queries: the events the ledger's and checkout's writes add in their own
-//! transaction (`emit`, `ledger_events`), and the endpoint, fan-out, claim and attempt queries
+//! transaction (`emit`, `insert_events`), and the endpoint, fan-out, claim and attempt queries
 //! behind [`tally_webhooks::WebhookRepository`]. Claims skip rows another process has locked
 
 //! ([`locked_skip!`]).
@@ -8,7 +8,7 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tally_ledger::Transaction;
-use tally_ledger::notice::{LedgerNotice, NoticeSettings, needs_settings, plan_notices};
+use tally_ledger::notice::{LedgerNotice, NoticeSettings, plan_notices};
 use tally_ledger::plan::Plan;
 use tally_webhooks::payload::{
     CreditsExpired, CreditsLow, CreditsMoved, EndpointDisabled, HoldExpired, Payload,
@@ -17,9 +17,10 @@ use tally_webhooks::{
     AttemptResult, Backlog, ClaimedDelivery, DISABLE_AFTER, Delivery, DeliveryQuery,
     DeliveryStatus, Endpoint, EndpointChanges, EventType, NewEndpoint, OutboundEvent,
 };
-use time::OffsetDateTime;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::StoreError;
+use crate::cached::cached;
 use crate::outbox::{AttemptRow, DeliveryRow, EndpointRow, join_types};
 use crate::predicates::{NewEvent, PendingDelivery};
 use crate::rows::{AccountRow, from_db, to_db};
@@ -27,41 +28,97 @@ use crate::schema::{
     webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_events, webhook_settings,
 };
 
-use super::Conn;
+use super::usage::values_list;
+use super::{Conn, Db, Pipe};
+
+/// An event for the outbox, ready to insert ([`insert_events`]).
+pub(crate) struct EventRow {
+    id: String,
+    app_key: String,
+    user_id: Option<String>,
+    event_type: &'static str,
+    payload: String,
+    created_at: PrimitiveDateTime,
+}
+
+impl EventRow {
+    /// The outbox's row for `payload` about `app` (and `user`), happening `now`.
+    pub(crate) fn new(
+        payload: &Payload,
+        (app, user): (&str, Option<&str>),
+        now: OffsetDateTime,
+    ) -> Self {
+        let event_type = payload.event_type();
+        let event = OutboundEvent::new(
+            event_type,
+            app,
+            user.map(str::to_owned),
+            now,
+            payload.data(),
+        );
+        Self {
+            payload: event.payload(),
+            id: event.id,
+            app_key: app.to_owned(),
+            user_id: user.map(str::to_owned),
+            event_type: event_type.as_str(),
+            created_at: to_db(now),
+        }
+    }
+}
+
+/// Most events one statement of [`insert_events`] adds (7 parameters each).
+const EVENTS_PER_INSERT: usize = 500;
 
 /// Adds an event to the outbox, in the caller's transaction.
 pub(crate) async fn emit(
     conn: &mut Conn,
     payload: &Payload,
-    (app, user): (&str, Option<&str>),
+    who: (&str, Option<&str>),
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let event_type = payload.event_type();
-    let event = OutboundEvent::new(
-        event_type,
-        app,
-        user.map(str::to_owned),
-        now,
-        payload.data(),
-    );
-    diesel::insert_into(webhook_events::table)
-        .values((
-            webhook_events::id.eq(&event.id),
-            webhook_events::app_key.eq(app),
-            webhook_events::user_id.eq(user),
-            webhook_events::event_type.eq(event_type.as_str()),
-            webhook_events::payload.eq(event.payload()),
-            webhook_events::fanned_out.eq(false),
-            webhook_events::created_at.eq(to_db(now)),
-        ))
-        .execute(conn)
-        .await?;
+    let rows = [EventRow::new(payload, who, now)];
+    pipelined!(conn => insert_events(conn, &rows))?;
+    Ok(())
+}
+
+/// Adds `rows` to the outbox, in the caller's transaction: one statement (for up to
+/// [`EVENTS_PER_INSERT`]), whose text depends only on how many rows it adds; none for no rows.
+pub(crate) async fn insert_events(conn: &mut Pipe<'_>, rows: &[EventRow]) -> QueryResult<()> {
+    use diesel::sql_types::{Bool, Nullable, Text, Timestamp};
+    for chunk in rows.chunks(EVENTS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO webhook_events (id, app_key, user_id, event_type, payload, fanned_out, \
+             created_at) VALUES {}",
+            values_list(chunk.len(), 7)
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+        for row in chunk {
+            query = query
+                .bind::<Text, _>(&row.id)
+                .bind::<Text, _>(&row.app_key)
+                .bind::<Nullable<Text>, _>(row.user_id.as_deref())
+                .bind::<Text, _>(row.event_type)
+                .bind::<Text, _>(&row.payload)
+                .bind::<Bool, _>(false)
+                .bind::<Timestamp, _>(row.created_at);
+        }
+        cached(query).execute(conn).await?;
+    }
     Ok(())
 }
 
 /// The app's `credits.low` threshold and whether any enabled endpoint asked for
-/// `credits.spent`: read only when a write lowers a balance.
-async fn app_hooks(conn: &mut Conn, app: &str) -> Result<NoticeSettings, StoreError> {
+/// `credits.spent`, read only when `needed` ([`tally_ledger::notice::needs_settings`]: a write lowers the available
+/// credits); the defaults otherwise.
+pub(crate) async fn app_hooks(
+    conn: &mut Pipe<'_>,
+    app: &str,
+    needed: bool,
+) -> QueryResult<NoticeSettings> {
+    if !needed {
+        return Ok(NoticeSettings::default());
+    }
     let threshold = webhook_settings::table
         .filter(webhook_settings::app_key.eq(app))
         .select(webhook_settings::low_balance_threshold)
@@ -81,25 +138,20 @@ async fn app_hooks(conn: &mut Conn, app: &str) -> Result<NoticeSettings, StoreEr
     })
 }
 
-/// Adds the events a ledger write announces ([`plan_notices`]) to the outbox.
-pub(crate) async fn ledger_events(
-    conn: &mut Conn,
-    account: &AccountRow,
+/// The events a ledger write announces ([`plan_notices`]), as outbox rows; `before` is the
+/// account as it was, `written` the movement's row.
+pub(crate) fn ledger_event_rows(
+    before: &AccountRow,
     plan: &Plan,
     written: Option<&Transaction>,
+    settings: NoticeSettings,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    let before = (account.balance, account.held);
-    let settings = if needs_settings(before, plan, written) {
-        app_hooks(conn, &account.app_key).await?
-    } else {
-        NoticeSettings::default()
-    };
-    let who = (account.app_key.as_str(), Some(account.user_id.as_str()));
-    for notice in plan_notices(before, plan, written, settings) {
-        emit(conn, &ledger_payload(notice), who, now).await?;
-    }
-    Ok(())
+) -> Vec<EventRow> {
+    let who = (before.app_key.as_str(), Some(before.user_id.as_str()));
+    plan_notices((before.balance, before.held), plan, written, settings)
+        .into_iter()
+        .map(|notice| EventRow::new(&ledger_payload(notice), who, now))
+        .collect()
 }
 
 /// The wire shape of a ledger notice.

@@ -719,7 +719,7 @@ async fn write_lines(
 }
 
 /// `rows` rows of `columns` values each, numbered for [`super::bind`].
-fn values_list(rows: usize, columns: usize) -> String {
+pub(super) fn values_list(rows: usize, columns: usize) -> String {
     let row = |r: usize| {
         let binds: Vec<String> = (1..=columns).map(|c| bind(r * columns + c)).collect();
         format!("({})", binds.join(", "))

@@ -33,6 +33,13 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
 async fn one_lane() -> Option<(TestDb, Ledger, AsyncPgConnection)> {
     let db = TestDb::postgres().await?;
     db.store().await; // migrated
+    let ledger = node(&db).await;
+    let admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    Some((db, ledger, admin))
+}
+
+/// A ledger on a store of its own that batches on one lane: one node.
+async fn node(db: &TestDb) -> Ledger {
     let store = tally_store::Store::connect_with(
         &db.url,
         tally_store::StoreOptions {
@@ -42,12 +49,22 @@ async fn one_lane() -> Option<(TestDb, Ledger, AsyncPgConnection)> {
     )
     .await
     .unwrap();
-    let ledger = Ledger::with_clock(
+    Ledger::with_clock(
         Arc::new(store),
         Arc::new(tally_ledger::ManualClock::new(START)),
-    );
-    let admin = AsyncPgConnection::establish(&db.url).await.unwrap();
-    Some((db, ledger, admin))
+    )
+}
+
+/// Waits until `n` statements wait for a lock.
+async fn until_waiting(conn: &mut AsyncPgConnection, n: i64) {
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE NOT granted";
+    for _ in 0..500 {
+        if count(conn, waiting).await >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} statements ever waited on a lock");
 }
 
 /// Holds `user`'s account row locked on `conn` until [`let_go`], and starts a 1-credit spend on
@@ -64,14 +81,8 @@ async fn block_lane(l: &Ledger, conn: &mut AsyncPgConnection, user: &str) -> Joi
             .await
             .unwrap();
     });
-    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE NOT granted";
-    for _ in 0..500 {
-        if count(conn, waiting).await > 0 {
-            return blocker;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the lane's first write never waited on the lock");
+    until_waiting(conn, 1).await;
+    blocker
 }
 
 async fn let_go(conn: &mut AsyncPgConnection, blocker: JoinHandle<()>) {
@@ -336,5 +347,38 @@ async fn a_failed_batch_commit_applies_none_of_its_writes() {
     assert_eq!(balance(&l, &alice).await, 90);
     assert_clean(&l, "a failed commit").await;
     drop((l, admin));
+    drop(db);
+}
+
+/// Two nodes take one key for one account while a third party holds the account's lock: the
+/// node that gets the lock second looks the key up in the statement that waited for the lock, whose
+/// snapshot predates the first node's commit, so the unique key refuses its insert and the write
+/// is retried — and answered as a replay. One movement; both callers are told its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let other = node(&db).await;
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 100, None).await;
+
+    admin
+        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+        .await
+        .unwrap();
+    let first = tokio::spawn(spend_w(&l, "alice", 10, "k"));
+    let second = tokio::spawn(spend_w(&other, "alice", 10, "k"));
+    until_waiting(&mut admin, 2).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    let second = second.await.unwrap().unwrap();
+
+    assert_eq!(first, second, "both callers are told the one movement");
+    assert_eq!(balance(&l, &alice).await, 90);
+    let keyed = "SELECT count(*) AS n FROM transactions WHERE idempotency_key = 'k'";
+    assert_eq!(count(&mut admin, keyed).await, 1);
+    assert_clean(&l, "one key on two nodes").await;
+    drop((l, other, admin));
     drop(db);
 }
