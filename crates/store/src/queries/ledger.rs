@@ -34,7 +34,7 @@ use crate::schema::{
     redemptions, transactions,
 };
 
-use super::{Conn, outbox};
+use super::{Conn, Pipe, outbox};
 use crate::ops::{FoldedAccount, fold_account, keep_soonest};
 
 /// Locks the account row for this transaction, creating it on first use.
@@ -123,18 +123,18 @@ async fn lock_account_by_id(conn: &mut Conn, id: i64) -> Result<AccountRow, Stor
 
 /// The account's lots due at `now`, soonest first.
 async fn due_lots(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     account_id: i64,
     now: OffsetDateTime,
-) -> Result<Vec<LotRow>, StoreError> {
-    Ok(lots::table
+) -> QueryResult<Vec<LotRow>> {
+    lots::table
         .filter(lots::account_id.eq(account_id))
         .filter(ExpiringLot)
         .filter(lots::expires_at.le(to_db(now)))
         .order((lots::expires_at, lots::id))
         .select(LotRow::as_select())
         .load(conn)
-        .await?)
+        .await
 }
 
 /// The first `limit` of the account's lots that expire after `now`, soonest first.
@@ -206,7 +206,7 @@ pub(super) async fn state(
     account: &AccountRow,
     now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
-    let lots = due_lots(conn, account.id, now).await?;
+    let lots = pipelined!(conn => due_lots(conn, account.id, now))?;
     planning_view(
         conn,
         account,
@@ -582,7 +582,12 @@ pub(crate) async fn checkin(
     request: &CheckinRequest,
 ) -> Result<CheckinRecord, StoreError> {
     let account = lock_account(conn, &request.account, request.now).await?;
-    let previous = latest_checkin(conn, &request.account).await?;
+    // The last check-in and the account's due lots, in one round trip.
+    let (previous, due) = pipelined!(conn =>
+        latest_checkin_row(conn, &request.account),
+        due_lots(conn, account.id, request.now),
+    )?;
+    let previous = previous.map(checkin_record).transpose()?;
     let streak = streak_for(request.day, previous.as_ref());
     let reward = request.config.reward_for(streak);
     let kind = MovementKind::Grant {
@@ -590,7 +595,8 @@ pub(crate) async fn checkin(
         credits: reward,
         expires_at: request.config.expiry_for(request.now),
     };
-    let state = state(conn, &account, request.now).await?;
+    let due = due.into_iter().map(Into::into).collect();
+    let state = planning_view(conn, &account, due, request.now).await?;
     let plan = plan_movement(&state, &kind, request.now)?;
     let description = format!("Daily check-in (streak day {streak})");
     let main = MainRow {
@@ -650,7 +656,19 @@ pub(crate) async fn latest_checkin(
     conn: &mut Conn,
     account: &AccountRef,
 ) -> Result<Option<CheckinRecord>, StoreError> {
-    let row: Option<(String, i64, i64, i64)> = checkins::table
+    pipelined!(conn => latest_checkin_row(conn, account))?
+        .map(checkin_record)
+        .transpose()
+}
+
+/// The user's latest check-in: its day, streak, award and the balance after it.
+type CheckinRow = (String, i64, i64, i64);
+
+async fn latest_checkin_row(
+    conn: &mut Pipe<'_>,
+    account: &AccountRef,
+) -> QueryResult<Option<CheckinRow>> {
+    checkins::table
         .inner_join(transactions::table)
         .filter(checkins::app_key.eq(&account.app))
         .filter(checkins::user_id.eq(&account.user))
@@ -663,19 +681,21 @@ pub(crate) async fn latest_checkin(
         ))
         .first(conn)
         .await
-        .optional()?;
-    row.map(|(day, streak, awarded, balance_after)| {
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        let day = Date::parse(&day, format)
-            .map_err(|_| StoreError::Invariant("stored check-in day is malformed"))?;
-        Ok(CheckinRecord {
-            day,
-            streak,
-            awarded,
-            balance_after,
-        })
+        .optional()
+}
+
+fn checkin_record(
+    (day, streak, awarded, balance_after): CheckinRow,
+) -> Result<CheckinRecord, StoreError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = Date::parse(&day, format)
+        .map_err(|_| StoreError::Invariant("stored check-in day is malformed"))?;
+    Ok(CheckinRecord {
+        day,
+        streak,
+        awarded,
+        balance_after,
     })
-    .transpose()
 }
 
 /// The account and its soonest-expiring lots in one statement, when that is all a balance read
@@ -734,8 +754,7 @@ pub(super) async fn account_state(
     let Some(id) = folded.id.filter(|_| !one_read_suffices(&folded, now)) else {
         return Ok((folded.view, folded.id));
     };
-    let mut lots: Vec<tally_ledger::LotView> = due_lots(conn, id, now)
-        .await?
+    let mut lots: Vec<tally_ledger::LotView> = pipelined!(conn => due_lots(conn, id, now))?
         .into_iter()
         .map(Into::into)
         .collect();
@@ -793,7 +812,7 @@ pub(crate) async fn account_contents(
     let Some(row) = row else {
         return Ok(AccountView::default());
     };
-    let mut lots = due_lots(conn, row.id, now).await?;
+    let mut lots = pipelined!(conn => due_lots(conn, row.id, now))?;
     lots.extend(expiring_lots(conn, row.id, now, limit).await?);
     lots.extend(lasting_lots(conn, row.id, limit).await?);
     lots.truncate(usize::try_from(limit).unwrap_or(0));
