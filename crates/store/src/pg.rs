@@ -33,10 +33,11 @@ macro_rules! locked_skip {
 /// before any answer is awaited, so they cost one round trip instead of one each. Inside each
 /// statement (any future answering a `QueryResult`), `$conn` is a shared handle to the
 /// connection, a `&mut Pipe`: a function written for a pipeline takes one. With one statement,
-/// it runs that function alone. PostgreSQL runs them one after the other, but not necessarily in the order written
-/// (a statement the connection has not prepared yet waits for its preparation while another goes
-/// ahead): only group statements whose order does not matter. Every statement is awaited; the
-/// answer is every result, or the error that made the pipeline fail ([`cause`]).
+/// it runs that function alone. PostgreSQL runs them one after the other, but not necessarily in
+/// the order written (a statement the connection has not prepared yet waits for its preparation
+/// while another goes ahead): only group statements whose order does not matter. Every
+/// statement is awaited; the answer is every result, or the error that made the pipeline fail
+/// ([`cause`]).
 macro_rules! pipelined {
     ($conn:ident => $first:expr, $second:expr, $third:expr, $fourth:expr $(,)?) => {{
         let shared: $crate::pg::Pipe<'_> = &*$conn;
@@ -100,7 +101,10 @@ pub(crate) fn cause<const N: usize>(
     errors: [Option<diesel::result::Error>; N],
 ) -> diesel::result::Error {
     use diesel::result::{DatabaseErrorKind, Error};
-    let named = |e: &Error| matches!(e, Error::DatabaseError(kind, _) if !matches!(kind, DatabaseErrorKind::Unknown));
+    let named = |e: &Error| match e {
+        Error::DatabaseError(kind, _) => !matches!(kind, DatabaseErrorKind::Unknown),
+        _ => false,
+    };
     errors
         .into_iter()
         .flatten()

@@ -1038,8 +1038,8 @@ async fn subscription_from_order(
         .ok_or(StoreError::Invariant("subscription vanished after insert"))?;
     if created {
         let extra = SubscriptionExtra::default();
-        let created = sub.clone();
-        subscription_event(conn, EventType::SubscriptionCreated, created, extra, now).await?;
+        let row = sub.clone();
+        subscription_event(conn, EventType::SubscriptionCreated, row, extra, now).await?;
     }
     Ok(sub)
 }

@@ -62,9 +62,10 @@ pub(super) async fn lock_account(
 /// the account already holds under `key`, read in the same statement as the lock.
 ///
 /// On PostgreSQL the key's lookup sees the statement's snapshot: a write under the same key that
-/// committed while this one waited for the account's lock is not seen. The unique index on
-/// `(account_id, idempotency_key)` then refuses this write's insert, and the write is retried
-/// (`StoreError::IdempotencyRace`), when it is answered as a replay.
+/// committed while this one waited for the account's lock (another node's, or one outside a
+/// batch) is not seen. [`apply`] looks again when its plan is refused; otherwise the unique index
+/// on `(account_id, idempotency_key)` refuses this write's insert, and the write is retried
+/// (`StoreError::IdempotencyRace`) and answered as a replay.
 async fn lock_account_keyed(
     conn: &mut Conn,
     account: &AccountRef,
@@ -555,14 +556,29 @@ pub(crate) async fn apply(
             .select(TxnRow::as_select())
             .first(conn)
             .await?;
-        return if row.request_hash.as_deref() == Some(request_hash) {
-            Ok(Transaction::try_from(row)?)
-        } else {
-            Err(LedgerError::IdempotencyKeyReused.into())
-        };
+        return replayed(row, request_hash);
     }
     let state = state_for(conn, &account, &movement.kind, now).await?;
-    let plan = plan_movement(&state, &movement.kind, now)?;
+    let plan = match plan_movement(&state, &movement.kind, now) {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            // The key's lookup saw the snapshot of the statement that waited for the account's
+            // lock; a write under the key committed meanwhile (and the refusal may be its doing:
+            // it spent what this one would) is seen by a statement of its own, and answers.
+            if let Some(key) = &movement.idempotency_key
+                && let Some(row) = transactions::table
+                    .filter(transactions::account_id.eq(account.id))
+                    .filter(transactions::idempotency_key.eq(key))
+                    .select(TxnRow::as_select())
+                    .first(conn)
+                    .await
+                    .optional()?
+            {
+                return replayed(row, request_hash);
+            }
+            return Err(refusal.into());
+        }
+    };
     let metadata = movement.metadata.as_ref().map(|m| m.to_string());
     let main = MainRow {
         description: &movement.description,
@@ -574,6 +590,16 @@ pub(crate) async fn apply(
     write_plan(conn, &account, &plan, Some(main), now)
         .await?
         .ok_or_else(|| StoreError::Invariant("movement wrote no transaction"))
+}
+
+/// The answer to a request under a key the account already holds: the stored movement when the
+/// request is the same, a refusal when the key came with other figures.
+fn replayed(row: TxnRow, request_hash: &str) -> Result<Transaction, StoreError> {
+    if row.request_hash.as_deref() == Some(request_hash) {
+        Ok(Transaction::try_from(row)?)
+    } else {
+        Err(LedgerError::IdempotencyKeyReused.into())
+    }
 }
 
 /// Claims the local day and grants the reward inside the caller's write transaction.
@@ -621,7 +647,7 @@ pub(crate) async fn checkin(
         request.account.app.as_str(),
         Some(request.account.user.as_str()),
     );
-    let events = [outbox::EventRow::new(&payload, who, request.now)];
+    let events = [outbox::OutboxRow::new(&payload, who, request.now)];
     // The unique constraint on (app, user, day) is what makes this once per day. The day's row
     // and its event: one round trip.
     pipelined!(conn =>

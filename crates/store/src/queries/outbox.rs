@@ -32,7 +32,7 @@ use super::usage::values_list;
 use super::{Conn, Db, Pipe};
 
 /// An event for the outbox, ready to insert ([`insert_events`]).
-pub(crate) struct EventRow {
+pub(crate) struct OutboxRow {
     id: String,
     app_key: String,
     user_id: Option<String>,
@@ -41,7 +41,7 @@ pub(crate) struct EventRow {
     created_at: PrimitiveDateTime,
 }
 
-impl EventRow {
+impl OutboxRow {
     /// The outbox's row for `payload` about `app` (and `user`), happening `now`.
     pub(crate) fn new(
         payload: &Payload,
@@ -70,6 +70,10 @@ impl EventRow {
 /// Most events one statement of [`insert_events`] adds (7 parameters each).
 const EVENTS_PER_INSERT: usize = 500;
 
+/// Statements of [`insert_events`] adding at most this many events are prepared once per
+/// connection (a write announces one to three, more only when many lots expire at once).
+const CACHED_EVENTS: usize = 4;
+
 /// Adds an event to the outbox, in the caller's transaction.
 pub(crate) async fn emit(
     conn: &mut Conn,
@@ -77,14 +81,15 @@ pub(crate) async fn emit(
     who: (&str, Option<&str>),
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let rows = [EventRow::new(payload, who, now)];
+    let rows = [OutboxRow::new(payload, who, now)];
     pipelined!(conn => insert_events(conn, &rows))?;
     Ok(())
 }
 
 /// Adds `rows` to the outbox, in the caller's transaction: one statement (for up to
 /// [`EVENTS_PER_INSERT`]), whose text depends only on how many rows it adds; none for no rows.
-pub(crate) async fn insert_events(conn: &mut Pipe<'_>, rows: &[EventRow]) -> QueryResult<()> {
+/// Their order is the order of their sequence numbers.
+pub(crate) async fn insert_events(conn: &mut Pipe<'_>, rows: &[OutboxRow]) -> QueryResult<()> {
     use diesel::sql_types::{Bool, Nullable, Text, Timestamp};
     for chunk in rows.chunks(EVENTS_PER_INSERT) {
         let sql = format!(
@@ -103,14 +108,18 @@ pub(crate) async fn insert_events(conn: &mut Pipe<'_>, rows: &[EventRow]) -> Que
                 .bind::<Bool, _>(false)
                 .bind::<Timestamp, _>(row.created_at);
         }
-        cached(query).execute(conn).await?;
+        if chunk.len() <= CACHED_EVENTS {
+            cached(query).execute(conn).await?;
+        } else {
+            query.execute(conn).await?;
+        }
     }
     Ok(())
 }
 
 /// The app's `credits.low` threshold and whether any enabled endpoint asked for
-/// `credits.spent`, read only when `needed` ([`tally_ledger::notice::needs_settings`]: a write lowers the available
-/// credits); the defaults otherwise.
+/// `credits.spent`, read only when `needed` ([`tally_ledger::notice::needs_settings`]: a write
+/// lowers the available credits); the defaults otherwise.
 pub(crate) async fn app_hooks(
     conn: &mut Pipe<'_>,
     app: &str,
@@ -146,11 +155,11 @@ pub(crate) fn ledger_event_rows(
     written: Option<&Transaction>,
     settings: NoticeSettings,
     now: OffsetDateTime,
-) -> Vec<EventRow> {
+) -> Vec<OutboxRow> {
     let who = (before.app_key.as_str(), Some(before.user_id.as_str()));
     plan_notices((before.balance, before.held), plan, written, settings)
         .into_iter()
-        .map(|notice| EventRow::new(&ledger_payload(notice), who, now))
+        .map(|notice| OutboxRow::new(&ledger_payload(notice), who, now))
         .collect()
 }
 

@@ -382,3 +382,37 @@ async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
     drop((l, other, admin));
     drop(db);
 }
+
+/// The same race when the first write spends all there is: the second node's plan is refused
+/// (nothing left) before its insert could meet the key, and it is still answered as the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_racing_the_spend_that_drained_the_account_is_answered_as_a_replay() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let other = node(&db).await;
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 10, None).await;
+
+    admin
+        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+        .await
+        .unwrap();
+    let first = tokio::spawn(spend_w(&l, "alice", 10, "k"));
+    let second = tokio::spawn(spend_w(&other, "alice", 10, "k"));
+    until_waiting(&mut admin, 2).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    let second = second.await.unwrap();
+
+    assert!(
+        matches!(second, Ok(id) if id == first),
+        "both callers are told the one movement: {first} and {second:?}"
+    );
+    assert_eq!(balance(&l, &alice).await, 0);
+    let keyed = "SELECT count(*) AS n FROM transactions WHERE idempotency_key = 'k'";
+    assert_eq!(count(&mut admin, keyed).await, 1);
+    assert_clean(&l, "a drained account").await;
+    drop((l, other, admin));
+    drop(db);
+}
