@@ -13,7 +13,7 @@ use crate::catalog_rows::{CouponRow, PlanRow, PlanValues, coupon_plan_ids, month
 use crate::rows::to_db;
 use crate::schema::{coupons, plans};
 
-use super::Conn;
+use super::{Conn, Pipe};
 
 /// Plan and coupon ids are decimal integers; anything else names no row.
 fn row_id(id: &str) -> Option<i64> {
@@ -58,6 +58,13 @@ pub(crate) async fn update_plan(conn: &mut Conn, update: &PlanUpdate) -> Result<
 }
 
 pub(crate) async fn plan(conn: &mut Conn, key: &PlanKey) -> Result<Option<Plan>, StoreError> {
+    pipelined!(conn => plan_row(conn, key))?
+        .map(Plan::try_from)
+        .transpose()
+}
+
+/// [`plan`]'s row, as stored: a statement a pipeline can carry.
+pub(crate) async fn plan_row(conn: &mut Pipe<'_>, key: &PlanKey) -> QueryResult<Option<PlanRow>> {
     let Some(id) = row_id(&key.id) else {
         return Ok(None);
     };
@@ -67,9 +74,7 @@ pub(crate) async fn plan(conn: &mut Conn, key: &PlanKey) -> Result<Option<Plan>,
         .select(PlanRow::as_select())
         .first(conn)
         .await
-        .optional()?
-        .map(Plan::try_from)
-        .transpose()
+        .optional()
 }
 
 pub(crate) async fn plans(conn: &mut Conn, query: &PlanQuery) -> Result<Vec<Plan>, StoreError> {

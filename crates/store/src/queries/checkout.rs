@@ -1140,24 +1140,17 @@ async fn period_paid(
     // refunding it refunds the order) and the plan billed, in one round trip; that one read of
     // the plan serves the trial and, when the order is for the same plan, its name.
     let user = (sub.app_key.as_str(), sub.user_id.as_str());
+    let key = PlanKey {
+        app: sub.app_key.clone(),
+        id: sub.plan_id.clone(),
+    };
     let ((), earlier, billed): ((), i64, Option<PlanRow>) = pipelined!(conn =>
         remember_customer(conn, user, channel, customer_id, now),
         payments::table
             .filter(payments::subscription_id.eq(sub.id))
             .count()
             .get_result(conn),
-        async {
-            let Ok(id) = sub.plan_id.parse::<i64>() else {
-                return Ok(None);
-            };
-            plans::table
-                .filter(plans::id.eq(id))
-                .filter(plans::app_key.eq(&sub.app_key))
-                .select(PlanRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-        },
+        super::catalog::plan_row(conn, &key),
     )?;
     let billed = billed.map(Plan::try_from).transpose()?;
     let name = match &order {

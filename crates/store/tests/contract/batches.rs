@@ -350,32 +350,46 @@ async fn a_failed_batch_commit_applies_none_of_its_writes() {
     drop(db);
 }
 
+/// Two nodes spend `credits` of alice's under one key, "k", while a third party holds her
+/// account's lock; both outcomes once the lock is let go.
+async fn one_key_on_two_nodes(
+    l: &Ledger,
+    other: &Ledger,
+    admin: &mut AsyncPgConnection,
+    credits: i64,
+) -> (Outcome, Outcome) {
+    admin
+        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+        .await
+        .unwrap();
+    let first = tokio::spawn(spend_w(l, "alice", credits, "k"));
+    let second = tokio::spawn(spend_w(other, "alice", credits, "k"));
+    until_waiting(admin, 2).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    (first.await.unwrap(), second.await.unwrap())
+}
+
 /// Two nodes take one key for one account while a third party holds the account's lock: the
 /// node that gets the lock second looks the key up in the statement that waited for the lock, whose
 /// snapshot predates the first node's commit, so the unique key refuses its insert and the write
-/// is retried — and answered as a replay. One movement; both callers are told its id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
+/// is retried — and answered as a replay. One movement; both callers are told its id. With
+/// `drained`, the first write spends all there is: the second node's plan is refused (nothing
+/// left) before its insert could meet the key, and it is still answered as the replay.
+async fn one_movement_for_one_key(drained: bool) {
     let Some((db, l, mut admin)) = one_lane().await else {
         return;
     };
     let other = node(&db).await;
     let alice = acct("app", "alice");
-    grant(&l, &alice, 100, None).await;
+    grant(&l, &alice, if drained { 10 } else { 100 }, None).await;
 
-    admin
-        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
-        .await
-        .unwrap();
-    let first = tokio::spawn(spend_w(&l, "alice", 10, "k"));
-    let second = tokio::spawn(spend_w(&other, "alice", 10, "k"));
-    until_waiting(&mut admin, 2).await;
-    admin.batch_execute("COMMIT").await.unwrap();
-    let first = first.await.unwrap().unwrap();
-    let second = second.await.unwrap().unwrap();
-
-    assert_eq!(first, second, "both callers are told the one movement");
-    assert_eq!(balance(&l, &alice).await, 90);
+    let (first, second) = one_key_on_two_nodes(&l, &other, &mut admin, 10).await;
+    let first = first.unwrap();
+    assert!(
+        matches!(second, Ok(id) if id == first),
+        "both callers are told the one movement: {first} and {second:?}"
+    );
+    assert_eq!(balance(&l, &alice).await, if drained { 0 } else { 90 });
     let keyed = "SELECT count(*) AS n FROM transactions WHERE idempotency_key = 'k'";
     assert_eq!(count(&mut admin, keyed).await, 1);
     assert_clean(&l, "one key on two nodes").await;
@@ -383,36 +397,12 @@ async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
     drop(db);
 }
 
-/// The same race when the first write spends all there is: the second node's plan is refused
-/// (nothing left) before its insert could meet the key, and it is still answered as the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
+    one_movement_for_one_key(false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_racing_the_spend_that_drained_the_account_is_answered_as_a_replay() {
-    let Some((db, l, mut admin)) = one_lane().await else {
-        return;
-    };
-    let other = node(&db).await;
-    let alice = acct("app", "alice");
-    grant(&l, &alice, 10, None).await;
-
-    admin
-        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
-        .await
-        .unwrap();
-    let first = tokio::spawn(spend_w(&l, "alice", 10, "k"));
-    let second = tokio::spawn(spend_w(&other, "alice", 10, "k"));
-    until_waiting(&mut admin, 2).await;
-    admin.batch_execute("COMMIT").await.unwrap();
-    let first = first.await.unwrap().unwrap();
-    let second = second.await.unwrap();
-
-    assert!(
-        matches!(second, Ok(id) if id == first),
-        "both callers are told the one movement: {first} and {second:?}"
-    );
-    assert_eq!(balance(&l, &alice).await, 0);
-    let keyed = "SELECT count(*) AS n FROM transactions WHERE idempotency_key = 'k'";
-    assert_eq!(count(&mut admin, keyed).await, 1);
-    assert_clean(&l, "a drained account").await;
-    drop((l, other, admin));
-    drop(db);
+    one_movement_for_one_key(true).await;
 }
