@@ -58,6 +58,16 @@ impl Receiver {
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let (recorded, answer) = (recorded.clone(), answer.clone());
                 async move {
+                    // A sender killed halfway through a request (the SIGKILL tests) leaves a body
+                    // shorter than it announced: like any endpoint, the receiver has received
+                    // nothing.
+                    let announced = req
+                        .headers()
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                    if body.is_empty() || announced.is_some_and(|n| n != body.len()) {
+                        return HttpResponse::BadRequest().finish();
+                    }
                     let r = Received {
                         headers: req
                             .headers()
