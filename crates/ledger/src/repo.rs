@@ -220,12 +220,13 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<Entitlement>, LedgerError>;
 
     /// What planning a call for this account needs (features, the rates of the features the
-    /// request names, the entitlements in force, windows, use, carries, available credits).
+    /// request names, the entitlements in force, windows, use, carries), and the credits the
+    /// account can spend now.
     async fn usage_state(
         &self,
         request: UsageRequest,
         now: OffsetDateTime,
-    ) -> Result<UsageState, LedgerError>;
+    ) -> Result<(UsageState, i64), LedgerError>;
 
     /// Records a call atomically under the account's lock (see [`crate::usage::quote_usage`]):
     /// allowances, carries, the `ai_usage` transaction, the call and its lines. A known key with

@@ -528,12 +528,9 @@ impl Ledger {
     pub async fn check_usage(&self, request: UsageRequest) -> Result<UsageCheck, LedgerError> {
         request.validate(false)?;
         let now = self.clock.now();
-        let state = self.repo.usage_state(request.clone(), now).await?;
+        let (state, available) = self.repo.usage_state(request.clone(), now).await?;
         let quote = quote_usage(&state, &request, now)?;
-        Ok(UsageCheck {
-            available: state.available,
-            quote,
-        })
+        Ok(UsageCheck { available, quote })
     }
 
     /// Records a call's usage: allowances first, the rest charged at the rates in one `ai_usage`
@@ -618,7 +615,7 @@ impl Ledger {
             metadata: None,
             idempotency_key: None,
         };
-        let state = self.repo.usage_state(request, now).await?;
+        let (state, _) = self.repo.usage_state(request, now).await?;
         Ok(state
             .features
             .iter()

@@ -279,8 +279,6 @@ pub struct UsageState {
     pub reserved: BTreeMap<String, i64>,
     /// Per feature: the fraction of a credit priced but not yet charged, in [`PRICE_SCALE`]ths.
     pub carries: BTreeMap<String, i64>,
-    /// Credits the account can spend now.
-    pub available: i64,
 }
 
 /// The windows of every metered entitlement at `now`.
@@ -771,7 +769,6 @@ mod tests {
                 reset: Reset::Month,
                 overage: Overage::Credits,
             }],
-            available: 1_000,
             ..UsageState::default()
         }
     }

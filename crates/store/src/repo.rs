@@ -435,7 +435,7 @@ impl LedgerRepository for Store {
         &self,
         request: UsageRequest,
         now: OffsetDateTime,
-    ) -> Result<UsageState, LedgerError> {
+    ) -> Result<(UsageState, i64), LedgerError> {
         let cache = self.pricing.clone();
         exec!(self, Snapshot, usage, |conn, ops| {
             ops::usage_state(conn, &cache, &request, now).await

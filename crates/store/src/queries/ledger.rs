@@ -43,6 +43,15 @@ pub(super) async fn lock_account(
     account: &AccountRef,
     now: OffsetDateTime,
 ) -> Result<AccountRow, StoreError> {
+    Ok(pipelined!(conn => locked_account(conn, account, now))?)
+}
+
+/// [`lock_account`], for a pipeline.
+pub(super) async fn locked_account(
+    conn: &mut Pipe<'_>,
+    account: &AccountRef,
+    now: OffsetDateTime,
+) -> QueryResult<AccountRow> {
     let find = || {
         locked!(
             accounts::table
@@ -55,7 +64,7 @@ pub(super) async fn lock_account(
         return Ok(row);
     }
     create_account(conn, account, now).await?;
-    Ok(find().first(conn).await?)
+    find().first(conn).await
 }
 
 /// [`lock_account`] for a write under an idempotency key: also answers the id of the transaction
@@ -88,16 +97,16 @@ async fn lock_account_keyed(
     if let Some(found) = find().first(conn).await.optional()? {
         return Ok(found);
     }
-    create_account(conn, account, now).await?;
+    pipelined!(conn => create_account(conn, account, now))?;
     Ok(find().first(conn).await?)
 }
 
 /// Inserts the account's row unless it exists.
 async fn create_account(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     account: &AccountRef,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> QueryResult<()> {
     diesel::insert_into(accounts::table)
         .values((
             accounts::app_key.eq(&account.app),
@@ -239,7 +248,7 @@ async fn planning_view(
 }
 
 /// How many lots of each kind a debit reads first (see [`burn_lots`]).
-const FIRST_READ: i64 = 16;
+pub(super) const FIRST_READ: i64 = 16;
 
 /// The first lots of an account that expire, due or not (`bind(2)` of them, soonest first), and
 /// the first that never expire (`bind(3)`, oldest first), in one statement: each half walks its
@@ -262,56 +271,72 @@ fn first_lots_sql() -> &'static str {
     })
 }
 
-/// [`state_for`] a debit of `credits` from one read of the lots, when the first lots of each kind
-/// hold all it needs: every due lot, then lots in burn order until they cover `credits` (or all
-/// of them). `None` when they may not: the lots read run out before covering while more of
-/// their kind may follow.
-async fn debit_state(
-    conn: &mut Conn,
-    account: &AccountRow,
-    credits: i64,
-    now: OffsetDateTime,
-) -> Result<Option<AccountView>, StoreError> {
+/// The first lots of an account in burn order, read in one statement (see [`first_lots_sql`]).
+pub(super) struct FirstLots {
+    rows: Vec<LotRow>,
+    /// How many lots that never expire the read asked for.
+    lasting_limit: i64,
+}
+
+/// Reads [`FirstLots`]: the first `FIRST_READ` lots that expire and the first `lasting` that
+/// do not.
+pub(super) async fn first_lots(
+    conn: &mut Pipe<'_>,
+    account_id: i64,
+    lasting: i64,
+) -> QueryResult<FirstLots> {
     use diesel::sql_types::BigInt;
-    let lasting_limit = credits.min(FIRST_READ);
-    let rows: Vec<LotRow> = cached(
+    let lasting_limit = lasting.min(FIRST_READ);
+    let rows = cached(
         diesel::sql_query(first_lots_sql())
-            .bind::<BigInt, _>(account.id)
+            .bind::<BigInt, _>(account_id)
             .bind::<BigInt, _>(FIRST_READ)
             .bind::<BigInt, _>(lasting_limit),
     )
     .load(conn)
     .await?;
-    let (mut expiring, mut lasting): (Vec<LotRow>, Vec<LotRow>) =
-        rows.into_iter().partition(|r| r.expires_at.is_some());
-    // `UNION ALL` promises no order: each half is put back in its own.
-    expiring.sort_unstable_by_key(|r| (r.expires_at, r.id));
-    lasting.sort_unstable_by_key(|r| r.id);
-    let expiring_cut = expiring.len() as i64 == FIRST_READ;
-    let lasting_cut = lasting.len() as i64 == lasting_limit;
-    let at = to_db(now);
-    let due = expiring
-        .iter()
-        .take_while(|r| r.expires_at <= Some(at))
-        .count();
-    let later = expiring.split_off(due);
-    let mut lots: Vec<LotView> = expiring.into_iter().map(Into::into).collect();
-    let mut need = credits;
-    for (rows, cut) in [(later, expiring_cut), (lasting, lasting_cut)] {
-        for row in rows {
-            if need <= 0 {
-                break;
+    Ok(FirstLots {
+        rows,
+        lasting_limit,
+    })
+}
+
+impl FirstLots {
+    /// The lots a debit of `credits` plans with, when the read holds all it needs: every due
+    /// lot, then lots in burn order until they cover `credits` (or all of them). `None` when it
+    /// may not: the lots read run out before covering while more of their kind may follow.
+    fn for_debit(self, credits: i64, now: OffsetDateTime) -> Option<Vec<LotView>> {
+        let (mut expiring, mut lasting): (Vec<LotRow>, Vec<LotRow>) =
+            self.rows.into_iter().partition(|r| r.expires_at.is_some());
+        // `UNION ALL` promises no order: each half is put back in its own.
+        expiring.sort_unstable_by_key(|r| (r.expires_at, r.id));
+        lasting.sort_unstable_by_key(|r| r.id);
+        let expiring_cut = expiring.len() as i64 == FIRST_READ;
+        let lasting_cut = lasting.len() as i64 == self.lasting_limit;
+        let at = to_db(now);
+        let due = expiring
+            .iter()
+            .take_while(|r| r.expires_at <= Some(at))
+            .count();
+        let later = expiring.split_off(due);
+        let mut lots: Vec<LotView> = expiring.into_iter().map(Into::into).collect();
+        let mut need = credits;
+        for (rows, cut) in [(later, expiring_cut), (lasting, lasting_cut)] {
+            for row in rows {
+                if need <= 0 {
+                    break;
+                }
+                need -= row.remaining;
+                lots.push(row.into());
             }
-            need -= row.remaining;
-            lots.push(row.into());
+            if need > 0 && cut {
+                // More of this kind may follow: more to burn, or (a read of expiring lots that
+                // are all due) more due lots.
+                return None;
+            }
         }
-        if need > 0 && cut {
-            // More of this kind may follow: more to burn, or (a read of expiring lots that are
-            // all due) more due lots.
-            return Ok(None);
-        }
+        Some(lots)
     }
-    planning_view(conn, account, lots, now).await.map(Some)
 }
 
 /// Adds to `view` the account's live lots in consumption order (soonest-expiring first, then
@@ -367,10 +392,27 @@ pub(super) async fn state_for(
     now: OffsetDateTime,
 ) -> Result<AccountView, StoreError> {
     let credits = kind.burns();
+    let read = if credits > 0 {
+        Some(pipelined!(conn => first_lots(conn, account.id, credits))?)
+    } else {
+        None
+    };
+    debit_state(conn, account, read, credits, now).await
+}
+
+/// [`state`] with the live lots a debit of `credits` burns: from `read` (usually one statement)
+/// when it holds them all, else read in full.
+pub(super) async fn debit_state(
+    conn: &mut Conn,
+    account: &AccountRow,
+    read: Option<FirstLots>,
+    credits: i64,
+    now: OffsetDateTime,
+) -> Result<AccountView, StoreError> {
     if credits > 0
-        && let Some(view) = debit_state(conn, account, credits, now).await?
+        && let Some(lots) = read.and_then(|r| r.for_debit(credits, now))
     {
-        return Ok(view);
+        return planning_view(conn, account, lots, now).await;
     }
     let mut view = state(conn, account, now).await?;
     burn_lots(conn, account.id, &mut view, credits, now).await?;

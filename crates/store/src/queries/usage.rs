@@ -15,11 +15,11 @@ use tally_ledger::pricing::{
 };
 use tally_ledger::usage::{
     AllowanceAudit, Entitlement, EventAudit, FREE_SCOPE, MeterAudit, RateUse, Refusal, TrackedLine,
-    UsageLine, UsageOutcome, UsageQuote, UsageRequest, UsageState, plan_scope, quote_usage,
+    UsageLine, UsageOutcome, UsageQuote, UsageRequest, UsageState, Window, plan_scope, quote_usage,
     validate_entitlements, windows,
 };
 use tally_ledger::{
-    AccountView, Hold, LedgerError, MovementKind, ReserveRequest, Transaction, TxnType,
+    AccountRef, Hold, LedgerError, MovementKind, ReserveRequest, Transaction, TxnType,
 };
 use tally_webhooks::payload::{Payload, UsageLimitReached};
 use time::OffsetDateTime;
@@ -35,10 +35,11 @@ use crate::schema::{
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::ledger::{
-    MainRow, account_state, burn_lots, capturable, create_hold, lock_account, lock_hold,
-    settle_hold, state, state_for, state_with_hold, stored_hold, unique_as, write_plan,
+    FIRST_READ, MainRow, account_state, burn_lots, capturable, create_hold, debit_state,
+    first_lots, lock_account, lock_hold, locked_account, settle_hold, state, state_with_hold,
+    stored_hold, unique_as, write_plan,
 };
-use super::{Conn, Db, bind};
+use super::{Conn, Db, Pipe, bind};
 
 /// The app's features, by key.
 pub(crate) async fn features(conn: &mut Conn, app: &str) -> Result<Vec<Feature>, StoreError> {
@@ -370,18 +371,15 @@ fn generation_and_plan_sql() -> &'static str {
     })
 }
 
+/// The user's live subscription: its plan and, when it has one, its current period.
+type Subscription = Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>;
+
 /// The app's pricing generation and the user's live subscription's plan and current period.
 async fn generation_and_plan(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     app: &str,
     user: &str,
-) -> Result<
-    (
-        i64,
-        Option<(String, Option<(OffsetDateTime, OffsetDateTime)>)>,
-    ),
-    StoreError,
-> {
+) -> QueryResult<(i64, Subscription)> {
     use diesel::sql_types::Text;
     let row: GenerationAndPlan = cached(
         diesel::sql_query(generation_and_plan_sql())
@@ -400,102 +398,166 @@ async fn generation_and_plan(
     ))
 }
 
+/// What the app's pricing gives a user: the entitlements in force, the plan they come from and
+/// the windows of their allowances at an instant.
+struct InForce {
+    pricing: Arc<Pricing>,
+    entitlements: Vec<Entitlement>,
+    plan_id: Option<String>,
+    windows: BTreeMap<String, Window>,
+}
+
+impl InForce {
+    /// The plan's entitlements when the user has a live subscription whose plan lists some,
+    /// else the free tier's.
+    fn of(
+        pricing: Arc<Pricing>,
+        subscription: Subscription,
+        now: OffsetDateTime,
+    ) -> Result<Self, StoreError> {
+        let plan_entitlements = match &subscription {
+            Some((plan, _)) => pricing.scope(&plan_scope(plan)),
+            None => &[],
+        };
+        // A plan that lists no entitlements gives what the free tier gives.
+        let plan_id = subscription
+            .as_ref()
+            .filter(|_| !plan_entitlements.is_empty())
+            .map(|(plan, _)| plan.clone());
+        let entitlements = if plan_entitlements.is_empty() {
+            pricing.scope(FREE_SCOPE).to_vec()
+        } else {
+            plan_entitlements.to_vec()
+        };
+        let period = subscription.and_then(|(_, period)| period);
+        let windows = windows(
+            &entitlements,
+            &pricing.features,
+            now,
+            &pricing.timezone,
+            period,
+        )?;
+        Ok(Self {
+            pricing,
+            entitlements,
+            plan_id,
+            windows,
+        })
+    }
+
+    /// The state a call is planned with, given what the account has used and carried.
+    fn state(self, request: &UsageRequest, account: AccountUse) -> UsageState {
+        UsageState {
+            features: self.pricing.features.clone(),
+            rates: self.pricing.rates_of(request.quantities.keys()),
+            entitlements: self.entitlements,
+            plan_id: self.plan_id,
+            windows: self.windows,
+            used: account.used,
+            reserved: account.reserved,
+            carries: account.carries,
+        }
+    }
+}
+
+/// What an account has used of its allowances' current windows and carried of its meters.
+#[derive(Default)]
+struct AccountUse {
+    used: BTreeMap<String, i64>,
+    reserved: BTreeMap<String, i64>,
+    carries: BTreeMap<String, i64>,
+}
+
+/// Per feature with a window: the units used and reserved in the account's current window.
+async fn allowances_used(
+    conn: &mut Pipe<'_>,
+    account_id: i64,
+    windows: &BTreeMap<String, Window>,
+) -> QueryResult<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+    let (mut used, mut reserved) = (BTreeMap::new(), BTreeMap::new());
+    if windows.is_empty() {
+        return Ok((used, reserved));
+    }
+    let starts: Vec<_> = windows.values().map(|w| to_db(w.start)).collect();
+    let keys: Vec<&String> = windows.keys().collect();
+    // Cached: the `IN` lists are as long as the call's features.
+    let rows: Vec<(String, time::PrimitiveDateTime, i64, i64)> = cached(
+        allowances::table
+            .filter(allowances::account_id.eq(account_id))
+            .filter(allowances::feature_key.eq_any(&keys))
+            .filter(allowances::window_start.eq_any(&starts))
+            .select((
+                allowances::feature_key,
+                allowances::window_start,
+                allowances::used,
+                allowances::reserved,
+            )),
+    )
+    .load(conn)
+    .await?;
+    for (feature, start, n, held) in rows {
+        if windows.get(&feature).map(|w| to_db(w.start)) == Some(start) {
+            used.insert(feature.clone(), n);
+            reserved.insert(feature, held);
+        }
+    }
+    Ok((used, reserved))
+}
+
+/// Per metered feature the request names: the fraction of a credit its meter carries.
+async fn carries(
+    conn: &mut Pipe<'_>,
+    account_id: i64,
+    request: &UsageRequest,
+) -> QueryResult<BTreeMap<String, i64>> {
+    let keys: Vec<&String> = request.quantities.keys().collect();
+    if keys.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows: Vec<(String, i64)> = cached(
+        usage_meters::table
+            .filter(usage_meters::account_id.eq(account_id))
+            .filter(usage_meters::feature_key.eq_any(&keys))
+            .select((usage_meters::feature_key, usage_meters::carry)),
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Reads what planning `request` needs; `account_id` is none for an account not created yet.
 async fn load_state(
     conn: &mut Conn,
     cache: &PricingCache,
     request: &UsageRequest,
     account_id: Option<i64>,
-    view: &AccountView,
     now: OffsetDateTime,
 ) -> Result<UsageState, StoreError> {
     let (app, user) = (&request.account.app, &request.account.user);
-    let (generation, subscription) = generation_and_plan(conn, app, user).await?;
+    let (generation, subscription) = pipelined!(conn => generation_and_plan(conn, app, user))?;
     let pricing = pricing(conn, cache, app, generation).await?;
-    let keys: Vec<&String> = request.quantities.keys().collect();
-    let plan_entitlements = match &subscription {
-        Some((plan, _)) => pricing.scope(&plan_scope(plan)),
-        None => &[],
-    };
-    // A plan that lists no entitlements gives what the free tier gives.
-    let plan_id = subscription
-        .as_ref()
-        .filter(|_| !plan_entitlements.is_empty())
-        .map(|(plan, _)| plan.clone());
-    let entitlements = if plan_entitlements.is_empty() {
-        pricing.scope(FREE_SCOPE).to_vec()
-    } else {
-        plan_entitlements.to_vec()
-    };
-    let period = subscription.and_then(|(_, period)| period);
-    let windows = windows(
-        &entitlements,
-        &pricing.features,
-        now,
-        &pricing.timezone,
-        period,
-    )?;
-    let mut used = BTreeMap::new();
-    let mut reserved = BTreeMap::new();
-    let mut carries = BTreeMap::new();
+    let in_force = InForce::of(pricing, subscription, now)?;
+    let mut account = AccountUse::default();
     if let Some(id) = account_id {
-        let starts: Vec<_> = windows.values().map(|w| to_db(w.start)).collect();
-        let window_keys: Vec<&String> = windows.keys().collect();
-        // Cached: the `IN` lists are as long as the call's features.
-        let rows: Vec<(String, time::PrimitiveDateTime, i64, i64)> = cached(
-            allowances::table
-                .filter(allowances::account_id.eq(id))
-                .filter(allowances::feature_key.eq_any(&window_keys))
-                .filter(allowances::window_start.eq_any(&starts))
-                .select((
-                    allowances::feature_key,
-                    allowances::window_start,
-                    allowances::used,
-                    allowances::reserved,
-                )),
-        )
-        .load(conn)
-        .await?;
-        for (feature, start, n, held) in rows {
-            if windows.get(&feature).map(|w| to_db(w.start)) == Some(start) {
-                used.insert(feature.clone(), n);
-                reserved.insert(feature, held);
-            }
-        }
-        if !keys.is_empty() {
-            let rows: Vec<(String, i64)> = cached(
-                usage_meters::table
-                    .filter(usage_meters::account_id.eq(id))
-                    .filter(usage_meters::feature_key.eq_any(&keys))
-                    .select((usage_meters::feature_key, usage_meters::carry)),
-            )
-            .load(conn)
-            .await?;
-            carries.extend(rows);
-        }
+        ((account.used, account.reserved), account.carries) = pipelined!(conn =>
+            allowances_used(conn, id, &in_force.windows),
+            carries(conn, id, request),
+        )?;
     }
-    Ok(UsageState {
-        features: pricing.features.clone(),
-        rates: pricing.rates_of(keys),
-        entitlements,
-        plan_id,
-        windows,
-        used,
-        reserved,
-        carries,
-        available: balance_view(view, now).available,
-    })
+    Ok(in_force.state(request, account))
 }
 
-/// What a check or the user's feature list reads (no lock; the caller runs it in a snapshot).
+/// What a check or the user's feature list reads (no lock; the caller runs it in a snapshot),
+/// and the credits the account can spend now.
 pub(crate) async fn usage_state(
     conn: &mut Conn,
     cache: &PricingCache,
     request: &UsageRequest,
     now: OffsetDateTime,
-) -> Result<UsageState, StoreError> {
+) -> Result<(UsageState, i64), StoreError> {
     let (view, account_id) = account_state(conn, &request.account, now).await?;
-    load_state(conn, cache, request, account_id, &view, now).await
+    let state = load_state(conn, cache, request, account_id, now).await?;
+    Ok((state, balance_view(&view, now).available))
 }
 
 /// A stored call's outcome, for a replay.
@@ -560,6 +622,28 @@ async fn stored_outcome(
     })
 }
 
+/// The call stored as `event_id`, answered to a replay whose request hashes to `request_hash`.
+async fn replayed(
+    conn: &mut Conn,
+    event_id: i64,
+    request_hash: &str,
+) -> Result<UsageOutcome, StoreError> {
+    let (hash, credits, txn): (String, i64, Option<i64>) = usage_events::table
+        .find(event_id)
+        .select((
+            usage_events::request_hash,
+            usage_events::credits,
+            usage_events::transaction_id,
+        ))
+        .first(conn)
+        .await?;
+    if hash == request_hash {
+        stored_outcome(conn, event_id, credits, txn).await
+    } else {
+        Err(LedgerError::IdempotencyKeyReused.into())
+    }
+}
+
 /// The usage transaction's metadata: each feature's line, the dimensions, the caller's own.
 fn usage_metadata(request: &UsageRequest, quote: &UsageQuote) -> String {
     let usage: serde_json::Map<String, serde_json::Value> = quote
@@ -593,7 +677,30 @@ fn allowed(quote: UsageQuote) -> Result<UsageQuote, StoreError> {
     }
 }
 
+/// The id of the call the user's account holds under `key`, found by the account's app and
+/// user (for a pipeline with the account's lock: it may see the database before the lock).
+async fn stored_call_of(
+    conn: &mut Pipe<'_>,
+    account: &AccountRef,
+    key: &str,
+) -> QueryResult<Option<i64>> {
+    usage_events::table
+        .inner_join(accounts::table.on(accounts::id.eq(usage_events::account_id)))
+        .filter(accounts::app_key.eq(&account.app))
+        .filter(accounts::user_id.eq(&account.user))
+        .filter(usage_events::idempotency_key.eq(key))
+        .select(usage_events::id)
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
+///
+/// Its statements come in round trips of their own: the account's lock, the key's lookup and the
+/// pricing generation with the user's plan; then the account's first lots, allowances
+/// and carries; then the debit (`write_plan`); then the call, its allowances and meters; then
+/// its lines.
 pub(crate) async fn track(
     conn: &mut Conn,
     cache: &PricingCache,
@@ -605,68 +712,101 @@ pub(crate) async fn track(
         .idempotency_key
         .as_deref()
         .ok_or(StoreError::Invariant("a tracked call has a key"))?;
-    let account = lock_account(conn, &request.account, now).await?;
-    let stored: Option<(i64, String, i64, Option<i64>)> = usage_events::table
-        .filter(usage_events::account_id.eq(account.id))
-        .filter(usage_events::idempotency_key.eq(key))
-        .select((
-            usage_events::id,
-            usage_events::request_hash,
-            usage_events::credits,
-            usage_events::transaction_id,
-        ))
-        .first(conn)
-        .await
-        .optional()?;
-    if let Some((id, hash, credits, txn)) = stored {
-        return if hash == request_hash {
-            stored_outcome(conn, id, credits, txn).await
-        } else {
-            Err(LedgerError::IdempotencyKeyReused.into())
-        };
+    let (app, user) = (&request.account.app, &request.account.user);
+    let (account, stored, (generation, subscription)) = pipelined!(conn =>
+        locked_account(conn, &request.account, now),
+        stored_call_of(conn, &request.account, key),
+        generation_and_plan(conn, app, user),
+    )?;
+    if let Some(id) = stored {
+        return replayed(conn, id, request_hash).await;
     }
-    let view = state(conn, &account, now).await?;
-    let usage = load_state(conn, cache, request, Some(account.id), &view, now).await?;
-    let quote = allowed(quote_usage(&usage, request, now)?)?;
-    let transaction = if quote.credits > 0 {
+    let pricing = pricing(conn, cache, app, generation).await?;
+    let in_force = InForce::of(pricing, subscription, now)?;
+    let mut used = AccountUse::default();
+    // The lots are read before the price is known: as many as a debit of up to `FIRST_READ`
+    // credits needs.
+    let (lots, (used_now, reserved), carried) = pipelined!(conn =>
+        first_lots(conn, account.id, FIRST_READ),
+        allowances_used(conn, account.id, &in_force.windows),
+        carries(conn, account.id, request),
+    )?;
+    (used.used, used.reserved, used.carries) = (used_now, reserved, carried);
+    let usage = in_force.state(request, used);
+    let decided = async {
+        let quote = allowed(quote_usage(&usage, request, now)?)?;
+        if quote.credits == 0 {
+            return Ok((quote, None));
+        }
         let kind = MovementKind::Debit {
             txn_type: TxnType::AiUsage,
             credits: quote.credits,
         };
-        // The lots the debit burns, with the due ones again: usually one statement, where
-        // reading on from `view` would take one per kind of lot.
-        let view = state_for(conn, &account, &kind, now).await?;
+        let view = debit_state(conn, &account, Some(lots), quote.credits, now).await?;
         let plan = plan_movement(&view, &kind, now)?;
-        let description = if request.description.is_empty() {
-            "Usage".to_owned()
-        } else {
-            request.description.clone()
-        };
-        let main = MainRow {
-            description: &description,
-            idempotency_key: None,
-            request_hash: None,
-            metadata: Some(usage_metadata(request, &quote)),
-            actor: None,
-        };
-        write_plan(conn, &account, &plan, Some(main), now).await?
-    } else {
-        None
+        Ok::<_, StoreError>((quote, Some(plan)))
+    }
+    .await;
+    let (quote, plan) = match decided {
+        Ok(decided) => decided,
+        Err(StoreError::Ledger(refusal)) => {
+            // The key's lookup may have run before the account's lock was granted; a call under
+            // the key committed meanwhile (and the refusal may be its doing) is seen by a
+            // statement of its own, and answers.
+            return match stored_call(conn, account.id, key).await? {
+                Some(id) => replayed(conn, id, request_hash).await,
+                None => Err(refusal.into()),
+            };
+        }
+        Err(e) => return Err(e),
     };
-    let transaction_id = transaction.as_ref().map(|t| t.id);
+    let transaction = match plan {
+        Some(plan) => {
+            let description = if request.description.is_empty() {
+                "Usage".to_owned()
+            } else {
+                request.description.clone()
+            };
+            let main = MainRow {
+                description: &description,
+                idempotency_key: None,
+                request_hash: None,
+                metadata: Some(usage_metadata(request, &quote)),
+                actor: None,
+            };
+            write_plan(conn, &account, &plan, Some(main), now).await?
+        }
+        None => None,
+    };
     record_call(
         conn,
         &account,
         (key, request_hash),
         &quote,
-        transaction_id,
+        transaction.map(|t| t.id),
         usage.plan_id.as_deref(),
         now,
     )
     .await
 }
 
-/// Stores a decided call: the call under its key, its lines, allowances and carries.
+/// The id of the call the account holds under `key`.
+async fn stored_call(
+    conn: &mut Conn,
+    account_id: i64,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(usage_events::table
+        .filter(usage_events::account_id.eq(account_id))
+        .filter(usage_events::idempotency_key.eq(key))
+        .select(usage_events::id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Stores a decided call: the call under its key, its allowances and meters (one round trip),
+/// then its lines and any `usage.limit_reached`.
 async fn record_call(
     conn: &mut Conn,
     account: &AccountRow,
@@ -676,22 +816,37 @@ async fn record_call(
     plan_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<UsageOutcome, StoreError> {
-    let event_id: i64 = diesel::insert_into(usage_events::table)
-        .values((
-            usage_events::account_id.eq(account.id),
-            usage_events::app_key.eq(&account.app_key),
-            usage_events::user_id.eq(&account.user_id),
-            usage_events::idempotency_key.eq(key),
-            usage_events::request_hash.eq(request_hash),
-            usage_events::credits.eq(quote.credits),
-            usage_events::transaction_id.eq(transaction_id),
-            usage_events::created_at.eq(to_db(now)),
-        ))
-        .returning(usage_events::id)
-        .get_result(conn)
-        .await
-        .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
-    write_lines(conn, account, event_id, &quote.lines, plan_id, now).await?;
+    let prices = quote
+        .lines
+        .iter()
+        .map(|l| split_price(l.scaled))
+        .collect::<Result<Vec<_>, _>>()?;
+    let event = async |conn: &mut Pipe<'_>| {
+        diesel::insert_into(usage_events::table)
+            .values((
+                usage_events::account_id.eq(account.id),
+                usage_events::app_key.eq(&account.app_key),
+                usage_events::user_id.eq(&account.user_id),
+                usage_events::idempotency_key.eq(key),
+                usage_events::request_hash.eq(request_hash),
+                usage_events::credits.eq(quote.credits),
+                usage_events::transaction_id.eq(transaction_id),
+                usage_events::created_at.eq(to_db(now)),
+            ))
+            .returning(usage_events::id)
+            .get_result::<i64>(conn)
+            .await
+    };
+    let (event_id, (), ()) = pipelined!(conn =>
+        event(conn),
+        write_allowances(conn, account.id, &quote.lines, now),
+        add_to_meters(conn, account.id, &quote.lines, now),
+    )
+    .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
+    pipelined!(conn => insert_lines(conn, account.id, event_id, &quote.lines, &prices))?;
+    for line in quote.lines.iter().filter(|l| l.limit_reached) {
+        limit_reached(conn, account, line, plan_id, now).await?;
+    }
     Ok(UsageOutcome {
         lines: quote.lines.iter().map(TrackedLine::from).collect(),
         credits: quote.credits,
@@ -699,23 +854,12 @@ async fn record_call(
     })
 }
 
-/// Writes a call's features: their lines (one statement), their allowances (with
-/// `usage.limit_reached` when one is used up) and their meters (one statement).
-async fn write_lines(
-    conn: &mut Conn,
-    account: &AccountRow,
-    event_id: i64,
-    lines: &[UsageLine],
-    plan_id: Option<&str>,
-    now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    insert_lines(conn, account.id, event_id, lines).await?;
-    for line in lines {
-        if let (Some(window), Some(included)) = (line.window, line.included) {
-            write_allowance(conn, account, line, (window, included), plan_id, now).await?;
-        }
-    }
-    add_to_meters(conn, account.id, lines, now).await
+/// A price in [`PRICE_SCALE`]ths of a credit, split into whole credits and the fraction.
+fn split_price(scaled: i128) -> Result<(i64, i64), StoreError> {
+    let scale = i128::from(PRICE_SCALE);
+    let whole = i64::try_from(scaled / scale).map_err(|_| LedgerError::Overflow)?;
+    let frac = i64::try_from(scaled % scale).map_err(|_| LedgerError::Overflow)?;
+    Ok((whole, frac))
 }
 
 /// `rows` rows of `columns` values each, numbered for [`super::bind`].
@@ -727,14 +871,16 @@ pub(super) fn values_list(rows: usize, columns: usize) -> String {
     (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
-/// The call's lines, in one statement: its text depends only on how many lines there are (at
-/// most `MAX_FEATURES_PER_CALL`, so at most 416 parameters).
+/// The call's lines (`prices`: each line's price split by [`split_price`]), in one statement:
+/// its text depends only on how many lines there are (at most `MAX_FEATURES_PER_CALL`, so at
+/// most 416 parameters).
 async fn insert_lines(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     account_id: i64,
     event_id: i64,
     lines: &[UsageLine],
-) -> Result<(), StoreError> {
+    prices: &[(i64, i64)],
+) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
     if lines.is_empty() {
         return Ok(());
@@ -745,11 +891,8 @@ async fn insert_lines(
          rate_per) VALUES {}",
         values_list(lines.len(), 13)
     );
-    let scale = i128::from(PRICE_SCALE);
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-    for line in lines {
-        let whole = i64::try_from(line.scaled / scale).map_err(|_| LedgerError::Overflow)?;
-        let frac = i64::try_from(line.scaled % scale).map_err(|_| LedgerError::Overflow)?;
+    for (line, &(whole, frac)) in lines.iter().zip(prices) {
         let window = line.window.filter(|_| line.included.is_some());
         query = query
             .bind::<BigInt, _>(event_id)
@@ -773,11 +916,11 @@ async fn insert_lines(
 /// Adds the priced lines to their meters (quantity, credits charged, the carry after), in one
 /// upsert.
 async fn add_to_meters(
-    conn: &mut Conn,
+    conn: &mut Pipe<'_>,
     account_id: i64,
     lines: &[UsageLine],
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Text, Timestamp};
     let priced: Vec<&UsageLine> = lines.iter().filter(|l| l.rate.is_some()).collect();
     if priced.is_empty() {
@@ -807,61 +950,71 @@ async fn add_to_meters(
     Ok(())
 }
 
-/// Records what a line used of its allowance and, when it used the allowance up,
-/// `usage.limit_reached`.
-async fn write_allowance(
+/// Records what the lines with an allowance used of it (the window's total after this call),
+/// in one upsert.
+async fn write_allowances(
+    conn: &mut Pipe<'_>,
+    account_id: i64,
+    lines: &[UsageLine],
+    now: OffsetDateTime,
+) -> QueryResult<()> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    let counted: Vec<(&UsageLine, Window, i64)> = lines
+        .iter()
+        .filter_map(|l| Some((l, l.window?, l.included?)))
+        .collect();
+    if counted.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO allowances (account_id, feature_key, window_start, window_end, included, \
+         used, updated_at) VALUES {} \
+         ON CONFLICT (account_id, feature_key, window_start) DO UPDATE SET \
+         included = excluded.included, used = excluded.used, updated_at = excluded.updated_at",
+        values_list(counted.len(), 7)
+    );
+    let at = to_db(now);
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for (line, window, included) in counted {
+        query = query
+            .bind::<BigInt, _>(account_id)
+            .bind::<Text, _>(&line.feature)
+            .bind::<Timestamp, _>(to_db(window.start))
+            .bind::<Nullable<Timestamp>, _>(window.end.map(to_db))
+            .bind::<BigInt, _>(included)
+            .bind::<BigInt, _>(line.used_before + line.included_used)
+            .bind::<Timestamp, _>(at);
+    }
+    cached(query).execute(conn).await?;
+    Ok(())
+}
+
+/// Announces `usage.limit_reached` for a line that used its allowance up.
+async fn limit_reached(
     conn: &mut Conn,
     account: &AccountRow,
     line: &UsageLine,
-    (window, included): (tally_ledger::usage::Window, i64),
     plan_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let at = to_db(now);
-    let used = line.used_before + line.included_used;
-    cached(
-        diesel::insert_into(allowances::table)
-            .values((
-                allowances::account_id.eq(account.id),
-                allowances::feature_key.eq(&line.feature),
-                allowances::window_start.eq(to_db(window.start)),
-                allowances::window_end.eq(window.end.map(to_db)),
-                allowances::included.eq(included),
-                allowances::used.eq(used),
-                allowances::updated_at.eq(at),
-            ))
-            .on_conflict((
-                allowances::account_id,
-                allowances::feature_key,
-                allowances::window_start,
-            ))
-            .do_update()
-            .set((
-                allowances::included.eq(included),
-                allowances::used.eq(used),
-                allowances::updated_at.eq(at),
-            )),
+    let (Some(window), Some(included)) = (line.window, line.included) else {
+        return Ok(());
+    };
+    let payload = Payload::UsageLimitReached(UsageLimitReached {
+        feature: line.feature.clone(),
+        included,
+        used: line.used_before + line.included_used,
+        window_start: tally_kernel::rfc3339(window.start),
+        resets_at: window.end.map(tally_kernel::rfc3339),
+        plan_id: plan_id.map(str::to_owned),
+    });
+    super::outbox::emit(
+        conn,
+        &payload,
+        (&account.app_key, Some(&account.user_id)),
+        now,
     )
-    .execute(conn)
-    .await?;
-    if line.limit_reached {
-        let payload = Payload::UsageLimitReached(UsageLimitReached {
-            feature: line.feature.clone(),
-            included,
-            used,
-            window_start: tally_kernel::rfc3339(window.start),
-            resets_at: window.end.map(tally_kernel::rfc3339),
-            plan_id: plan_id.map(str::to_owned),
-        });
-        super::outbox::emit(
-            conn,
-            &payload,
-            (&account.app_key, Some(&account.user_id)),
-            now,
-        )
-        .await?;
-    }
-    Ok(())
+    .await
 }
 
 /// The key of a hold's metadata that holds the estimate of a hold taken for quantities (callers
@@ -890,7 +1043,7 @@ pub(crate) async fn reserve_usage(
         return Ok(stored);
     }
     let view = state(conn, &account, now).await?;
-    let loaded = load_state(conn, cache, usage, Some(account.id), &view, now).await?;
+    let loaded = load_state(conn, cache, usage, Some(account.id), now).await?;
     let quote = allowed(quote_usage(&loaded, usage, now)?)?;
     let request = ReserveRequest {
         credits: quote.credits,
@@ -1042,7 +1195,7 @@ pub(crate) async fn capture_usage(
     // What the hold set aside of the allowances is this call's to use.
     release_allowances(conn, &[hold.id]).await?;
     let mut view = state_with_hold(conn, &account, &hold, now).await?;
-    let loaded = load_state(conn, cache, &usage, Some(account.id), &view, now).await?;
+    let loaded = load_state(conn, cache, &usage, Some(account.id), now).await?;
     // Priced by the rates in force when the hold was taken.
     let quote = allowed(quote_usage(&loaded, &usage, from_db(hold.created_at))?)?;
     burn_lots(conn, account.id, &mut view, quote.credits, now).await?;

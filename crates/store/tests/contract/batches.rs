@@ -406,3 +406,82 @@ async fn a_key_another_node_commits_meanwhile_is_answered_as_a_replay() {
 async fn a_replay_racing_the_spend_that_drained_the_account_is_answered_as_a_replay() {
     one_movement_for_one_key(true).await;
 }
+
+/// [`one_movement_for_one_key`] for a reported call (`track`): two nodes report one call of 5
+/// messages (2 credits each) under the key "k" while a third party holds alice's account lock.
+/// One call is charged and both callers are told its outcome. With `drained`, the first call
+/// spends all there is: the second node's plan is refused before its insert could meet the key,
+/// and it is still answered as the replay.
+async fn one_call_for_one_key(drained: bool) {
+    use tally_ledger::pricing::{FeatureKind, FeatureSpec, RateSpec};
+    use tally_ledger::usage::UsageRequest;
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let other = node(&db).await;
+    let alice = acct("app", "alice");
+    let messages = FeatureSpec {
+        key: "messages".into(),
+        name: "Messages".into(),
+        kind: FeatureKind::Metered,
+        unit: Some("messages".into()),
+    };
+    l.put_feature("app", messages, true).await.unwrap();
+    let rate = RateSpec {
+        feature: "messages".into(),
+        dimensions: Default::default(),
+        credits: 2,
+        per: 1,
+        tiers: vec![],
+        effective_from: None,
+    };
+    l.add_rate("app", rate, "admin").await.unwrap();
+    grant(&l, &alice, if drained { 10 } else { 100 }, None).await;
+
+    admin
+        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+        .await
+        .unwrap();
+    let call = |l: &Ledger| {
+        let (l, account) = (l.clone(), alice.clone());
+        tokio::spawn(async move {
+            l.track(UsageRequest {
+                account,
+                quantities: [("messages".to_owned(), 5)].into(),
+                features: vec![],
+                dimensions: Default::default(),
+                description: "chat".into(),
+                metadata: None,
+                idempotency_key: Some("k".into()),
+            })
+            .await
+        })
+    };
+    let (first, second) = (call(&l), call(&other));
+    until_waiting(&mut admin, 2).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap());
+    assert_eq!(first.credits, 10);
+    assert!(
+        matches!(&second, Ok(out) if *out == first),
+        "both callers are told the one call: {first:?} and {second:?}"
+    );
+    assert_eq!(balance(&l, &alice).await, if drained { 0 } else { 90 });
+    let calls = "SELECT count(*) AS n FROM usage_events WHERE idempotency_key = 'k'";
+    assert_eq!(count(&mut admin, calls).await, 1);
+    let charged = "SELECT count(*) AS n FROM transactions WHERE txn_type = 'ai_usage'";
+    assert_eq!(count(&mut admin, charged).await, 1);
+    assert_clean(&l, "one call on two nodes").await;
+    drop((l, other, admin));
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
+    one_call_for_one_key(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_racing_the_call_that_drained_the_account_is_answered_as_a_replay() {
+    one_call_for_one_key(true).await;
+}
