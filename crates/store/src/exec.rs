@@ -249,7 +249,8 @@ impl SqlitePools {
 /// Runs `attempt`, and once more when it lost the race between two requests with one idempotency
 /// key: two first requests creating the account at once, or on PostgreSQL one that waited for
 /// the account's lock while the other committed (its key's lookup saw the older snapshot, see
-/// `lock_account_keyed`); the second attempt finds the winner's row.
+/// `lock_account_keyed`, or ran before the lock, see `usage::track`); the second attempt finds
+/// the winner's row.
 pub(crate) async fn retry_race<T, Fut>(attempt: impl Fn() -> Fut) -> Result<T, StoreError>
 where
     Fut: Future<Output = Result<T, StoreError>>,

@@ -1,6 +1,7 @@
 //! Pricing and usage queries: features, rate versions, entitlements, and the reported calls.
 //! The rules come from `tally_ledger::usage` (`quote_usage` decides a call); this file reads what
-//! it needs under the account's lock and writes what it decided.
+//! it needs for the account (its allowances and carries under its lock) and writes what it
+//! decided.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -697,10 +698,15 @@ async fn stored_call_of(
 
 /// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
 ///
-/// Its statements come in round trips of their own: the account's lock, the key's lookup and the
-/// pricing generation with the user's plan; then the account's first lots, allowances
-/// and carries; then the debit (`write_plan`); then the call, its allowances and meters; then
-/// its lines.
+/// On PostgreSQL its statements take five round trips when the call announces nothing: the
+/// account's lock, the key's lookup and the pricing generation with the user's plan; the
+/// account's first lots, allowances and carries; the debit (`write_plan`, one more when it
+/// announces events); the call, its allowances and meters; its lines. The key's lookup and the
+/// plan's read may run before the lock is granted (the statements of a pipeline are not ordered,
+/// and an account created by this call is locked only after them): a call is then priced by the
+/// plan in force when it arrived, as if it came before a plan change committing meanwhile, and a
+/// call under its key committed meanwhile is found by the unique key (the write is retried as a
+/// replay) or, when the plan is refused first, by looking the key up again.
 pub(crate) async fn track(
     conn: &mut Conn,
     cache: &PricingCache,
@@ -753,7 +759,7 @@ pub(crate) async fn track(
             // The key's lookup may have run before the account's lock was granted; a call under
             // the key committed meanwhile (and the refusal may be its doing) is seen by a
             // statement of its own, and answers.
-            return match stored_call(conn, account.id, key).await? {
+            return match pipelined!(conn => stored_call_of(conn, &request.account, key))? {
                 Some(id) => replayed(conn, id, request_hash).await,
                 None => Err(refusal.into()),
             };
@@ -788,21 +794,6 @@ pub(crate) async fn track(
         now,
     )
     .await
-}
-
-/// The id of the call the account holds under `key`.
-async fn stored_call(
-    conn: &mut Conn,
-    account_id: i64,
-    key: &str,
-) -> Result<Option<i64>, StoreError> {
-    Ok(usage_events::table
-        .filter(usage_events::account_id.eq(account_id))
-        .filter(usage_events::idempotency_key.eq(key))
-        .select(usage_events::id)
-        .first(conn)
-        .await
-        .optional()?)
 }
 
 /// Stores a decided call: the call under its key, its allowances and meters (one round trip),

@@ -407,19 +407,21 @@ async fn a_replay_racing_the_spend_that_drained_the_account_is_answered_as_a_rep
     one_movement_for_one_key(true).await;
 }
 
-/// [`one_movement_for_one_key`] for a reported call (`track`): two nodes report one call of 5
-/// messages (2 credits each) under the key "k" while a third party holds alice's account lock.
-/// One call is charged and both callers are told its outcome. With `drained`, the first call
-/// spends all there is: the second node's plan is refused before its insert could meet the key,
-/// and it is still answered as the replay.
-async fn one_call_for_one_key(drained: bool) {
-    use tally_ledger::pricing::{FeatureKind, FeatureSpec, RateSpec};
-    use tally_ledger::usage::UsageRequest;
+/// [`one_movement_for_one_key`] for a reported call (`track`), on an account that does not
+/// exist yet: two nodes report alice's first call (5 messages, inside her free tier's allowance)
+/// under the key "k" while a third party is creating her account. Both look the key up, find
+/// nothing and wait to create the account; once it exists, one node locks it first and commits,
+/// and the other's lookup is stale. With `block` (an allowance of exactly 5 messages) the
+/// winner used the allowance up, so the loser's plan is refused and it looks its key up again;
+/// otherwise its insert meets the unique key and the write is retried. Either way it is told the
+/// winner's outcome, and one call is recorded.
+async fn one_first_call_for_one_key(block: bool) {
+    use tally_ledger::pricing::{FeatureKind, FeatureSpec};
+    use tally_ledger::usage::{Entitlement, FREE_SCOPE, Overage, Reset, UsageRequest};
     let Some((db, l, mut admin)) = one_lane().await else {
         return;
     };
     let other = node(&db).await;
-    let alice = acct("app", "alice");
     let messages = FeatureSpec {
         key: "messages".into(),
         name: "Messages".into(),
@@ -427,23 +429,29 @@ async fn one_call_for_one_key(drained: bool) {
         unit: Some("messages".into()),
     };
     l.put_feature("app", messages, true).await.unwrap();
-    let rate = RateSpec {
+    let free = Entitlement {
         feature: "messages".into(),
-        dimensions: Default::default(),
-        credits: 2,
-        per: 1,
-        tiers: vec![],
-        effective_from: None,
+        included: Some(if block { 5 } else { 10 }),
+        reset: Reset::Month,
+        overage: if block {
+            Overage::Block
+        } else {
+            Overage::Credits
+        },
     };
-    l.add_rate("app", rate, "admin").await.unwrap();
-    grant(&l, &alice, if drained { 10 } else { 100 }, None).await;
+    l.set_entitlements("app", FREE_SCOPE.into(), vec![free])
+        .await
+        .unwrap();
 
     admin
-        .batch_execute("BEGIN; SELECT id FROM accounts WHERE user_id = 'alice' FOR UPDATE")
+        .batch_execute(
+            "BEGIN; INSERT INTO accounts (app_key, user_id, balance, held, created_at, updated_at)
+             VALUES ('app', 'alice', 0, 0, now(), now())",
+        )
         .await
         .unwrap();
     let call = |l: &Ledger| {
-        let (l, account) = (l.clone(), alice.clone());
+        let (l, account) = (l.clone(), acct("app", "alice"));
         tokio::spawn(async move {
             l.track(UsageRequest {
                 account,
@@ -460,28 +468,28 @@ async fn one_call_for_one_key(drained: bool) {
     let (first, second) = (call(&l), call(&other));
     until_waiting(&mut admin, 2).await;
     admin.batch_execute("COMMIT").await.unwrap();
-    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap());
-    assert_eq!(first.credits, 10);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    let first = first.unwrap();
+    assert_eq!((first.credits, first.lines[0].included_used), (0, 5));
     assert!(
         matches!(&second, Ok(out) if *out == first),
         "both callers are told the one call: {first:?} and {second:?}"
     );
-    assert_eq!(balance(&l, &alice).await, if drained { 0 } else { 90 });
     let calls = "SELECT count(*) AS n FROM usage_events WHERE idempotency_key = 'k'";
     assert_eq!(count(&mut admin, calls).await, 1);
-    let charged = "SELECT count(*) AS n FROM transactions WHERE txn_type = 'ai_usage'";
-    assert_eq!(count(&mut admin, charged).await, 1);
-    assert_clean(&l, "one call on two nodes").await;
+    let used = "SELECT coalesce(sum(used), 0)::bigint AS n FROM allowances";
+    assert_eq!(count(&mut admin, used).await, 5);
+    assert_clean(&l, "one first call on two nodes").await;
     drop((l, other, admin));
     drop(db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
-    one_call_for_one_key(false).await;
+async fn a_first_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
+    one_first_call_for_one_key(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_racing_the_call_that_drained_the_account_is_answered_as_a_replay() {
-    one_call_for_one_key(true).await;
+async fn a_first_call_refused_after_its_twin_used_the_allowance_is_answered_as_a_replay() {
+    one_first_call_for_one_key(true).await;
 }
