@@ -729,16 +729,21 @@ pub(crate) async fn track(
     }
     let pricing = pricing(conn, cache, app, generation).await?;
     let in_force = InForce::of(pricing, subscription, now)?;
-    let mut used = AccountUse::default();
     // The lots are read before the price is known: as many as a debit of up to `FIRST_READ`
     // credits needs.
-    let (lots, (used_now, reserved), carried) = pipelined!(conn =>
+    let (lots, (used, reserved), carries) = pipelined!(conn =>
         first_lots(conn, account.id, FIRST_READ),
         allowances_used(conn, account.id, &in_force.windows),
         carries(conn, account.id, request),
     )?;
-    (used.used, used.reserved, used.carries) = (used_now, reserved, carried);
-    let usage = in_force.state(request, used);
+    let usage = in_force.state(
+        request,
+        AccountUse {
+            used,
+            reserved,
+            carries,
+        },
+    );
     let decided = async {
         let quote = allowed(quote_usage(&usage, request, now)?)?;
         if quote.credits == 0 {
