@@ -65,6 +65,14 @@ impl CheckinConfig {
         self.rewards.get(idx).copied().unwrap_or(0)
     }
 
+    /// The local day a check-in at `now` claims; refused while check-ins are switched off.
+    pub fn claimable_day(&self, now: OffsetDateTime) -> Result<Date, LedgerError> {
+        if !self.enabled {
+            return Err(LedgerError::CheckinDisabled);
+        }
+        self.local_day(now)
+    }
+
     /// The local calendar day `now` falls on.
     pub fn local_day(&self, now: OffsetDateTime) -> Result<Date, LedgerError> {
         local_day_in(&self.timezone, now)
@@ -112,15 +120,12 @@ fn offset_at(tz: &jiff::tz::TimeZone, at: OffsetDateTime) -> UtcOffset {
     UtcOffset::from_whole_seconds(seconds).unwrap_or(UtcOffset::UTC)
 }
 
-/// A check-in as the repository applies it.
+/// A check-in as the repository applies it. The repository reads the app's configuration in the
+/// check-in's own transaction and claims [`CheckinConfig::claimable_day`] under it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckinRequest {
     /// Who checks in.
     pub account: AccountRef,
-    /// The local day being claimed.
-    pub day: Date,
-    /// The app's configuration at request time (rewards and expiry).
-    pub config: CheckinConfig,
     /// The request instant.
     pub now: OffsetDateTime,
 }

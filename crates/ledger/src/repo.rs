@@ -27,9 +27,14 @@ pub trait LedgerRepository: Send + Sync + std::fmt::Debug + 'static {
         now: OffsetDateTime,
     ) -> Result<Transaction, LedgerError>;
 
-    /// Records a check-in and its grant atomically; a second one on the same local day fails
-    /// with [`LedgerError::AlreadyCheckedIn`] through a unique constraint.
-    async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError>;
+    /// Records a check-in and its grant atomically under the app's configuration, read in the
+    /// same transaction, and answers both; a second one on the same local day fails with
+    /// [`LedgerError::AlreadyCheckedIn`] through a unique constraint, and one while check-ins
+    /// are switched off with [`LedgerError::CheckinDisabled`].
+    async fn checkin(
+        &self,
+        request: CheckinRequest,
+    ) -> Result<(CheckinRecord, CheckinConfig), LedgerError>;
 
     /// The stored account as a balance read at `now` needs it (zero when it does not exist
     /// yet): every lot and active hold due at `now`, and the soonest lots that expire later —

@@ -295,22 +295,10 @@ impl Ledger {
 
     /// Today's check-in: at most one per local day, reward by streak.
     pub async fn checkin(&self, account: AccountRef) -> Result<CheckinOutcome, LedgerError> {
-        let config = self.checkin_config(&account.app).await?;
-        if !config.enabled {
-            return Err(LedgerError::CheckinDisabled);
-        }
         let now = self.clock.now();
-        let day = config.local_day(now)?;
+        let (record, config) = self.repo.checkin(CheckinRequest { account, now }).await?;
+        let day = record.day;
         let next_checkin_at = config.day_start(day.next_day().unwrap_or(day))?;
-        let record = self
-            .repo
-            .checkin(CheckinRequest {
-                account,
-                day,
-                config,
-                now,
-            })
-            .await?;
         Ok(CheckinOutcome {
             awarded: record.awarded,
             balance: record.balance_after,

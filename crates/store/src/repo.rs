@@ -51,7 +51,10 @@ impl LedgerRepository for Store {
         .map_err(Into::into)
     }
 
-    async fn checkin(&self, request: CheckinRequest) -> Result<CheckinRecord, LedgerError> {
+    async fn checkin(
+        &self,
+        request: CheckinRequest,
+    ) -> Result<(CheckinRecord, CheckinConfig), LedgerError> {
         exec!(self, Grouped(&request.account), ledger, |conn, ops| {
             ops::checkin(conn, &request).await
         })

@@ -94,6 +94,18 @@ async fn subscription_event(
     extra: SubscriptionExtra,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
+    let rows = [subscription_event_row(event_type, s, extra, now)];
+    pipelined!(conn => outbox::insert_events(conn, &rows))?;
+    Ok(())
+}
+
+/// The outbox's row for a subscription's change ([`subscription_event`]).
+fn subscription_event_row(
+    event_type: EventType,
+    s: SubscriptionRow,
+    extra: SubscriptionExtra,
+    now: OffsetDateTime,
+) -> outbox::OutboxRow {
     let instant = |t: Option<time::PrimitiveDateTime>| t.map(|t| tally_kernel::rfc3339(from_db(t)));
     let payload = Payload::Subscription(
         event_type,
@@ -113,7 +125,7 @@ async fn subscription_event(
             credits_granted: extra.credits_granted,
         },
     );
-    outbox::emit(conn, &payload, (&s.app_key, Some(&s.user_id)), now).await
+    outbox::OutboxRow::new(&payload, (&s.app_key, Some(&s.user_id)), now)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1205,15 +1217,24 @@ async fn period_paid(
     if !new {
         return Ok(ignored("payment already granted"));
     }
+    // `subscription.renewed` goes to the outbox with the grant's own events, in its last round
+    // trip.
+    let mut announce = Vec::new();
     if plan.renewed {
         let extra = SubscriptionExtra {
             payment_id: Some(payment_id.clone()),
             credits_granted: Some(sub.credits_per_period),
             ..SubscriptionExtra::default()
         };
-        subscription_event(conn, EventType::SubscriptionRenewed, updated, extra, now).await?;
+        let renewed = EventType::SubscriptionRenewed;
+        announce.push(subscription_event_row(renewed, updated, extra, now));
     }
-    apply_grant(conn, plan.grant.as_ref(), now).await?;
+    match plan.grant.as_ref() {
+        Some(grant) => {
+            ledger::apply_announcing(conn, grant, &grant.request_hash(), announce, now).await?;
+        }
+        None => pipelined!(conn => outbox::insert_events(conn, &announce))?,
+    }
     if *plan_change {
         return Ok(applied(
             "plan change's proration paid; no period, no credits",

@@ -10,7 +10,7 @@ use tally_ledger::checkin::{CheckinRecord, CheckinRequest, streak_for};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
 use tally_ledger::notice::{NoticeSettings, needs_settings};
-use tally_ledger::plan::{Plan, plan_expiry, plan_movement};
+use tally_ledger::plan::{NewLot, Plan, plan_expiry, plan_movement};
 use tally_ledger::{
     AccountAudit, AccountQuery, AccountRef, AccountSummary, AccountView, BALANCE_LOTS,
     CheckinConfig, LedgerError, Movement, MovementKind, Transaction, TransactionQuery, TxnType,
@@ -19,7 +19,7 @@ use tally_ledger::{
     CaptureRequest, Hold, HoldStatus, HoldView, LotView, RedemptionCode, ReserveRequest,
 };
 use tally_webhooks::payload::{CheckinCompleted, Payload};
-use time::{Date, OffsetDateTime};
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 use crate::StoreError;
 use crate::cached::cached;
@@ -451,6 +451,57 @@ pub(super) async fn write_plan(
     main: Option<MainRow<'_>>,
     now: OffsetDateTime,
 ) -> Result<Option<Transaction>, StoreError> {
+    let last = write_plan_but_last(conn, account, plan, main, now).await?;
+    pipelined!(conn =>
+        last.insert_lot(conn),
+        outbox::insert_events(conn, &last.events),
+    )?;
+    Ok(last.written)
+}
+
+/// What [`write_plan_but_last`] leaves to write, in one round trip with whatever the caller adds
+/// to it: the movement's new lot ([`LastTrip::insert_lot`]) and the events it announces (the
+/// caller may push its own).
+pub(super) struct LastTrip<'a> {
+    /// The movement's own transaction, if the plan has one.
+    pub written: Option<Transaction>,
+    pub events: Vec<outbox::OutboxRow>,
+    account_id: i64,
+    new_lot: Option<&'a NewLot>,
+    at: PrimitiveDateTime,
+}
+
+impl LastTrip<'_> {
+    /// Inserts the movement's new lot, if it has one that holds credits.
+    pub(super) async fn insert_lot(&self, conn: &mut Pipe<'_>) -> QueryResult<()> {
+        let Some((txn, lot)) = self.written.as_ref().zip(self.new_lot) else {
+            return Ok(());
+        };
+        diesel::insert_into(lots::table)
+            .values((
+                lots::account_id.eq(self.account_id),
+                lots::transaction_id.eq(txn.id),
+                lots::source.eq(lot.source.as_str()),
+                lots::amount.eq(lot.amount),
+                lots::remaining.eq(lot.remaining),
+                lots::expires_at.eq(lot.expires_at.map(to_db)),
+                lots::created_at.eq(self.at),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+}
+
+/// [`write_plan`] but for its last round trip, which the caller sends with statements and events
+/// of its own.
+pub(super) async fn write_plan_but_last<'p>(
+    conn: &mut Conn,
+    account: &AccountRow,
+    plan: &'p Plan,
+    main: Option<MainRow<'_>>,
+    now: OffsetDateTime,
+) -> Result<LastTrip<'p>, StoreError> {
     let at = to_db(now);
     let lot_update = |&(lot_id, remaining): &(i64, i64)| {
         cached(diesel::update(lots::table.find(lot_id)).set(lots::remaining.eq(remaining)))
@@ -551,34 +602,14 @@ pub(super) async fn write_plan(
     if !plan.expired_holds.is_empty() {
         super::usage::release_allowances(conn, &plan.expired_holds).await?;
     }
-    // The movement's lot and the events the write announces: one round trip.
-    let new_lot = written
-        .as_ref()
-        .zip(plan.new_lot.as_ref())
-        .filter(|(_, lot)| lot.amount > 0);
     let events = outbox::ledger_event_rows(account, plan, written.as_ref(), settings, now);
-    pipelined!(conn =>
-        async {
-            let Some((txn, lot)) = new_lot else {
-                return Ok(());
-            };
-            diesel::insert_into(lots::table)
-                .values((
-                    lots::account_id.eq(account.id),
-                    lots::transaction_id.eq(txn.id),
-                    lots::source.eq(lot.source.as_str()),
-                    lots::amount.eq(lot.amount),
-                    lots::remaining.eq(lot.remaining),
-                    lots::expires_at.eq(lot.expires_at.map(to_db)),
-                    lots::created_at.eq(at),
-                ))
-                .execute(conn)
-                .await
-                .map(drop)
-        },
-        outbox::insert_events(conn, &events),
-    )?;
-    Ok(written)
+    Ok(LastTrip {
+        written,
+        events,
+        account_id: account.id,
+        new_lot: plan.new_lot.as_ref().filter(|lot| lot.amount > 0),
+        at,
+    })
 }
 
 /// Applies a movement inside the caller's write transaction.
@@ -586,6 +617,18 @@ pub(crate) async fn apply(
     conn: &mut Conn,
     movement: &Movement,
     request_hash: &str,
+    now: OffsetDateTime,
+) -> Result<Transaction, StoreError> {
+    apply_announcing(conn, movement, request_hash, Vec::new(), now).await
+}
+
+/// [`apply`], adding `first` to the outbox before the movement's own events, in the movement's
+/// last round trip (or alone, when the movement is a replay).
+pub(crate) async fn apply_announcing(
+    conn: &mut Conn,
+    movement: &Movement,
+    request_hash: &str,
+    first: Vec<outbox::OutboxRow>,
     now: OffsetDateTime,
 ) -> Result<Transaction, StoreError> {
     let (account, stored) = match &movement.idempotency_key {
@@ -598,7 +641,9 @@ pub(crate) async fn apply(
             .select(TxnRow::as_select())
             .first(conn)
             .await?;
-        return replayed(row, request_hash);
+        let replay = replayed(row, request_hash)?;
+        pipelined!(conn => outbox::insert_events(conn, &first))?;
+        return Ok(replay);
     }
     let state = state_for(conn, &account, &movement.kind, now).await?;
     let plan = match plan_movement(&state, &movement.kind, now) {
@@ -616,7 +661,9 @@ pub(crate) async fn apply(
                     .await
                     .optional()?
             {
-                return replayed(row, request_hash);
+                let replay = replayed(row, request_hash)?;
+                pipelined!(conn => outbox::insert_events(conn, &first))?;
+                return Ok(replay);
             }
             return Err(refusal.into());
         }
@@ -629,9 +676,14 @@ pub(crate) async fn apply(
         metadata,
         actor: movement.actor.as_deref(),
     };
-    write_plan(conn, &account, &plan, Some(main), now)
-        .await?
-        .ok_or_else(|| StoreError::Invariant("movement wrote no transaction"))
+    let mut last = write_plan_but_last(conn, &account, &plan, Some(main), now).await?;
+    last.events.splice(0..0, first);
+    pipelined!(conn =>
+        last.insert_lot(conn),
+        outbox::insert_events(conn, &last.events),
+    )?;
+    last.written
+        .ok_or(StoreError::Invariant("movement wrote no transaction"))
 }
 
 /// The answer to a request under a key the account already holds: the stored movement when the
@@ -644,24 +696,32 @@ fn replayed(row: TxnRow, request_hash: &str) -> Result<Transaction, StoreError> 
     }
 }
 
-/// Claims the local day and grants the reward inside the caller's write transaction.
+/// Claims the local day and grants the reward inside the caller's write transaction, under the
+/// app's configuration, which it answers too.
 pub(crate) async fn checkin(
     conn: &mut Conn,
     request: &CheckinRequest,
-) -> Result<CheckinRecord, StoreError> {
-    let account = lock_account(conn, &request.account, request.now).await?;
+) -> Result<(CheckinRecord, CheckinConfig), StoreError> {
+    // The account's lock and the app's configuration, in one round trip: the configuration may
+    // be read before the lock is granted, as if a change committing meanwhile came after.
+    let (account, stored) = pipelined!(conn =>
+        locked_account(conn, &request.account, request.now),
+        stored_checkin_config(conn, &request.account.app),
+    )?;
+    let config = checkin_config_of(stored)?.unwrap_or_default();
+    let day = config.claimable_day(request.now)?;
     // The last check-in and the account's due lots, in one round trip.
     let (previous, due) = pipelined!(conn =>
         latest_checkin_row(conn, &request.account),
         due_lots(conn, account.id, request.now),
     )?;
     let previous = previous.map(checkin_record).transpose()?;
-    let streak = streak_for(request.day, previous.as_ref());
-    let reward = request.config.reward_for(streak);
+    let streak = streak_for(day, previous.as_ref());
+    let reward = config.reward_for(streak);
     let kind = MovementKind::Grant {
         txn_type: TxnType::Checkin,
         credits: reward,
-        expires_at: request.config.expiry_for(request.now),
+        expires_at: config.expiry_for(request.now),
     };
     let due = due.into_iter().map(Into::into).collect();
     let state = planning_view(conn, &account, due, request.now).await?;
@@ -674,50 +734,58 @@ pub(crate) async fn checkin(
         metadata: None,
         actor: None,
     };
-    let txn = write_plan(conn, &account, &plan, Some(main), request.now)
-        .await?
-        .ok_or_else(|| StoreError::Invariant("check-in wrote no transaction"))?;
-    let day = request.day.to_string();
+    let mut last = write_plan_but_last(conn, &account, &plan, Some(main), request.now).await?;
+    let (txn_id, balance_after) = last
+        .written
+        .as_ref()
+        .map(|txn| (txn.id, txn.balance_after))
+        .ok_or(StoreError::Invariant("check-in wrote no transaction"))?;
+    let day_text = day.to_string();
     let payload = Payload::CheckinCompleted(CheckinCompleted {
-        day: day.clone(),
+        day: day_text.clone(),
         streak,
         awarded: reward,
-        balance_after: txn.balance_after,
-        transaction_id: txn.id.to_string(),
+        balance_after,
+        transaction_id: txn_id.to_string(),
     });
     let who = (
         request.account.app.as_str(),
         Some(request.account.user.as_str()),
     );
-    let events = [outbox::OutboxRow::new(&payload, who, request.now)];
-    // The unique constraint on (app, user, day) is what makes this once per day. The day's row
-    // and its event: one round trip.
+    last.events
+        .push(outbox::OutboxRow::new(&payload, who, request.now));
+    // The unique constraint on (app, user, day) is what makes this once per day. The reward's
+    // lot, the day's row and the events: one round trip.
     pipelined!(conn =>
+        last.insert_lot(conn),
         diesel::insert_into(checkins::table)
             .values((
                 checkins::app_key.eq(&request.account.app),
                 checkins::user_id.eq(&request.account.user),
-                checkins::day.eq(&day),
+                checkins::day.eq(&day_text),
                 checkins::streak.eq(streak),
                 checkins::awarded.eq(reward),
-                checkins::transaction_id.eq(txn.id),
+                checkins::transaction_id.eq(txn_id),
                 checkins::created_at.eq(to_db(request.now)),
             ))
             .execute(conn),
-        outbox::insert_events(conn, &events),
+        outbox::insert_events(conn, &last.events),
     )
     .map_err(|e| match e {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-            StoreError::Ledger(LedgerError::AlreadyCheckedIn { day: day.clone() })
+            StoreError::Ledger(LedgerError::AlreadyCheckedIn {
+                day: day_text.clone(),
+            })
         }
         e => e.into(),
     })?;
-    Ok(CheckinRecord {
-        day: request.day,
+    let record = CheckinRecord {
+        day,
         streak,
         awarded: reward,
-        balance_after: txn.balance_after,
-    })
+        balance_after,
+    };
+    Ok((record, config))
 }
 
 pub(crate) async fn latest_checkin(
@@ -1006,7 +1074,21 @@ pub(crate) async fn checkin_config(
     conn: &mut Conn,
     app: &str,
 ) -> Result<Option<CheckinConfig>, StoreError> {
-    let row: Option<(bool, String, String, Option<i32>)> = checkin_configs::table
+    checkin_config_of(pipelined!(conn => stored_checkin_config(conn, app))?)
+}
+
+/// An app's check-in configuration as stored.
+enum StoredCheckinConfig {
+    /// Its row: enabled, the rewards (JSON), the time zone, the days until rewards expire.
+    Own((bool, String, String, Option<i32>)),
+    /// Never configured: the time zone the app is registered with (none for an unregistered
+    /// app).
+    Never(Option<String>),
+}
+
+/// Reads [`StoredCheckinConfig`]: one statement, two when the app was never configured.
+async fn stored_checkin_config(conn: &mut Pipe<'_>, app: &str) -> QueryResult<StoredCheckinConfig> {
+    let row = checkin_configs::table
         .find(app)
         .select((
             checkin_configs::enabled,
@@ -1017,20 +1099,30 @@ pub(crate) async fn checkin_config(
         .first(conn)
         .await
         .optional()?;
-    let Some(row) = row else {
-        // Never configured: the defaults, in the time zone the app is registered with.
-        let zone: Option<String> = crate::schema::apps::table
-            .find(app)
-            .select(crate::schema::apps::time_zone)
-            .first(conn)
-            .await
-            .optional()?;
-        return Ok(zone.map(|timezone| CheckinConfig {
-            timezone,
-            ..CheckinConfig::default()
-        }));
+    if let Some(row) = row {
+        return Ok(StoredCheckinConfig::Own(row));
+    }
+    let zone = crate::schema::apps::table
+        .find(app)
+        .select(crate::schema::apps::time_zone)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(StoredCheckinConfig::Never(zone))
+}
+
+/// The configuration [`stored_checkin_config`] read: the app's own, or, never configured, the
+/// defaults in the app's time zone; none for an unregistered app never configured.
+fn checkin_config_of(stored: StoredCheckinConfig) -> Result<Option<CheckinConfig>, StoreError> {
+    let (enabled, rewards, timezone, days) = match stored {
+        StoredCheckinConfig::Own(row) => row,
+        StoredCheckinConfig::Never(zone) => {
+            return Ok(zone.map(|timezone| CheckinConfig {
+                timezone,
+                ..CheckinConfig::default()
+            }));
+        }
     };
-    let (enabled, rewards, timezone, days) = row;
     Ok(Some(CheckinConfig {
         enabled,
         rewards: serde_json::from_str(&rewards)

@@ -493,3 +493,51 @@ async fn a_first_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
 async fn a_first_call_refused_after_its_twin_used_the_allowance_is_answered_as_a_replay() {
     one_first_call_for_one_key(true).await;
 }
+
+#[derive(QueryableByName)]
+struct EventType {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+}
+
+/// The outbox's event types, in the order they are delivered.
+async fn outbox_types(conn: &mut AsyncPgConnection) -> Vec<String> {
+    diesel::sql_query("SELECT event_type FROM webhook_events ORDER BY seq")
+        .load::<EventType>(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+/// A check-in's reward, its day and its events share the write's last round trip: the grant's
+/// events come before `checkin.completed`, and a refused second check-in adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_announces_its_grant_then_itself_and_a_refused_one_nothing() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let a = acct("app", "alice");
+    l.set_checkin_config("app", checkin_config("UTC", &[5, 10]), "admin")
+        .await
+        .unwrap();
+    let first = l.checkin(a.clone()).await.unwrap();
+    assert_eq!((first.awarded, first.balance), (5, 5));
+    let told = outbox_types(&mut admin).await;
+    assert_eq!(told, ["credits.granted", "checkin.completed"]);
+    assert!(matches!(
+        l.checkin(a.clone()).await,
+        Err(LedgerError::AlreadyCheckedIn { .. })
+    ));
+    assert_eq!(outbox_types(&mut admin).await, told);
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) AS n FROM lots").await,
+        1,
+        "the refused check-in's lot is not kept"
+    );
+    assert_eq!(balance(&l, &a).await, 5);
+    assert_clean(&l, "after the check-ins").await;
+    drop((l, admin));
+    drop(db);
+}

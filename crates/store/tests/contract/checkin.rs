@@ -148,6 +148,19 @@ async fn checkin_disabled(t: Ctx) {
     assert!(!l.checkin_status(a.clone()).await.unwrap().enabled);
     assert!(history(l, &a).await.is_empty());
     assert_eq!(balance(l, &a).await, 0);
+    // The refusal comes from inside the check-in's write: the account it locked (creating it)
+    // is not kept either.
+    let opened = l
+        .repository()
+        .accounts(tally_ledger::AccountQuery {
+            app: "app".into(),
+            prefix: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(opened.is_empty(), "{opened:?}");
 
     l.set_checkin_config("app", checkin_config("UTC", &[3]), "admin")
         .await
