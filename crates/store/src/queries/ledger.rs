@@ -1077,52 +1077,51 @@ pub(crate) async fn checkin_config(
     checkin_config_of(pipelined!(conn => stored_checkin_config(conn, app))?)
 }
 
-/// An app's check-in configuration as stored.
-enum StoredCheckinConfig {
-    /// Its row: enabled, the rewards (JSON), the time zone, the days until rewards expire.
-    Own((bool, String, String, Option<i32>)),
-    /// Never configured: the time zone the app is registered with (none for an unregistered
-    /// app).
-    Never(Option<String>),
+/// An app's check-in configuration as stored, read in one statement ([`stored_checkin_config`]):
+/// its own row's columns when it has one, and the time zone the app is registered with (the
+/// defaults' time zone when it never configured check-ins).
+#[derive(QueryableByName)]
+struct StoredCheckinConfig {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    enabled: Option<bool>,
+    /// JSON.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    rewards: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    timezone: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    credits_expire_days: Option<i32>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    app_time_zone: Option<String>,
 }
 
-/// Reads [`StoredCheckinConfig`]: one statement, two when the app was never configured.
+/// Reads [`StoredCheckinConfig`]: always one row.
 async fn stored_checkin_config(conn: &mut Pipe<'_>, app: &str) -> QueryResult<StoredCheckinConfig> {
-    let row = checkin_configs::table
-        .find(app)
-        .select((
-            checkin_configs::enabled,
-            checkin_configs::rewards,
-            checkin_configs::timezone,
-            checkin_configs::credits_expire_days,
-        ))
-        .first(conn)
+    let sql = format!(
+        "SELECT c.enabled, c.rewards, c.timezone, c.credits_expire_days, \
+         a.time_zone AS app_time_zone \
+         FROM (SELECT CAST({} AS TEXT) AS app_key) k \
+         LEFT JOIN checkin_configs c ON c.app_key = k.app_key \
+         LEFT JOIN apps a ON a.app_key = k.app_key",
+        super::bind(1)
+    );
+    cached(diesel::sql_query(sql).bind::<diesel::sql_types::Text, _>(app))
+        .get_result(conn)
         .await
-        .optional()?;
-    if let Some(row) = row {
-        return Ok(StoredCheckinConfig::Own(row));
-    }
-    let zone = crate::schema::apps::table
-        .find(app)
-        .select(crate::schema::apps::time_zone)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(StoredCheckinConfig::Never(zone))
 }
 
 /// The configuration [`stored_checkin_config`] read: the app's own, or, never configured, the
 /// defaults in the app's time zone; none for an unregistered app never configured.
 fn checkin_config_of(stored: StoredCheckinConfig) -> Result<Option<CheckinConfig>, StoreError> {
-    let (enabled, rewards, timezone, days) = match stored {
-        StoredCheckinConfig::Own(row) => row,
-        StoredCheckinConfig::Never(zone) => {
-            return Ok(zone.map(|timezone| CheckinConfig {
-                timezone,
-                ..CheckinConfig::default()
-            }));
-        }
+    let (Some(enabled), Some(rewards), Some(timezone)) =
+        (stored.enabled, stored.rewards, stored.timezone)
+    else {
+        return Ok(stored.app_time_zone.map(|timezone| CheckinConfig {
+            timezone,
+            ..CheckinConfig::default()
+        }));
     };
+    let days = stored.credits_expire_days;
     Ok(Some(CheckinConfig {
         enabled,
         rewards: serde_json::from_str(&rewards)
