@@ -311,7 +311,8 @@ macro_rules! write_ops {
                 Ok(())
             }
 
-            /// The check-in configuration read that precedes `POST /checkin`'s transaction.
+            /// The check-in configuration read that preceded `POST /checkin`'s transaction (the
+            /// server now reads it inside the transaction, with the account's lock).
             pub(crate) $($kw)? fn checkin_config(conn: &mut Conn) -> Result<(), OpError> {
                 let _config: Option<(bool, String, String, Option<i32>)> = checkin_configs::table
                     .find("default")
