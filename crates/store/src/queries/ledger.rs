@@ -451,12 +451,10 @@ pub(super) async fn write_plan(
     main: Option<MainRow<'_>>,
     now: OffsetDateTime,
 ) -> Result<Option<Transaction>, StoreError> {
-    let last = write_plan_but_last(conn, account, plan, main, now).await?;
-    pipelined!(conn =>
-        last.insert_lot(conn),
-        outbox::insert_events(conn, &last.events),
-    )?;
-    Ok(last.written)
+    write_plan_but_last(conn, account, plan, main, now)
+        .await?
+        .write(conn)
+        .await
 }
 
 /// What [`write_plan_but_last`] leaves to write, in one round trip with whatever the caller adds
@@ -472,6 +470,16 @@ pub(super) struct LastTrip<'a> {
 }
 
 impl LastTrip<'_> {
+    /// Sends the last round trip as it is: the new lot and the events. Answers the movement's
+    /// own transaction, if the plan has one.
+    pub(super) async fn write(self, conn: &mut Conn) -> Result<Option<Transaction>, StoreError> {
+        pipelined!(conn =>
+            self.insert_lot(conn),
+            outbox::insert_events(conn, &self.events),
+        )?;
+        Ok(self.written)
+    }
+
     /// Inserts the movement's new lot, if it has one that holds credits.
     pub(super) async fn insert_lot(&self, conn: &mut Pipe<'_>) -> QueryResult<()> {
         let Some((txn, lot)) = self.written.as_ref().zip(self.new_lot) else {
@@ -678,11 +686,8 @@ pub(crate) async fn apply_announcing(
     };
     let mut last = write_plan_but_last(conn, &account, &plan, Some(main), now).await?;
     last.events.splice(0..0, first);
-    pipelined!(conn =>
-        last.insert_lot(conn),
-        outbox::insert_events(conn, &last.events),
-    )?;
-    last.written
+    last.write(conn)
+        .await?
         .ok_or(StoreError::Invariant("movement wrote no transaction"))
 }
 
@@ -1097,15 +1102,18 @@ struct StoredCheckinConfig {
 
 /// Reads [`StoredCheckinConfig`]: always one row.
 async fn stored_checkin_config(conn: &mut Pipe<'_>, app: &str) -> QueryResult<StoredCheckinConfig> {
-    let sql = format!(
-        "SELECT c.enabled, c.rewards, c.timezone, c.credits_expire_days, \
-         a.time_zone AS app_time_zone \
-         FROM (SELECT CAST({} AS TEXT) AS app_key) k \
-         LEFT JOIN checkin_configs c ON c.app_key = k.app_key \
-         LEFT JOIN apps a ON a.app_key = k.app_key",
-        super::bind(1)
-    );
-    cached(diesel::sql_query(sql).bind::<diesel::sql_types::Text, _>(app))
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT c.enabled, c.rewards, c.timezone, c.credits_expire_days, \
+             a.time_zone AS app_time_zone \
+             FROM (SELECT CAST({} AS TEXT) AS app_key) k \
+             LEFT JOIN checkin_configs c ON c.app_key = k.app_key \
+             LEFT JOIN apps a ON a.app_key = k.app_key",
+            super::bind(1)
+        )
+    });
+    cached(diesel::sql_query(sql.as_str()).bind::<diesel::sql_types::Text, _>(app))
         .get_result(conn)
         .await
 }
