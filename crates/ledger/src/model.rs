@@ -133,6 +133,13 @@ impl MovementKind {
             MovementKind::Adjust { credits, .. } => (-credits).max(0),
         }
     }
+
+    /// Whether movements of this kind can be planned one after another on one read of their
+    /// account ([`crate::plan::InTurn`]): a debit creates no lot, so the state it leaves is
+    /// known before anything is written. A grant's lot has no id until it is written.
+    pub fn plans_in_turn(&self) -> bool {
+        matches!(self, MovementKind::Debit { .. })
+    }
 }
 
 /// A request to move credits, as the repository receives it.

@@ -103,6 +103,40 @@ fn check_plan(state: &AccountView, plan: &Plan) {
 #[cfg(not(debug_assertions))]
 fn check_plan(_: &AccountView, _: &Plan) {}
 
+/// Plans a run of movements of one account one after another, each as if it ran alone once
+/// the ones before it were written: each sees the balance, the held credits, the lots and the
+/// holds that the earlier plans leave, and a refused one leaves them as they were. The store
+/// uses it to apply a batch's debits of one account together, on one read of the account.
+#[derive(Debug, Clone)]
+pub struct InTurn {
+    state: AccountView,
+}
+
+impl InTurn {
+    /// Starts from `state`, as read under the account's lock; its lots must cover every debit of
+    /// the run in burn order, as for [`plan_movement`].
+    pub fn new(state: AccountView) -> Self {
+        Self { state }
+    }
+
+    /// Plans the next movement of the run ([`MovementKind::plans_in_turn`] must hold: a
+    /// movement that creates a lot cannot be planned in turn).
+    pub fn plan(&mut self, kind: &MovementKind, now: OffsetDateTime) -> Result<Plan, LedgerError> {
+        assert!(kind.plans_in_turn(), "{kind:?} cannot be planned in turn");
+        let plan = plan_movement(&self.state, kind, now)?;
+        let state = &mut self.state;
+        for &(id, remaining) in &plan.lot_updates {
+            if let Some(lot) = state.lots.iter_mut().find(|l| l.id == id) {
+                lot.remaining = remaining;
+            }
+        }
+        state.lots.retain(|l| l.remaining > 0);
+        state.holds.retain(|h| !plan.expired_holds.contains(&h.id));
+        (state.balance, state.held) = (plan.balance, plan.held);
+        Ok(plan)
+    }
+}
+
 /// Order in which lots are consumed: soonest-expiring first, never-expiring last, then oldest.
 pub fn consumption_order(lots: &mut [crate::LotView]) {
     lots.sort_by_key(|l| (l.expires_at.is_none(), l.expires_at, l.id));
@@ -424,6 +458,49 @@ mod tests {
         assert_eq!(plan.lot_updates, vec![(3, 0), (2, 0), (1, 5)]);
         assert_eq!(plan.balance, 15);
         assert_eq!(plan.main.unwrap().amount, -25);
+    }
+
+    #[test]
+    fn a_run_planned_in_turn_sees_what_each_plan_leaves() {
+        let s = state(vec![
+            lot(1, 10, Some(0)),
+            lot(2, 6, Some(5)),
+            lot(3, 10, None),
+        ]);
+        let mut run = InTurn::new(s);
+        // The first expires the due lot and burns the soonest-expiring one.
+        let first = run.plan(&debit(4), NOW).unwrap();
+        assert_eq!(first.expiries.len(), 1);
+        assert_eq!(first.lot_updates, vec![(1, 0), (2, 2)]);
+        assert_eq!(first.main.unwrap().balance_after, 12);
+        // Refused: 12 left; nothing changes.
+        assert!(matches!(
+            run.plan(&debit(13), NOW),
+            Err(LedgerError::InsufficientCredits {
+                requested: 13,
+                available: 12
+            })
+        ));
+        // Nothing due any more; what lot 2 has left goes first, then lot 3.
+        let third = run.plan(&debit(5), NOW).unwrap();
+        assert!(third.expiries.is_empty());
+        assert_eq!(third.lot_updates, vec![(2, 0), (3, 7)]);
+        assert_eq!(third.main.unwrap().balance_after, 7);
+        let last = run.plan(&debit(7), NOW).unwrap();
+        assert_eq!(last.lot_updates, vec![(3, 0)]);
+        assert_eq!(last.balance, 0);
+        assert!(run.plan(&debit(1), NOW).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot be planned in turn")]
+    fn a_grant_is_not_planned_in_turn() {
+        let grant = MovementKind::Grant {
+            txn_type: TxnType::Purchase,
+            credits: 5,
+            expires_at: None,
+        };
+        let _ = InTurn::new(state(vec![])).plan(&grant, NOW);
     }
 
     #[test]

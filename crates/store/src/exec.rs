@@ -190,6 +190,28 @@ impl PgPools {
     }
 }
 
+impl PgPools {
+    /// Applies `movement`, a debit ([`tally_ledger::MovementKind::plans_in_turn`]), in its
+    /// lane's next batch, where the debits to one account are applied together; in its own
+    /// transaction when batching is off.
+    pub(crate) async fn debit(
+        &self,
+        movement: std::sync::Arc<tally_ledger::Movement>,
+        hash: std::sync::Arc<str>,
+        now: time::OffsetDateTime,
+    ) -> Result<tally_ledger::Transaction, StoreError> {
+        match &self.batches {
+            Some(batches) => logged(batches.debit(movement, hash, now).await),
+            None => {
+                on_pg(&self.pool, Exec::Grouped, async move |conn| {
+                    crate::pg::ledger::apply(conn, &movement, &hash, now).await
+                })
+                .await
+            }
+        }
+    }
+}
+
 /// SQLite's connections: one writer (SQLite writes serialise), a few readers, and the writer's
 /// group commit.
 #[derive(Clone)]

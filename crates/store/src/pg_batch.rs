@@ -25,6 +25,13 @@
 //! do not know their account before they read (a capture or release by hold id) and
 //! redemptions (which also lock the shared code) are not batched: they run in their own
 //! transaction, as before.
+//!
+//! **Debits in turn.** A run of debits to one account in a batch (what one busy account sends)
+//! is not run write by write: the run locks the account and reads its keys and lots once, plans
+//! each debit on what the ones before it leave, and writes them all with a few statements
+//! (`ledger::apply_in_turn`), in one savepoint. Each debit keeps the outcome it would have had
+//! alone. When the run cannot be applied so (a lot comes due first) or its statements fail, it
+//! is rolled back to its savepoint and its debits run one at a time like any other write.
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::{
@@ -33,7 +40,9 @@ use diesel_async::{
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use tally_ledger::AccountRef;
+use std::sync::Arc;
+use tally_ledger::{AccountRef, Movement, Transaction};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::StoreError;
@@ -58,7 +67,40 @@ const UNDO_WRITE: &str = "ROLLBACK TO SAVEPOINT w";
 /// A write waiting in a lane, and the account that orders it in its batch.
 struct Job {
     key: AccountRef,
-    run: Run,
+    work: Work,
+}
+
+/// What a write does.
+enum Work {
+    /// Any write, run alone in its savepoint.
+    Run(Run),
+    /// A debit, which a run of debits to its account applies together (see the module's
+    /// documentation).
+    Debit(Debit),
+}
+
+/// A debit ([`tally_ledger::MovementKind::plans_in_turn`]) waiting in a lane.
+struct Debit {
+    movement: Arc<Movement>,
+    /// The movement's request hash.
+    hash: Arc<str>,
+    now: OffsetDateTime,
+    answer: batch::Answer<Transaction>,
+}
+
+impl Debit {
+    /// Runs the debit alone, as any write runs.
+    async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
+        let result = crate::pg::ledger::apply(conn, &self.movement, &self.hash, self.now).await;
+        let ok = result.is_ok();
+        (batch::finish(Ok(result), self.answer), ok)
+    }
+}
+
+/// What a batch runs in one savepoint: a write, or a run of debits to one account.
+enum Unit {
+    One(Run),
+    Debits(Vec<Debit>),
 }
 
 /// Runs a write on the batch's connection and answers whether it succeeded; the [`Finish`] it
@@ -114,16 +156,40 @@ impl PgBatches {
                 (batch::finish(Ok(result), answer), ok)
             })
         });
+        self.send(account, Work::Run(run)).await?;
+        batch::outcome(outcome).await
+    }
+
+    /// Applies `movement`, a debit, in its lane's next batch, together with the debits to its
+    /// account beside it; returns its outcome after the batch's commit.
+    pub(crate) async fn debit(
+        &self,
+        movement: Arc<Movement>,
+        hash: Arc<str>,
+        now: OffsetDateTime,
+    ) -> Result<Transaction, StoreError> {
+        let (answer, outcome) = batch::channel();
+        let account = movement.account.clone();
+        let debit = Debit {
+            movement,
+            hash,
+            now,
+            answer,
+        };
+        self.send(&account, Work::Debit(debit)).await?;
+        batch::outcome(outcome).await
+    }
+
+    /// Queues a write in its account's lane.
+    async fn send(&self, account: &AccountRef, work: Work) -> Result<(), StoreError> {
         let job = Job {
             key: account.clone(),
-            run,
+            work,
         };
-        if self.lanes[self.lane_of(account)].send(job).await.is_err() {
-            return Err(StoreError::Connection(
-                "the PostgreSQL batch lane has stopped".into(),
-            ));
-        }
-        batch::outcome(outcome).await
+        self.lanes[self.lane_of(account)]
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Connection("the PostgreSQL batch lane has stopped".into()))
     }
 
     /// The lane an account's writes go to; the same for the node's whole life.
@@ -159,8 +225,31 @@ async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs `jobs` in one transaction, each in the savepoint [`SAVEPOINT`] (a batch of one runs
-/// as a plain transaction), commits, and reports each outcome.
+/// The savepoint units of a batch, in order: each write alone, except that the debits to one
+/// account that follow each other (after the sort, all of them) make one unit.
+fn units(jobs: Vec<Job>) -> std::collections::VecDeque<Unit> {
+    let mut units = std::collections::VecDeque::with_capacity(jobs.len());
+    let mut debits_of: Option<AccountRef> = None;
+    for job in jobs {
+        match job.work {
+            Work::Debit(debit) => match units.back_mut() {
+                Some(Unit::Debits(run)) if debits_of.as_ref() == Some(&job.key) => run.push(debit),
+                _ => {
+                    units.push_back(Unit::Debits(vec![debit]));
+                    debits_of = Some(job.key);
+                }
+            },
+            Work::Run(run) => {
+                units.push_back(Unit::One(run));
+                debits_of = None;
+            }
+        }
+    }
+    units
+}
+
+/// Runs `jobs` in one transaction, each unit ([`units`]) in the savepoint [`SAVEPOINT`] (a
+/// batch of one runs as a plain transaction), commits, and reports each outcome.
 async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
     // Jobs dropped without running tell their callers so (their answer channel closes).
     let mut conn = match pool.get().await {
@@ -180,13 +269,52 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
         tracing::error!(error = %e, writes, "PostgreSQL batch: BEGIN failed; the batch was not attempted");
         return;
     }
+    let mut units = units(jobs);
     let mut finishes = Vec::with_capacity(writes);
     let mut clean = true;
     let mut alone_failed = false;
-    for (i, job) in jobs.into_iter().enumerate() {
-        let (finish, ok) = (job.run)(&mut conn).await;
-        finishes.push(finish);
-        let step = match (alone, ok, i + 1 == writes) {
+    while let Some(unit) = units.pop_front() {
+        let ok = match unit {
+            Unit::One(run) => {
+                let (finish, ok) = run(&mut conn).await;
+                finishes.push(finish);
+                ok
+            }
+            Unit::Debits(mut run) if run.len() == 1 => {
+                let (finish, ok) = run.remove(0).run(&mut conn).await;
+                finishes.push(finish);
+                ok
+            }
+            Unit::Debits(run) => {
+                let writes: Vec<(&Movement, &str)> =
+                    run.iter().map(|d| (&*d.movement, &*d.hash)).collect();
+                let now = run[0].now;
+                match crate::pg::ledger::apply_in_turn(&mut conn, &writes, now).await {
+                    Ok(Some(results)) => {
+                        for (debit, result) in run.into_iter().zip(results) {
+                            finishes.push(batch::finish(Ok(result), debit.answer));
+                        }
+                        true
+                    }
+                    outcome => {
+                        if let Err(e) = outcome {
+                            tracing::debug!(error = %e, "PostgreSQL batch: a run of debits failed; it runs one debit at a time");
+                        }
+                        // Undone, and run one debit at a time.
+                        clean = conn.batch_execute(UNDO_WRITE).await.is_ok()
+                            && batch::at_batch_level(&mut *conn);
+                        if !clean {
+                            break;
+                        }
+                        for debit in run.into_iter().rev() {
+                            units.push_front(Unit::Debits(vec![debit]));
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let step = match (alone, ok, units.is_empty()) {
             (true, ok, _) => {
                 alone_failed = !ok;
                 None

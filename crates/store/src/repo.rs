@@ -42,6 +42,11 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (movement, hash) = (movement.clone(), hash.clone());
             async move {
+                if let crate::Pools::Pg(pg) = &self.pools
+                    && movement.kind.plans_in_turn()
+                {
+                    return pg.debit(movement, hash, now).await;
+                }
                 exec!(self, Grouped(&movement.account), ledger, |conn, ops| {
                     ops::apply(conn, &movement, &hash, now).await
                 })

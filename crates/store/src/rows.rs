@@ -18,7 +18,7 @@ pub(crate) fn from_db(t: PrimitiveDateTime) -> OffsetDateTime {
     t.assume_utc()
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = accounts)]
 pub(crate) struct AccountRow {
     pub id: i64,
@@ -179,7 +179,7 @@ impl From<CodeRow> for RedemptionCode {
     }
 }
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = transactions)]
 pub(crate) struct TxnRow {
     pub id: i64,

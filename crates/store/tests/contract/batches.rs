@@ -40,6 +40,11 @@ async fn one_lane() -> Option<(TestDb, Ledger, AsyncPgConnection)> {
 
 /// A ledger on a store of its own that batches on one lane: one node.
 async fn node(db: &TestDb) -> Ledger {
+    node_with_clock(db).await.0
+}
+
+/// [`node`], and the clock it reads.
+async fn node_with_clock(db: &TestDb) -> (Ledger, Arc<tally_ledger::ManualClock>) {
     let store = tally_store::Store::connect_with(
         &db.url,
         tally_store::StoreOptions {
@@ -49,10 +54,8 @@ async fn node(db: &TestDb) -> Ledger {
     )
     .await
     .unwrap();
-    Ledger::with_clock(
-        Arc::new(store),
-        Arc::new(tally_ledger::ManualClock::new(START)),
-    )
+    let clock = Arc::new(tally_ledger::ManualClock::new(START));
+    (Ledger::with_clock(Arc::new(store), clock.clone()), clock)
 }
 
 /// Waits until `n` statements wait for a lock.
@@ -118,9 +121,20 @@ fn spend_w(
     credits: i64,
     key: &str,
 ) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    described_spend_w(l, user, credits, key, "batch")
+}
+
+fn described_spend_w(
+    l: &Ledger,
+    user: &str,
+    credits: i64,
+    key: &str,
+    description: &str,
+) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
     let (l, a, key) = (l.clone(), acct("app", user), key.to_owned());
+    let description = description.to_owned();
     Box::pin(async move {
-        l.spend(a, credits, "batch".into(), Some(key), None)
+        l.spend(a, credits, description, Some(key), None)
             .await
             .map(|t| t.id)
     })
@@ -538,6 +552,176 @@ async fn a_check_in_announces_its_grant_then_itself_and_a_refused_one_nothing() 
     );
     assert_eq!(balance(&l, &a).await, 5);
     assert_clean(&l, "after the check-ins").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// From now on, records how many transactions each `INSERT` statement adds, in order.
+async fn note_inserts(conn: &mut AsyncPgConnection) {
+    conn.batch_execute(
+        "CREATE TABLE inserts (seq BIGSERIAL, n BIGINT);
+         CREATE FUNCTION note_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO inserts (n) SELECT count(*) FROM new_rows; RETURN NULL; END $$;
+         CREATE TRIGGER note_insert AFTER INSERT ON transactions
+         REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION note_insert();",
+    )
+    .await
+    .unwrap();
+}
+
+/// The rows each `INSERT` into `transactions` added since [`note_inserts`], in order.
+async fn inserts(conn: &mut AsyncPgConnection) -> Vec<i64> {
+    diesel::sql_query("SELECT n FROM inserts ORDER BY seq")
+        .load::<Count>(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.n)
+        .collect()
+}
+
+/// The debits to one account that meet in a batch are planned in turn and written together —
+/// their transactions in one statement — and each is answered as if it had run alone after the
+/// ones before it: spent, replayed (of the run or of the account's history), refused for want
+/// of credits, or refused for reusing a key with other figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debits_of_one_account_in_a_batch_are_written_together() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 100, None).await;
+    let pre = l
+        .spend(alice.clone(), 5, "batch".into(), Some("pre".into()), None)
+        .await
+        .unwrap()
+        .id;
+    note_inserts(&mut admin).await;
+
+    let blocker = block_lane(&l, &mut admin, "alice").await; // 95 → 94
+    let started = queue(vec![
+        spend_w(&l, "alice", 10, "a"),   // 94 → 84
+        spend_w(&l, "alice", 10, "a"),   // the run's replay
+        spend_w(&l, "alice", 200, "z"),  // refused: 84 left
+        spend_w(&l, "alice", 11, "a"),   // the run's key, other figures
+        spend_w(&l, "alice", 5, "pre"),  // a replay of the history
+        spend_w(&l, "alice", 6, "pre"),  // the history's key, other figures
+        spend_w(&l, "alice", 84, "b"),   // 84 → 0
+        spend_w(&l, "alice", 1, "c"),    // refused: nothing left
+        spend_w(&l, "alice", 200, "z2"), // refused
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+
+    let a = *got[0].as_ref().unwrap();
+    assert_eq!(got[1].as_ref().ok(), Some(&a), "the run's replay");
+    let refused = |o: &Outcome| matches!(o, Err(LedgerError::InsufficientCredits { .. }));
+    assert!(refused(&got[2]), "{:?}", got[2]);
+    let reused = |o: &Outcome| matches!(o, Err(LedgerError::IdempotencyKeyReused));
+    assert!(reused(&got[3]), "{:?}", got[3]);
+    assert_eq!(got[4].as_ref().ok(), Some(&pre), "the history's replay");
+    assert!(reused(&got[5]), "{:?}", got[5]);
+    let b = *got[6].as_ref().unwrap();
+    assert!(b > a, "written in arrival order: {a}, {b}");
+    assert!(refused(&got[7]) && refused(&got[8]), "{got:?}");
+
+    assert_eq!(balance(&l, &alice).await, 0);
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 2],
+        "the blocker's transaction alone, then the run's two in one statement"
+    );
+    let after = "SELECT count(*) AS n FROM transactions
+        WHERE (idempotency_key = 'a' AND balance_after = 84 AND amount = -10)
+           OR (idempotency_key = 'b' AND balance_after = 0 AND amount = -84)";
+    assert_eq!(count(&mut admin, after).await, 2);
+    assert_clean(&l, "debits written together").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// A run of debits that finds a lot due (its expiry is written and announced before the first
+/// debit) is applied one debit at a time instead, with the same outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.store().await;
+    let (l, clock) = node_with_clock(&db).await;
+    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 10, Some(START + Duration::minutes(1))).await;
+    grant(&l, &alice, 100, None).await;
+    grant(&l, &acct("app", "bob"), 10, None).await;
+    clock.advance(Duration::minutes(2));
+    note_inserts(&mut admin).await;
+
+    // The lane waits on bob's account; alice's debits queue behind.
+    let blocker = block_lane(&l, &mut admin, "bob").await;
+    let started = queue(vec![
+        spend_w(&l, "alice", 5, "x"),
+        spend_w(&l, "alice", 5, "y"),
+        spend_w(&l, "alice", 91, "z"), // refused: 90 left
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got[0].is_ok() && got[1].is_ok(), "{got:?}");
+    assert!(
+        matches!(
+            got[2],
+            Err(LedgerError::InsufficientCredits { available: 90, .. })
+        ),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(balance(&l, &alice).await, 90);
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 1, 1, 1],
+        "bob's spend, then alice's expiry, x and y one statement each"
+    );
+    let expired =
+        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
+    assert_eq!(count(&mut admin, expired).await, 1);
+    assert_clean(&l, "a run with a lot due").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// A run of debits whose statements fail (here a trigger refuses one debit's row) is rolled
+/// back and applied one debit at a time: the others stand, the failing one fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_debits_whose_insert_fails_runs_one_at_a_time() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    refuse_poison(&mut admin, false).await;
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 100, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "alice").await; // 100 → 99
+    let started = queue(vec![
+        spend_w(&l, "alice", 10, "p1"),
+        described_spend_w(&l, "alice", 10, "p2", "poison"),
+        spend_w(&l, "alice", 10, "p3"),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got[0].is_ok() && got[2].is_ok(), "{got:?}");
+    assert!(
+        matches!(got[1], Err(LedgerError::Storage(_))),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(balance(&l, &alice).await, 79);
+    let keyed =
+        "SELECT count(*) AS n FROM transactions WHERE idempotency_key IN ('p1', 'p2', 'p3')";
+    assert_eq!(count(&mut admin, keyed).await, 2);
+    assert_clean(&l, "a run whose insert fails").await;
     drop((l, admin));
     drop(db);
 }
