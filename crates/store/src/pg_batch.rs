@@ -26,12 +26,13 @@
 //! redemptions (which also lock the shared code) are not batched: they run in their own
 //! transaction, as before.
 //!
-//! **Debits in turn.** A run of debits to one account in a batch (what one busy account sends)
-//! is not run write by write: the run locks the account and reads its keys and lots once, plans
-//! each debit on what the ones before it leave, and writes them all with a few statements
-//! (`ledger::apply_in_turn`), in one savepoint. Each debit keeps the outcome it would have had
-//! alone. When the run cannot be applied so (a lot comes due first) or its statements fail, it
-//! is rolled back to its savepoint and its debits run one at a time like any other write.
+//! **Debits together.** The debits that follow each other in a sorted batch (most of a batch of
+//! spends: one busy account's, or many accounts') are not run write by write: they lock their
+//! accounts in one statement, in the batch's order, read their keys and lots in one round trip,
+//! plan each debit on what the ones before it leave, and write them all with a few multi-row
+//! statements (`ledger::apply_in_turn`), in one savepoint. Each debit keeps the outcome it would
+//! have had alone. When they cannot be applied so (a lot comes due first) or their statements
+//! fail, they are rolled back to their savepoint and run one at a time like any other write.
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::{
@@ -74,7 +75,7 @@ struct Job {
 enum Work {
     /// Any write, run alone in its savepoint.
     Run(Run),
-    /// A debit, which a run of debits to its account applies together (see the module's
+    /// A debit, which is applied together with the debits beside it (see the module's
     /// documentation).
     Debit(Debit),
 }
@@ -97,7 +98,7 @@ impl Debit {
     }
 }
 
-/// What a batch runs in one savepoint: a write, or a run of debits to one account.
+/// What a batch runs in one savepoint: a write, or debits applied together.
 enum Unit {
     One(Run),
     Debits(Vec<Debit>),
@@ -160,8 +161,8 @@ impl PgBatches {
         batch::outcome(outcome).await
     }
 
-    /// Applies `movement`, a debit, in its lane's next batch, together with the debits to its
-    /// account beside it; returns its outcome after the batch's commit.
+    /// Applies `movement`, a debit, in its lane's next batch, together with the debits beside
+    /// it; returns its outcome after the batch's commit.
     pub(crate) async fn debit(
         &self,
         movement: Arc<Movement>,
@@ -225,24 +226,15 @@ async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// The savepoint units of a batch, in order: each write alone, except that the debits to one
-/// account that follow each other (after the sort, all of them) make one unit.
+/// The savepoint units of a batch, in order: each write alone, except that debits that follow
+/// each other in the sorted batch (one account's, or several accounts') make one unit.
 fn units(jobs: Vec<Job>) -> std::collections::VecDeque<Unit> {
     let mut units = std::collections::VecDeque::with_capacity(jobs.len());
-    let mut debits_of: Option<AccountRef> = None;
     for job in jobs {
-        match job.work {
-            Work::Debit(debit) => match units.back_mut() {
-                Some(Unit::Debits(run)) if debits_of.as_ref() == Some(&job.key) => run.push(debit),
-                _ => {
-                    units.push_back(Unit::Debits(vec![debit]));
-                    debits_of = Some(job.key);
-                }
-            },
-            Work::Run(run) => {
-                units.push_back(Unit::One(run));
-                debits_of = None;
-            }
+        match (job.work, units.back_mut()) {
+            (Work::Debit(debit), Some(Unit::Debits(run))) => run.push(debit),
+            (Work::Debit(debit), _) => units.push_back(Unit::Debits(vec![debit])),
+            (Work::Run(run), _) => units.push_back(Unit::One(run)),
         }
     }
     units
@@ -298,7 +290,7 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
                     }
                     outcome => {
                         if let Err(e) = outcome {
-                            tracing::debug!(error = %e, "PostgreSQL batch: a run of debits failed; it runs one debit at a time");
+                            tracing::debug!(error = %e, "PostgreSQL batch: debits applied together failed; they run one at a time");
                         }
                         // Undone, and run one debit at a time.
                         clean = conn.batch_execute(UNDO_WRITE).await.is_ok()

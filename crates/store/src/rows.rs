@@ -18,7 +18,7 @@ pub(crate) fn from_db(t: PrimitiveDateTime) -> OffsetDateTime {
     t.assume_utc()
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = accounts)]
 pub(crate) struct AccountRow {
     pub id: i64,

@@ -725,3 +725,62 @@ async fn a_run_of_debits_whose_insert_fails_runs_one_at_a_time() {
     drop((l, admin));
     drop(db);
 }
+
+/// Debits to several accounts that meet in a batch are written together too — every account's
+/// transactions in one statement — each answered as if alone; a debit to an account that does
+/// not exist is refused and creates none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debits_of_several_accounts_in_a_batch_are_written_together() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    for (user, credits) in [("alice", 10), ("bob", 20), ("carol", 30), ("dave", 5)] {
+        grant(&l, &acct("app", user), credits, None).await;
+    }
+    note_inserts(&mut admin).await;
+
+    // The lane waits on dave's account; the others' debits queue behind, out of order.
+    let blocker = block_lane(&l, &mut admin, "dave").await; // 5 → 4
+    let started = queue(vec![
+        spend_w(&l, "carol", 25, "c1"), // 30 → 5
+        spend_w(&l, "bob", 21, "b1"),   // refused: 20
+        spend_w(&l, "alice", 10, "a1"), // 10 → 0
+        spend_w(&l, "nobody", 1, "n1"), // refused: no account
+        spend_w(&l, "bob", 20, "b2"),   // 20 → 0
+        spend_w(&l, "carol", 25, "c1"), // replay
+        spend_w(&l, "carol", 6, "c2"),  // refused: 5 left
+        spend_w(&l, "alice", 10, "b1"), // alice's own key space: 0 left, refused
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    let refused = |o: &Outcome| matches!(o, Err(LedgerError::InsufficientCredits { .. }));
+    assert!(
+        got[0].is_ok() && got[2].is_ok() && got[4].is_ok(),
+        "{got:?}"
+    );
+    assert_eq!(got[5].as_ref().ok(), got[0].as_ref().ok(), "carol's replay");
+    for i in [1, 3, 6, 7] {
+        assert!(refused(&got[i]), "write {i}: {:?}", got[i]);
+    }
+    for (user, left) in [("alice", 0), ("bob", 0), ("carol", 5), ("dave", 4)] {
+        assert_eq!(balance(&l, &acct("app", user)).await, left, "{user}");
+    }
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) AS n FROM accounts WHERE user_id = 'nobody'"
+        )
+        .await,
+        0,
+        "a refused debit creates no account"
+    );
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 3],
+        "dave's transaction alone, then alice's, bob's and carol's in one statement"
+    );
+    assert_clean(&l, "several accounts together").await;
+    drop((l, admin));
+    drop(db);
+}
