@@ -21,7 +21,9 @@
 //! lanes) batch at the same time, so the order matters: a batch runs its writes sorted by the
 //! account's key (app, then user), the same total order on every node; the sort is stable, so
 //! one account's writes keep their arrival order. Every batched write locks its own account
-//! first and no other account, so two batches never wait on each other in a cycle. Writes that
+//! first and no other account, and debits applied together (below) lock their accounts in one
+//! statement in that same order (bytes, `COLLATE "C"`, as the sort compares them), so two
+//! batches never wait on each other in a cycle. Writes that
 //! do not know their account before they read (a capture or release by hold id) and
 //! redemptions (which also lock the shared code) are not batched: they run in their own
 //! transaction, as before.
@@ -278,10 +280,11 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
                 ok
             }
             Unit::Debits(run) => {
-                let writes: Vec<(&Movement, &str)> =
-                    run.iter().map(|d| (&*d.movement, &*d.hash)).collect();
-                let now = run[0].now;
-                match crate::pg::ledger::apply_in_turn(&mut conn, &writes, now).await {
+                let writes: Vec<(&Movement, &str, OffsetDateTime)> = run
+                    .iter()
+                    .map(|d| (&*d.movement, &*d.hash, d.now))
+                    .collect();
+                match crate::pg::ledger::apply_in_turn(&mut conn, &writes).await {
                     Ok(Some(results)) => {
                         for (debit, result) in run.into_iter().zip(results) {
                             finishes.push(batch::finish(Ok(result), debit.answer));

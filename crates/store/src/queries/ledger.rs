@@ -718,6 +718,8 @@ struct Planned<'w> {
     account: &'w AccountRow,
     movement: &'w Movement,
     hash: &'w str,
+    /// The debit's own instant: it is planned, stamped and announced at it.
+    now: OffsetDateTime,
     plan: Plan,
 }
 
@@ -743,12 +745,16 @@ struct Planned<'w> {
 /// movements).
 pub(crate) async fn apply_in_turn(
     conn: &mut Conn,
-    writes: &[(&Movement, &str)],
-    now: OffsetDateTime,
+    writes: &[(&Movement, &str, OffsetDateTime)],
 ) -> Result<Option<Vec<Result<Transaction, StoreError>>>, StoreError> {
-    let runs: Vec<&[(&Movement, &str)]> = writes
-        .chunk_by(|(a, _), (b, _)| a.account == b.account)
+    let runs: Vec<&[(&Movement, &str, OffsetDateTime)]> = writes
+        .chunk_by(|(a, ..), (b, ..)| a.account == b.account)
         .collect();
+    // Each debit is planned at its own instant; the accounts are read at the latest, so that
+    // what comes due for any of them is read (and sends them back to one at a time).
+    let Some(latest) = writes.iter().map(|&(.., now)| now).max() else {
+        return Ok(Some(Vec::new()));
+    };
     let refs: Vec<&AccountRef> = runs.iter().map(|run| &run[0].0.account).collect();
     let accounts = lock_accounts(conn, &refs).await?;
     let mut ids = Vec::new();
@@ -756,10 +762,13 @@ pub(crate) async fn apply_in_turn(
     let mut keys = Vec::new();
     for (run, account) in runs.iter().zip(&accounts) {
         if let Some(account) = account {
-            let burns = run.iter().map(|(m, _)| m.kind.burns());
+            let burns = run.iter().map(|(m, ..)| m.kind.burns());
             ids.push(account.id);
             wants.push((account.id, burns.fold(0_i64, i64::saturating_add)));
-            keys.extend(run.iter().filter_map(|(m, _)| m.idempotency_key.as_deref()));
+            keys.extend(
+                run.iter()
+                    .filter_map(|(m, ..)| m.idempotency_key.as_deref()),
+            );
         }
     }
     let (stored, mut lots) = pipelined!(conn =>
@@ -788,12 +797,12 @@ pub(crate) async fn apply_in_turn(
                     rows: rows.into_iter().map(|l| l.lot).collect(),
                     lasting_limit: burns.min(FIRST_READ),
                 };
-                InTurn::new(debit_state(conn, account, Some(read), burns, now).await?)
+                InTurn::new(debit_state(conn, account, Some(read), burns, latest).await?)
             }
             None => InTurn::new(nothing()),
         };
         let first = planned.len();
-        for &(movement, hash) in run {
+        for &(movement, hash, now) in run {
             let key = movement.idempotency_key.as_deref();
             if let (Some(key), Some(account)) = (key, account) {
                 let mine = |r: &&TxnRow| r.idempotency_key.as_deref() == Some(key);
@@ -821,6 +830,7 @@ pub(crate) async fn apply_in_turn(
                         account,
                         movement,
                         hash,
+                        now,
                         plan,
                     });
                 }
@@ -829,7 +839,7 @@ pub(crate) async fn apply_in_turn(
             }
         }
     }
-    let written = write_in_turn(conn, &planned, now).await?;
+    let written = write_in_turn(conn, &planned, latest).await?;
     Ok(Some(
         turns
             .into_iter()
@@ -843,18 +853,17 @@ pub(crate) async fn apply_in_turn(
 }
 
 /// Writes the debits of [`apply_in_turn`] (none of which expires anything), in two round trips:
-/// the transactions, the accounts' final figures, the lots' final remainders and the apps'
-/// event settings; then the events, in the order the debits would have announced them alone.
-/// Answers each debit's transaction.
+/// the transactions, the accounts' final figures (updated at `latest`, the last debit's
+/// instant), the lots' final remainders and the apps' event settings; then the events, in the
+/// order the debits would have announced them alone. Answers each debit's transaction.
 async fn write_in_turn(
     conn: &mut Conn,
     planned: &[Planned<'_>],
-    now: OffsetDateTime,
+    latest: OffsetDateTime,
 ) -> Result<Vec<Transaction>, StoreError> {
     if planned.is_empty() {
         return Ok(Vec::new());
     }
-    let at = to_db(now);
     // Each account's figures before each of its debits, and after the last.
     let mut figures = std::collections::BTreeMap::new();
     let mut befores = Vec::with_capacity(planned.len());
@@ -881,8 +890,8 @@ async fn write_in_turn(
     );
     let lots: Vec<(i64, i64)> = lots.into_iter().collect();
     let (ids, (), settings, ()) = pipelined!(conn =>
-        insert_run(conn, planned, at),
-        set_figures_of(conn, &figures, at),
+        insert_run(conn, planned),
+        set_figures_of(conn, &figures, to_db(latest)),
         async {
             let mut settings = Vec::with_capacity(apps.len());
             for &(app, needed) in &apps {
@@ -922,7 +931,7 @@ async fn write_in_turn(
             metadata: p.movement.metadata.clone(),
             idempotency_key: p.movement.idempotency_key.clone(),
             actor: p.movement.actor.clone(),
-            created_at: from_db(at),
+            created_at: from_db(to_db(p.now)),
         };
         let settings = settings
             .iter()
@@ -939,7 +948,7 @@ async fn write_in_turn(
             &p.plan,
             Some(&txn),
             settings,
-            now,
+            p.now,
         ));
         written.push(txn);
     }
@@ -1055,22 +1064,26 @@ async fn set_figures_of(
     cached(query).execute(conn).await.map(drop)
 }
 
-/// Sets lots' remainders, `(lot id, remaining)`, in one statement (none for no lots).
+/// Most lots one statement of [`set_lots_of`] updates: its texts, one per count, stay few.
+const LOTS_PER_UPDATE: usize = 32;
+
+/// Sets lots' remainders, `(lot id, remaining)`: one statement per [`LOTS_PER_UPDATE`] lots
+/// (usually one; none for no lots).
 async fn set_lots_of(conn: &mut Pipe<'_>, lots: &[(i64, i64)]) -> QueryResult<()> {
     use diesel::sql_types::BigInt;
-    if lots.is_empty() {
-        return Ok(());
+    for chunk in lots.chunks(LOTS_PER_UPDATE) {
+        let sql = format!(
+            "UPDATE lots SET remaining = v.remaining FROM (VALUES {}) AS v(id, remaining) \
+             WHERE lots.id = v.id",
+            bigint_values(chunk.len(), 2, 1)
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+        for &(id, remaining) in chunk {
+            query = query.bind::<BigInt, _>(id).bind::<BigInt, _>(remaining);
+        }
+        cached(query).execute(conn).await?;
     }
-    let sql = format!(
-        "UPDATE lots SET remaining = v.remaining FROM (VALUES {}) AS v(id, remaining) \
-         WHERE lots.id = v.id",
-        bigint_values(lots.len(), 2, 1)
-    );
-    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-    for &(id, remaining) in lots {
-        query = query.bind::<BigInt, _>(id).bind::<BigInt, _>(remaining);
-    }
-    cached(query).execute(conn).await.map(drop)
+    Ok(())
 }
 
 /// The transactions the accounts `ids` hold under any of `keys`.
@@ -1088,11 +1101,7 @@ async fn stored_under(conn: &mut Pipe<'_>, ids: &[i64], keys: &[&str]) -> QueryR
 
 /// Inserts the transactions of [`apply_in_turn`]'s debits in one statement, whose text depends
 /// only on how many there are (at most a batch's size); answers their ids in the order given.
-async fn insert_run(
-    conn: &mut Pipe<'_>,
-    planned: &[Planned<'_>],
-    at: PrimitiveDateTime,
-) -> QueryResult<Vec<i64>> {
+async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
     #[derive(QueryableByName)]
     struct Inserted {
@@ -1125,7 +1134,7 @@ async fn insert_run(
             .bind::<Nullable<Text>, _>(movement.idempotency_key.as_ref().map(|_| p.hash))
             .bind::<Nullable<Text>, _>(movement.metadata.as_ref().map(|m| m.to_string()))
             .bind::<Nullable<Text>, _>(movement.actor.as_deref())
-            .bind::<Timestamp, _>(at);
+            .bind::<Timestamp, _>(to_db(p.now));
     }
     let mut ids: Vec<i64> = cached(query)
         .load::<Inserted>(conn)
@@ -1133,7 +1142,9 @@ async fn insert_run(
         .into_iter()
         .map(|r| r.id)
         .collect();
-    // Ids come from the sequence in the order of the rows.
+    // PostgreSQL forms the rows of `VALUES` in order, each taking its id from the sequence as it
+    // is formed, and a sequence only ascends (other inserts may take ids in between): sorted,
+    // the ids are in the order of the rows, whatever order `RETURNING` answers them in.
     ids.sort_unstable();
     Ok(ids)
 }

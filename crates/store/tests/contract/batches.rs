@@ -717,6 +717,15 @@ async fn a_run_of_debits_whose_insert_fails_runs_one_at_a_time() {
         "{:?}",
         got[1]
     );
+    // The insert of the three together formed p1's and p2's rows, taking two ids, before the
+    // trigger refused p2's: p1 alone then took the third after the blocker's.
+    let blocker_id = "SELECT id AS n FROM transactions WHERE idempotency_key = 'blocker'";
+    let blocker_id = count(&mut admin, blocker_id).await;
+    assert_eq!(
+        got[0].as_ref().unwrap() - blocker_id,
+        3,
+        "the debits were tried together first"
+    );
     assert_eq!(balance(&l, &alice).await, 79);
     let keyed =
         "SELECT count(*) AS n FROM transactions WHERE idempotency_key IN ('p1', 'p2', 'p3')";
@@ -781,6 +790,85 @@ async fn the_debits_of_several_accounts_in_a_batch_are_written_together() {
         "dave's transaction alone, then alice's, bob's and carol's in one statement"
     );
     assert_clean(&l, "several accounts together").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// Debits applied together are each planned at their own instant: one that arrives after a lot
+/// came due finds it due (its expiry comes first) although the debit before it did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debits_in_one_batch_are_each_planned_at_their_own_instant() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.store().await;
+    let (l, clock) = node_with_clock(&db).await;
+    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let alice = acct("app", "alice");
+    grant(&l, &alice, 10, Some(START + Duration::minutes(1))).await;
+    grant(&l, &alice, 100, None).await;
+    grant(&l, &acct("app", "bob"), 10, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "bob").await;
+    let mut started = queue(vec![spend_w(&l, "alice", 5, "before")]).await;
+    clock.advance(Duration::minutes(2));
+    started.extend(queue(vec![spend_w(&l, "alice", 5, "after")]).await);
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    // 110: "before" takes 5 of the expiring lot; "after" finds its other 5 expired, then takes
+    // 5 of the lasting one.
+    assert_eq!(balance(&l, &alice).await, 95);
+    let expired =
+        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -5";
+    assert_eq!(count(&mut admin, expired).await, 1);
+    assert_clean(&l, "debits at two instants").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// The events of debits applied together are those each would have announced alone, in order:
+/// every `credits.spent`, and `credits.low` where a debit crosses the threshold from what the
+/// one before it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debits_applied_together_announce_what_each_would_alone() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    for (user, credits) in [("alice", 100), ("bob", 60), ("dave", 100)] {
+        grant(&l, &acct("app", user), credits, None).await;
+    }
+    admin
+        .batch_execute(
+            "INSERT INTO webhook_settings (app_key, low_balance_threshold, updated_at)
+             VALUES ('app', 50, now());
+             INSERT INTO webhook_endpoints (id, app_key, url, description, event_types,
+               wants_spent, enabled, secret, created_at, updated_at)
+             VALUES ('we_1', 'app', 'https://example.com/hook', '', '[\"credits.spent\"]',
+               true, true, 'whsec_test', now(), now());",
+        )
+        .await
+        .unwrap();
+    let before = outbox_types(&mut admin).await.len();
+
+    let blocker = block_lane(&l, &mut admin, "dave").await; // 100 → 99
+    let started = queue(vec![
+        spend_w(&l, "bob", 20, "b1"),   // 60 → 40: crosses 50
+        spend_w(&l, "alice", 30, "a1"), // 100 → 70
+        spend_w(&l, "alice", 30, "a2"), // 70 → 40: crosses 50
+        spend_w(&l, "alice", 10, "a3"), // 40 → 30: already under
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let (spent, low) = ("credits.spent", "credits.low");
+    assert_eq!(
+        outbox_types(&mut admin).await[before..],
+        [spent, spent, spent, low, spent, spent, low],
+        "dave's; then alice's three, the second crossing; then bob's, crossing"
+    );
+    assert_clean(&l, "events of debits together").await;
     drop((l, admin));
     drop(db);
 }
