@@ -514,15 +514,19 @@ struct EventType {
     event_type: String,
 }
 
+/// The rows `sql` answers.
+async fn rows<R>(conn: &mut AsyncPgConnection, sql: &str) -> Vec<R>
+where
+    R: diesel::deserialize::QueryableByName<diesel::pg::Pg> + Send + 'static,
+{
+    diesel::sql_query(sql).load(conn).await.unwrap()
+}
+
 /// The outbox's event types, in the order they are delivered.
 async fn outbox_types(conn: &mut AsyncPgConnection) -> Vec<String> {
-    diesel::sql_query("SELECT event_type FROM webhook_events ORDER BY seq")
-        .load::<EventType>(conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect()
+    let sql = "SELECT event_type FROM webhook_events ORDER BY seq";
+    let types: Vec<EventType> = rows(conn, sql).await;
+    types.into_iter().map(|e| e.event_type).collect()
 }
 
 /// A check-in's reward, its day and its events share the write's last round trip: the grant's
@@ -571,13 +575,8 @@ async fn note_inserts(conn: &mut AsyncPgConnection) {
 
 /// The rows each `INSERT` into `transactions` added since [`note_inserts`], in order.
 async fn inserts(conn: &mut AsyncPgConnection) -> Vec<i64> {
-    diesel::sql_query("SELECT n FROM inserts ORDER BY seq")
-        .load::<Count>(conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.n)
-        .collect()
+    let counts: Vec<Count> = rows(conn, "SELECT n FROM inserts ORDER BY seq").await;
+    counts.into_iter().map(|c| c.n).collect()
 }
 
 /// The debits to one account that meet in a batch are planned in turn and written together —
@@ -641,20 +640,33 @@ async fn the_debits_of_one_account_in_a_batch_are_written_together() {
     drop(db);
 }
 
-/// A run of debits that finds a lot due (its expiry is written and announced before the first
-/// debit) is applied one debit at a time instead, with the same outcomes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+/// A node on a clock of its own, and alice holding 10 credits that expire in a minute and 100
+/// that never do (bob holds 10); `None` without PostgreSQL.
+async fn a_lot_due_in_a_minute() -> Option<(
+    TestDb,
+    Ledger,
+    Arc<tally_ledger::ManualClock>,
+    AsyncPgConnection,
+)> {
+    let db = TestDb::postgres().await?;
     db.store().await;
     let (l, clock) = node_with_clock(&db).await;
-    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let admin = AsyncPgConnection::establish(&db.url).await.unwrap();
     let alice = acct("app", "alice");
     grant(&l, &alice, 10, Some(START + Duration::minutes(1))).await;
     grant(&l, &alice, 100, None).await;
     grant(&l, &acct("app", "bob"), 10, None).await;
+    Some((db, l, clock, admin))
+}
+
+/// A run of debits that finds a lot due (its expiry is written and announced before the first
+/// debit) is applied one debit at a time instead, with the same outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
+    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
+        return;
+    };
+    let alice = acct("app", "alice");
     clock.advance(Duration::minutes(2));
     note_inserts(&mut admin).await;
 
@@ -798,16 +810,10 @@ async fn the_debits_of_several_accounts_in_a_batch_are_written_together() {
 /// came due finds it due (its expiry comes first) although the debit before it did not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debits_in_one_batch_are_each_planned_at_their_own_instant() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
         return;
     };
-    db.store().await;
-    let (l, clock) = node_with_clock(&db).await;
-    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
     let alice = acct("app", "alice");
-    grant(&l, &alice, 10, Some(START + Duration::minutes(1))).await;
-    grant(&l, &alice, 100, None).await;
-    grant(&l, &acct("app", "bob"), 10, None).await;
 
     let blocker = block_lane(&l, &mut admin, "bob").await;
     let mut started = queue(vec![spend_w(&l, "alice", 5, "before")]).await;
