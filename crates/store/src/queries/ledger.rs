@@ -712,8 +712,8 @@ enum Turn {
     SameKey { n: usize, same: bool },
 }
 
-/// A debit [`apply_in_turn`] writes: its account as it was before the debit, its request
-/// hash and its plan.
+/// A debit [`apply_in_turn`] writes: its account as it was locked, its request hash, its
+/// instant and its plan.
 struct Planned<'w> {
     account: &'w AccountRow,
     movement: &'w Movement,
@@ -728,9 +728,10 @@ struct Planned<'w> {
 /// sorted by account (app, then user), each account's debits in arrival order — with a few
 /// statements for them all: the accounts are locked in one statement, in that order; their keys
 /// and first lots are read in one round trip; each debit is planned on what the ones before it
-/// leave ([`InTurn`]); then every transaction is one insert, the accounts' figures one update,
-/// the lots' remainders one update, and the events one insert. On PostgreSQL that is four
-/// round trips for them all where one at a time takes four for each. The statements are
+/// leave ([`InTurn`]), at its own instant; then every transaction is one insert, the accounts'
+/// figures one update, the lots' remainders one update, and the events one insert. On
+/// PostgreSQL that is four round trips for them all where one at a time takes four for each
+/// (more for accounts with held credits or lots the first read does not cover). The statements are
 /// PostgreSQL's (a `LATERAL` join): PostgreSQL's batches use this, SQLite's group commit does
 /// not.
 ///
@@ -741,8 +742,8 @@ struct Planned<'w> {
 /// them meanwhile is seen.
 ///
 /// Answers `None`, having written nothing, when the debits are better applied one at a time:
-/// a lot or a hold of an account comes due first (expiries are written and announced between
-/// movements).
+/// a debit to be written finds a lot or a hold due at its instant (expiries are written and
+/// announced between movements).
 pub(crate) async fn apply_in_turn(
     conn: &mut Conn,
     writes: &[(&Movement, &str, OffsetDateTime)],
