@@ -535,7 +535,8 @@ async fn three_processes_share_one_database() {
 }
 
 /// `n` nodes, each batching its writes, spend from one hot account, from many accounts and
-/// under one key sent to every node at once: exact counts, and `tally verify` clean.
+/// under one key sent to every node at once, and take check-ins sent to every node at once:
+/// exact counts, and `tally verify` clean.
 async fn processes_share_one_database(n: usize) {
     // The nodes start at once on an empty database: they race to migrate it.
     let database = common::fresh_database(Db::Postgres).await;
@@ -630,6 +631,55 @@ async fn processes_share_one_database(n: usize) {
         1,
         "one transaction for every reply: {charged:?}"
     );
+
+    // Check-ins of twelve users, four with accounts and eight new, each sent to every node
+    // twice at once: one reward each, whichever node's batch claims the day.
+    let checkins = (0..12).flat_map(|u| (0..2 * n).map(move |i| (u, i)));
+    let checkins = checkins.map(|(u, i)| {
+        let client = client.clone();
+        let base = bases[i % n].clone();
+        let user = if u < 4 {
+            format!("u{u}")
+        } else {
+            format!("c{u}")
+        };
+        async move {
+            let token = common::user_token(&user);
+            let (status, body, _) = common::send(
+                &client,
+                &base,
+                reqwest::Method::POST,
+                "/checkin",
+                Some(&token),
+                &[],
+                common::Body::Empty,
+            )
+            .await;
+            (user, status, body)
+        }
+    });
+    let replies = futures_util::future::join_all(checkins).await;
+    let mut claimed = BTreeSet::new();
+    for (user, status, body) in &replies {
+        match status.as_u16() {
+            200 => assert!(claimed.insert(user.clone()), "{user} claimed twice"),
+            409 => assert_eq!(body["error"]["code"], json!("ALREADY_CHECKED_IN"), "{body}"),
+            _ => panic!("{user}: {status} {body}"),
+        }
+    }
+    assert_eq!(claimed.len(), 12, "one check-in each: {claimed:?}");
+    for user in ["u0", "c11"] {
+        let (status, body, _) = call(
+            &b,
+            reqwest::Method::GET,
+            "/credits/balance",
+            common::user_token(user),
+            common::Body::Empty,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["balance"], json!(10), "{user}");
+    }
 
     for base in [&a, &b] {
         let token = common::user_token("alice");

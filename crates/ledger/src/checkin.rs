@@ -5,7 +5,8 @@ use tally_kernel::FieldErrors;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
 use crate::error::gather;
-use crate::{AccountRef, LedgerError, MAX_CREDITS};
+use crate::plan::{Plan, plan_movement};
+use crate::{AccountRef, AccountView, LedgerError, MAX_CREDITS, MovementKind, TxnType};
 
 const MAX_REWARDS: usize = 366;
 const MAX_EXPIRE_DAYS: u32 = 3_650;
@@ -183,6 +184,59 @@ pub fn streak_for(day: Date, previous: Option<&CheckinRecord>) -> i64 {
     }
 }
 
+/// A check-in as planned: the day it claims, its streak, its reward and the reward's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckinPlan {
+    /// Local day claimed.
+    pub day: Date,
+    /// Streak including this day.
+    pub streak: i64,
+    /// Credits awarded.
+    pub reward: i64,
+    /// The reward's grant, planned on the account's state.
+    pub plan: Plan,
+}
+
+impl CheckinPlan {
+    /// The description of the reward's transaction.
+    pub fn description(&self) -> String {
+        format!("Daily check-in (streak day {})", self.streak)
+    }
+}
+
+/// Plans a check-in at `now` under `config`, given the user's latest check-in and the account's
+/// state: the local day it claims, refused while check-ins are switched off and when `latest`
+/// already claimed that day; the streak and reward it earns; and the reward's grant
+/// ([`plan_movement`]). The store keeps one check-in per day regardless (a unique day per user):
+/// `latest` is the latest day stored, and a day claimed out of order is still refused there.
+pub fn plan_checkin(
+    config: &CheckinConfig,
+    latest: Option<&CheckinRecord>,
+    state: &AccountView,
+    now: OffsetDateTime,
+) -> Result<CheckinPlan, LedgerError> {
+    let day = config.claimable_day(now)?;
+    if latest.is_some_and(|l| l.day == day) {
+        return Err(LedgerError::AlreadyCheckedIn {
+            day: day.to_string(),
+        });
+    }
+    let streak = streak_for(day, latest);
+    let reward = config.reward_for(streak);
+    let kind = MovementKind::Grant {
+        txn_type: TxnType::Checkin,
+        credits: reward,
+        expires_at: config.expiry_for(now),
+    };
+    let plan = plan_movement(state, &kind, now)?;
+    Ok(CheckinPlan {
+        day,
+        streak,
+        reward,
+        plan,
+    })
+}
+
 /// Status at `now` given the user's latest check-in.
 pub fn status(
     config: &CheckinConfig,
@@ -272,6 +326,58 @@ mod tests {
         assert_eq!(streak_for(date!(2026 - 01 - 11), Some(&prev)), 5);
         assert_eq!(streak_for(date!(2026 - 01 - 12), Some(&prev)), 1);
         assert_eq!(streak_for(date!(2026 - 01 - 11), None), 1);
+    }
+
+    fn empty() -> AccountView {
+        AccountView {
+            balance: 0,
+            held: 0,
+            lots: vec![],
+            last_instant_partial: true,
+            holds: vec![],
+        }
+    }
+
+    #[test]
+    fn a_check_in_claims_the_local_day_once_and_earns_its_streaks_reward() {
+        let c = CheckinConfig {
+            credits_expire_days: Some(7),
+            ..cfg("Asia/Tokyo", vec![5, 10, 20])
+        };
+        let now = datetime!(2026-03-01 23:30 UTC); // 2 March in Tokyo
+        let yesterday = CheckinRecord {
+            day: date!(2026 - 03 - 01),
+            streak: 1,
+            awarded: 5,
+            balance_after: 5,
+        };
+        let got = plan_checkin(&c, Some(&yesterday), &empty(), now).unwrap();
+        assert_eq!(
+            (got.day, got.streak, got.reward),
+            (date!(2026 - 03 - 02), 2, 10)
+        );
+        assert_eq!(got.description(), "Daily check-in (streak day 2)");
+        let lot = got.plan.new_lot.expect("the reward's lot");
+        assert_eq!((lot.amount, lot.source), (10, TxnType::Checkin));
+        assert_eq!(lot.expires_at, Some(now + Duration::days(7)));
+        assert_eq!(got.plan.balance, 10);
+
+        let today = CheckinRecord {
+            day: date!(2026 - 03 - 02),
+            ..yesterday
+        };
+        assert!(matches!(
+            plan_checkin(&c, Some(&today), &empty(), now),
+            Err(LedgerError::AlreadyCheckedIn { day }) if day == "2026-03-02"
+        ));
+        let off = CheckinConfig {
+            enabled: false,
+            ..c
+        };
+        assert!(matches!(
+            plan_checkin(&off, None, &empty(), now),
+            Err(LedgerError::CheckinDisabled)
+        ));
     }
 
     #[test]

@@ -210,6 +210,23 @@ impl PgPools {
             }
         }
     }
+
+    /// Applies a check-in in its lane's next batch, where the check-ins beside it are applied
+    /// together; in its own transaction when batching is off.
+    pub(crate) async fn checkin(
+        &self,
+        request: tally_ledger::CheckinRequest,
+    ) -> Result<(tally_ledger::CheckinRecord, tally_ledger::CheckinConfig), StoreError> {
+        match &self.batches {
+            Some(batches) => logged(batches.checkin(request).await),
+            None => {
+                on_pg(&self.pool, Exec::Grouped, async move |conn| {
+                    crate::pg::ledger::checkin(conn, &request).await
+                })
+                .await
+            }
+        }
+    }
 }
 
 /// SQLite's connections: one writer (SQLite writes serialise), a few readers, and the writer's

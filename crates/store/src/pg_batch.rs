@@ -44,6 +44,7 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
+use tally_ledger::checkin::{CheckinConfig, CheckinRecord, CheckinRequest};
 use tally_ledger::{AccountRef, Movement, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -80,7 +81,31 @@ enum Work {
     /// A debit, which is applied together with the debits beside it (see the module's
     /// documentation).
     Debit(Debit),
+    /// A check-in, which is applied together with the check-ins beside it.
+    Checkin(Checkin),
 }
+
+/// Writes of one kind that a batch applies together, in one savepoint, when they follow each
+/// other in the sorted batch.
+trait Together: Sized + Send {
+    /// What each answers.
+    type Out: Send + 'static;
+    /// A unit of them.
+    fn unit(run: Vec<Self>) -> Unit;
+    /// Runs it alone, as any write runs.
+    fn run(self, conn: &mut AsyncPgConnection) -> impl Future<Output = (Finish, bool)> + Send;
+    /// Applies `run` together: each one's outcome, or `None` (having written nothing that the
+    /// savepoint's rollback does not undo) when they are better run one at a time.
+    fn together(
+        conn: &mut AsyncPgConnection,
+        run: &[Self],
+    ) -> impl Future<Output = Outcomes<Self::Out>> + Send;
+    /// Where its caller waits.
+    fn answer(self) -> batch::Answer<Self::Out>;
+}
+
+/// What [`Together::together`] answers.
+type Outcomes<T> = Result<Option<Vec<Result<T, StoreError>>>, StoreError>;
 
 /// A debit ([`tally_ledger::MovementKind::plans_in_turn`]) waiting in a lane.
 struct Debit {
@@ -91,19 +116,66 @@ struct Debit {
     answer: batch::Answer<Transaction>,
 }
 
-impl Debit {
-    /// Runs the debit alone, as any write runs.
+impl Together for Debit {
+    type Out = Transaction;
+
+    fn unit(run: Vec<Self>) -> Unit {
+        Unit::Debits(run)
+    }
+
     async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
         let result = crate::pg::ledger::apply(conn, &self.movement, &self.hash, self.now).await;
         let ok = result.is_ok();
         (batch::finish(Ok(result), self.answer), ok)
     }
+
+    async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Transaction> {
+        let writes: Vec<(&Movement, &str, OffsetDateTime)> = run
+            .iter()
+            .map(|d| (&*d.movement, &*d.hash, d.now))
+            .collect();
+        crate::pg::ledger::apply_in_turn(conn, &writes).await
+    }
+
+    fn answer(self) -> batch::Answer<Transaction> {
+        self.answer
+    }
 }
 
-/// What a batch runs in one savepoint: a write, or debits applied together.
+/// A check-in waiting in a lane.
+struct Checkin {
+    request: CheckinRequest,
+    answer: batch::Answer<(CheckinRecord, CheckinConfig)>,
+}
+
+impl Together for Checkin {
+    type Out = (CheckinRecord, CheckinConfig);
+
+    fn unit(run: Vec<Self>) -> Unit {
+        Unit::Checkins(run)
+    }
+
+    async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
+        let result = crate::pg::ledger::checkin(conn, &self.request).await;
+        let ok = result.is_ok();
+        (batch::finish(Ok(result), self.answer), ok)
+    }
+
+    async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Self::Out> {
+        let requests: Vec<&CheckinRequest> = run.iter().map(|c| &c.request).collect();
+        crate::pg::ledger::checkin_in_turn(conn, &requests).await
+    }
+
+    fn answer(self) -> batch::Answer<Self::Out> {
+        self.answer
+    }
+}
+
+/// What a batch runs in one savepoint: a write, or debits or check-ins applied together.
 enum Unit {
     One(Run),
     Debits(Vec<Debit>),
+    Checkins(Vec<Checkin>),
 }
 
 /// Runs a write on the batch's connection and answers whether it succeeded; the [`Finish`] it
@@ -183,6 +255,19 @@ impl PgBatches {
         batch::outcome(outcome).await
     }
 
+    /// Applies a check-in in its lane's next batch, together with the check-ins beside it;
+    /// returns its outcome after the batch's commit.
+    pub(crate) async fn checkin(
+        &self,
+        request: CheckinRequest,
+    ) -> Result<(CheckinRecord, CheckinConfig), StoreError> {
+        let (answer, outcome) = batch::channel();
+        let account = request.account.clone();
+        let checkin = Checkin { request, answer };
+        self.send(&account, Work::Checkin(checkin)).await?;
+        batch::outcome(outcome).await
+    }
+
     /// Queues a write in its account's lane.
     async fn send(&self, account: &AccountRef, work: Work) -> Result<(), StoreError> {
         let job = Job {
@@ -229,17 +314,67 @@ async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
 }
 
 /// The savepoint units of a batch, in order: each write alone, except that debits that follow
-/// each other in the sorted batch (one account's, or several accounts') make one unit.
+/// each other in the sorted batch (one account's, or several accounts') make one unit, and so do
+/// check-ins.
 fn units(jobs: Vec<Job>) -> std::collections::VecDeque<Unit> {
     let mut units = std::collections::VecDeque::with_capacity(jobs.len());
     for job in jobs {
         match (job.work, units.back_mut()) {
             (Work::Debit(debit), Some(Unit::Debits(run))) => run.push(debit),
             (Work::Debit(debit), _) => units.push_back(Unit::Debits(vec![debit])),
+            (Work::Checkin(checkin), Some(Unit::Checkins(run))) => run.push(checkin),
+            (Work::Checkin(checkin), _) => units.push_back(Unit::Checkins(vec![checkin])),
             (Work::Run(run), _) => units.push_back(Unit::One(run)),
         }
     }
     units
+}
+
+/// How a unit went.
+enum Step {
+    /// Each write answered; whether the unit stands.
+    Done(bool),
+    /// Writes applied together were rolled back to the unit's savepoint and put back, to run
+    /// one at a time.
+    Requeued,
+    /// The rollback failed: the transaction is unusable.
+    Unusable,
+}
+
+/// Runs a unit of writes of one kind: one alone, several together ([`Together`]), their
+/// outcomes added to `finishes`; writes that are better run one at a time go back to the front
+/// of `units`.
+async fn apply_unit<W: Together>(
+    conn: &mut AsyncPgConnection,
+    mut run: Vec<W>,
+    finishes: &mut Vec<Finish>,
+    units: &mut std::collections::VecDeque<Unit>,
+) -> Step {
+    if run.len() == 1 {
+        let (finish, ok) = run.remove(0).run(conn).await;
+        finishes.push(finish);
+        return Step::Done(ok);
+    }
+    match W::together(conn, &run).await {
+        Ok(Some(results)) => {
+            for (write, result) in run.into_iter().zip(results) {
+                finishes.push(batch::finish(Ok(result), write.answer()));
+            }
+            Step::Done(true)
+        }
+        outcome => {
+            if let Err(e) = outcome {
+                tracing::debug!(error = %e, "PostgreSQL batch: writes applied together failed; they run one at a time");
+            }
+            if !(conn.batch_execute(UNDO_WRITE).await.is_ok() && batch::at_batch_level(conn)) {
+                return Step::Unusable;
+            }
+            for write in run.into_iter().rev() {
+                units.push_front(W::unit(vec![write]));
+            }
+            Step::Requeued
+        }
+    }
 }
 
 /// Runs `jobs` in one transaction, each unit ([`units`]) in the savepoint [`SAVEPOINT`] (a
@@ -268,48 +403,24 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
     let mut clean = true;
     let mut alone_failed = false;
     while let Some(unit) = units.pop_front() {
-        let ok = match unit {
+        let step = match unit {
             Unit::One(run) => {
                 let (finish, ok) = run(&mut conn).await;
                 finishes.push(finish);
-                ok
+                Step::Done(ok)
             }
-            Unit::Debits(mut run) if run.len() == 1 => {
-                let (finish, ok) = run.remove(0).run(&mut conn).await;
-                finishes.push(finish);
-                ok
-            }
-            Unit::Debits(run) => {
-                let writes: Vec<(&Movement, &str, OffsetDateTime)> = run
-                    .iter()
-                    .map(|d| (&*d.movement, &*d.hash, d.now))
-                    .collect();
-                match crate::pg::ledger::apply_in_turn(&mut conn, &writes).await {
-                    Ok(Some(results)) => {
-                        for (debit, result) in run.into_iter().zip(results) {
-                            finishes.push(batch::finish(Ok(result), debit.answer));
-                        }
-                        true
-                    }
-                    outcome => {
-                        if let Err(e) = outcome {
-                            tracing::debug!(error = %e, "PostgreSQL batch: debits applied together failed; they run one at a time");
-                        }
-                        // Undone, and run one debit at a time.
-                        clean = conn.batch_execute(UNDO_WRITE).await.is_ok()
-                            && batch::at_batch_level(&mut *conn);
-                        if !clean {
-                            break;
-                        }
-                        for debit in run.into_iter().rev() {
-                            units.push_front(Unit::Debits(vec![debit]));
-                        }
-                        continue;
-                    }
-                }
+            Unit::Debits(run) => apply_unit(&mut conn, run, &mut finishes, &mut units).await,
+            Unit::Checkins(run) => apply_unit(&mut conn, run, &mut finishes, &mut units).await,
+        };
+        let ok = match step {
+            Step::Done(ok) => ok,
+            Step::Requeued => continue,
+            Step::Unusable => {
+                clean = false;
+                break;
             }
         };
-        let step = match (alone, ok, units.is_empty()) {
+        let next = match (alone, ok, units.is_empty()) {
             (true, ok, _) => {
                 alone_failed = !ok;
                 None
@@ -318,7 +429,7 @@ async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
             (false, true, false) => Some(NEXT_WRITE),
             (false, false, _) => Some(UNDO_WRITE),
         };
-        clean = match step {
+        clean = match next {
             Some(sql) => conn.batch_execute(sql).await.is_ok(),
             None => true,
         } && batch::at_batch_level(&mut *conn);

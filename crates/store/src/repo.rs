@@ -60,6 +60,9 @@ impl LedgerRepository for Store {
         &self,
         request: CheckinRequest,
     ) -> Result<(CheckinRecord, CheckinConfig), LedgerError> {
+        if let crate::Pools::Pg(pg) = &self.pools {
+            return pg.checkin(request).await.map_err(Into::into);
+        }
         exec!(self, Grouped(&request.account), ledger, |conn, ops| {
             ops::checkin(conn, &request).await
         })

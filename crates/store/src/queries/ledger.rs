@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
-use tally_ledger::checkin::{CheckinRecord, CheckinRequest, streak_for};
+use tally_ledger::checkin::{CheckinPlan, CheckinRecord, CheckinRequest, plan_checkin};
 use tally_ledger::codes::{CodeBatchRequest, RedeemRequest};
 use tally_ledger::holds::{plan_capture, plan_release, plan_reserve};
 use tally_ledger::notice::{NoticeSettings, needs_settings};
@@ -443,6 +443,20 @@ pub(crate) struct MainRow<'a> {
     pub actor: Option<&'a str>,
 }
 
+impl<'a> MainRow<'a> {
+    /// What `movement`'s own row carries: its description, key (with `request_hash`), metadata
+    /// and actor.
+    fn of(movement: &'a Movement, request_hash: &'a str) -> Self {
+        Self {
+            description: &movement.description,
+            idempotency_key: movement.idempotency_key.as_deref(),
+            request_hash: movement.idempotency_key.as_ref().map(|_| request_hash),
+            metadata: movement.metadata.as_ref().map(|m| m.to_string()),
+            actor: movement.actor.as_deref(),
+        }
+    }
+}
+
 /// Writes a plan; returns the movement's own transaction, if the plan has one.
 pub(super) async fn write_plan(
     conn: &mut Conn,
@@ -686,14 +700,7 @@ pub(crate) async fn apply_announcing(
             return Err(refusal.into());
         }
     };
-    let metadata = movement.metadata.as_ref().map(|m| m.to_string());
-    let main = MainRow {
-        description: &movement.description,
-        idempotency_key: movement.idempotency_key.as_deref(),
-        request_hash: movement.idempotency_key.as_ref().map(|_| request_hash),
-        metadata,
-        actor: movement.actor.as_deref(),
-    };
+    let main = MainRow::of(movement, request_hash);
     let mut last = write_plan_but_last(conn, &account, &plan, Some(main), now).await?;
     last.events.splice(0..0, first);
     last.write(conn)
@@ -712,13 +719,14 @@ enum Turn {
     SameKey { n: usize, same: bool },
 }
 
-/// A debit [`apply_in_turn`] writes: its account as it was locked, its request hash, its
-/// instant and its plan.
+/// A movement [`write_in_turn`] writes: its account as it was locked, what its transaction
+/// carries, its instant and its plan.
 struct Planned<'w> {
     account: &'w AccountRow,
-    movement: &'w Movement,
-    hash: &'w str,
-    /// The debit's own instant: it is planned, stamped and announced at it.
+    main: MainRow<'w>,
+    /// The transaction's metadata as given, which it answers.
+    metadata: Option<&'w serde_json::Value>,
+    /// The movement's own instant: it is planned, stamped and announced at it.
     now: OffsetDateTime,
     plan: Plan,
 }
@@ -815,9 +823,9 @@ pub(crate) async fn apply_in_turn(
                 }
                 let earlier = planned[first..]
                     .iter()
-                    .position(|p| p.movement.idempotency_key.as_deref() == Some(key));
+                    .position(|p| p.main.idempotency_key == Some(key));
                 if let Some(n) = earlier.map(|n| first + n) {
-                    let same = planned[n].hash == hash;
+                    let same = planned[n].main.request_hash == Some(hash);
                     turns.push(Turn::SameKey { n, same });
                     continue;
                 }
@@ -829,8 +837,8 @@ pub(crate) async fn apply_in_turn(
                     turns.push(Turn::Written(planned.len()));
                     planned.push(Planned {
                         account,
-                        movement,
-                        hash,
+                        main: MainRow::of(movement, hash),
+                        metadata: movement.metadata.as_ref(),
                         now,
                         plan,
                     });
@@ -840,7 +848,9 @@ pub(crate) async fn apply_in_turn(
             }
         }
     }
-    let written = write_in_turn(conn, &planned, latest).await?;
+    let (written, events) = write_in_turn(conn, &planned, latest).await?;
+    let events: Vec<_> = events.into_iter().flatten().collect();
+    pipelined!(conn => outbox::insert_events(conn, &events))?;
     Ok(Some(
         turns
             .into_iter()
@@ -853,17 +863,18 @@ pub(crate) async fn apply_in_turn(
     ))
 }
 
-/// Writes the debits of [`apply_in_turn`] (none of which expires anything), in two round trips:
-/// the transactions, the accounts' final figures (updated at `latest`, the last debit's
-/// instant), the lots' final remainders and the apps' event settings; then the events, in the
-/// order the debits would have announced them alone. Answers each debit's transaction.
+/// Writes the movements planned in turn by [`apply_in_turn`] or [`checkin_in_turn`] (none of
+/// which expires anything, nor creates a lot: the caller inserts those) in one round trip: the
+/// transactions, the accounts' final figures (updated at `latest`, the last movement's instant),
+/// the lots' final remainders and the apps' event settings. Answers each movement's transaction
+/// and the events it announces, as it would have alone; the caller sends those.
 async fn write_in_turn(
     conn: &mut Conn,
     planned: &[Planned<'_>],
     latest: OffsetDateTime,
-) -> Result<Vec<Transaction>, StoreError> {
+) -> Result<(Vec<Transaction>, Vec<Vec<outbox::OutboxRow>>), StoreError> {
     if planned.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Each account's figures before each of its debits, and after the last.
     let mut figures = std::collections::BTreeMap::new();
@@ -913,14 +924,14 @@ async fn write_in_turn(
             "a run's insert answered another count",
         ));
     }
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(planned.len());
     let mut written = Vec::with_capacity(planned.len());
     for ((p, id), (balance, held)) in planned.iter().zip(ids).zip(befores) {
         let entry = p
             .plan
             .main
             .as_ref()
-            .ok_or(StoreError::Invariant("a debit planned no transaction"))?;
+            .ok_or(StoreError::Invariant("a movement planned no transaction"))?;
         let txn = Transaction {
             id,
             app: p.account.app_key.clone(),
@@ -928,10 +939,10 @@ async fn write_in_turn(
             txn_type: entry.txn_type,
             amount: entry.amount,
             balance_after: entry.balance_after,
-            description: p.movement.description.clone(),
-            metadata: p.movement.metadata.clone(),
-            idempotency_key: p.movement.idempotency_key.clone(),
-            actor: p.movement.actor.clone(),
+            description: p.main.description.to_owned(),
+            metadata: p.metadata.cloned(),
+            idempotency_key: p.main.idempotency_key.map(str::to_owned),
+            actor: p.main.actor.map(str::to_owned),
             created_at: from_db(to_db(p.now)),
         };
         let settings = settings
@@ -944,7 +955,7 @@ async fn write_in_turn(
             held,
             ..p.account.clone()
         };
-        events.extend(outbox::ledger_event_rows(
+        events.push(outbox::ledger_event_rows(
             &before,
             &p.plan,
             Some(&txn),
@@ -953,8 +964,7 @@ async fn write_in_turn(
         ));
         written.push(txn);
     }
-    pipelined!(conn => outbox::insert_events(conn, &events))?;
-    Ok(written)
+    Ok((written, events))
 }
 
 /// Locks the accounts `refs` names (sorted by app, then user) in that order, in one statement;
@@ -1100,7 +1110,7 @@ async fn stored_under(conn: &mut Pipe<'_>, ids: &[i64], keys: &[&str]) -> QueryR
         .await
 }
 
-/// Inserts the transactions of [`apply_in_turn`]'s debits in one statement, whose text depends
+/// Inserts the transactions of [`write_in_turn`]'s movements in one statement, whose text depends
 /// only on how many there are (at most a batch's size); answers their ids in the order given.
 async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
@@ -1117,10 +1127,10 @@ async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for p in planned {
-        let (account, movement) = (p.account, p.movement);
+        let (account, main) = (p.account, &p.main);
         let Some(entry) = &p.plan.main else {
             return Err(DieselError::QueryBuilderError(
-                "a debit without its entry".into(),
+                "a movement without its entry".into(),
             ));
         };
         query = query
@@ -1130,11 +1140,11 @@ async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult
             .bind::<Text, _>(entry.txn_type.as_str())
             .bind::<BigInt, _>(entry.amount)
             .bind::<BigInt, _>(entry.balance_after)
-            .bind::<Text, _>(&movement.description)
-            .bind::<Nullable<Text>, _>(movement.idempotency_key.as_deref())
-            .bind::<Nullable<Text>, _>(movement.idempotency_key.as_ref().map(|_| p.hash))
-            .bind::<Nullable<Text>, _>(movement.metadata.as_ref().map(|m| m.to_string()))
-            .bind::<Nullable<Text>, _>(movement.actor.as_deref())
+            .bind::<Text, _>(main.description)
+            .bind::<Nullable<Text>, _>(main.idempotency_key)
+            .bind::<Nullable<Text>, _>(main.request_hash)
+            .bind::<Nullable<Text>, _>(main.metadata.as_deref())
+            .bind::<Nullable<Text>, _>(main.actor)
             .bind::<Timestamp, _>(to_db(p.now));
     }
     let mut ids: Vec<i64> = cached(query)
@@ -1173,24 +1183,18 @@ pub(crate) async fn checkin(
         stored_checkin_config(conn, &request.account.app),
     )?;
     let config = checkin_config_of(stored)?.unwrap_or_default();
-    let day = config.claimable_day(request.now)?;
+    // Refused before any read while check-ins are switched off.
+    config.claimable_day(request.now)?;
     // The last check-in and the account's due lots, in one round trip.
     let (previous, due) = pipelined!(conn =>
         latest_checkin_row(conn, &request.account),
         due_lots(conn, account.id, request.now),
     )?;
     let previous = previous.map(checkin_record).transpose()?;
-    let streak = streak_for(day, previous.as_ref());
-    let reward = config.reward_for(streak);
-    let kind = MovementKind::Grant {
-        txn_type: TxnType::Checkin,
-        credits: reward,
-        expires_at: config.expiry_for(request.now),
-    };
     let due = due.into_iter().map(Into::into).collect();
     let state = planning_view(conn, &account, due, request.now).await?;
-    let plan = plan_movement(&state, &kind, request.now)?;
-    let description = format!("Daily check-in (streak day {streak})");
+    let checkin = plan_checkin(&config, previous.as_ref(), &state, request.now)?;
+    let description = checkin.description();
     let main = MainRow {
         description: &description,
         idempotency_key: None,
@@ -1198,58 +1202,420 @@ pub(crate) async fn checkin(
         metadata: None,
         actor: None,
     };
-    let mut last = write_plan_but_last(conn, &account, &plan, Some(main), request.now).await?;
+    let mut last =
+        write_plan_but_last(conn, &account, &checkin.plan, Some(main), request.now).await?;
     let (txn_id, balance_after) = last
         .written
         .as_ref()
         .map(|txn| (txn.id, txn.balance_after))
         .ok_or(StoreError::Invariant("check-in wrote no transaction"))?;
-    let day_text = day.to_string();
-    let payload = Payload::CheckinCompleted(CheckinCompleted {
-        day: day_text.clone(),
+    let CheckinPlan {
+        day,
         streak,
-        awarded: reward,
-        balance_after,
-        transaction_id: txn_id.to_string(),
-    });
-    let who = (
-        request.account.app.as_str(),
-        Some(request.account.user.as_str()),
-    );
-    last.events
-        .push(outbox::OutboxRow::new(&payload, who, request.now));
-    // The unique constraint on (app, user, day) is what makes this once per day. The reward's
-    // lot, the day's row and the events: one round trip.
-    pipelined!(conn =>
-        last.insert_lot(conn),
-        diesel::insert_into(checkins::table)
-            .values((
-                checkins::app_key.eq(&request.account.app),
-                checkins::user_id.eq(&request.account.user),
-                checkins::day.eq(&day_text),
-                checkins::streak.eq(streak),
-                checkins::awarded.eq(reward),
-                checkins::transaction_id.eq(txn_id),
-                checkins::created_at.eq(to_db(request.now)),
-            ))
-            .execute(conn),
-        outbox::insert_events(conn, &last.events),
-    )
-    .map_err(|e| match e {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-            StoreError::Ledger(LedgerError::AlreadyCheckedIn {
-                day: day_text.clone(),
-            })
-        }
-        e => e.into(),
-    })?;
+        reward,
+        ..
+    } = checkin;
     let record = CheckinRecord {
         day,
         streak,
         awarded: reward,
         balance_after,
     };
+    last.events.push(checkin_completed(
+        &request.account,
+        &record,
+        txn_id,
+        request.now,
+    ));
+    // The unique constraint on (app, user, day) is what makes this once per day. The reward's
+    // lot, the day's row and the events: one round trip.
+    pipelined!(conn =>
+        last.insert_lot(conn),
+        insert_checkins(conn, &[(&request.account, &record, txn_id, request.now)]),
+        outbox::insert_events(conn, &last.events),
+    )
+    .map_err(|e| match e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            StoreError::Ledger(LedgerError::AlreadyCheckedIn {
+                day: day.to_string(),
+            })
+        }
+        e => e.into(),
+    })?;
     Ok((record, config))
+}
+
+/// The event a check-in announces after its reward's: `checkin.completed`.
+fn checkin_completed(
+    account: &AccountRef,
+    record: &CheckinRecord,
+    txn_id: i64,
+    now: OffsetDateTime,
+) -> outbox::OutboxRow {
+    let payload = Payload::CheckinCompleted(CheckinCompleted {
+        day: record.day.to_string(),
+        streak: record.streak,
+        awarded: record.awarded,
+        balance_after: record.balance_after,
+        transaction_id: txn_id.to_string(),
+    });
+    let who = (account.app.as_str(), Some(account.user.as_str()));
+    outbox::OutboxRow::new(&payload, who, now)
+}
+
+/// A check-in's day as stored: who, the record, its transaction and when.
+type NewCheckin<'a> = (&'a AccountRef, &'a CheckinRecord, i64, OffsetDateTime);
+
+/// Inserts check-ins' days in one statement (none for none); a day its user already claimed
+/// breaks the unique key on `(app_key, user_id, day)`.
+async fn insert_checkins(conn: &mut Pipe<'_>, rows: &[NewCheckin<'_>]) -> QueryResult<()> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO checkins (app_key, user_id, day, streak, awarded, transaction_id, \
+         created_at) VALUES {}",
+        super::usage::values_list(rows.len(), 7)
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for &(account, record, txn_id, now) in rows {
+        query = query
+            .bind::<Text, _>(&account.app)
+            .bind::<Text, _>(&account.user)
+            .bind::<Text, _>(record.day.to_string())
+            .bind::<BigInt, _>(record.streak)
+            .bind::<BigInt, _>(record.awarded)
+            .bind::<BigInt, _>(txn_id)
+            .bind::<Timestamp, _>(to_db(now));
+    }
+    cached(query).execute(conn).await.map(drop)
+}
+
+/// A check-in [`checkin_in_turn`] writes: its request, its app's configuration and its plan.
+struct PlannedCheckin<'w> {
+    request: &'w CheckinRequest,
+    account: &'w AccountRow,
+    config: &'w CheckinConfig,
+    checkin: CheckinPlan,
+}
+
+/// What [`checkin_in_turn`] answers one check-in.
+type CheckinAnswer = Result<(CheckinRecord, CheckinConfig), StoreError>;
+
+/// Applies check-ins ([`checkin`]) inside the caller's write transaction, as if each ran alone,
+/// one after another in the order given — sorted by account (app, then user), as a batch sorts
+/// them — with a few statements for them all: the apps' configurations are read and the
+/// accounts locked (created when new) in one round trip, in that order; their latest check-ins
+/// and whatever is due on them in a second; each check-in is planned ([`plan_checkin`]) at its
+/// own instant; the rewards' transactions, the accounts' figures and the apps' event settings
+/// are written in a third ([`write_in_turn`]), and the rewards' lots, the days and the events in
+/// a fourth. On PostgreSQL that is four round trips for them all where one at a time takes five
+/// for each. Each check-in keeps the outcome it would have had alone: claimed, or refused for a
+/// day already claimed (by the account's history, or by an earlier check-in here).
+///
+/// Answers `None` when the check-ins are better applied one at a time, and the caller rolls its
+/// savepoint back (accounts this created must not stay): an app's configuration refuses a
+/// check-in (switched off), an account holds a lot or a hold due at the latest instant (expiries
+/// are written and announced first), or one account claims two days here (its second reward
+/// would be planned on a lot not yet written). A statement that fails — a day claimed meanwhile
+/// out of order breaks the days' unique key — fails them all the same way.
+pub(crate) async fn checkin_in_turn(
+    conn: &mut Conn,
+    requests: &[&CheckinRequest],
+) -> Result<Option<Vec<CheckinAnswer>>, StoreError> {
+    let Some(latest) = requests.iter().map(|r| r.now).max() else {
+        return Ok(Some(Vec::new()));
+    };
+    let runs: Vec<&[&CheckinRequest]> = requests.chunk_by(|a, b| a.account == b.account).collect();
+    let refs: Vec<(&AccountRef, OffsetDateTime)> = runs
+        .iter()
+        .map(|run| (&run[0].account, run[0].now))
+        .collect();
+    let mut apps: Vec<&str> = refs.iter().map(|(r, _)| r.app.as_str()).collect();
+    apps.dedup();
+    let (stored, accounts) = pipelined!(conn =>
+        async {
+            let mut stored = Vec::with_capacity(apps.len());
+            for app in &apps {
+                stored.push(stored_checkin_config(conn, app).await?);
+            }
+            QueryResult::Ok(stored)
+        },
+        lock_or_create_accounts(conn, &refs),
+    )?;
+    let configs = stored
+        .into_iter()
+        .map(|s| Ok(checkin_config_of(s)?.unwrap_or_default()))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let config_of = |app: &str| apps.iter().position(|a| *a == app).map(|i| &configs[i]);
+    let mut accounts_of = Vec::with_capacity(runs.len());
+    for (account, _) in &refs {
+        let row = accounts
+            .iter()
+            .find(|a| a.app_key == account.app && a.user_id == account.user)
+            .ok_or(StoreError::Invariant(
+                "an account neither locked nor created",
+            ))?;
+        let config = config_of(&account.app).ok_or(StoreError::Invariant("an app unread"))?;
+        accounts_of.push((row, config));
+    }
+    if requests
+        .iter()
+        .any(|r| config_of(&r.account.app).is_none_or(|c| c.claimable_day(r.now).is_err()))
+    {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = accounts_of.iter().map(|(a, _)| a.id).collect();
+    let held: Vec<i64> = accounts_of
+        .iter()
+        .filter(|(a, _)| a.held != 0)
+        .map(|(a, _)| a.id)
+        .collect();
+    let names: Vec<&AccountRef> = refs.iter().map(|&(r, _)| r).collect();
+    let (stored, due) = pipelined!(conn =>
+        latest_checkins_of(conn, &names),
+        anything_due(conn, &ids, &held, latest),
+    )?;
+    if due {
+        return Ok(None);
+    }
+    let mut answers: Vec<Result<usize, StoreError>> = Vec::with_capacity(requests.len());
+    let mut plans: Vec<PlannedCheckin> = Vec::new();
+    for (run, &(account, config)) in runs.iter().zip(&accounts_of) {
+        let mine = stored
+            .iter()
+            .find(|c| c.app_key == account.app_key && c.user_id == account.user_id);
+        let mut previous = match mine {
+            Some(c) => Some(checkin_record((
+                c.day.clone(),
+                c.streak,
+                c.awarded,
+                c.balance_after,
+            ))?),
+            None => None,
+        };
+        let state = AccountView {
+            balance: account.balance,
+            held: account.held,
+            lots: Vec::new(),
+            last_instant_partial: true,
+            holds: Vec::new(),
+        };
+        for &request in *run {
+            match plan_checkin(config, previous.as_ref(), &state, request.now) {
+                Ok(checkin) => {
+                    let plan = &checkin.plan;
+                    let settled = plan.expiries.is_empty() && plan.expired_holds.is_empty();
+                    // A second day for one account, or something due after all.
+                    if plans.last().is_some_and(|p| p.account.id == account.id) || !settled {
+                        return Ok(None);
+                    }
+                    previous = Some(CheckinRecord {
+                        day: checkin.day,
+                        streak: checkin.streak,
+                        awarded: checkin.reward,
+                        balance_after: plan.balance,
+                    });
+                    answers.push(Ok(plans.len()));
+                    plans.push(PlannedCheckin {
+                        request,
+                        account,
+                        config,
+                        checkin,
+                    });
+                }
+                Err(refusal) => answers.push(Err(refusal.into())),
+            }
+        }
+    }
+    let descriptions: Vec<String> = plans.iter().map(|p| p.checkin.description()).collect();
+    let planned: Vec<Planned> = plans
+        .iter_mut()
+        .zip(&descriptions)
+        .map(|(p, description)| Planned {
+            account: p.account,
+            main: MainRow {
+                description,
+                idempotency_key: None,
+                request_hash: None,
+                metadata: None,
+                actor: None,
+            },
+            metadata: None,
+            now: p.request.now,
+            plan: std::mem::take(&mut p.checkin.plan),
+        })
+        .collect();
+    let (written, announced) = write_in_turn(conn, &planned, latest).await?;
+    let records: Vec<CheckinRecord> = plans
+        .iter()
+        .zip(&written)
+        .map(|(p, txn)| CheckinRecord {
+            day: p.checkin.day,
+            streak: p.checkin.streak,
+            awarded: p.checkin.reward,
+            balance_after: txn.balance_after,
+        })
+        .collect();
+    let mut events = Vec::new();
+    let mut new_lots = Vec::new();
+    let mut days = Vec::with_capacity(plans.len());
+    for (((p, txn), record), announced) in plans.iter().zip(&written).zip(&records).zip(announced) {
+        events.extend(announced);
+        events.push(checkin_completed(
+            &p.request.account,
+            record,
+            txn.id,
+            p.request.now,
+        ));
+        days.push((&p.request.account, record, txn.id, p.request.now));
+    }
+    for (p, txn) in planned.iter().zip(&written) {
+        if let Some(lot) = p.plan.new_lot.as_ref().filter(|lot| lot.amount > 0) {
+            new_lots.push((p.account.id, txn.id, lot, to_db(p.now)));
+        }
+    }
+    pipelined!(conn =>
+        insert_lots(conn, &new_lots),
+        insert_checkins(conn, &days),
+        outbox::insert_events(conn, &events),
+    )?;
+    Ok(Some(
+        answers
+            .into_iter()
+            .map(|answer| {
+                let n = answer?;
+                Ok((records[n].clone(), plans[n].config.clone()))
+            })
+            .collect(),
+    ))
+}
+
+/// Locks the accounts `refs` names (sorted by app, then user; each with the instant it would be
+/// created at), creating those that do not exist, in one statement that takes them in that
+/// order — an upsert whose update changes nothing but locks the row — and answers their rows.
+async fn lock_or_create_accounts(
+    conn: &mut Pipe<'_>,
+    refs: &[(&AccountRef, OffsetDateTime)],
+) -> QueryResult<Vec<AccountRow>> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let sql = format!(
+        "INSERT INTO accounts (app_key, user_id, balance, held, created_at, updated_at) \
+         VALUES {} ON CONFLICT (app_key, user_id) DO UPDATE SET updated_at = accounts.updated_at \
+         RETURNING id, app_key, user_id, balance, held",
+        super::usage::values_list(refs.len(), 6)
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for &(account, now) in refs {
+        query = query
+            .bind::<Text, _>(&account.app)
+            .bind::<Text, _>(&account.user)
+            .bind::<BigInt, _>(0_i64)
+            .bind::<BigInt, _>(0_i64)
+            .bind::<Timestamp, _>(to_db(now))
+            .bind::<Timestamp, _>(to_db(now));
+    }
+    cached(query).load(conn).await
+}
+
+/// A user's latest check-in, read by [`latest_checkins_of`].
+#[derive(QueryableByName)]
+struct LatestCheckin {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    app_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    day: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    streak: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    awarded: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance_after: i64,
+}
+
+/// The latest check-in of each of `accounts` that has one ([`latest_checkin_row`] of each), in
+/// one statement.
+async fn latest_checkins_of(
+    conn: &mut Pipe<'_>,
+    accounts: &[&AccountRef],
+) -> QueryResult<Vec<LatestCheckin>> {
+    use diesel::sql_types::Text;
+    let pairs: Vec<String> = (0..accounts.len())
+        .map(|i| {
+            let (app, user) = (super::bind(2 * i + 1), super::bind(2 * i + 2));
+            format!("(CAST({app} AS TEXT), CAST({user} AS TEXT))")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT x.app_key, x.user_id, c.day, c.streak, c.awarded, t.balance_after \
+         FROM (VALUES {}) AS x(app_key, user_id) CROSS JOIN LATERAL ( \
+           SELECT day, streak, awarded, transaction_id FROM checkins \
+           WHERE app_key = x.app_key AND user_id = x.user_id ORDER BY day DESC LIMIT 1) AS c \
+         JOIN transactions t ON t.id = c.transaction_id",
+        pairs.join(", ")
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for account in accounts {
+        query = query
+            .bind::<Text, _>(&account.app)
+            .bind::<Text, _>(&account.user);
+    }
+    cached(query).load(conn).await
+}
+
+/// Whether any of the accounts `ids` holds a lot due at `now`, or any of `held` an active hold
+/// due then.
+async fn anything_due(
+    conn: &mut Pipe<'_>,
+    ids: &[i64],
+    held: &[i64],
+    now: OffsetDateTime,
+) -> QueryResult<bool> {
+    use diesel::dsl::exists;
+    let lot = lots::table
+        .filter(lots::account_id.eq_any(ids))
+        .filter(ExpiringLot)
+        .filter(lots::expires_at.le(to_db(now)))
+        .select(lots::id);
+    let hold = holds::table
+        .filter(holds::account_id.eq_any(held))
+        .filter(ActiveHold)
+        .filter(holds::expires_at.le(to_db(now)))
+        .select(holds::id);
+    diesel::select(exists(lot).or(exists(hold)))
+        .get_result(conn)
+        .await
+}
+
+/// A lot a grant creates: its account, its transaction, the plan's lot and when.
+type LotOf<'a> = (i64, i64, &'a NewLot, PrimitiveDateTime);
+
+/// Inserts grants' lots in one statement (none for none).
+async fn insert_lots(conn: &mut Pipe<'_>, new: &[LotOf<'_>]) -> QueryResult<()> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    if new.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO lots (account_id, transaction_id, source, amount, remaining, expires_at, \
+         created_at) VALUES {}",
+        super::usage::values_list(new.len(), 7)
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for &(account_id, txn_id, lot, at) in new {
+        query = query
+            .bind::<BigInt, _>(account_id)
+            .bind::<BigInt, _>(txn_id)
+            .bind::<Text, _>(lot.source.as_str())
+            .bind::<BigInt, _>(lot.amount)
+            .bind::<BigInt, _>(lot.remaining)
+            .bind::<Nullable<Timestamp>, _>(lot.expires_at.map(to_db))
+            .bind::<Timestamp, _>(at);
+    }
+    cached(query).execute(conn).await.map(drop)
 }
 
 pub(crate) async fn latest_checkin(

@@ -878,3 +878,157 @@ async fn debits_applied_together_announce_what_each_would_alone() {
     drop((l, admin));
     drop(db);
 }
+
+/// A check-in by `user` of `app` that answers the balance after it.
+fn checkin_w(
+    l: &Ledger,
+    app: &str,
+    user: &str,
+) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    let (l, a) = (l.clone(), acct(app, user));
+    Box::pin(async move { l.checkin(a).await.map(|o| o.balance) })
+}
+
+/// The check-ins that meet in a batch are written together — their rewards' transactions in one
+/// statement — and each is answered as if it had run alone: a streak continued from the
+/// history, a new user's first (its account created), a day the history already holds refused,
+/// and a second check-in of the day in the batch refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_ins_of_a_batch_are_written_together() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.store().await;
+    let (l, clock) = node_with_clock(&db).await;
+    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    l.set_checkin_config("app", checkin_config("UTC", &[5, 10]), "admin")
+        .await
+        .unwrap();
+    for user in ["alice", "bob", "dave"] {
+        grant(&l, &acct("app", user), 1, None).await;
+    }
+    l.checkin(acct("app", "alice")).await.unwrap(); // 1 → 6
+    clock.advance(Duration::days(1));
+    l.checkin(acct("app", "bob")).await.unwrap(); // today
+    let told = outbox_types(&mut admin).await.len();
+    note_inserts(&mut admin).await;
+
+    let blocker = block_lane(&l, &mut admin, "dave").await;
+    let started = queue(vec![
+        checkin_w(&l, "app", "carol"), // new: 5
+        checkin_w(&l, "app", "alice"), // streak day 2: 6 → 16
+        checkin_w(&l, "app", "bob"),   // the history holds today
+        checkin_w(&l, "app", "alice"), // the batch holds today
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+
+    assert_eq!(got[0].as_ref().ok(), Some(&5), "{got:?}");
+    assert_eq!(got[1].as_ref().ok(), Some(&16), "{got:?}");
+    let today = (START + Duration::days(1)).date().to_string();
+    for i in [2, 3] {
+        assert!(
+            matches!(&got[i], Err(LedgerError::AlreadyCheckedIn { day }) if *day == today),
+            "check-in {i}: {:?}",
+            got[i]
+        );
+    }
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 2],
+        "dave's spend alone, then alice's and carol's rewards in one statement"
+    );
+    let status = l.checkin_status(acct("app", "alice")).await.unwrap();
+    assert_eq!((status.streak, status.checked_in_today), (2, true));
+    for (user, left) in [("alice", 16), ("bob", 6), ("carol", 5)] {
+        assert_eq!(balance(&l, &acct("app", user)).await, left, "{user}");
+    }
+    let days = "SELECT count(*) AS n FROM checkins";
+    assert_eq!(count(&mut admin, days).await, 4);
+    // alice's and carol's reward and check-in, in the batch's order.
+    let new: Vec<String> = outbox_types(&mut admin).await.split_off(told);
+    let (granted, completed) = ("credits.granted", "checkin.completed");
+    assert_eq!(new, [granted, completed, granted, completed]);
+    assert_clean(&l, "check-ins written together").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// Check-ins in a batch with a lot due on one of their accounts run one at a time: the lot's
+/// expiry is written before the reward, as alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_that_find_a_lot_due_run_one_at_a_time() {
+    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
+        return;
+    };
+    l.set_checkin_config("app", checkin_config("UTC", &[5]), "admin")
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(2));
+    note_inserts(&mut admin).await;
+
+    let blocker = block_lane(&l, &mut admin, "bob").await;
+    let started = queue(vec![
+        checkin_w(&l, "app", "alice"),
+        checkin_w(&l, "app", "carol"),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+
+    // alice: 110, of which 10 expired, plus 5.
+    assert_eq!(got[0].as_ref().ok(), Some(&105), "{got:?}");
+    assert_eq!(got[1].as_ref().ok(), Some(&5), "{got:?}");
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 1, 1, 1],
+        "bob's spend, alice's expiry, alice's reward, carol's reward: one at a time"
+    );
+    assert_clean(&l, "check-ins one at a time").await;
+    drop((l, admin));
+    drop(db);
+}
+
+/// A check-in refused by its app's settings (switched off) sends its batch's check-ins back to
+/// one at a time: it creates no account, and the others are claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_to_an_app_switched_off_creates_no_account_in_a_batch() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    let off = CheckinConfig {
+        enabled: false,
+        ..checkin_config("UTC", &[5])
+    };
+    l.set_checkin_config("off", off, "admin").await.unwrap();
+    grant(&l, &acct("app", "dave"), 1, None).await;
+
+    let blocker = block_lane(&l, &mut admin, "dave").await;
+    let started = queue(vec![
+        checkin_w(&l, "off", "zed"),
+        checkin_w(&l, "app", "carol"),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+
+    assert!(
+        matches!(got[0], Err(LedgerError::CheckinDisabled)),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1].as_ref().ok(),
+        Some(&10),
+        "the default reward: {got:?}"
+    );
+    let zed = "SELECT count(*) AS n FROM accounts WHERE user_id = 'zed'";
+    assert_eq!(
+        count(&mut admin, zed).await,
+        0,
+        "no account for a refused check-in"
+    );
+    assert_clean(&l, "a switched-off app in a batch").await;
+    drop((l, admin));
+    drop(db);
+}
