@@ -21,9 +21,10 @@
 //! lanes) batch at the same time, so the order matters: a batch runs its writes sorted by the
 //! account's key (app, then user), the same total order on every node; the sort is stable, so
 //! one account's writes keep their arrival order. Every batched write locks its own account
-//! first and no other account, and debits applied together (below) lock their accounts in one
-//! statement in that same order (bytes, `COLLATE "C"`, as the sort compares them), so two
-//! batches never wait on each other in a cycle. Writes that
+//! first and no other account, and debits and check-ins applied together (below) lock their
+//! accounts in one statement in that same order (bytes, `COLLATE "C"`, as the sort compares
+//! them; an upsert takes its rows in the order of its `VALUES`), so two batches never wait on
+//! each other in a cycle. Writes that
 //! do not know their account before they read (a capture or release by hold id) and
 //! redemptions (which also lock the shared code) are not batched: they run in their own
 //! transaction, as before.
@@ -35,6 +36,10 @@
 //! statements (`ledger::apply_in_turn`), in one savepoint. Each debit keeps the outcome it would
 //! have had alone. When they cannot be applied so (a lot comes due first) or their statements
 //! fail, they are rolled back to their savepoint and run one at a time like any other write.
+//!
+//! **Check-ins together.** Check-ins that follow each other are applied the same way
+//! (`ledger::checkin_in_turn`): one upsert locks their accounts in the batch's order, creating
+//! the new ones, and a few multi-row statements write the rewards, the days and the events.
 
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::{
