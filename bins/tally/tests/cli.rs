@@ -668,7 +668,7 @@ async fn processes_share_one_database(n: usize) {
         }
     }
     assert_eq!(claimed.len(), 12, "one check-in each: {claimed:?}");
-    for user in ["u0", "c11"] {
+    for user in &claimed {
         let (status, body, _) = call(
             &b,
             reqwest::Method::GET,

@@ -1,8 +1,10 @@
 //! The store's one execution policy: how each kind of operation runs on each backend.
 //!
 //! Every repository method names the kind of operation it is ([`Exec`]) and goes through
-//! [`exec!`]; the two functions below are the only places that open connections, transactions
-//! and threads for it:
+//! [`exec!`] — except that on PostgreSQL debits and check-ins go to their lane's batch through
+//! [`PgPools::debit`] and [`PgPools::checkin`], where writes of their kind are applied together;
+//! the two functions below are the only places that open connections, transactions and threads
+//! for them:
 //!
 //! | [`Exec`]    | PostgreSQL                              | SQLite                                              |
 //! |-------------|-----------------------------------------|-----------------------------------------------------|
@@ -188,9 +190,7 @@ impl PgPools {
             None => on_pg(&self.pool, Exec::Grouped, op).await,
         }
     }
-}
 
-impl PgPools {
     /// Applies `movement`, a debit ([`tally_ledger::MovementKind::plans_in_turn`]), in its
     /// lane's next batch, where the debits to one account are applied together; in its own
     /// transaction when batching is off.

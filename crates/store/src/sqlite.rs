@@ -102,8 +102,8 @@ pub(crate) mod console;
 #[allow(clippy::duplicate_mod)]
 #[allow(
     dead_code,
-    reason = "`apply_in_turn` serves PostgreSQL's batches; the group commit here runs each write \
-              alone, its statements costing no round trip"
+    reason = "`apply_in_turn` and `checkin_in_turn` serve PostgreSQL's batches; the group commit \
+              here runs each write alone, its statements costing no round trip"
 )]
 #[path = "queries/ledger.rs"]
 pub(crate) mod ledger;

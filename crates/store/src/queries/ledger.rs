@@ -864,10 +864,11 @@ pub(crate) async fn apply_in_turn(
 }
 
 /// Writes the movements planned in turn by [`apply_in_turn`] or [`checkin_in_turn`] (none of
-/// which expires anything, nor creates a lot: the caller inserts those) in one round trip: the
-/// transactions, the accounts' final figures (updated at `latest`, the last movement's instant),
-/// the lots' final remainders and the apps' event settings. Answers each movement's transaction
-/// and the events it announces, as it would have alone; the caller sends those.
+/// which expires anything; a grant's new lot is the caller's to insert) in one round trip: the
+/// transactions, the accounts' final figures (updated at `latest`, the last movement's instant)
+/// and the lots' final remainders, with a read of the apps' event settings where the events
+/// need them. Answers each movement's transaction and the events it announces, as it would have
+/// alone; the caller sends those.
 async fn write_in_turn(
     conn: &mut Conn,
     planned: &[Planned<'_>],
@@ -876,7 +877,7 @@ async fn write_in_turn(
     if planned.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    // Each account's figures before each of its debits, and after the last.
+    // Each account's figures before each of its movements, and after the last.
     let mut figures = std::collections::BTreeMap::new();
     let mut befores = Vec::with_capacity(planned.len());
     let mut apps: Vec<(&str, bool)> = Vec::new();
@@ -1183,7 +1184,7 @@ pub(crate) async fn checkin(
         stored_checkin_config(conn, &request.account.app),
     )?;
     let config = checkin_config_of(stored)?.unwrap_or_default();
-    // Refused before any read while check-ins are switched off.
+    // Refused before the remaining reads while check-ins are switched off.
     config.claimable_day(request.now)?;
     // The last check-in and the account's due lots, in one round trip.
     let (previous, due) = pipelined!(conn =>
@@ -1308,11 +1309,12 @@ type CheckinAnswer = Result<(CheckinRecord, CheckinConfig), StoreError>;
 /// them — with a few statements for them all: the apps' configurations are read and the
 /// accounts locked (created when new) in one round trip, in that order; their latest check-ins
 /// and whatever is due on them in a second; each check-in is planned ([`plan_checkin`]) at its
-/// own instant; the rewards' transactions, the accounts' figures and the apps' event settings
-/// are written in a third ([`write_in_turn`]), and the rewards' lots, the days and the events in
-/// a fourth. On PostgreSQL that is four round trips for them all where one at a time takes five
-/// for each. Each check-in keeps the outcome it would have had alone: claimed, or refused for a
-/// day already claimed (by the account's history, or by an earlier check-in here).
+/// own instant; the rewards' transactions and the accounts' figures are written in a third
+/// ([`write_in_turn`]), and the rewards' lots, the days and the events in a fourth. On
+/// PostgreSQL that is four round trips for them all (one more for each further app), where one
+/// at a time takes four for each (six for a new account). Each check-in keeps the outcome it
+/// would have had alone: claimed, or refused for a day already claimed (by the account's
+/// history, or by an earlier check-in here).
 ///
 /// Answers `None` when the check-ins are better applied one at a time, and the caller rolls its
 /// savepoint back (accounts this created must not stay): an app's configuration refuses a
@@ -1405,11 +1407,11 @@ pub(crate) async fn checkin_in_turn(
         for &request in *run {
             match plan_checkin(config, previous.as_ref(), &state, request.now) {
                 Ok(checkin) => {
+                    // Planned on no lots and no holds (none is due): it expires nothing.
                     let plan = &checkin.plan;
-                    let settled = plan.expiries.is_empty() && plan.expired_holds.is_empty();
-                    // A second day for one account, or something due after all.
-                    if plans.last().is_some_and(|p| p.account.id == account.id) || !settled {
-                        return Ok(None);
+                    debug_assert!(plan.expiries.is_empty() && plan.expired_holds.is_empty());
+                    if plans.last().is_some_and(|p| p.account.id == account.id) {
+                        return Ok(None); // a second day for one account
                     }
                     previous = Some(CheckinRecord {
                         day: checkin.day,
@@ -1495,6 +1497,9 @@ pub(crate) async fn checkin_in_turn(
 /// Locks the accounts `refs` names (sorted by app, then user; each with the instant it would be
 /// created at), creating those that do not exist, in one statement that takes them in that
 /// order — an upsert whose update changes nothing but locks the row — and answers their rows.
+/// The update writes a new version of each existing row (the write that follows writes
+/// another); a `SELECT … FOR UPDATE` of the existing rows and an insert of the missing ones would
+/// not, but would hold later accounts' locks while waiting on an earlier new one.
 async fn lock_or_create_accounts(
     conn: &mut Pipe<'_>,
     refs: &[(&AccountRef, OffsetDateTime)],

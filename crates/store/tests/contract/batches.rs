@@ -890,9 +890,10 @@ fn checkin_w(
 }
 
 /// The check-ins that meet in a batch are written together — their rewards' transactions in one
-/// statement — and each is answered as if it had run alone: a streak continued from the
-/// history, a new user's first (its account created), a day the history already holds refused,
-/// and a second check-in of the day in the batch refused.
+/// statement, across apps — and each is answered as if it had run alone: a streak continued
+/// from the history, a new user's first (its account created) under each app's rewards, a day
+/// the history already holds refused, and a second check-in of the day in the batch refused.
+/// Each day, lot and event names its own user's reward.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_ins_of_a_batch_are_written_together() {
     let Some(db) = TestDb::postgres().await else {
@@ -902,6 +903,9 @@ async fn the_check_ins_of_a_batch_are_written_together() {
     let (l, clock) = node_with_clock(&db).await;
     let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
     l.set_checkin_config("app", checkin_config("UTC", &[5, 10]), "admin")
+        .await
+        .unwrap();
+    l.set_checkin_config("other", checkin_config("UTC", &[7]), "admin")
         .await
         .unwrap();
     for user in ["alice", "bob", "dave"] {
@@ -915,19 +919,21 @@ async fn the_check_ins_of_a_batch_are_written_together() {
 
     let blocker = block_lane(&l, &mut admin, "dave").await;
     let started = queue(vec![
-        checkin_w(&l, "app", "carol"), // new: 5
-        checkin_w(&l, "app", "alice"), // streak day 2: 6 → 16
-        checkin_w(&l, "app", "bob"),   // the history holds today
-        checkin_w(&l, "app", "alice"), // the batch holds today
+        checkin_w(&l, "other", "erin"), // new, another app's reward: 7
+        checkin_w(&l, "app", "carol"),  // new: 5
+        checkin_w(&l, "app", "alice"),  // streak day 2: 6 → 16
+        checkin_w(&l, "app", "bob"),    // the history holds today
+        checkin_w(&l, "app", "alice"),  // the batch holds today
     ])
     .await;
     let_go(&mut admin, blocker).await;
     let got = outcomes(started).await;
 
-    assert_eq!(got[0].as_ref().ok(), Some(&5), "{got:?}");
-    assert_eq!(got[1].as_ref().ok(), Some(&16), "{got:?}");
+    assert_eq!(got[0].as_ref().ok(), Some(&7), "{got:?}");
+    assert_eq!(got[1].as_ref().ok(), Some(&5), "{got:?}");
+    assert_eq!(got[2].as_ref().ok(), Some(&16), "{got:?}");
     let today = (START + Duration::days(1)).date().to_string();
-    for i in [2, 3] {
+    for i in [3, 4] {
         assert!(
             matches!(&got[i], Err(LedgerError::AlreadyCheckedIn { day }) if *day == today),
             "check-in {i}: {:?}",
@@ -936,20 +942,41 @@ async fn the_check_ins_of_a_batch_are_written_together() {
     }
     assert_eq!(
         inserts(&mut admin).await,
-        vec![1, 2],
-        "dave's spend alone, then alice's and carol's rewards in one statement"
+        vec![1, 3],
+        "dave's spend alone, then alice's, carol's and erin's rewards in one statement"
     );
     let status = l.checkin_status(acct("app", "alice")).await.unwrap();
     assert_eq!((status.streak, status.checked_in_today), (2, true));
     for (user, left) in [("alice", 16), ("bob", 6), ("carol", 5)] {
         assert_eq!(balance(&l, &acct("app", user)).await, left, "{user}");
     }
+    assert_eq!(balance(&l, &acct("other", "erin")).await, 7);
     let days = "SELECT count(*) AS n FROM checkins";
-    assert_eq!(count(&mut admin, days).await, 4);
-    // alice's and carol's reward and check-in, in the batch's order.
+    assert_eq!(count(&mut admin, days).await, 5);
+    // Each day's and each lot's transaction is its own user's reward, and each event names it.
+    let astray =
+        "SELECT count(*) AS n FROM checkins c JOIN transactions t ON t.id = c.transaction_id
+        WHERE t.app_key <> c.app_key OR t.user_id <> c.user_id OR t.amount <> c.awarded
+           OR t.txn_type <> 'checkin'";
+    assert_eq!(count(&mut admin, astray).await, 0);
+    let astray = "SELECT count(*) AS n FROM lots l JOIN transactions t ON t.id = l.transaction_id
+        WHERE t.account_id <> l.account_id OR t.amount <> l.amount";
+    assert_eq!(count(&mut admin, astray).await, 0);
+    let told_right = "SELECT count(*) AS n FROM webhook_events e
+        JOIN checkins c ON c.app_key = e.app_key AND c.user_id = e.user_id
+        JOIN transactions t ON t.id = c.transaction_id
+        WHERE e.event_type = 'checkin.completed'
+          AND e.payload::jsonb -> 'data' ->> 'transaction_id' = c.transaction_id::text
+          AND (e.payload::jsonb -> 'data' ->> 'balance_after')::bigint = t.balance_after
+          AND e.payload::jsonb ->> 'user_id' = c.user_id";
+    assert_eq!(count(&mut admin, told_right).await, 5);
+    // alice's, carol's and erin's reward and check-in, in the batch's order.
     let new: Vec<String> = outbox_types(&mut admin).await.split_off(told);
     let (granted, completed) = ("credits.granted", "checkin.completed");
-    assert_eq!(new, [granted, completed, granted, completed]);
+    assert_eq!(
+        new,
+        [granted, completed, granted, completed, granted, completed]
+    );
     assert_clean(&l, "check-ins written together").await;
     drop((l, admin));
     drop(db);
