@@ -345,7 +345,17 @@ impl Application {
             let buckets = tally_store::BATCH_SIZE_BOUNDS.into_iter().zip(buckets);
             (buckets.collect(), writes)
         });
-        let metrics = web::Data::new(Metrics::new(pools).with_batches(batches));
+        let units: tally_api::telemetry::BatchUnits = Arc::new(|| {
+            let units = tally_store::batch_units().into_iter();
+            units
+                .map(|(kind, together, alone)| (kind.as_str(), together, alone))
+                .collect()
+        });
+        let metrics = web::Data::new(
+            Metrics::new(pools)
+                .with_batches(batches)
+                .with_batch_units(units),
+        );
         let listener = TcpListener::bind(&settings.bind).map_err(|source| StartupError::Bind {
             addr: settings.bind.clone(),
             source,

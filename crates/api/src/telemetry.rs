@@ -44,6 +44,10 @@ pub type PoolGauges = Arc<dyn Fn() -> Vec<(&'static str, usize, usize, usize)> +
 /// bucket (not cumulative), and the writes in all batches.
 pub type BatchSizes = Arc<dyn Fn() -> (Vec<(u64, u64)>, u64) + Send + Sync>;
 
+/// The runs of writes PostgreSQL's batches tried to apply together, supplied by the composition
+/// root: `(kind, applied together, sent back to one write at a time)` per kind.
+pub type BatchUnits = Arc<dyn Fn() -> Vec<(&'static str, u64, u64)> + Send + Sync>;
+
 /// How long after a transaction's instant it is counted in `tally_credits_total`. A
 /// transaction's instant is read before its write queues and commits; one that commits later
 /// than this after it (or on a node whose clock runs this much behind) falls into a range
@@ -67,6 +71,7 @@ pub struct Metrics {
     shards: Box<[Mutex<Shard>]>,
     pools: PoolGauges,
     batches: Option<BatchSizes>,
+    units: Option<BatchUnits>,
     /// Error answers by code.
     errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Provider webhooks by (channel, outcome).
@@ -99,6 +104,7 @@ impl Metrics {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             pools,
             batches: None,
+            units: None,
             errors: Mutex::default(),
             provider_webhooks: Mutex::default(),
             credits: tokio::sync::Mutex::default(),
@@ -108,6 +114,12 @@ impl Metrics {
     /// Also exposes the write-batch histogram `batches` reads.
     pub fn with_batches(mut self, batches: BatchSizes) -> Self {
         self.batches = Some(batches);
+        self
+    }
+
+    /// Also exposes the runs of writes applied together that `units` reads.
+    pub fn with_batch_units(mut self, units: BatchUnits) -> Self {
+        self.units = Some(units);
         self
     }
 
@@ -275,6 +287,19 @@ impl Metrics {
             );
             let _ = writeln!(out, "tally_write_batch_size_sum {writes}");
             let _ = writeln!(out, "tally_write_batch_size_count {cumulative}");
+        }
+        if let Some(units) = &self.units {
+            out.push_str(
+                "# HELP tally_write_batch_units_total Runs of writes of one kind a PostgreSQL \
+                 batch tried to apply together: applied so, or sent back to one at a time.\n",
+            );
+            let series = "tally_write_batch_units_total";
+            let _ = writeln!(out, "# TYPE {series} counter");
+            for (kind, together, alone) in units() {
+                for (outcome, n) in [("together", together), ("one_at_a_time", alone)] {
+                    let _ = writeln!(out, "{series}{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}");
+                }
+            }
         }
     }
 

@@ -95,3 +95,48 @@ pub fn batch_sizes() -> ([u64; 7], u64) {
     }
     (buckets, BATCH_SIZES[BATCH_SIZE_BOUNDS.len()].load(Relaxed))
 }
+
+/// Runs of writes of one kind that a PostgreSQL batch tries to apply together in one savepoint
+/// (see `pg_batch.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    /// Debits (spends).
+    Debits,
+    /// Check-ins.
+    Checkins,
+}
+
+impl UnitKind {
+    /// Every kind.
+    pub const ALL: [Self; 2] = [Self::Debits, Self::Checkins];
+
+    /// The kind's name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debits => "debits",
+            Self::Checkins => "checkins",
+        }
+    }
+}
+
+/// Runs tried, since the process started: per kind, applied together, then sent back to one
+/// write at a time.
+static UNITS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+/// Counts a run of several writes of `kind` that a batch tried to apply together: `together`
+/// when it was, else it went back to one write at a time.
+pub(crate) fn record_unit(kind: UnitKind, together: bool) {
+    UNITS[kind as usize * 2 + usize::from(!together)]
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// For each kind, the runs of this process applied together and those sent back to one write at
+/// a time.
+pub fn batch_units() -> [(UnitKind, u64, u64); 2] {
+    use std::sync::atomic::Ordering::Relaxed;
+    UnitKind::ALL.map(|kind| {
+        let at = kind as usize * 2;
+        (kind, UNITS[at].load(Relaxed), UNITS[at + 1].load(Relaxed))
+    })
+}

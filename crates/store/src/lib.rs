@@ -49,7 +49,7 @@
 //! ```
 
 mod batch;
-pub use batch::{BATCH_SIZE_BOUNDS, batch_sizes};
+pub use batch::{BATCH_SIZE_BOUNDS, UnitKind, batch_sizes, batch_units};
 mod cached;
 mod catalog_repo;
 mod catalog_rows;

@@ -93,6 +93,8 @@ enum Work {
 /// Writes of one kind that a batch applies together, in one savepoint, when they follow each
 /// other in the sorted batch.
 trait Together: Sized + Send {
+    /// Their kind, in metrics.
+    const KIND: batch::UnitKind;
     /// What each answers.
     type Out: Send + 'static;
     /// A unit of them.
@@ -122,6 +124,7 @@ struct Debit {
 }
 
 impl Together for Debit {
+    const KIND: batch::UnitKind = batch::UnitKind::Debits;
     type Out = Transaction;
 
     fn unit(run: Vec<Self>) -> Unit {
@@ -154,6 +157,7 @@ struct Checkin {
 }
 
 impl Together for Checkin {
+    const KIND: batch::UnitKind = batch::UnitKind::Checkins;
     type Out = (CheckinRecord, CheckinConfig);
 
     fn unit(run: Vec<Self>) -> Unit {
@@ -360,7 +364,9 @@ async fn apply_unit<W: Together>(
         finishes.push(finish);
         return Step::Done(ok);
     }
-    match W::together(conn, &run).await {
+    let outcome = W::together(conn, &run).await;
+    batch::record_unit(W::KIND, matches!(outcome, Ok(Some(_))));
+    match outcome {
         Ok(Some(results)) => {
             for (write, result) in run.into_iter().zip(results) {
                 finishes.push(batch::finish(Ok(result), write.answer()));

@@ -1,5 +1,6 @@
 //! The production series on `/metrics`: credits moved by app, type and direction, errors by
-//! code, provider webhooks by channel and outcome, the delivery backlog and write batches.
+//! code, provider webhooks by channel and outcome, the delivery backlog, write batches and the
+//! runs of writes applied together.
 
 use reqwest::Method;
 use serde_json::json;
@@ -94,6 +95,15 @@ async fn business_series(db: Db) {
         value(&text, "tally_write_batch_size_count").is_some_and(|n| n >= 2.0),
         "{text}"
     );
+    // The runs applied together (PostgreSQL's batches; the process's own count, which other
+    // tests' servers in this process add to): a series per kind and outcome.
+    for kind in ["debits", "checkins"] {
+        for outcome in ["together", "one_at_a_time"] {
+            let series =
+                format!("tally_write_batch_units_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}");
+            assert!(value(&text, &series).is_some(), "{series}: {text}");
+        }
+    }
     assert_eq!(
         value(&text, "tally_webhook_oldest_pending_seconds"),
         Some(0.0),

@@ -579,6 +579,15 @@ async fn inserts(conn: &mut AsyncPgConnection) -> Vec<i64> {
     counts.into_iter().map(|c| c.n).collect()
 }
 
+/// How many runs of `kind` this process's batches have applied together, and sent back to one
+/// write at a time. Tests running beside this one in the process add to them: a test compares
+/// its own before and after.
+fn units_of(kind: tally_store::UnitKind) -> (u64, u64) {
+    let units = tally_store::batch_units();
+    let (_, together, alone) = units.into_iter().find(|u| u.0 == kind).unwrap();
+    (together, alone)
+}
+
 /// The debits to one account that meet in a batch are planned in turn and written together —
 /// their transactions in one statement — and each is answered as if it had run alone after the
 /// ones before it: spent, replayed (of the run or of the account's history), refused for want
@@ -596,6 +605,7 @@ async fn the_debits_of_one_account_in_a_batch_are_written_together() {
         .unwrap()
         .id;
     note_inserts(&mut admin).await;
+    let (together, _) = units_of(tally_store::UnitKind::Debits);
 
     let blocker = block_lane(&l, &mut admin, "alice").await; // 95 → 94
     let started = queue(vec![
@@ -630,6 +640,11 @@ async fn the_debits_of_one_account_in_a_batch_are_written_together() {
         inserts(&mut admin).await,
         vec![1, 2],
         "the blocker's transaction alone, then the run's two in one statement"
+    );
+    let (now_together, _) = units_of(tally_store::UnitKind::Debits);
+    assert!(
+        now_together > together,
+        "the run was counted as applied together"
     );
     let after = "SELECT count(*) AS n FROM transactions
         WHERE (idempotency_key = 'a' AND balance_after = 84 AND amount = -10)
@@ -669,6 +684,7 @@ async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
     let alice = acct("app", "alice");
     clock.advance(Duration::minutes(2));
     note_inserts(&mut admin).await;
+    let (_, alone) = units_of(tally_store::UnitKind::Debits);
 
     // The lane waits on bob's account; alice's debits queue behind.
     let blocker = block_lane(&l, &mut admin, "bob").await;
@@ -694,6 +710,11 @@ async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
         inserts(&mut admin).await,
         vec![1, 1, 1, 1],
         "bob's spend, then alice's expiry, x and y one statement each"
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Debits);
+    assert!(
+        now_alone > alone,
+        "the run was counted as sent back to one at a time"
     );
     let expired =
         "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
@@ -916,6 +937,7 @@ async fn the_check_ins_of_a_batch_are_written_together() {
     l.checkin(acct("app", "bob")).await.unwrap(); // today
     let told = outbox_types(&mut admin).await.len();
     note_inserts(&mut admin).await;
+    let (together, _) = units_of(tally_store::UnitKind::Checkins);
 
     let blocker = block_lane(&l, &mut admin, "dave").await;
     let started = queue(vec![
@@ -944,6 +966,11 @@ async fn the_check_ins_of_a_batch_are_written_together() {
         inserts(&mut admin).await,
         vec![1, 3],
         "dave's spend alone, then alice's, carol's and erin's rewards in one statement"
+    );
+    let (now_together, _) = units_of(tally_store::UnitKind::Checkins);
+    assert!(
+        now_together > together,
+        "the check-ins were counted as applied together"
     );
     let status = l.checkin_status(acct("app", "alice")).await.unwrap();
     assert_eq!((status.streak, status.checked_in_today), (2, true));
@@ -994,6 +1021,7 @@ async fn check_ins_that_find_a_lot_due_run_one_at_a_time() {
         .unwrap();
     clock.advance(Duration::minutes(2));
     note_inserts(&mut admin).await;
+    let (_, alone) = units_of(tally_store::UnitKind::Checkins);
 
     let blocker = block_lane(&l, &mut admin, "bob").await;
     let started = queue(vec![
@@ -1011,6 +1039,11 @@ async fn check_ins_that_find_a_lot_due_run_one_at_a_time() {
         inserts(&mut admin).await,
         vec![1, 1, 1, 1],
         "bob's spend, alice's expiry, alice's reward, carol's reward: one at a time"
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Checkins);
+    assert!(
+        now_alone > alone,
+        "the check-ins were counted as sent back to one at a time"
     );
     assert_clean(&l, "check-ins one at a time").await;
     drop((l, admin));
@@ -1030,6 +1063,7 @@ async fn a_check_in_to_an_app_switched_off_creates_no_account_in_a_batch() {
     };
     l.set_checkin_config("off", off, "admin").await.unwrap();
     grant(&l, &acct("app", "dave"), 1, None).await;
+    note_inserts(&mut admin).await;
 
     let blocker = block_lane(&l, &mut admin, "dave").await;
     let started = queue(vec![
@@ -1054,6 +1088,11 @@ async fn a_check_in_to_an_app_switched_off_creates_no_account_in_a_batch() {
         count(&mut admin, zed).await,
         0,
         "no account for a refused check-in"
+    );
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 1],
+        "dave's spend, then carol's reward alone: the check-ins ran one at a time"
     );
     assert_clean(&l, "a switched-off app in a batch").await;
     drop((l, admin));
