@@ -124,16 +124,18 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
 }
 
 /// Registers every route, the extractor error handlers and the 404 fallback.
+///
+/// A request is matched against the routes in the order they are registered, and every route
+/// with a path parameter before its own costs a regular-expression match: the busiest routes
+/// come first (the ledger's, then providers' webhooks), the console's and the portal's pages
+/// last. No two routes' paths overlap, so the order changes nothing else.
 pub fn configure(
     cfg: &mut web::ServiceConfig,
     state: web::Data<AppState>,
     metrics: web::Data<Metrics>,
     body_limit_bytes: usize,
 ) {
-    console::configure_portal(cfg);
-    if state.console.is_some() {
-        console::configure(cfg);
-    }
+    let console = state.console.is_some();
     cfg.app_data(state)
         .app_data(metrics)
         .app_data(
@@ -160,6 +162,7 @@ pub fn configure(
         .service(routes::internal::check)
         .service(routes::internal::consume)
         .service(routes::internal::grant)
+        .service(routes::payment::webhook)
         .service(routes::usage::check)
         .service(routes::usage::track)
         .service(routes::usage::entitlements)
@@ -205,7 +208,6 @@ pub fn configure(
         .service(routes::orders::subscription)
         .service(routes::orders::portal)
         .service(routes::payment::create_session)
-        .service(routes::payment::webhook)
         .service(routes::payment::admin_events)
         .service(routes::payment::sandbox_page)
         .service(routes::payment::sandbox_pay)
@@ -231,4 +233,8 @@ pub fn configure(
         .service(routes::system::metrics)
         .service(routes::system::openapi)
         .default_service(web::to(not_found));
+    console::configure_portal(cfg);
+    if console {
+        console::configure(cfg);
+    }
 }
