@@ -499,19 +499,7 @@ impl LastTrip<'_> {
         let Some((txn, lot)) = self.written.as_ref().zip(self.new_lot) else {
             return Ok(());
         };
-        diesel::insert_into(lots::table)
-            .values((
-                lots::account_id.eq(self.account_id),
-                lots::transaction_id.eq(txn.id),
-                lots::source.eq(lot.source.as_str()),
-                lots::amount.eq(lot.amount),
-                lots::remaining.eq(lot.remaining),
-                lots::expires_at.eq(lot.expires_at.map(to_db)),
-                lots::created_at.eq(self.at),
-            ))
-            .execute(conn)
-            .await
-            .map(drop)
+        insert_lots(conn, &[(self.account_id, txn.id, lot, self.at)]).await
     }
 }
 
@@ -975,15 +963,12 @@ async fn lock_accounts(
     refs: &[&AccountRef],
 ) -> Result<Vec<Option<AccountRow>>, StoreError> {
     use diesel::sql_types::Text;
-    let pairs: Vec<String> = (0..refs.len())
-        .map(|i| format!("({}, {})", super::bind(2 * i + 1), super::bind(2 * i + 2)))
-        .collect();
     // `COLLATE "C"` orders by bytes, as the batch sorts its writes: one lock order everywhere.
     let sql = format!(
         "SELECT id, app_key, user_id, balance, held FROM accounts \
          WHERE (app_key, user_id) IN (VALUES {}) \
          ORDER BY app_key COLLATE \"C\", user_id COLLATE \"C\" FOR UPDATE",
-        pairs.join(", ")
+        account_values(refs.len())
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for account in refs {
@@ -1000,6 +985,16 @@ async fn lock_accounts(
                 .cloned()
         })
         .collect())
+}
+
+/// `rows` rows of an app and a user each, cast to `TEXT`: the `VALUES` list that names accounts
+/// by their keys (bind them app, user, app, user, …).
+fn account_values(rows: usize) -> String {
+    let row = |i: usize| {
+        let (app, user) = (super::bind(2 * i + 1), super::bind(2 * i + 2));
+        format!("(CAST({app} AS TEXT), CAST({user} AS TEXT))")
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
 /// A lot read by [`first_lots_of`], and its account.
@@ -1548,19 +1543,13 @@ async fn latest_checkins_of(
     accounts: &[&AccountRef],
 ) -> QueryResult<Vec<LatestCheckin>> {
     use diesel::sql_types::Text;
-    let pairs: Vec<String> = (0..accounts.len())
-        .map(|i| {
-            let (app, user) = (super::bind(2 * i + 1), super::bind(2 * i + 2));
-            format!("(CAST({app} AS TEXT), CAST({user} AS TEXT))")
-        })
-        .collect();
     let sql = format!(
         "SELECT x.app_key, x.user_id, c.day, c.streak, c.awarded, t.balance_after \
          FROM (VALUES {}) AS x(app_key, user_id) CROSS JOIN LATERAL ( \
            SELECT day, streak, awarded, transaction_id FROM checkins \
            WHERE app_key = x.app_key AND user_id = x.user_id ORDER BY day DESC LIMIT 1) AS c \
          JOIN transactions t ON t.id = c.transaction_id",
-        pairs.join(", ")
+        account_values(accounts.len())
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for account in accounts {
@@ -1598,7 +1587,8 @@ async fn anything_due(
 /// A lot a grant creates: its account, its transaction, the plan's lot and when.
 type LotOf<'a> = (i64, i64, &'a NewLot, PrimitiveDateTime);
 
-/// Inserts grants' lots in one statement (none for none).
+/// Inserts grants' lots in one statement (none for none): a batch's check-ins' rewards, or one
+/// movement's lot ([`LastTrip::insert_lot`]).
 async fn insert_lots(conn: &mut Pipe<'_>, new: &[LotOf<'_>]) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
     if new.is_empty() {
