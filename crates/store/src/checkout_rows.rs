@@ -349,6 +349,9 @@ pub(crate) struct Trace {
     pub app: Option<String>,
     pub user: Option<String>,
     pub order_id: Option<String>,
+    /// Whether the event's outcome and this trace are already written on its row (a path that
+    /// writes them beside its own statements, saving a round trip).
+    pub recorded: bool,
 }
 
 impl Trace {

@@ -584,9 +584,7 @@ pub(crate) async fn apply_event(
             )
             .await?
         }
-        EventKind::PeriodPaid { .. } => {
-            period_paid(conn, channel, &event.kind, &mut trace, now).await?
-        }
+        EventKind::PeriodPaid { .. } => period_paid(conn, event, &mut trace, now).await?,
         EventKind::SubscriptionChanged { .. } => {
             subscription_changed(conn, channel, event, &mut trace, now).await?
         }
@@ -625,15 +623,28 @@ pub(crate) async fn apply_event(
         },
         EventKind::Ignored => ignored("event type not handled"),
     };
+    if !trace.recorded {
+        pipelined!(conn => record_outcome(conn, (channel, &event.id), &outcome, &trace))?;
+    }
+    Ok(outcome)
+}
+
+/// Writes the event's outcome and what it was traced to on its row.
+async fn record_outcome(
+    conn: &mut Pipe<'_>,
+    (channel, event_id): (Channel, &str),
+    outcome: &EventOutcome,
+    trace: &Trace,
+) -> QueryResult<()> {
     cached(
         diesel::update(
             billing_events::table
                 .filter(billing_events::channel.eq(channel.as_str()))
-                .filter(billing_events::event_id.eq(&event.id)),
+                .filter(billing_events::event_id.eq(event_id)),
         )
         .set((
             billing_events::outcome.eq(outcome.as_str()),
-            billing_events::detail.eq(outcome_detail(&outcome)),
+            billing_events::detail.eq(outcome_detail(outcome)),
             billing_events::app_key.eq(trace.app.as_deref()),
             billing_events::user_id.eq(trace.user.as_deref()),
             billing_events::order_id.eq(trace.order_id.as_deref()),
@@ -641,7 +652,7 @@ pub(crate) async fn apply_event(
     )
     .execute(conn)
     .await?;
-    Ok(outcome)
+    Ok(())
 }
 
 /// The order an event names: by Tally's id, else by the provider session, and only on
@@ -940,6 +951,27 @@ async fn checkout_ended(
 // ---------------------------------------------------------------------------------
 // Subscriptions
 
+/// The subscription known by `provider_id` and its own order on `channel`, both locked, in one
+/// statement. PostgreSQL locks a join's rows table by table in the order of the `FROM` list, so
+/// the order's lock comes first, as on every other path.
+async fn lock_subscription_and_order(
+    conn: &mut Conn,
+    channel: Channel,
+    provider_id: &str,
+) -> Result<Option<(OrderRow, SubscriptionRow)>, StoreError> {
+    Ok(locked!(
+        orders::table
+            .inner_join(subscriptions::table.on(subscriptions::order_id.eq(orders::id)))
+            .filter(subscriptions::channel.eq(channel.as_str()))
+            .filter(subscriptions::provider_subscription_id.eq(provider_id))
+            .filter(orders::channel.eq(channel.as_str()))
+            .select((OrderRow::as_select(), SubscriptionRow::as_select()))
+    )
+    .first(conn)
+    .await
+    .optional()?)
+}
+
 /// The order of the subscription known by `provider_id`, locked; the subscription itself is
 /// read without a lock (its lock comes after its order's).
 async fn lock_subscribed_order(
@@ -1082,7 +1114,12 @@ async fn find_subscription(
     customer_id: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Result<(SubscriptionRow, Option<OrderRow>), EventOutcome>, StoreError> {
-    // A known subscription's own order, else the one the metadata names.
+    // A known subscription with its own order: one round trip.
+    if let Some((order, sub)) = lock_subscription_and_order(conn, channel, provider_id).await? {
+        return Ok(Ok((sub, Some(order))));
+    }
+    // Else a known subscription's own order (one committed meanwhile), else the one the metadata
+    // names.
     let order = match lock_subscribed_order(conn, channel, provider_id).await? {
         Some(order) => Some(order),
         None => lock_order(conn, channel, order_id, None).await?,
@@ -1108,13 +1145,15 @@ async fn find_subscription(
     Ok(Ok((sub, Some(order))))
 }
 
+/// Applies a paid period. Its outcome is known once the payment is recorded: it is written with
+/// the payment's references and the subscription's new period, in one round trip.
 async fn period_paid(
     conn: &mut Conn,
-    channel: Channel,
-    kind: &EventKind,
+    event: &PaymentEvent,
     trace: &mut Trace,
     now: OffsetDateTime,
 ) -> Result<EventOutcome, StoreError> {
+    let (channel, kind) = (event.channel, &event.kind);
     let EventKind::PeriodPaid {
         payment_id,
         subscription_id,
@@ -1207,15 +1246,25 @@ async fn period_paid(
         },
     )
     .await?;
-    // The payment's references and the subscription's new period: one round trip.
+    // The payment's unique key decides: only a payment seen for the first time grants.
+    let outcome = if !new {
+        ignored("payment already granted")
+    } else if *plan_change {
+        applied("plan change's proration paid; no period, no credits")
+    } else {
+        applied(format!("period paid; granted {} credits", plan.credits))
+    };
+    // The payment's references, the subscription's new period and the event's outcome: one round
+    // trip.
     let ids = std::iter::once(payment_id.as_str()).chain(payment_refs.iter().map(String::as_str));
-    let ((), updated) = pipelined!(conn =>
+    let ((), updated, ()) = pipelined!(conn =>
         add_refs(conn, channel, payment, ids),
         update_subscription(conn, sub.id, &plan.update, now),
+        record_outcome(conn, (channel, &event.id), &outcome, trace),
     )?;
-    // The payment's unique key decides: only a payment seen for the first time grants.
+    trace.recorded = true;
     if !new {
-        return Ok(ignored("payment already granted"));
+        return Ok(outcome);
     }
     // `subscription.renewed` goes to the outbox with the grant's own events, in its last round
     // trip.
@@ -1235,15 +1284,7 @@ async fn period_paid(
         }
         None => pipelined!(conn => outbox::insert_events(conn, &announce))?,
     }
-    if *plan_change {
-        return Ok(applied(
-            "plan change's proration paid; no period, no credits",
-        ));
-    }
-    Ok(applied(format!(
-        "period paid; granted {} credits",
-        plan.credits
-    )))
+    Ok(outcome)
 }
 
 async fn subscription_changed(

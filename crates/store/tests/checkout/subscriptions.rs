@@ -105,6 +105,48 @@ async fn renewal_grants_again_and_moves_the_period(ctx: Ctx) {
     );
     assert_eq!(balance(&ctx).await, 2000);
     assert_eq!(current_sub(&ctx).await.current_period_end, Some(second.1));
+
+    // Each delivery's row holds its outcome and the subscription it was traced to.
+    let recorded = ctx
+        .store
+        .events(EventQuery {
+            app: APP.into(),
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    let rows: Vec<_> = recorded
+        .iter()
+        .map(|e| {
+            let trace = (e.app.as_deref(), e.user.as_deref(), e.order_id.as_deref());
+            (
+                e.event_id.as_str(),
+                e.outcome.as_str(),
+                e.detail.as_str(),
+                trace,
+            )
+        })
+        .collect();
+    let traced = (Some(APP), Some(USER), Some("ord_s"));
+    assert_eq!(
+        rows[..3],
+        [
+            ("evt_3", "ignored", "payment already granted", traced),
+            (
+                "evt_2",
+                "applied",
+                "period paid; granted 1000 credits",
+                traced
+            ),
+            (
+                "evt_1",
+                "applied",
+                "period paid; granted 1000 credits",
+                traced
+            ),
+        ]
+    );
     assert_clean(&ctx).await;
 }
 
