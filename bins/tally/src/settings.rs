@@ -63,7 +63,7 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     /// How often the expiry sweep runs; 0 disables it.
     pub sweep_interval_seconds: u64,
-    /// PostgreSQL pool size per node.
+    /// PostgreSQL connections in use at once per node.
     pub pg_max_connections: usize,
     /// SQLite reader connections.
     pub sqlite_readers: usize,

@@ -22,11 +22,17 @@
 //! Failures of the database itself are logged here, once; domain refusals are not failures and
 //! pass through silently.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tally_ledger::AccountRef;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::pg_batch::PgBatches;
 use crate::sqlite_rt::{GroupCommit, Inline, InlineGuard, immediate_transaction};
@@ -140,20 +146,155 @@ fn logged<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
     result
 }
 
+/// PostgreSQL's connections: a pool for each Tokio runtime that uses the store (each HTTP
+/// worker's, and the one the lanes and background tasks run on).
+///
+/// A connection's socket is driven by a task on the runtime that opened it (`diesel-async`
+/// spawns it there): each answer from the database wakes that task, which then wakes the task
+/// awaiting the answer. A connection opened by one HTTP worker and used by another makes both
+/// threads run for every round trip, and on two busy cores each switch between them is paid
+/// in the kernel. Drawing every connection from its own runtime's pool keeps a round trip on
+/// one thread.
+///
+/// The configured size is the node's for connections in use: at most that many at once
+/// ([`PgPool::get`]). Each runtime keeps what it opened, up to that size, and closes what it
+/// has not used for [`IDLE_CLOSE`]; so a node holds more open than in use while the load moves
+/// between runtimes. Handing connections from one runtime to another instead (closing an idle
+/// one to open one) was tried: under load nearly every checkout then opened a connection.
+#[derive(Clone)]
+pub(crate) struct PgPool {
+    url: Arc<str>,
+    size: usize,
+    pools: Arc<RwLock<HashMap<tokio::runtime::Id, Pool<AsyncPgConnection>>>>,
+    in_use: Arc<Semaphore>,
+}
+
+/// How long a runtime keeps a connection it has not used.
+const IDLE_CLOSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A connection checked out of a [`PgPool`], and its place among the node's connections in
+/// use. The fields drop in this order: the connection is back in its pool before the place is
+/// given to the next caller, who then finds it idle instead of opening another.
+pub(crate) struct PgConn {
+    pub(crate) conn: Object<AsyncPgConnection>,
+    in_use: OwnedSemaphorePermit,
+}
+
+impl PgConn {
+    /// The connection and its place, to be dropped in that order.
+    pub(crate) fn into_parts(self) -> (Object<AsyncPgConnection>, OwnedSemaphorePermit) {
+        (self.conn, self.in_use)
+    }
+}
+
+/// A runtime's entry in [`PgPool`], removed (and its pool closed) when the runtime ends: it is
+/// held by a task of that runtime, which the runtime drops as it shuts down.
+struct Entry {
+    runtime: tokio::runtime::Id,
+    pools: std::sync::Weak<RwLock<HashMap<tokio::runtime::Id, Pool<AsyncPgConnection>>>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(pools) = self.pools.upgrade() {
+            let mut pools = pools.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(pool) = pools.remove(&self.runtime) {
+                pool.close();
+            }
+        }
+    }
+}
+
+impl PgPool {
+    /// The pools of up to `size` connections each to `url`; none is opened yet.
+    pub(crate) fn new(url: &str, size: usize) -> Result<Self, StoreError> {
+        let pool = Self {
+            url: url.into(),
+            size: size.max(1),
+            pools: Arc::default(),
+            in_use: Arc::new(Semaphore::new(size.max(1))),
+        };
+        // The configuration is checked once, here: the pools built later are built alike.
+        pool.build()?;
+        Ok(pool)
+    }
+
+    fn build(&self) -> Result<Pool<AsyncPgConnection>, StoreError> {
+        let mut config = ManagerConfig::<AsyncPgConnection>::default();
+        // No `SELECT 1` round trip on every checkout: a connection the server closed is noticed
+        // (and replaced) through `is_broken`, any other failure on first use.
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&*self.url, config);
+        Pool::builder(manager)
+            .max_size(self.size)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))
+    }
+
+    /// The pool of the runtime this is called on; a runtime's first call creates it, and a task
+    /// on that runtime that closes its idle connections and, with the runtime, the pool.
+    pub(crate) fn current(&self) -> Result<Pool<AsyncPgConnection>, StoreError> {
+        let runtime = tokio::runtime::Handle::current().id();
+        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(&runtime) {
+            return Ok(pool.clone());
+        }
+        drop(pools);
+        let mut pools = self.pools.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(&runtime) {
+            return Ok(pool.clone());
+        }
+        let pool = self.build()?;
+        pools.insert(runtime, pool.clone());
+        // Released before the task is spawned: on a runtime shutting down the task is dropped at
+        // once, and its entry's `Drop` takes this lock.
+        drop(pools);
+        let entry = Entry {
+            runtime,
+            pools: Arc::downgrade(&self.pools),
+        };
+        let idle = pool.clone();
+        tokio::spawn(async move {
+            let _entry = entry;
+            loop {
+                tokio::time::sleep(IDLE_CLOSE / 2).await;
+                idle.retain(|_, used| used.last_used() < IDLE_CLOSE);
+            }
+        });
+        Ok(pool)
+    }
+
+    /// A connection of this runtime's pool, once fewer than the node's size are in use.
+    pub(crate) async fn get(&self) -> Result<PgConn, StoreError> {
+        let in_use = Arc::clone(&self.in_use)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Connection(e.to_string()))?;
+        let conn = self.current()?.get().await.map_err(pool_error)?;
+        Ok(PgConn { conn, in_use })
+    }
+
+    /// The node's figures: connections open in every runtime's pool, how many more it may put
+    /// in use now, and the most it uses at once.
+    pub(crate) fn stats(&self) -> (usize, usize, usize) {
+        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+        let open = pools.values().map(|p| p.status().size).sum();
+        (open, self.in_use.available_permits(), self.size)
+    }
+}
+
 /// Runs `op` on PostgreSQL as `exec` says.
-pub(crate) async fn on_pg<T, F>(
-    pool: &Pool<AsyncPgConnection>,
-    exec: Exec,
-    op: F,
-) -> Result<T, StoreError>
+pub(crate) async fn on_pg<T, F>(pool: &PgPool, exec: Exec, op: F) -> Result<T, StoreError>
 where
     for<'r> F: Body<&'r mut AsyncPgConnection, Result<T, StoreError>, Fut: Send> + Send,
     T: Send,
 {
     let result = async {
-        let mut c = pool.get().await.map_err(pool_error)?;
+        let mut held = pool.get().await?;
+        let c: &mut AsyncPgConnection = &mut held.conn;
         match exec {
-            Exec::ShortRead | Exec::Read => op(&mut c).await,
+            Exec::ShortRead | Exec::Read => op(c).await,
             Exec::Snapshot => {
                 c.build_transaction()
                     .read_only()
@@ -161,7 +302,7 @@ where
                     .run(op)
                     .await
             }
-            Exec::Write | Exec::Grouped => AsyncConnection::transaction(&mut *c, op).await,
+            Exec::Write | Exec::Grouped => AsyncConnection::transaction(c, op).await,
         }
     }
     .await;
@@ -172,7 +313,7 @@ where
 /// batching is off).
 #[derive(Clone)]
 pub(crate) struct PgPools {
-    pub(crate) pool: Pool<AsyncPgConnection>,
+    pub(crate) pool: PgPool,
     pub(crate) batches: Option<PgBatches>,
 }
 

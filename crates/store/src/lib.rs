@@ -224,7 +224,7 @@ impl Backend {
 /// Pool sizes and limits.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
-    /// PostgreSQL connections per node.
+    /// PostgreSQL connections in use at once per node.
     pub pg_max_connections: usize,
     /// SQLite reader connections (writes always use one connection: SQLite writes serialise).
     pub sqlite_readers: usize,
@@ -345,9 +345,10 @@ pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<u64, Sto
 pub struct PoolStats {
     /// Connections open.
     pub size: usize,
-    /// Connections idle.
+    /// Connections idle. On PostgreSQL, whose connections each runtime keeps for itself, how
+    /// many more the node may put in use now.
     pub idle: usize,
-    /// Configured maximum.
+    /// Configured maximum (on PostgreSQL, of connections in use at once).
     pub max: usize,
 }
 
@@ -362,20 +363,12 @@ impl Store {
         let backend = Backend::from_url(url)?;
         let pools = match &backend {
             Backend::Postgres(url) => {
-                let mut config = ManagerConfig::<AsyncPgConnection>::default();
-                // No `SELECT 1` round trip on every checkout: a connection the server closed is
-                // noticed (and replaced) through `is_broken`, any other failure on first use.
-                config.recycling_method = RecyclingMethod::Fast;
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-                    url.as_str(),
-                    config,
-                );
-                let pool = Pool::builder(manager)
-                    .max_size(options.pg_max_connections.max(1))
-                    .build()
-                    .map_err(|e| StoreError::Config(e.to_string()))?;
-                let batches = (options.pg_batch_lanes > 0)
-                    .then(|| pg_batch::PgBatches::start(&pool, options.pg_batch_lanes));
+                let pool = exec::PgPool::new(url, options.pg_max_connections)?;
+                // The lanes are tasks of this runtime: they draw from its pool.
+                let batches = match options.pg_batch_lanes {
+                    0 => None,
+                    lanes => Some(pg_batch::PgBatches::start(&pool, lanes)),
+                };
                 Pools::Pg(exec::PgPools { pool, batches })
             }
             Backend::Sqlite(path) => {
@@ -466,7 +459,11 @@ impl Store {
             }};
         }
         match &self.pools {
-            Pools::Pg(p) => vec![("postgres", stats!(p.pool))],
+            Pools::Pg(p) => {
+                // Every runtime's pool; `idle` is how many more the node may put in use.
+                let (size, idle, max) = p.pool.stats();
+                vec![("postgres", PoolStats { size, idle, max })]
+            }
             Pools::Sqlite(p) => {
                 vec![
                     ("sqlite_write", stats!(p.write)),

@@ -41,7 +41,7 @@
 //! (`ledger::checkin_in_turn`): one upsert locks their accounts in the batch's order, creating
 //! the new ones, and a few multi-row statements write the rewards, the days and the events.
 
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
 };
@@ -56,7 +56,7 @@ use tokio::sync::mpsc;
 
 use crate::StoreError;
 use crate::batch::{self, Finish};
-use crate::exec::Body;
+use crate::exec::{Body, PgPool};
 
 /// The most writes one batch commits. Each write that changes rows takes a subtransaction id;
 /// PostgreSQL keeps 64 per transaction in shared memory and past that every snapshot taken
@@ -212,7 +212,7 @@ impl std::fmt::Debug for PgBatches {
 
 impl PgBatches {
     /// Starts `lanes` lanes (at least one) on `pool`; each holds a connection while it commits.
-    pub(crate) fn start(pool: &Pool<AsyncPgConnection>, lanes: usize) -> Self {
+    pub(crate) fn start(pool: &PgPool, lanes: usize) -> Self {
         let lanes = (0..lanes.max(1))
             .map(|_| {
                 let (jobs, queue) = mpsc::channel(MAX_QUEUED);
@@ -299,7 +299,7 @@ impl PgBatches {
 
 /// A lane: takes every write queued while the previous batch committed (up to [`MAX_BATCH`])
 /// and commits them together.
-async fn lane(pool: Pool<AsyncPgConnection>, mut queue: mpsc::Receiver<Job>) {
+async fn lane(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         jobs.push(first);
@@ -390,10 +390,14 @@ async fn apply_unit<W: Together>(
 
 /// Runs `jobs` in one transaction, each unit ([`units`]) in the savepoint [`SAVEPOINT`] (a
 /// batch of one runs as a plain transaction), commits, and reports each outcome.
-async fn commit_batch(pool: Pool<AsyncPgConnection>, jobs: Vec<Job>) {
+async fn commit_batch(pool: PgPool, jobs: Vec<Job>) {
     // Jobs dropped without running tell their callers so (their answer channel closes).
-    let mut conn = match pool.get().await {
-        Ok(conn) => conn,
+    // Bound in this order, dropped in the reverse: the connection first (see `PgConn`).
+    let (_in_use, mut conn) = match pool.get().await {
+        Ok(held) => {
+            let (conn, in_use) = held.into_parts();
+            (in_use, conn)
+        }
         Err(e) => {
             tracing::error!(error = %e, writes = jobs.len(), "PostgreSQL batch: no connection; the batch was not attempted");
             return;

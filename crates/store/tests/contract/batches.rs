@@ -20,7 +20,7 @@ struct Count {
     n: i64,
 }
 
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+pub(super) async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
     diesel::sql_query(sql)
         .get_result::<Count>(conn)
         .await

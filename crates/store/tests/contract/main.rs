@@ -231,6 +231,7 @@ mod concurrency;
 mod history;
 mod isolation;
 mod movements;
+mod pools;
 mod scale;
 
 /// The account as stored: its cached figures, every live lot (in the order they are spent) and
