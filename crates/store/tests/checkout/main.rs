@@ -236,6 +236,18 @@ async fn assert_clean(ctx: &Ctx) {
     );
 }
 
+/// The provider events recorded for [`APP`], newest first.
+async fn recorded(ctx: &Ctx) -> Vec<tally_checkout::BillingEvent> {
+    ctx.store
+        .events(EventQuery {
+            app: APP.into(),
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap()
+}
+
 async fn stored(ctx: &Ctx, id: &str) -> Order {
     ctx.store.order(id.into()).await.unwrap().unwrap()
 }

@@ -250,15 +250,7 @@ async fn pack_checkout_grants_once(ctx: Ctx) {
     assert_eq!(balance(&ctx).await, 500);
     assert_eq!(of_type(&ctx, TxnType::Purchase).await.len(), 1);
 
-    let events = ctx
-        .store
-        .events(EventQuery {
-            app: APP.into(),
-            limit: 10,
-            offset: 0,
-        })
-        .await
-        .unwrap();
+    let events = recorded(&ctx).await;
     let summary: Vec<_> = events
         .iter()
         .map(|e| {

@@ -107,16 +107,8 @@ async fn renewal_grants_again_and_moves_the_period(ctx: Ctx) {
     assert_eq!(current_sub(&ctx).await.current_period_end, Some(second.1));
 
     // Each delivery's row holds its outcome and the subscription it was traced to.
-    let recorded = ctx
-        .store
-        .events(EventQuery {
-            app: APP.into(),
-            limit: 10,
-            offset: 0,
-        })
-        .await
-        .unwrap();
-    let rows: Vec<_> = recorded
+    let events = recorded(&ctx).await;
+    let rows: Vec<_> = events
         .iter()
         .map(|e| {
             let trace = (e.app.as_deref(), e.user.as_deref(), e.order_id.as_deref());
