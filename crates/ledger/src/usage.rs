@@ -281,6 +281,23 @@ pub struct UsageState {
     pub carries: BTreeMap<String, i64>,
 }
 
+impl UsageState {
+    /// Takes in a call [`quote_usage`] decided, once it is recorded: its allowances' use and its
+    /// meters' carries. The next call of a run planned on one read of the account (the store
+    /// applies a batch's calls to one account so) starts from what this one leaves, as if it
+    /// were read after this call's commit.
+    pub fn record(&mut self, quote: &UsageQuote) {
+        for line in &quote.lines {
+            if line.window.is_some() && line.included_used > 0 {
+                *self.used.entry(line.feature.clone()).or_insert(0) += line.included_used;
+            }
+            if line.rate.is_some() {
+                self.carries.insert(line.feature.clone(), line.carry_after);
+            }
+        }
+    }
+}
+
 /// The windows of every metered entitlement at `now`.
 pub fn windows(
     entitlements: &[Entitlement],
@@ -861,6 +878,49 @@ mod tests {
                     .insert("input_tokens".into(), q.lines[0].carry_after);
             }
         }
+    }
+
+    #[test]
+    fn calls_recorded_in_turn_see_what_the_earlier_ones_used_and_carried() {
+        // Three calls quoted one after another on one read, each recorded, decide what they
+        // would decide read one at a time after each commit.
+        let mut s = state();
+        s.windows.insert(
+            "messages".into(),
+            window(Reset::Month, NOW, "UTC", None).unwrap(),
+        );
+        s.used.insert("messages".into(), 7);
+        let call = request(&[("input_tokens", 1_000), ("messages", 2)]);
+        let mut quotes = Vec::new();
+        for _ in 0..3 {
+            let q = quote_usage(&s, &call, NOW).unwrap();
+            s.record(&q);
+            quotes.push(q);
+        }
+        let messages: Vec<(i64, i64, bool)> = quotes
+            .iter()
+            .map(|q| {
+                (
+                    q.lines[1].included_used,
+                    q.lines[1].credits,
+                    q.lines[1].limit_reached,
+                )
+            })
+            .collect();
+        // 3 of 10 left: 2, then 1 (used up, announced once) with 1 billed at 2 credits, then 2
+        // billed.
+        assert_eq!(messages, [(2, 0, false), (1, 2, true), (0, 4, false)]);
+        // 2.5 credits a call for tokens: 2, 3, 2 — 7.5 in all, 0.5 carried.
+        let tokens: Vec<i64> = quotes.iter().map(|q| q.lines[0].credits).collect();
+        assert_eq!(tokens, [2, 3, 2]);
+        assert_eq!(s.carries["input_tokens"], PRICE_SCALE / 2);
+        assert_eq!(s.used["messages"], 10);
+        // A line without a window (no allowance) or priced by no rate changes nothing.
+        let mut plain = state();
+        let q = quote_usage(&plain, &request(&[("messages", 3)]), NOW).unwrap();
+        plain.record(&q);
+        assert!(plain.used.is_empty());
+        assert_eq!(plain.carries.get("messages"), None);
     }
 
     #[test]

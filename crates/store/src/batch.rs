@@ -104,25 +104,28 @@ pub enum UnitKind {
     Debits,
     /// Check-ins.
     Checkins,
+    /// Usage calls (`POST /internal/usage/track`).
+    Calls,
 }
 
 impl UnitKind {
     /// Every kind.
-    pub const ALL: [Self; 2] = [Self::Debits, Self::Checkins];
+    pub const ALL: [Self; 3] = [Self::Debits, Self::Checkins, Self::Calls];
 
     /// The kind's name in metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Debits => "debits",
             Self::Checkins => "checkins",
+            Self::Calls => "calls",
         }
     }
 }
 
 /// Runs tried, since the process started: per kind, applied together, then sent back to one
 /// write at a time.
-static UNITS: [std::sync::atomic::AtomicU64; 4] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+static UNITS: [std::sync::atomic::AtomicU64; 2 * UnitKind::ALL.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 2 * UnitKind::ALL.len()];
 
 /// Counts a run of several writes of `kind` that a batch tried to apply together: `together`
 /// when it was, else it went back to one write at a time.
@@ -133,7 +136,7 @@ pub(crate) fn record_unit(kind: UnitKind, together: bool) {
 
 /// For each kind, the runs of this process applied together and those sent back to one write at
 /// a time.
-pub fn batch_units() -> [(UnitKind, u64, u64); 2] {
+pub fn batch_units() -> [(UnitKind, u64, u64); UnitKind::ALL.len()] {
     use std::sync::atomic::Ordering::Relaxed;
     UnitKind::ALL.map(|kind| {
         let at = kind as usize * 2;

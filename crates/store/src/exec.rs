@@ -1,8 +1,9 @@
 //! The store's one execution policy: how each kind of operation runs on each backend.
 //!
 //! Every repository method names the kind of operation it is ([`Exec`]) and goes through
-//! [`exec!`] — except that on PostgreSQL debits and check-ins go to their lane's batch through
-//! [`PgPools::debit`] and [`PgPools::checkin`], where writes of their kind are applied together;
+//! [`exec!`] — except that on PostgreSQL debits, check-ins and usage calls go to their lane's
+//! batch through [`PgPools::debit`], [`PgPools::checkin`] and [`PgPools::track`], where writes of
+//! their kind are applied together;
 //! the two functions below are the only places that open connections, transactions and threads
 //! for them:
 //!
@@ -363,6 +364,26 @@ impl PgPools {
             None => {
                 on_pg(&self.pool, Exec::Grouped, async move |conn| {
                     crate::pg::ledger::checkin(conn, &request).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Records a usage call in its lane's next batch, where the calls beside it are recorded
+    /// together; in its own transaction when batching is off.
+    pub(crate) async fn track(
+        &self,
+        request: std::sync::Arc<tally_ledger::usage::UsageRequest>,
+        hash: std::sync::Arc<str>,
+        now: time::OffsetDateTime,
+        cache: crate::pricing_cache::PricingCache,
+    ) -> Result<tally_ledger::usage::UsageOutcome, StoreError> {
+        match &self.batches {
+            Some(batches) => logged(batches.track(request, hash, now, cache).await),
+            None => {
+                on_pg(&self.pool, Exec::Grouped, async move |conn| {
+                    crate::pg::usage::track(conn, &cache, &request, &hash, now).await
                 })
                 .await
             }

@@ -50,6 +50,7 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use tally_ledger::checkin::{CheckinConfig, CheckinRecord, CheckinRequest};
+use tally_ledger::usage::{UsageOutcome, UsageRequest};
 use tally_ledger::{AccountRef, Movement, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -57,6 +58,7 @@ use tokio::sync::mpsc;
 use crate::StoreError;
 use crate::batch::{self, Finish};
 use crate::exec::{Body, PgPool};
+use crate::pricing_cache::PricingCache;
 
 /// The most writes one batch commits. Each write that changes rows takes a subtransaction id;
 /// PostgreSQL keeps 64 per transaction in shared memory and past that every snapshot taken
@@ -88,6 +90,8 @@ enum Work {
     Debit(Debit),
     /// A check-in, which is applied together with the check-ins beside it.
     Checkin(Checkin),
+    /// A usage call, which is recorded together with the calls beside it.
+    Track(Track),
 }
 
 /// Writes of one kind that a batch applies together, in one savepoint, when they follow each
@@ -180,11 +184,53 @@ impl Together for Checkin {
     }
 }
 
-/// What a batch runs in one savepoint: a write, or debits or check-ins applied together.
+/// A usage call ([`crate::pg::usage::track`]) waiting in a lane.
+struct Track {
+    request: Arc<UsageRequest>,
+    /// The call's request hash.
+    hash: Arc<str>,
+    now: OffsetDateTime,
+    /// The node's pricing; every call of a lane carries the same.
+    cache: PricingCache,
+    answer: batch::Answer<UsageOutcome>,
+}
+
+impl Together for Track {
+    const KIND: batch::UnitKind = batch::UnitKind::Calls;
+    type Out = UsageOutcome;
+
+    fn unit(run: Vec<Self>) -> Unit {
+        Unit::Calls(run)
+    }
+
+    async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
+        let result =
+            crate::pg::usage::track(conn, &self.cache, &self.request, &self.hash, self.now).await;
+        let ok = result.is_ok();
+        (batch::finish(Ok(result), self.answer), ok)
+    }
+
+    async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Self::Out> {
+        let Some(first) = run.first() else {
+            return Ok(Some(Vec::new()));
+        };
+        let calls: Vec<(&UsageRequest, &str, OffsetDateTime)> =
+            run.iter().map(|t| (&*t.request, &*t.hash, t.now)).collect();
+        crate::pg::usage::track_in_turn(conn, &first.cache, &calls).await
+    }
+
+    fn answer(self) -> batch::Answer<Self::Out> {
+        self.answer
+    }
+}
+
+/// What a batch runs in one savepoint: a write, or debits, check-ins or usage calls applied
+/// together.
 enum Unit {
     One(Run),
     Debits(Vec<Debit>),
     Checkins(Vec<Checkin>),
+    Calls(Vec<Track>),
 }
 
 /// Runs a write on the batch's connection and answers whether it succeeded; the [`Finish`] it
@@ -277,6 +323,28 @@ impl PgBatches {
         batch::outcome(outcome).await
     }
 
+    /// Records a usage call in its lane's next batch, together with the calls beside it;
+    /// returns its outcome after the batch's commit.
+    pub(crate) async fn track(
+        &self,
+        request: Arc<UsageRequest>,
+        hash: Arc<str>,
+        now: OffsetDateTime,
+        cache: PricingCache,
+    ) -> Result<UsageOutcome, StoreError> {
+        let (answer, outcome) = batch::channel();
+        let account = request.account.clone();
+        let track = Track {
+            request,
+            hash,
+            now,
+            cache,
+            answer,
+        };
+        self.send(&account, Work::Track(track)).await?;
+        batch::outcome(outcome).await
+    }
+
     /// Queues a write in its account's lane.
     async fn send(&self, account: &AccountRef, work: Work) -> Result<(), StoreError> {
         let job = Job {
@@ -333,6 +401,8 @@ fn units(jobs: Vec<Job>) -> std::collections::VecDeque<Unit> {
             (Work::Debit(debit), _) => units.push_back(Unit::Debits(vec![debit])),
             (Work::Checkin(checkin), Some(Unit::Checkins(run))) => run.push(checkin),
             (Work::Checkin(checkin), _) => units.push_back(Unit::Checkins(vec![checkin])),
+            (Work::Track(track), Some(Unit::Calls(run))) => run.push(track),
+            (Work::Track(track), _) => units.push_back(Unit::Calls(vec![track])),
             (Work::Run(run), _) => units.push_back(Unit::One(run)),
         }
     }
@@ -426,6 +496,7 @@ async fn commit_batch(pool: PgPool, jobs: Vec<Job>) {
             }
             Unit::Debits(run) => apply_unit(&mut conn, run, &mut finishes, &mut units).await,
             Unit::Checkins(run) => apply_unit(&mut conn, run, &mut finishes, &mut units).await,
+            Unit::Calls(run) => apply_unit(&mut conn, run, &mut finishes, &mut units).await,
         };
         let ok = match step {
             Step::Done(ok) => ok,

@@ -464,6 +464,9 @@ impl LedgerRepository for Store {
         retry_race(|| {
             let (request, hash, cache) = (request.clone(), hash.clone(), self.pricing.clone());
             async move {
+                if let crate::Pools::Pg(pg) = &self.pools {
+                    return pg.track(request, hash, now, cache).await;
+                }
                 exec!(self, Grouped(&request.account), usage, |conn, ops| {
                     ops::track(conn, &cache, &request, &hash, now).await
                 })

@@ -114,5 +114,10 @@ pub(crate) mod outbox;
 #[path = "queries/stats.rs"]
 pub(crate) mod stats;
 #[allow(clippy::duplicate_mod)]
+#[allow(
+    dead_code,
+    reason = "`track_in_turn` serves PostgreSQL's batches; the group commit here runs each write \
+              alone"
+)]
 #[path = "queries/usage.rs"]
 pub(crate) mod usage;

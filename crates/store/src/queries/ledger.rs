@@ -709,14 +709,14 @@ enum Turn {
 
 /// A movement [`write_in_turn`] writes: its account as it was locked, what its transaction
 /// carries, its instant and its plan.
-struct Planned<'w> {
-    account: &'w AccountRow,
-    main: MainRow<'w>,
+pub(super) struct Planned<'w> {
+    pub(super) account: &'w AccountRow,
+    pub(super) main: MainRow<'w>,
     /// The transaction's metadata as given, which it answers.
-    metadata: Option<&'w serde_json::Value>,
+    pub(super) metadata: Option<&'w serde_json::Value>,
     /// The movement's own instant: it is planned, stamped and announced at it.
-    now: OffsetDateTime,
-    plan: Plan,
+    pub(super) now: OffsetDateTime,
+    pub(super) plan: Plan,
 }
 
 /// Applies debits ([`MovementKind::plans_in_turn`]) of one or more accounts inside the
@@ -768,10 +768,11 @@ pub(crate) async fn apply_in_turn(
             );
         }
     }
-    let (stored, mut lots) = pipelined!(conn =>
+    let (stored, lots) = pipelined!(conn =>
         stored_under(conn, &ids, &keys),
-        first_lots_of(conn, &wants),
+        first_lots_each(conn, &wants),
     )?;
+    let mut lots = lots.into_iter();
     let nothing = || AccountView {
         balance: 0,
         held: 0,
@@ -781,19 +782,12 @@ pub(crate) async fn apply_in_turn(
     };
     let mut turns = Vec::with_capacity(writes.len());
     let mut planned: Vec<Planned> = Vec::new();
-    let mut wanted = wants.iter();
+    let mut wanted = wants.iter().zip(&mut lots);
     for (run, account) in runs.into_iter().zip(&accounts) {
         let mut state = match account {
             Some(account) => {
-                let &(id, burns) = wanted.next().ok_or(StoreError::Invariant("a run unread"))?;
-                let (rows, rest) = lots
-                    .into_iter()
-                    .partition(|l: &AccountLot| l.account_id == id);
-                lots = rest;
-                let read = FirstLots {
-                    rows: rows.into_iter().map(|l| l.lot).collect(),
-                    lasting_limit: burns.min(FIRST_READ),
-                };
+                let (&(_, burns), read) =
+                    wanted.next().ok_or(StoreError::Invariant("a run unread"))?;
                 InTurn::new(debit_state(conn, account, Some(read), burns, latest).await?)
             }
             None => InTurn::new(nothing()),
@@ -857,7 +851,7 @@ pub(crate) async fn apply_in_turn(
 /// and the lots' final remainders, with a read of the apps' event settings where the events
 /// need them. Answers each movement's transaction and the events it announces, as it would have
 /// alone; the caller sends those.
-async fn write_in_turn(
+pub(super) async fn write_in_turn(
     conn: &mut Conn,
     planned: &[Planned<'_>],
     latest: OffsetDateTime,
@@ -958,10 +952,18 @@ async fn write_in_turn(
 
 /// Locks the accounts `refs` names (sorted by app, then user) in that order, in one statement;
 /// answers each one's row, `None` for one that does not exist.
-async fn lock_accounts(
+pub(super) async fn lock_accounts(
     conn: &mut Conn,
     refs: &[&AccountRef],
 ) -> Result<Vec<Option<AccountRow>>, StoreError> {
+    Ok(pipelined!(conn => locked_accounts(conn, refs))?)
+}
+
+/// [`lock_accounts`], for a pipeline.
+pub(super) async fn locked_accounts(
+    conn: &mut Pipe<'_>,
+    refs: &[&AccountRef],
+) -> QueryResult<Vec<Option<AccountRow>>> {
     use diesel::sql_types::Text;
     // `COLLATE "C"` orders by bytes, as the batch sorts its writes: one lock order everywhere.
     let sql = format!(
@@ -976,7 +978,7 @@ async fn lock_accounts(
             .bind::<Text, _>(&account.app)
             .bind::<Text, _>(&account.user);
     }
-    let rows: Vec<AccountRow> = pipelined!(conn => cached(query).load(conn))?;
+    let rows: Vec<AccountRow> = cached(query).load(conn).await?;
     Ok(refs
         .iter()
         .map(|r| {
@@ -989,7 +991,7 @@ async fn lock_accounts(
 
 /// `rows` rows of an app and a user each, cast to `TEXT`: the `VALUES` list that names accounts
 /// by their keys (bind them app, user, app, user, …).
-fn account_values(rows: usize) -> String {
+pub(super) fn account_values(rows: usize) -> String {
     let row = |i: usize| {
         let (app, user) = (super::bind(2 * i + 1), super::bind(2 * i + 2));
         format!("(CAST({app} AS TEXT), CAST({user} AS TEXT))")
@@ -1032,6 +1034,28 @@ async fn first_lots_of(conn: &mut Pipe<'_>, wants: &[(i64, i64)]) -> QueryResult
             .bind::<BigInt, _>(burns.min(FIRST_READ));
     }
     cached(query).load(conn).await
+}
+
+/// [`first_lots`] of several accounts in one statement ([`first_lots_of`]): for each `(account
+/// id, credits)`, the read a debit of `credits` plans with, in the order given.
+pub(super) async fn first_lots_each(
+    conn: &mut Pipe<'_>,
+    wants: &[(i64, i64)],
+) -> QueryResult<Vec<FirstLots>> {
+    let mut lots = first_lots_of(conn, wants).await?;
+    Ok(wants
+        .iter()
+        .map(|&(id, burns)| {
+            let (rows, rest) = std::mem::take(&mut lots)
+                .into_iter()
+                .partition(|l: &AccountLot| l.account_id == id);
+            lots = rest;
+            FirstLots {
+                rows: rows.into_iter().map(|l| l.lot).collect(),
+                lasting_limit: burns.min(FIRST_READ),
+            }
+        })
+        .collect())
 }
 
 /// `rows` rows of `columns` parameters each, numbered from `first`, each cast to `BIGINT`: the

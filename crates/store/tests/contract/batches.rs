@@ -498,6 +498,220 @@ async fn one_first_call_for_one_key(block: bool) {
     drop(db);
 }
 
+/// Messages with a free allowance of `included` a month and 2 credits each beyond it, and
+/// input tokens at 25 credits per 10,000 (a call of 1,000 costs 2.5).
+async fn chat_pricing(l: &Ledger, included: i64) {
+    use tally_ledger::pricing::{FeatureKind, FeatureSpec, RateSpec};
+    use tally_ledger::usage::{Entitlement, FREE_SCOPE, Overage, Reset};
+    for key in ["messages", "input_tokens"] {
+        let spec = FeatureSpec {
+            key: key.into(),
+            name: key.into(),
+            kind: FeatureKind::Metered,
+            unit: None,
+        };
+        l.put_feature("app", spec, true).await.unwrap();
+    }
+    for (feature, credits, per) in [("messages", 2, 1), ("input_tokens", 25, 10_000)] {
+        let spec = RateSpec {
+            feature: feature.into(),
+            dimensions: Default::default(),
+            credits,
+            per,
+            tiers: vec![],
+            effective_from: None,
+        };
+        l.add_rate("app", spec, "admin").await.unwrap();
+    }
+    let free = Entitlement {
+        feature: "messages".into(),
+        included: Some(included),
+        reset: Reset::Month,
+        overage: Overage::Credits,
+    };
+    l.set_entitlements("app", FREE_SCOPE.into(), vec![free])
+        .await
+        .unwrap();
+}
+
+type Call = Result<tally_ledger::usage::UsageOutcome, LedgerError>;
+
+/// `user`'s call under `key` reporting `quantities`.
+fn track_w(
+    l: &Ledger,
+    user: &str,
+    key: &str,
+    quantities: &[(&str, i64)],
+) -> std::pin::Pin<Box<dyn Future<Output = Call> + Send>> {
+    let request = tally_ledger::usage::UsageRequest {
+        account: acct("app", user),
+        quantities: quantities
+            .iter()
+            .map(|(k, q)| ((*k).to_owned(), *q))
+            .collect(),
+        features: vec![],
+        dimensions: Default::default(),
+        description: "chat".into(),
+        metadata: None,
+        idempotency_key: Some(key.into()),
+    };
+    let l = l.clone();
+    Box::pin(async move { l.track(request).await })
+}
+
+/// The usage calls that meet in a batch, of one account or several, are decided in turn and
+/// recorded together — their debits' transactions in one statement — and each is answered as
+/// if it had run alone after the ones before it: the allowance used up across calls (announced
+/// once), fractions carried from call to call, a replay of the run or of the account's history,
+/// a key reused with another request, a refusal for want of credits that uses nothing, and an
+/// unknown feature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_calls_in_a_batch_are_recorded_together() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    chat_pricing(&l, 3).await;
+    let (alice, bob) = (acct("app", "alice"), acct("app", "bob"));
+    grant(&l, &alice, 20, None).await;
+    grant(&l, &bob, 3, None).await;
+    grant(&l, &acct("app", "carol"), 5, None).await;
+    let pre = l
+        .track(tally_ledger::usage::UsageRequest {
+            account: alice.clone(),
+            quantities: [("input_tokens".to_owned(), 400)].into(),
+            features: vec![],
+            dimensions: Default::default(),
+            description: "chat".into(),
+            metadata: None,
+            idempotency_key: Some("pre".into()),
+        })
+        .await
+        .unwrap(); // exactly 1 credit: 19 left
+    note_inserts(&mut admin).await;
+    let (together, _) = units_of(tally_store::UnitKind::Calls);
+
+    let blocker = block_lane(&l, &mut admin, "carol").await;
+    let tokens_and_messages = [("input_tokens", 1_000), ("messages", 2)];
+    let mut calls = Vec::new();
+    for (user, key, quantities) in [
+        ("alice", "k1", &tokens_and_messages[..]), // 2 included, 2.5 credits: 2 charged
+        ("alice", "k1", &tokens_and_messages[..]), // the run's replay
+        ("alice", "k2", &[("messages", 2)][..]),   // the last included, 1 at 2 credits
+        ("alice", "k1", &[("messages", 1)][..]),   // the run's key, another request
+        ("bob", "b1", &[("messages", 5)][..]),     // 3 included, 4 credits: bob has 3
+        ("alice", "k3", &[("input_tokens", 1_000)][..]), // 2.5 and the 0.5 carried: 3
+        ("alice", "pre", &[("input_tokens", 400)][..]), // the history's replay
+        ("bob", "b2", &[("messages", 3)][..]),     // all 3 included: no credits
+        ("alice", "k4", &[("images", 1)][..]),     // no such feature
+    ] {
+        calls.push(tokio::spawn(track_w(&l, user, key, quantities)));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let_go(&mut admin, blocker).await;
+    let mut got = Vec::new();
+    for call in calls {
+        got.push(call.await.unwrap());
+    }
+
+    let charged = |o: &Call| -> Option<(i64, bool)> {
+        o.as_ref()
+            .ok()
+            .map(|o| (o.credits, o.transaction_id.is_some()))
+    };
+    let k1 = got[0].as_ref().unwrap();
+    assert_eq!(charged(&got[0]).unwrap(), (2, true));
+    assert_eq!(
+        k1.lines
+            .iter()
+            .map(|l| (l.feature.as_str(), l.included_used, l.credits))
+            .collect::<Vec<_>>(),
+        [("input_tokens", 0, 2), ("messages", 2, 0)]
+    );
+    assert_eq!(got[1].as_ref().ok(), Some(k1), "the run's replay");
+    assert_eq!(charged(&got[2]).unwrap(), (2, true));
+    assert_eq!(got[2].as_ref().unwrap().lines[0].included_used, 1);
+    assert!(
+        matches!(got[3], Err(LedgerError::IdempotencyKeyReused)),
+        "{:?}",
+        got[3]
+    );
+    assert!(
+        matches!(got[4], Err(LedgerError::InsufficientCredits { .. })),
+        "{:?}",
+        got[4]
+    );
+    assert_eq!(charged(&got[5]).unwrap(), (3, true), "the carry is charged");
+    assert_eq!(got[6].as_ref().ok(), Some(&pre), "the history's replay");
+    assert_eq!(charged(&got[7]).unwrap(), (0, false));
+    assert_eq!(got[7].as_ref().unwrap().lines[0].included_used, 3);
+    assert!(
+        matches!(got[8], Err(LedgerError::Validation(_))),
+        "{:?}",
+        got[8]
+    );
+
+    assert_eq!(balance(&l, &alice).await, 19 - 2 - 2 - 3);
+    assert_eq!(
+        balance(&l, &bob).await,
+        3,
+        "the refused call charged nothing"
+    );
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 3],
+        "the blocker's transaction alone, then the calls' three in one statement"
+    );
+    let (now_together, _) = units_of(tally_store::UnitKind::Calls);
+    assert!(
+        now_together > together,
+        "the run was counted as applied together"
+    );
+    let figures = [
+        ("SELECT count(*) AS n FROM usage_events", 5),
+        (
+            "SELECT used AS n FROM allowances a JOIN accounts c ON c.id = a.account_id
+             WHERE c.user_id = 'alice'",
+            3,
+        ),
+        (
+            "SELECT used AS n FROM allowances a JOIN accounts c ON c.id = a.account_id
+             WHERE c.user_id = 'bob'",
+            3,
+        ),
+        (
+            "SELECT charged AS n FROM usage_meters m JOIN accounts c ON c.id = m.account_id
+             WHERE c.user_id = 'alice' AND feature_key = 'input_tokens'",
+            1 + 2 + 3,
+        ),
+        (
+            "SELECT quantity AS n FROM usage_meters m JOIN accounts c ON c.id = m.account_id
+             WHERE c.user_id = 'alice' AND feature_key = 'input_tokens'",
+            2_400,
+        ),
+        (
+            "SELECT carry AS n FROM usage_meters m JOIN accounts c ON c.id = m.account_id
+             WHERE c.user_id = 'alice' AND feature_key = 'input_tokens'",
+            0,
+        ),
+        (
+            "SELECT charged AS n FROM usage_meters m JOIN accounts c ON c.id = m.account_id
+             WHERE c.user_id = 'alice' AND feature_key = 'messages'",
+            2,
+        ),
+        ("SELECT count(*) AS n FROM usage_lines", 1 + 2 + 1 + 1 + 1),
+        (
+            "SELECT count(*) AS n FROM webhook_events WHERE event_type = 'usage.limit_reached'",
+            2,
+        ),
+    ];
+    for (sql, n) in figures {
+        assert_eq!(count(&mut admin, sql).await, n, "{sql}");
+    }
+    assert_clean(&l, "usage calls recorded together").await;
+    drop((l, admin));
+    drop(db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
     one_first_call_for_one_key(false).await;
