@@ -712,6 +712,64 @@ async fn the_usage_calls_in_a_batch_are_recorded_together() {
     drop(db);
 }
 
+/// A run of usage calls that names an account not created yet is recorded one call at a time
+/// (the first call creates the account), with the outcomes it would have had together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_usage_calls_with_a_new_account_runs_one_at_a_time() {
+    let Some((db, l, mut admin)) = one_lane().await else {
+        return;
+    };
+    chat_pricing(&l, 3).await;
+    grant(&l, &acct("app", "alice"), 10, None).await;
+    grant(&l, &acct("app", "carol"), 5, None).await;
+    let (_, alone) = units_of(tally_store::UnitKind::Calls);
+
+    let blocker = block_lane(&l, &mut admin, "carol").await;
+    let mut calls = Vec::new();
+    for (user, key, messages) in [("alice", "a1", 4), ("dave", "d1", 2), ("dave", "d2", 2)] {
+        calls.push(tokio::spawn(track_w(
+            &l,
+            user,
+            key,
+            &[("messages", messages)],
+        )));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let_go(&mut admin, blocker).await;
+    let mut got = Vec::new();
+    for call in calls {
+        got.push(call.await.unwrap());
+    }
+    let figures: Vec<(i64, i64)> = got[..2]
+        .iter()
+        .map(|o| {
+            let o = o.as_ref().unwrap();
+            (o.lines[0].included_used, o.credits)
+        })
+        .collect();
+    // alice: 3 included, 1 at 2 credits; dave, who holds no credits: 2 included, then the last
+    // one and 1 he cannot pay for (refused).
+    assert_eq!(figures, [(3, 2), (2, 0)]);
+    assert!(
+        matches!(got[2], Err(LedgerError::InsufficientCredits { .. })),
+        "{:?}",
+        got[2]
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Calls);
+    assert!(now_alone > alone, "the run was sent back to one at a time");
+    assert_eq!(balance(&l, &acct("app", "alice")).await, 8);
+    let dave = "SELECT used AS n FROM allowances a JOIN accounts c ON c.id = a.account_id
+        WHERE c.user_id = 'dave'";
+    assert_eq!(
+        count(&mut admin, dave).await,
+        2,
+        "dave's refused call used nothing"
+    );
+    assert_clean(&l, "usage calls one at a time").await;
+    drop((l, admin));
+    drop(db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
     one_first_call_for_one_key(false).await;
