@@ -1134,11 +1134,6 @@ async fn stored_under(conn: &mut Pipe<'_>, ids: &[i64], keys: &[&str]) -> QueryR
 /// only on how many there are (at most a batch's size); answers their ids in the order given.
 async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-    #[derive(QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     let sql = format!(
         "INSERT INTO transactions (account_id, app_key, user_id, txn_type, amount, \
          balance_after, description, idempotency_key, request_hash, metadata, actor, created_at) \
@@ -1166,6 +1161,20 @@ async fn insert_run(conn: &mut Pipe<'_>, planned: &[Planned<'_>]) -> QueryResult
             .bind::<Nullable<Text>, _>(main.metadata.as_deref())
             .bind::<Nullable<Text>, _>(main.actor)
             .bind::<Timestamp, _>(to_db(p.now));
+    }
+    inserted_ids(conn, query).await
+}
+
+/// Runs `query`, a multi-row `INSERT … VALUES … RETURNING id` (cached by its text), and answers
+/// the ids in the order of its rows.
+pub(super) async fn inserted_ids(
+    conn: &mut Pipe<'_>,
+    query: diesel::query_builder::BoxedSqlQuery<'_, Db, diesel::query_builder::SqlQuery>,
+) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
     }
     let mut ids: Vec<i64> = cached(query)
         .load::<Inserted>(conn)

@@ -37,9 +37,9 @@ use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::ledger::{
     FIRST_READ, MainRow, Planned, account_state, account_values, burn_lots, capturable,
-    create_hold, debit_state, first_lots, first_lots_each, lock_account, lock_hold, locked_account,
-    locked_accounts, settle_hold, state, state_with_hold, stored_hold, unique_as, write_in_turn,
-    write_plan,
+    create_hold, debit_state, first_lots, first_lots_each, inserted_ids, lock_account, lock_hold,
+    locked_account, locked_accounts, settle_hold, state, state_with_hold, stored_hold, unique_as,
+    write_in_turn, write_plan,
 };
 use super::outbox::{self, OutboxRow};
 use super::{Conn, Db, Pipe, bind};
@@ -1384,11 +1384,6 @@ struct NewCall<'a> {
 /// most a batch's); answers their ids in the order given.
 async fn insert_calls(conn: &mut Pipe<'_>, calls: &[NewCall<'_>]) -> QueryResult<Vec<i64>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-    #[derive(QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     if calls.is_empty() {
         return Ok(Vec::new());
     }
@@ -1409,15 +1404,7 @@ async fn insert_calls(conn: &mut Pipe<'_>, calls: &[NewCall<'_>]) -> QueryResult
             .bind::<Nullable<BigInt>, _>(call.transaction_id)
             .bind::<Timestamp, _>(to_db(call.now));
     }
-    let mut ids: Vec<i64> = cached(query)
-        .load::<Inserted>(conn)
-        .await?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    // The rows of `VALUES` take their ids from the sequence in order (see `insert_run`).
-    ids.sort_unstable();
-    Ok(ids)
+    inserted_ids(conn, query).await
 }
 
 /// A line to insert: its account, its call, the line and its price split by [`split_price`].
