@@ -964,7 +964,6 @@ pub(super) async fn locked_accounts(
     conn: &mut Pipe<'_>,
     refs: &[&AccountRef],
 ) -> QueryResult<Vec<Option<AccountRow>>> {
-    use diesel::sql_types::Text;
     // `COLLATE "C"` orders by bytes, as the batch sorts its writes: one lock order everywhere.
     let sql = format!(
         "SELECT id, app_key, user_id, balance, held FROM accounts \
@@ -972,12 +971,7 @@ pub(super) async fn locked_accounts(
          ORDER BY app_key COLLATE \"C\", user_id COLLATE \"C\" FOR UPDATE",
         account_values(refs.len())
     );
-    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-    for account in refs {
-        query = query
-            .bind::<Text, _>(&account.app)
-            .bind::<Text, _>(&account.user);
-    }
+    let query = bound_to_accounts(sql, refs);
     let rows: Vec<AccountRow> = cached(query).load(conn).await?;
     Ok(refs
         .iter()
@@ -987,6 +981,21 @@ pub(super) async fn locked_accounts(
                 .cloned()
         })
         .collect())
+}
+
+/// `sql`, which names `accounts` by an [`account_values`] list, with their keys bound.
+pub(super) fn bound_to_accounts<'q>(
+    sql: String,
+    accounts: &[&'q AccountRef],
+) -> diesel::query_builder::BoxedSqlQuery<'q, Db, diesel::query_builder::SqlQuery> {
+    use diesel::sql_types::Text;
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for account in accounts {
+        query = query
+            .bind::<Text, _>(&account.app)
+            .bind::<Text, _>(&account.user);
+    }
+    query
 }
 
 /// `rows` rows of an app and a user each, cast to `TEXT`: the `VALUES` list that names accounts
@@ -1575,7 +1584,6 @@ async fn latest_checkins_of(
     conn: &mut Pipe<'_>,
     accounts: &[&AccountRef],
 ) -> QueryResult<Vec<LatestCheckin>> {
-    use diesel::sql_types::Text;
     let sql = format!(
         "SELECT x.app_key, x.user_id, c.day, c.streak, c.awarded, t.balance_after \
          FROM (VALUES {}) AS x(app_key, user_id) CROSS JOIN LATERAL ( \
@@ -1584,12 +1592,7 @@ async fn latest_checkins_of(
          JOIN transactions t ON t.id = c.transaction_id",
         account_values(accounts.len())
     );
-    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-    for account in accounts {
-        query = query
-            .bind::<Text, _>(&account.app)
-            .bind::<Text, _>(&account.user);
-    }
+    let query = bound_to_accounts(sql, accounts);
     cached(query).load(conn).await
 }
 

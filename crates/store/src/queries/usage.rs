@@ -36,10 +36,10 @@ use crate::schema::{
 use crate::usage_rows::{EntitlementRow, FeatureRow, RateRow, dimensions_text};
 
 use super::ledger::{
-    FIRST_READ, MainRow, Planned, account_state, account_values, burn_lots, capturable,
-    create_hold, debit_state, first_lots, first_lots_each, inserted_ids, lock_account, lock_hold,
-    locked_account, locked_accounts, settle_hold, state, state_with_hold, stored_hold, unique_as,
-    write_in_turn, write_plan,
+    FIRST_READ, MainRow, Planned, account_state, account_values, bound_to_accounts, burn_lots,
+    capturable, create_hold, debit_state, first_lots, first_lots_each, inserted_ids, lock_account,
+    lock_hold, locked_account, locked_accounts, settle_hold, state, state_with_hold, stored_hold,
+    unique_as, write_in_turn, write_plan,
 };
 use super::outbox::{self, OutboxRow};
 use super::{Conn, Db, Pipe, bind};
@@ -424,7 +424,6 @@ async fn generations_and_plans(
     conn: &mut Pipe<'_>,
     accounts: &[&AccountRef],
 ) -> QueryResult<Vec<GenerationAndPlanOf>> {
-    use diesel::sql_types::Text;
     let sql = format!(
         "SELECT x.app_key, x.user_id, \
            (SELECT generation FROM pricing_generations g WHERE g.app_key = x.app_key) \
@@ -439,12 +438,7 @@ async fn generations_and_plans(
            ORDER BY id DESC LIMIT 1) s ON TRUE",
         account_values(accounts.len())
     );
-    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-    for account in accounts {
-        query = query
-            .bind::<Text, _>(&account.app)
-            .bind::<Text, _>(&account.user);
-    }
+    let query = bound_to_accounts(sql, accounts);
     cached(query).load(conn).await
 }
 
