@@ -21,13 +21,12 @@
 //! lanes) batch at the same time, so the order matters: a batch runs its writes sorted by the
 //! account's key (app, then user), the same total order on every node; the sort is stable, so
 //! one account's writes keep their arrival order. Every batched write locks its own account
-//! first and no other account, and debits and check-ins applied together (below) lock their
-//! accounts in one statement in that same order (bytes, `COLLATE "C"`, as the sort compares
-//! them; an upsert takes its rows in the order of its `VALUES`), so two batches never wait on
-//! each other in a cycle. Writes that
-//! do not know their account before they read (a capture or release by hold id) and
-//! redemptions (which also lock the shared code) are not batched: they run in their own
-//! transaction, as before.
+//! first and no other account, and debits, check-ins and usage calls applied together (below)
+//! lock their accounts in one statement in that same order (bytes, `COLLATE "C"`, as the sort
+//! compares them; an upsert takes its rows in the order of its `VALUES`), so two batches never
+//! wait on each other in a cycle. Writes that do not know their account before they read (a
+//! capture or release by hold id) and redemptions (which also lock the shared code) are not
+//! batched: they run in their own transaction, as before.
 //!
 //! **Debits together.** The debits that follow each other in a sorted batch (most of a batch of
 //! spends: one busy account's, or many accounts') are not run write by write: they lock their
@@ -40,6 +39,11 @@
 //! **Check-ins together.** Check-ins that follow each other are applied the same way
 //! (`ledger::checkin_in_turn`): one upsert locks their accounts in the batch's order, creating
 //! the new ones, and a few multi-row statements write the rewards, the days and the events.
+//!
+//! **Usage calls together.** Usage calls that follow each other are recorded the same way
+//! (`usage::track_in_turn`): their accounts are locked in one statement, each call is decided on
+//! what the ones before it leave, and a few multi-row statements write the debits, the calls,
+//! their allowances, meters, lines and events.
 
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{
@@ -392,7 +396,7 @@ async fn lane(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
 
 /// The savepoint units of a batch, in order: each write alone, except that debits that follow
 /// each other in the sorted batch (one account's, or several accounts') make one unit, and so do
-/// check-ins.
+/// check-ins and usage calls.
 fn units(jobs: Vec<Job>) -> std::collections::VecDeque<Unit> {
     let mut units = std::collections::VecDeque::with_capacity(jobs.len());
     for job in jobs {

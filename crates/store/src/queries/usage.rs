@@ -1434,13 +1434,31 @@ async fn insert_lines(conn: &mut Pipe<'_>, lines: &[LineOf<'_>]) -> QueryResult<
                 .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
                 .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per));
         }
-        cached(query).execute(conn).await?;
+        execute_rows(conn, query, chunk.len()).await?;
     }
     Ok(())
 }
 
 /// Most lines one statement of [`insert_lines`] inserts (13 parameters each).
 const LINES_PER_INSERT: usize = 128;
+
+/// Multi-row statements of up to this many rows are prepared once per connection and text; a
+/// call writes a few rows, and a batch's calls some tens. Longer ones are rare and prepared each
+/// time, so that a connection keeps few texts.
+const CACHED_ROWS: usize = 32;
+
+/// Runs `query`, a statement of `rows` rows (see [`CACHED_ROWS`]).
+async fn execute_rows(
+    conn: &mut Pipe<'_>,
+    query: diesel::query_builder::BoxedSqlQuery<'_, Db, diesel::query_builder::SqlQuery>,
+    rows: usize,
+) -> QueryResult<usize> {
+    if rows <= CACHED_ROWS {
+        cached(query).execute(conn).await
+    } else {
+        query.execute(conn).await
+    }
+}
 
 /// What calls add to one meter of an account: units priced, credits charged, the carry after.
 struct MeterAdd<'a> {
@@ -1497,7 +1515,7 @@ async fn add_to_meters(
             .bind::<BigInt, _>(add.carry)
             .bind::<Timestamp, _>(at);
     }
-    cached(query).execute(conn).await?;
+    execute_rows(conn, query, adds.len()).await?;
     Ok(())
 }
 
@@ -1525,6 +1543,7 @@ async fn write_allowances(
     );
     let at = to_db(now);
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    let rows = counted.len();
     for (account_id, line, window, included) in counted {
         query = query
             .bind::<BigInt, _>(account_id)
@@ -1535,7 +1554,7 @@ async fn write_allowances(
             .bind::<BigInt, _>(line.used_before + line.included_used)
             .bind::<Timestamp, _>(at);
     }
-    cached(query).execute(conn).await?;
+    execute_rows(conn, query, rows).await?;
     Ok(())
 }
 

@@ -770,6 +770,51 @@ async fn a_run_of_usage_calls_with_a_new_account_runs_one_at_a_time() {
     drop(db);
 }
 
+/// Two calls of one batch on either side of the month's end use two windows of the monthly
+/// allowance: the run goes back to one call at a time, and the second call finds the new
+/// month's allowance whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_calls_across_a_window_reset_in_one_batch_use_their_own_windows() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    db.store().await;
+    let (l, clock) = node_with_clock(&db).await;
+    let mut admin = AsyncPgConnection::establish(&db.url).await.unwrap();
+    chat_pricing(&l, 3).await;
+    grant(&l, &acct("app", "alice"), 10, None).await;
+    grant(&l, &acct("app", "carol"), 5, None).await;
+    let (_, alone) = units_of(tally_store::UnitKind::Calls);
+    // START is 1 June, noon (UTC): thirty seconds before July.
+    clock.advance(
+        Duration::days(29) + Duration::hours(11) + Duration::minutes(59) + Duration::seconds(30),
+    );
+
+    let blocker = block_lane(&l, &mut admin, "carol").await;
+    let june = tokio::spawn(track_w(&l, "alice", "june", &[("messages", 3)]));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    clock.advance(Duration::minutes(1));
+    let july = tokio::spawn(track_w(&l, "alice", "july", &[("messages", 3)]));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let_go(&mut admin, blocker).await;
+    let (june, july) = (june.await.unwrap().unwrap(), july.await.unwrap().unwrap());
+
+    assert_eq!((june.lines[0].included_used, june.credits), (3, 0));
+    assert_eq!(
+        (july.lines[0].included_used, july.credits),
+        (3, 0),
+        "July's allowance is whole"
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Calls);
+    assert!(now_alone > alone, "the run was sent back to one at a time");
+    let windows = "SELECT count(*) AS n FROM allowances WHERE used = 3";
+    assert_eq!(count(&mut admin, windows).await, 2, "one row per month");
+    assert_eq!(balance(&l, &acct("app", "alice")).await, 10);
+    assert_clean(&l, "calls across a window reset").await;
+    drop((l, admin));
+    drop(db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_call_another_node_reports_meanwhile_is_answered_as_a_replay() {
     one_first_call_for_one_key(false).await;
