@@ -141,8 +141,7 @@ impl Together for Debit {
 
     async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
         let result = crate::pg::ledger::apply(conn, &self.movement, &self.hash, self.now).await;
-        let ok = result.is_ok();
-        (batch::finish(Ok(result), self.answer), ok)
+        finished(result, self.answer)
     }
 
     async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Transaction> {
@@ -174,8 +173,7 @@ impl Together for Checkin {
 
     async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
         let result = crate::pg::ledger::checkin(conn, &self.request).await;
-        let ok = result.is_ok();
-        (batch::finish(Ok(result), self.answer), ok)
+        finished(result, self.answer)
     }
 
     async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Self::Out> {
@@ -210,8 +208,7 @@ impl Together for Track {
     async fn run(self, conn: &mut AsyncPgConnection) -> (Finish, bool) {
         let result =
             crate::pg::usage::track(conn, &self.cache, &self.request, &self.hash, self.now).await;
-        let ok = result.is_ok();
-        (batch::finish(Ok(result), self.answer), ok)
+        finished(result, self.answer)
     }
 
     async fn together(conn: &mut AsyncPgConnection, run: &[Self]) -> Outcomes<Self::Out> {
@@ -226,6 +223,15 @@ impl Together for Track {
     fn answer(self) -> batch::Answer<Self::Out> {
         self.answer
     }
+}
+
+/// How a write that ran alone in its savepoint ended: its [`Finish`], and whether it succeeded.
+fn finished<T: Send + 'static>(
+    result: Result<T, StoreError>,
+    answer: batch::Answer<T>,
+) -> (Finish, bool) {
+    let ok = result.is_ok();
+    (batch::finish(Ok(result), answer), ok)
 }
 
 /// What a batch runs in one savepoint: a write, or debits, check-ins or usage calls applied
@@ -286,8 +292,7 @@ impl PgBatches {
         let run: Run = Box::new(move |conn| {
             Box::pin(async move {
                 let result = op(conn).await;
-                let ok = result.is_ok();
-                (batch::finish(Ok(result), answer), ok)
+                finished(result, answer)
             })
         });
         self.send(account, Work::Run(run)).await?;
