@@ -2,8 +2,8 @@
 //! `sqlite.rs`, so a construct one dialect lacks fails to build at its own line. The only
 //! differences the files see are [`locked!`] — PostgreSQL takes row locks (`FOR UPDATE`), since
 //! several nodes and pooled connections write at once —, how a hand-written statement names
-//! its parameters ([`bind`]), and how the balance's one statement is written and read
-//! ([`account_and_lots_rows`]).
+//! its parameters ([`bind`]), how the balance's one statement is written and read
+//! ([`account_and_lots_rows`]), and whether a `WITH` may hold an `INSERT` ([`WRITES_IN_WITH`]).
 
 /// Conn is the connection every query here runs on.
 pub(crate) type Conn = diesel_async::AsyncPgConnection;
@@ -14,6 +14,10 @@ pub(crate) type Pipe<'a> = &'a diesel_async::AsyncPgConnection;
 
 /// The backend of [`Conn`], for hand-written statements built row by row.
 pub(crate) type Db = diesel::pg::Pg;
+
+/// Whether a statement's `WITH` may hold an `INSERT` whose rows the rest of it uses: a usage
+/// call and its lines are then one statement.
+pub(crate) const WRITES_IN_WITH: bool = true;
 
 /// Locks the rows the query reads until the transaction ends.
 macro_rules! locked {

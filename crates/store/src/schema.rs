@@ -525,8 +525,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_lines (id) {
-        id -> BigInt,
+    usage_lines (event_id, feature_key) {
         event_id -> BigInt,
         account_id -> BigInt,
         feature_key -> Text,

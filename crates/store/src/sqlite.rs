@@ -12,6 +12,9 @@ pub(crate) type Pipe<'a> = crate::SqliteConn;
 /// The backend of [`Conn`], for hand-written statements built row by row.
 pub(crate) type Db = diesel::sqlite::Sqlite;
 
+/// SQLite's `WITH` holds no `INSERT`: a usage call's lines are inserted after the call.
+pub(crate) const WRITES_IN_WITH: bool = false;
+
 /// Leaves the query as it is: the write transaction already excludes every other writer.
 macro_rules! locked {
     ($query:expr) => {

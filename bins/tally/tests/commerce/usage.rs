@@ -17,6 +17,7 @@ backend_tests!(
     usage_requests_refused_change_nothing,
     pricing_admin_refuses_bad_input,
     holds_reserve_and_capture_quantities,
+    verify_checks_each_call_against_its_lines_and_transaction,
 );
 
 const TRACK: &str = "/internal/usage/track";
@@ -634,4 +635,55 @@ async fn holds_reserve_and_capture_quantities(db: Db) {
         .await;
     assert_eq!((status.as_u16(), &again["data"]), (200, &done["data"]));
     assert_eq!(app.balance("carol").await, before - 15);
+}
+
+/// `tally verify` holds each call to its lines and to a transaction of its own account: the lines
+/// and the calls keep no foreign keys to what is written with them, so the audit is the check.
+async fn verify_checks_each_call_against_its_lines_and_transaction(db: Db) {
+    let app = spawn(db, None, None).await;
+    chat_pricing(&app).await;
+    for user in ["alice", "bob"] {
+        grant(&app, user, 50).await;
+        // 4,000 input tokens at the default 1 credit per 1,000: the same 4 credits for both.
+        let (status, body) =
+            track(&app, user, "call", json!({"input_tokens": 4000}), json!({})).await;
+        assert_eq!(
+            (status, &body["data"]["credits_charged"]),
+            (200, &json!(4)),
+            "{body}"
+        );
+    }
+    app.assert_verified().await;
+    let rule = "a usage call charges its lines in one transaction";
+    let broken = |violations: Vec<tally_ledger::Violation>| -> Vec<(String, &str)> {
+        violations.into_iter().map(|v| (v.user, v.rule)).collect()
+    };
+
+    // Alice's call pointed at Bob's transaction of the same amount: not hers.
+    app.execute_sql(
+        "UPDATE usage_events SET transaction_id = (SELECT transaction_id FROM usage_events \
+         WHERE user_id = 'bob') WHERE user_id = 'alice'",
+    )
+    .await;
+    let violations = app.ledger().verify().await.unwrap();
+    assert_eq!(broken(violations), [("alice".to_owned(), rule)]);
+    app.execute_sql(
+        "UPDATE usage_events SET transaction_id = (SELECT max(id) FROM transactions \
+         WHERE user_id = 'alice' AND txn_type = 'ai_usage') WHERE user_id = 'alice'",
+    )
+    .await;
+    app.assert_verified().await;
+
+    // Alice's call moved away from its lines: the lines charge 4 credits no call holds, and the
+    // call charges 4 credits with no lines.
+    app.execute_sql("UPDATE usage_events SET id = id + 1000 WHERE user_id = 'alice'")
+        .await;
+    let violations = app.ledger().verify().await.unwrap();
+    assert_eq!(
+        broken(violations),
+        [("alice".to_owned(), rule), ("alice".to_owned(), rule)]
+    );
+    app.execute_sql("UPDATE usage_events SET id = id - 1000 WHERE user_id = 'alice'")
+        .await;
+    app.finish().await;
 }

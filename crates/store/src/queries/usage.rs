@@ -682,9 +682,8 @@ async fn stored_outcome(
         Option<i64>,
         Option<i64>,
     );
-    let rows: Vec<LineRow> = usage_lines::table
+    let mut rows: Vec<LineRow> = usage_lines::table
         .filter(usage_lines::event_id.eq(event_id))
-        .order(usage_lines::id)
         .select((
             usage_lines::feature_key,
             usage_lines::quantity,
@@ -697,6 +696,8 @@ async fn stored_outcome(
         ))
         .load(conn)
         .await?;
+    // In the order the call gave them (its quantities', by key), whatever the database's collation.
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     let lines = rows
         .into_iter()
         .map(
@@ -802,10 +803,11 @@ async fn stored_call_of(
 
 /// Records one call inside the caller's write transaction (see `LedgerRepository::track`).
 ///
-/// On PostgreSQL its statements take five round trips when the call announces nothing: the
+/// On PostgreSQL its statements take four round trips when the debit announces nothing: the
 /// account's lock, the key's lookup and the pricing generation with the user's plan; the
 /// account's first lots, allowances and carries; the debit (`write_plan`, one more when it
-/// announces events); the call, its allowances and meters; its lines. The key's lookup and the
+/// announces events); the call with its lines, its allowances, meters and any
+/// `usage.limit_reached` ([`record_call`]). The key's lookup and the
 /// plan's read may run before the lock is granted (the statements of a pipeline are not ordered,
 /// and an account created by this call is locked only after them): a call is then priced by the
 /// plan in force when it arrived, as if it came before a plan change committing meanwhile, and a
@@ -940,8 +942,8 @@ struct PlannedCall<'w> {
 /// pricing generations and the users' plans; their keys, first lots, allowances and carries
 /// are read in a second round trip; each call is decided on what the ones before it leave
 /// ([`UsageState::record`], [`InTurn`]); the debits are written in a third ([`write_in_turn`]),
-/// the calls, allowances, meters and events in a fourth, and the calls' lines in a fifth. On
-/// PostgreSQL that is five round trips for them all, where one at a time takes five for each.
+/// and the calls with their lines, the allowances, meters and events in a fourth. On PostgreSQL
+/// that is four round trips for them all, where one at a time takes five for each.
 /// The statements are PostgreSQL's (a `LATERAL` join): PostgreSQL's batches use this.
 ///
 /// Each call keeps the outcome it would have had alone: refused (its refusal, having used and
@@ -1144,10 +1146,10 @@ pub(crate) async fn track_in_turn(
     ))
 }
 
-/// Writes the calls [`track_in_turn`] decided: their debits ([`write_in_turn`]); then the calls,
-/// their allowances (each once, at its last call's total), their meters (each once, with what
-/// they all add) and the events, in one round trip; then their lines. Answers each call's
-/// transaction, if it charged credits.
+/// Writes the calls [`track_in_turn`] decided: their debits ([`write_in_turn`]); then the calls
+/// with their lines ([`insert_calls_with_lines`]), their allowances (each once, at its last
+/// call's total), their meters (each once, with what they all add) and the events, in one round
+/// trip. Answers each call's transaction, if it charged credits.
 async fn write_calls(
     conn: &mut Conn,
     calls: &mut [PlannedCall<'_>],
@@ -1235,31 +1237,147 @@ async fn write_calls(
     let allowances: Vec<(i64, &UsageLine)> =
         allowances.into_iter().map(|((id, _), l)| (id, l)).collect();
     let meters: Vec<MeterAdd> = meters.into_values().collect();
-    let (ids, (), (), ()) = pipelined!(conn =>
-        insert_calls(conn, &new_calls),
+    let lines: Vec<KeyedLine> = calls
+        .iter()
+        .flat_map(|c| {
+            c.quote
+                .lines
+                .iter()
+                .zip(&c.prices)
+                .map(move |(line, &price)| (c.account.id, c.key, line, price))
+        })
+        .collect();
+    let (written, (), (), ()) = pipelined!(conn =>
+        insert_calls_with_lines(conn, &new_calls, &lines),
         write_allowances(conn, &allowances, latest),
         add_to_meters(conn, &meters, latest),
         outbox::insert_events(conn, &events),
     )
     .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
-    if ids.len() != calls.len() {
+    if written != (calls.len(), lines.len()) {
         return Err(StoreError::Invariant(
-            "a batch's calls answered another count",
+            "a batch's calls and lines answered another count",
         ));
     }
-    let lines: Vec<LineOf> = calls
-        .iter()
-        .zip(&ids)
-        .flat_map(|(c, &event_id)| {
-            c.quote
-                .lines
-                .iter()
-                .zip(&c.prices)
-                .map(move |(line, &price)| (c.account.id, event_id, line, price))
-        })
-        .collect();
-    pipelined!(conn => insert_lines(conn, &lines))?;
     Ok(transaction_ids)
+}
+
+/// The SQL types of a line's values in [`insert_calls_with_lines`], in its columns' order.
+const LINE_TYPES: [&str; 13] = [
+    "bigint",
+    "text",
+    "text",
+    "bigint",
+    "bigint",
+    "timestamp",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+];
+
+/// A line to insert beside its call: its account, its call's key, the line and its price split
+/// by [`split_price`].
+type KeyedLine<'a> = (i64, &'a str, &'a UsageLine, (i64, i64));
+
+/// Inserts calls and their lines in one statement (PostgreSQL's: an `INSERT` in a `WITH`), each
+/// line joined to its call's new id by the account and the key; answers how many calls and
+/// lines it inserted. The text depends only on how many calls and lines there are.
+async fn insert_calls_with_lines(
+    conn: &mut Pipe<'_>,
+    calls: &[NewCall<'_>],
+    lines: &[KeyedLine<'_>],
+) -> QueryResult<(usize, usize)> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = BigInt)]
+        calls: i64,
+        #[diesel(sql_type = BigInt)]
+        lines: i64,
+    }
+    if calls.is_empty() {
+        return Ok((0, 0));
+    }
+    // Typed, so that the rows' columns need no inference from the lines' table.
+    let typed_row = |first: usize| {
+        let binds: Vec<String> = LINE_TYPES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{}::{t}", bind(first + i)))
+            .collect();
+        format!("({})", binds.join(", "))
+    };
+    let after_calls = calls.len() * 8;
+    let line_rows = if lines.is_empty() {
+        let nulls: Vec<String> = LINE_TYPES.iter().map(|t| format!("NULL::{t}")).collect();
+        format!(
+            "SELECT * FROM (VALUES ({})) AS none WHERE false",
+            nulls.join(", ")
+        )
+    } else {
+        let rows: Vec<String> = (0..lines.len())
+            .map(|r| typed_row(after_calls + r * LINE_TYPES.len() + 1))
+            .collect();
+        format!("VALUES {}", rows.join(", "))
+    };
+    let sql = format!(
+        "WITH calls AS (INSERT INTO usage_events (account_id, app_key, user_id, idempotency_key, \
+         request_hash, credits, transaction_id, created_at) VALUES {} \
+         RETURNING id, account_id, idempotency_key), \
+         lines AS (INSERT INTO usage_lines (event_id, account_id, feature_key, quantity, \
+         included_used, window_start, credits, price_whole, price_frac, rate_id, rate_version, \
+         rate_credits, rate_per) \
+         SELECT calls.id, l.account_id, l.feature_key, l.quantity, l.included_used, \
+         l.window_start, l.credits, l.price_whole, l.price_frac, l.rate_id, l.rate_version, \
+         l.rate_credits, l.rate_per \
+         FROM ({line_rows}) AS l (account_id, idempotency_key, feature_key, quantity, \
+         included_used, window_start, credits, price_whole, price_frac, rate_id, rate_version, \
+         rate_credits, rate_per) \
+         JOIN calls ON calls.account_id = l.account_id \
+         AND calls.idempotency_key = l.idempotency_key RETURNING 1) \
+         SELECT (SELECT count(*) FROM calls) AS calls, (SELECT count(*) FROM lines) AS lines",
+        values_list(calls.len(), 8)
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+    for call in calls {
+        query = query
+            .bind::<BigInt, _>(call.account.id)
+            .bind::<Text, _>(&call.account.app_key)
+            .bind::<Text, _>(&call.account.user_id)
+            .bind::<Text, _>(call.key)
+            .bind::<Text, _>(call.request_hash)
+            .bind::<BigInt, _>(call.credits)
+            .bind::<Nullable<BigInt>, _>(call.transaction_id)
+            .bind::<Timestamp, _>(to_db(call.now));
+    }
+    for &(account_id, key, line, (whole, frac)) in lines {
+        let window = line.window.filter(|_| line.included.is_some());
+        query = query
+            .bind::<BigInt, _>(account_id)
+            .bind::<Text, _>(key)
+            .bind::<Text, _>(&line.feature)
+            .bind::<BigInt, _>(line.quantity)
+            .bind::<BigInt, _>(line.included_used)
+            .bind::<Nullable<Timestamp>, _>(window.map(|w| to_db(w.start)))
+            .bind::<BigInt, _>(line.credits)
+            .bind::<BigInt, _>(whole)
+            .bind::<BigInt, _>(frac)
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.rate_id))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.version))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
+            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per));
+    }
+    let written = if calls.len() <= CACHED_ROWS && lines.len() <= 2 * CACHED_ROWS {
+        cached(query).get_result::<Written>(conn).await?
+    } else {
+        query.get_result::<Written>(conn).await?
+    };
+    let count = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok((count(written.calls), count(written.lines)))
 }
 
 /// The calls the accounts `ids` hold under any of `keys`: the call's id, its account and key.
@@ -1285,8 +1403,9 @@ async fn calls_under(
     .await
 }
 
-/// Stores a decided call: the call under its key, its allowances and meters (one round trip),
-/// then its lines and any `usage.limit_reached`.
+/// Stores a decided call: the call under its key with its lines, its allowances, its meters and
+/// any `usage.limit_reached`, in one round trip on PostgreSQL ([`insert_calls_with_lines`]); on
+/// SQLite, whose `WITH` holds no `INSERT`, the call, then its lines.
 async fn record_call(
     conn: &mut Conn,
     account: &AccountRow,
@@ -1307,6 +1426,32 @@ async fn record_call(
     };
     let allowances: Vec<(i64, &UsageLine)> = quote.lines.iter().map(|l| (account.id, l)).collect();
     let meters = meter_adds(account.id, &quote.lines);
+    let limits: Vec<OutboxRow> = quote
+        .lines
+        .iter()
+        .filter_map(|line| limit_reached(account, line, plan_id, now))
+        .collect();
+    if super::WRITES_IN_WITH {
+        let lines: Vec<KeyedLine> = quote
+            .lines
+            .iter()
+            .zip(&prices)
+            .map(|(line, &price)| (account.id, key, line, price))
+            .collect();
+        let (written, (), (), ()) = pipelined!(conn =>
+            insert_calls_with_lines(conn, std::slice::from_ref(&call), &lines),
+            write_allowances(conn, &allowances, now),
+            add_to_meters(conn, &meters, now),
+            outbox::insert_events(conn, &limits),
+        )
+        .map_err(|e| unique_as(e, || StoreError::IdempotencyRace))?;
+        if written != (1, lines.len()) {
+            return Err(StoreError::Invariant(
+                "a call and its lines answered another count",
+            ));
+        }
+        return Ok(outcome_of(quote, transaction_id));
+    }
     let (ids, (), ()) = pipelined!(conn =>
         insert_calls(conn, std::slice::from_ref(&call)),
         write_allowances(conn, &allowances, now),
@@ -1320,11 +1465,6 @@ async fn record_call(
         .iter()
         .zip(&prices)
         .map(|(line, &price)| (account.id, event_id, line, price))
-        .collect();
-    let limits: Vec<OutboxRow> = quote
-        .lines
-        .iter()
-        .filter_map(|line| limit_reached(account, line, plan_id, now))
         .collect();
     pipelined!(conn =>
         insert_lines(conn, &lines),
@@ -1843,7 +1983,7 @@ pub(crate) async fn usage_audit(
         .await?;
     let mut by_window: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
     let mut by_meter: BTreeMap<(i64, String), (i64, i128)> = BTreeMap::new();
-    let mut by_event: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut by_event: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     for (event, account, feature, start, included_used, credits, whole, frac) in lines {
         if let Some(start) = start {
             *by_window
@@ -1853,7 +1993,8 @@ pub(crate) async fn usage_audit(
         let meter = by_meter.entry((account, feature)).or_default();
         meter.0 += credits;
         meter.1 += i128::from(whole) * i128::from(PRICE_SCALE) + i128::from(frac);
-        *by_event.entry(event).or_default() += credits;
+        let charged = by_event.entry(event).or_insert((account, 0));
+        charged.1 += credits;
     }
     let mut by_hold: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
     let held: Vec<(i64, String, time::PrimitiveDateTime, i64)> = hold_allowances::table
@@ -1921,7 +2062,11 @@ pub(crate) async fn usage_audit(
         .collect();
     let event_rows: Vec<(i64, i64, i64, Option<i64>)> = usage_events::table
         .left_join(
-            transactions::table.on(transactions::id.nullable().eq(usage_events::transaction_id)),
+            // The call's own transaction: the account's, not another's that the id could name.
+            transactions::table.on(transactions::id
+                .nullable()
+                .eq(usage_events::transaction_id)
+                .and(transactions::account_id.eq(usage_events::account_id))),
         )
         .select((
             usage_events::id,
@@ -1931,15 +2076,35 @@ pub(crate) async fn usage_audit(
         ))
         .load(conn)
         .await?;
-    let event_audits = event_rows
+    let mut event_audits: Vec<EventAudit> = event_rows
         .into_iter()
         .map(|(id, account, credits, amount)| EventAudit {
             account: owner(account),
             event_id: id,
             credits,
-            lines_credits: by_event.get(&id).copied().unwrap_or(0),
+            lines_credits: by_event.remove(&id).map_or(0, |(_, credits)| credits),
             transaction_amount: amount,
         })
         .collect();
+    // Lines whose call is missing: audited as a call of their account that charged nothing.
+    if !by_event.is_empty() {
+        let ids: Vec<i64> = by_event.values().map(|&(account, _)| account).collect();
+        let orphans: BTreeMap<i64, (String, String)> = accounts::table
+            .filter(accounts::id.eq_any(ids))
+            .select((accounts::id, (accounts::app_key, accounts::user_id)))
+            .load(conn)
+            .await?
+            .into_iter()
+            .collect();
+        event_audits.extend(by_event.into_iter().map(|(id, (account, lines_credits))| {
+            EventAudit {
+                account: orphans.get(&account).cloned().unwrap_or_default(),
+                event_id: id,
+                credits: 0,
+                lines_credits,
+                transaction_amount: None,
+            }
+        }));
+    }
     Ok((allowance_audits, meter_audits, event_audits))
 }
