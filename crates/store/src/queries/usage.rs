@@ -1291,7 +1291,7 @@ async fn insert_calls_with_lines(
     calls: &[NewCall<'_>],
     lines: &[KeyedLine<'_>],
 ) -> QueryResult<(usize, usize)> {
-    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    use diesel::sql_types::{BigInt, Text};
     #[derive(QueryableByName)]
     struct Written {
         #[diesel(sql_type = BigInt)]
@@ -1344,32 +1344,11 @@ async fn insert_calls_with_lines(
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for call in calls {
-        query = query
-            .bind::<BigInt, _>(call.account.id)
-            .bind::<Text, _>(&call.account.app_key)
-            .bind::<Text, _>(&call.account.user_id)
-            .bind::<Text, _>(call.key)
-            .bind::<Text, _>(call.request_hash)
-            .bind::<BigInt, _>(call.credits)
-            .bind::<Nullable<BigInt>, _>(call.transaction_id)
-            .bind::<Timestamp, _>(to_db(call.now));
+        query = bind_call(query, call);
     }
-    for &(account_id, key, line, (whole, frac)) in lines {
-        let window = line.window.filter(|_| line.included.is_some());
-        query = query
-            .bind::<BigInt, _>(account_id)
-            .bind::<Text, _>(key)
-            .bind::<Text, _>(&line.feature)
-            .bind::<BigInt, _>(line.quantity)
-            .bind::<BigInt, _>(line.included_used)
-            .bind::<Nullable<Timestamp>, _>(window.map(|w| to_db(w.start)))
-            .bind::<BigInt, _>(line.credits)
-            .bind::<BigInt, _>(whole)
-            .bind::<BigInt, _>(frac)
-            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.rate_id))
-            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.version))
-            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
-            .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per));
+    for &(account_id, key, line, price) in lines {
+        query = query.bind::<BigInt, _>(account_id).bind::<Text, _>(key);
+        query = bind_line(query, line, price);
     }
     let written = if calls.len() <= CACHED_ROWS && lines.len() <= 2 * CACHED_ROWS {
         cached(query).get_result::<Written>(conn).await?
@@ -1517,7 +1496,6 @@ struct NewCall<'a> {
 /// Inserts calls in one statement, whose text depends only on how many there are (one, or at
 /// most a batch's); answers their ids in the order given.
 async fn insert_calls(conn: &mut Pipe<'_>, calls: &[NewCall<'_>]) -> QueryResult<Vec<i64>> {
-    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
     if calls.is_empty() {
         return Ok(Vec::new());
     }
@@ -1528,17 +1506,49 @@ async fn insert_calls(conn: &mut Pipe<'_>, calls: &[NewCall<'_>]) -> QueryResult
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for call in calls {
-        query = query
-            .bind::<BigInt, _>(call.account.id)
-            .bind::<Text, _>(&call.account.app_key)
-            .bind::<Text, _>(&call.account.user_id)
-            .bind::<Text, _>(call.key)
-            .bind::<Text, _>(call.request_hash)
-            .bind::<BigInt, _>(call.credits)
-            .bind::<Nullable<BigInt>, _>(call.transaction_id)
-            .bind::<Timestamp, _>(to_db(call.now));
+        query = bind_call(query, call);
     }
     inserted_ids(conn, query).await
+}
+
+/// A statement built row by row ([`values_list`]).
+type RowsQuery<'a> = diesel::query_builder::BoxedSqlQuery<'a, Db, diesel::query_builder::SqlQuery>;
+
+/// Binds a call's values, in the order of [`insert_calls`]' columns.
+fn bind_call<'a>(query: RowsQuery<'a>, call: &'a NewCall<'_>) -> RowsQuery<'a> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    query
+        .bind::<BigInt, _>(call.account.id)
+        .bind::<Text, _>(&call.account.app_key)
+        .bind::<Text, _>(&call.account.user_id)
+        .bind::<Text, _>(call.key)
+        .bind::<Text, _>(call.request_hash)
+        .bind::<BigInt, _>(call.credits)
+        .bind::<Nullable<BigInt>, _>(call.transaction_id)
+        .bind::<Timestamp, _>(to_db(call.now))
+}
+
+/// Binds a line's values from its feature on (what follows its call and account), with its
+/// price split by [`split_price`].
+fn bind_line<'a>(
+    query: RowsQuery<'a>,
+    line: &'a UsageLine,
+    (whole, frac): (i64, i64),
+) -> RowsQuery<'a> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    let window = line.window.filter(|_| line.included.is_some());
+    query
+        .bind::<Text, _>(&line.feature)
+        .bind::<BigInt, _>(line.quantity)
+        .bind::<BigInt, _>(line.included_used)
+        .bind::<Nullable<Timestamp>, _>(window.map(|w| to_db(w.start)))
+        .bind::<BigInt, _>(line.credits)
+        .bind::<BigInt, _>(whole)
+        .bind::<BigInt, _>(frac)
+        .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.rate_id))
+        .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.version))
+        .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
+        .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per))
 }
 
 /// A line to insert: its account, its call, the line and its price split by [`split_price`].
@@ -1548,7 +1558,7 @@ type LineOf<'a> = (i64, i64, &'a UsageLine, (i64, i64));
 /// has at most `MAX_FEATURES_PER_CALL`; a batch's calls, one statement per
 /// [`LINES_PER_INSERT`]).
 async fn insert_lines(conn: &mut Pipe<'_>, lines: &[LineOf<'_>]) -> QueryResult<()> {
-    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    use diesel::sql_types::BigInt;
     for chunk in lines.chunks(LINES_PER_INSERT) {
         let sql = format!(
             "INSERT INTO usage_lines (event_id, account_id, feature_key, quantity, included_used, \
@@ -1557,22 +1567,11 @@ async fn insert_lines(conn: &mut Pipe<'_>, lines: &[LineOf<'_>]) -> QueryResult<
             values_list(chunk.len(), 13)
         );
         let mut query = diesel::sql_query(sql).into_boxed::<Db>();
-        for &(account_id, event_id, line, (whole, frac)) in chunk {
-            let window = line.window.filter(|_| line.included.is_some());
+        for &(account_id, event_id, line, price) in chunk {
             query = query
                 .bind::<BigInt, _>(event_id)
-                .bind::<BigInt, _>(account_id)
-                .bind::<Text, _>(&line.feature)
-                .bind::<BigInt, _>(line.quantity)
-                .bind::<BigInt, _>(line.included_used)
-                .bind::<Nullable<Timestamp>, _>(window.map(|w| to_db(w.start)))
-                .bind::<BigInt, _>(line.credits)
-                .bind::<BigInt, _>(whole)
-                .bind::<BigInt, _>(frac)
-                .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.rate_id))
-                .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.version))
-                .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.credits))
-                .bind::<Nullable<BigInt>, _>(line.rate.map(|r| r.per));
+                .bind::<BigInt, _>(account_id);
+            query = bind_line(query, line, price);
         }
         execute_rows(conn, query, chunk.len()).await?;
     }
