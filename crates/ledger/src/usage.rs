@@ -662,13 +662,16 @@ pub struct EventAudit {
     pub credits: i64,
     /// Credits its lines charged.
     pub lines_credits: i64,
-    /// Its transaction's amount, if it has one.
+    /// Its transaction's amount, if it has one (of its own account).
     pub transaction_amount: Option<i64>,
+    /// Whether the call is recorded: `false` for lines whose call is missing.
+    pub recorded: bool,
 }
 
 /// Every usage invariant the figures break: an allowance's use is the sum of its lines'; a
 /// meter's charged credits are its lines' and, with its carry, exactly their summed prices (the
-/// carried-fraction rule); a call's credits are its lines' and its transaction's amount.
+/// carried-fraction rule); a call's credits are its lines' and its transaction's amount; every
+/// line's call is recorded.
 pub fn usage_violations(
     allowances: &[AllowanceAudit],
     meters: &[MeterAudit],
@@ -720,6 +723,17 @@ pub fn usage_violations(
         }
     }
     for e in events {
+        if !e.recorded {
+            push(
+                &e.account,
+                "a usage line belongs to a recorded call",
+                format!(
+                    "call {}: missing, its lines charge {} credits",
+                    e.event_id, e.lines_credits
+                ),
+            );
+            continue;
+        }
         let txn = e.transaction_amount.map(|a| -a);
         if e.credits != e.lines_credits || txn.unwrap_or(0) != e.credits {
             push(

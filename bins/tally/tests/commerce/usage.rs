@@ -637,8 +637,9 @@ async fn holds_reserve_and_capture_quantities(db: Db) {
     assert_eq!(app.balance("carol").await, before - 15);
 }
 
-/// `tally verify` holds each call to its lines and to a transaction of its own account: the lines
-/// and the calls keep no foreign keys to what is written with them, so the audit is the check.
+/// `tally verify` holds each call to its lines and to a transaction of its own account, and
+/// every line to a recorded call: the lines keep no foreign key to their call, nor (on
+/// PostgreSQL) the calls to their transaction, so the audit is the check.
 async fn verify_checks_each_call_against_its_lines_and_transaction(db: Db) {
     let app = spawn(db, None, None).await;
     chat_pricing(&app).await;
@@ -653,35 +654,51 @@ async fn verify_checks_each_call_against_its_lines_and_transaction(db: Db) {
             "{body}"
         );
     }
+    // A message the free tier includes: a line that charges nothing, and no transaction.
+    let (status, body) = track(&app, "alice", "free", json!({"messages": 1}), json!({})).await;
+    assert_eq!(
+        (status, &body["data"]["credits_charged"]),
+        (200, &json!(0)),
+        "{body}"
+    );
     app.assert_verified().await;
-    let rule = "a usage call charges its lines in one transaction";
+    let charges = "a usage call charges its lines in one transaction";
+    let belongs = "a usage line belongs to a recorded call";
     let broken = |violations: Vec<tally_ledger::Violation>| -> Vec<(String, &str)> {
-        violations.into_iter().map(|v| (v.user, v.rule)).collect()
+        let mut found: Vec<(String, &str)> =
+            violations.into_iter().map(|v| (v.user, v.rule)).collect();
+        found.sort();
+        found
     };
 
     // Alice's call pointed at Bob's transaction of the same amount: not hers.
     app.execute_sql(
         "UPDATE usage_events SET transaction_id = (SELECT transaction_id FROM usage_events \
-         WHERE user_id = 'bob') WHERE user_id = 'alice'",
+         WHERE user_id = 'bob') WHERE user_id = 'alice' AND idempotency_key = 'call'",
     )
     .await;
     let violations = app.ledger().verify().await.unwrap();
-    assert_eq!(broken(violations), [("alice".to_owned(), rule)]);
+    assert_eq!(broken(violations), [("alice".to_owned(), charges)]);
     app.execute_sql(
         "UPDATE usage_events SET transaction_id = (SELECT max(id) FROM transactions \
-         WHERE user_id = 'alice' AND txn_type = 'ai_usage') WHERE user_id = 'alice'",
+         WHERE user_id = 'alice' AND txn_type = 'ai_usage') \
+         WHERE user_id = 'alice' AND idempotency_key = 'call'",
     )
     .await;
     app.assert_verified().await;
 
-    // Alice's call moved away from its lines: the lines charge 4 credits no call holds, and the
-    // call charges 4 credits with no lines.
+    // Alice's calls moved away from their lines: the charging call has no lines, and both
+    // calls' lines (the free one's charging nothing) have no call.
     app.execute_sql("UPDATE usage_events SET id = id + 1000 WHERE user_id = 'alice'")
         .await;
     let violations = app.ledger().verify().await.unwrap();
     assert_eq!(
         broken(violations),
-        [("alice".to_owned(), rule), ("alice".to_owned(), rule)]
+        [
+            ("alice".to_owned(), charges),
+            ("alice".to_owned(), belongs),
+            ("alice".to_owned(), belongs),
+        ]
     );
     app.execute_sql("UPDATE usage_events SET id = id - 1000 WHERE user_id = 'alice'")
         .await;

@@ -943,7 +943,7 @@ struct PlannedCall<'w> {
 /// are read in a second round trip; each call is decided on what the ones before it leave
 /// ([`UsageState::record`], [`InTurn`]); the debits are written in a third ([`write_in_turn`]),
 /// and the calls with their lines, the allowances, meters and events in a fourth. On PostgreSQL
-/// that is four round trips for them all, where one at a time takes five for each.
+/// that is four round trips for them all, where one at a time takes four for each.
 /// The statements are PostgreSQL's (a `LATERAL` join): PostgreSQL's batches use this.
 ///
 /// Each call keeps the outcome it would have had alone: refused (its refusal, having used and
@@ -1350,7 +1350,10 @@ async fn insert_calls_with_lines(
         query = query.bind::<BigInt, _>(account_id).bind::<Text, _>(key);
         query = bind_line(query, line, price);
     }
-    let written = if calls.len() <= CACHED_ROWS && lines.len() <= 2 * CACHED_ROWS {
+    // Each count of calls and lines is a text of its own: prepared once per connection for the
+    // few calls a batch mostly holds (at most 4 × 17 texts, about the 64 the two statements
+    // this replaced kept), and each time beyond.
+    let written = if calls.len() <= 4 && lines.len() <= 16 {
         cached(query).get_result::<Written>(conn).await?
     } else {
         query.get_result::<Written>(conn).await?
@@ -2083,9 +2086,10 @@ pub(crate) async fn usage_audit(
             credits,
             lines_credits: by_event.remove(&id).map_or(0, |(_, credits)| credits),
             transaction_amount: amount,
+            recorded: true,
         })
         .collect();
-    // Lines whose call is missing: audited as a call of their account that charged nothing.
+    // Lines whose call is missing, under their account.
     if !by_event.is_empty() {
         let ids: Vec<i64> = by_event.values().map(|&(account, _)| account).collect();
         let orphans: BTreeMap<i64, (String, String)> = accounts::table
@@ -2102,6 +2106,7 @@ pub(crate) async fn usage_audit(
                 credits: 0,
                 lines_credits,
                 transaction_amount: None,
+                recorded: false,
             }
         }));
     }
