@@ -63,6 +63,7 @@ mod pg;
 mod pg_batch;
 mod predicates;
 mod pricing_cache;
+mod read_time;
 mod repo;
 mod rows;
 pub mod schema;

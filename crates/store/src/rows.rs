@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use tally_ledger::{LedgerError, LotView, Transaction, TxnType};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+use crate::read_time::{ReadTime, ReadTimeOpt};
 use crate::schema::{accounts, holds, lots, redemption_codes, transactions};
 use tally_ledger::{Hold, HoldStatus, HoldView, RedemptionCode};
 
@@ -65,6 +66,7 @@ impl From<AccountSummaryRow> for tally_ledger::AccountSummary {
 pub(crate) struct LotRow {
     pub id: i64,
     pub remaining: i64,
+    #[diesel(deserialize_as = ReadTimeOpt)]
     pub expires_at: Option<PrimitiveDateTime>,
 }
 
@@ -93,8 +95,11 @@ pub(crate) struct HoldRow {
     pub request_hash: Option<String>,
     pub capture_hash: Option<String>,
     pub transaction_id: Option<i64>,
+    #[diesel(deserialize_as = ReadTime)]
     pub expires_at: PrimitiveDateTime,
+    #[diesel(deserialize_as = ReadTime)]
     pub created_at: PrimitiveDateTime,
+    #[diesel(deserialize_as = ReadTime)]
     pub updated_at: PrimitiveDateTime,
 }
 
@@ -193,6 +198,7 @@ pub(crate) struct TxnRow {
     pub request_hash: Option<String>,
     pub metadata: Option<String>,
     pub actor: Option<String>,
+    #[diesel(deserialize_as = ReadTime)]
     pub created_at: PrimitiveDateTime,
 }
 

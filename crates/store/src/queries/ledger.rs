@@ -251,22 +251,22 @@ async fn planning_view(
 pub(super) const FIRST_READ: i64 = 16;
 
 /// The first lots of an account that expire, due or not (`bind(2)` of them, soonest first), and
-/// the first that never expire (`bind(3)`, oldest first), in one statement: each half walks its
-/// own index (`lots_expiring`, `lots_lasting`) and stops at its `LIMIT`.
+/// the first that never expire (`bind(2)` too, oldest first), in one statement: each half walks
+/// its own index (`lots_expiring`, `lots_lasting`) and stops at its `LIMIT`.
 fn first_lots_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let (account, expiring, lasting) = (super::bind(1), super::bind(2), super::bind(3));
+        let (account, limit) = (super::bind(1), super::bind(2));
         format!(
             "SELECT id, remaining, expires_at FROM (
                SELECT id, remaining, expires_at FROM lots
                WHERE account_id = {account} AND remaining > 0 AND expires_at IS NOT NULL
-               ORDER BY expires_at, id LIMIT {expiring}) e
+               ORDER BY expires_at, id LIMIT {limit}) e
              UNION ALL
              SELECT id, remaining, expires_at FROM (
                SELECT id, remaining, expires_at FROM lots
                WHERE account_id = {account} AND remaining > 0 AND expires_at IS NULL
-               ORDER BY id LIMIT {lasting}) l"
+               ORDER BY id LIMIT {limit}) l"
         )
     })
 }
@@ -274,31 +274,35 @@ fn first_lots_sql() -> &'static str {
 /// The first lots of an account in burn order, read in one statement (see [`first_lots_sql`]).
 pub(super) struct FirstLots {
     rows: Vec<LotRow>,
-    /// How many lots that never expire the read asked for.
-    lasting_limit: i64,
+    /// How many lots of each kind (expiring, lasting) the read asked for.
+    limit: i64,
 }
 
-/// Reads [`FirstLots`]: the first `FIRST_READ` lots that expire and the first `lasting` that
-/// do not.
+/// How many lots of each kind a debit of `credits` reads first: every lot holds at least one
+/// credit, so `credits` lots of either kind cover it unless some are due; never more than
+/// [`FIRST_READ`]. A debit of one credit reads a lot of each kind, however many the account
+/// holds.
+fn first_read(credits: i64) -> i64 {
+    credits.clamp(0, FIRST_READ)
+}
+
+/// Reads [`FirstLots`] for a debit of `credits`: the first [`first_read`] lots that expire and
+/// as many that do not.
 pub(super) async fn first_lots(
     conn: &mut Pipe<'_>,
     account_id: i64,
-    lasting: i64,
+    credits: i64,
 ) -> QueryResult<FirstLots> {
     use diesel::sql_types::BigInt;
-    let lasting_limit = lasting.min(FIRST_READ);
+    let limit = first_read(credits);
     let rows = cached(
         diesel::sql_query(first_lots_sql())
             .bind::<BigInt, _>(account_id)
-            .bind::<BigInt, _>(FIRST_READ)
-            .bind::<BigInt, _>(lasting_limit),
+            .bind::<BigInt, _>(limit),
     )
     .load(conn)
     .await?;
-    Ok(FirstLots {
-        rows,
-        lasting_limit,
-    })
+    Ok(FirstLots { rows, limit })
 }
 
 impl FirstLots {
@@ -311,8 +315,8 @@ impl FirstLots {
         // `UNION ALL` promises no order: each half is put back in its own.
         expiring.sort_unstable_by_key(|r| (r.expires_at, r.id));
         lasting.sort_unstable_by_key(|r| r.id);
-        let expiring_cut = expiring.len() as i64 == FIRST_READ;
-        let lasting_cut = lasting.len() as i64 == self.lasting_limit;
+        let expiring_cut = expiring.len() as i64 == self.limit;
+        let lasting_cut = lasting.len() as i64 == self.limit;
         let at = to_db(now);
         let due = expiring
             .iter()
@@ -1018,7 +1022,7 @@ struct AccountLot {
 }
 
 /// [`first_lots`] of several accounts in one statement: for each `(account id, credits)`, the
-/// first `FIRST_READ` lots that expire and the first `min(credits, FIRST_READ)` that do not.
+/// first [`first_read`] lots that expire and as many that do not.
 async fn first_lots_of(conn: &mut Pipe<'_>, wants: &[(i64, i64)]) -> QueryResult<Vec<AccountLot>> {
     use diesel::sql_types::BigInt;
     if wants.is_empty() {
@@ -1026,21 +1030,21 @@ async fn first_lots_of(conn: &mut Pipe<'_>, wants: &[(i64, i64)]) -> QueryResult
     }
     let sql = format!(
         "SELECT x.account_id, l.id, l.remaining, l.expires_at \
-         FROM (VALUES {}) AS x(account_id, lasting) CROSS JOIN LATERAL ( \
+         FROM (VALUES {}) AS x(account_id, wanted) CROSS JOIN LATERAL ( \
            (SELECT id, remaining, expires_at FROM lots \
             WHERE account_id = x.account_id AND remaining > 0 AND expires_at IS NOT NULL \
-            ORDER BY expires_at, id LIMIT {FIRST_READ}) \
+            ORDER BY expires_at, id LIMIT x.wanted) \
            UNION ALL \
            (SELECT id, remaining, expires_at FROM lots \
             WHERE account_id = x.account_id AND remaining > 0 AND expires_at IS NULL \
-            ORDER BY id LIMIT x.lasting)) AS l",
+            ORDER BY id LIMIT x.wanted)) AS l",
         bigint_values(wants.len(), 2, 1)
     );
     let mut query = diesel::sql_query(sql).into_boxed::<Db>();
     for &(id, burns) in wants {
         query = query
             .bind::<BigInt, _>(id)
-            .bind::<BigInt, _>(burns.min(FIRST_READ));
+            .bind::<BigInt, _>(first_read(burns));
     }
     cached(query).load(conn).await
 }
@@ -1061,7 +1065,7 @@ pub(super) async fn first_lots_each(
             lots = rest;
             FirstLots {
                 rows: rows.into_iter().map(|l| l.lot).collect(),
-                lasting_limit: burns.min(FIRST_READ),
+                limit: first_read(burns),
             }
         })
         .collect())

@@ -5,7 +5,7 @@
 use super::*;
 use tally_ledger::{BALANCE_LOTS, CaptureRequest, HoldStatus, ReserveRequest};
 
-tally_testkit::backend_tests!(run = run; many_lots_burn_in_order_expire_at_the_instant_and_repay_debt, holds_due_among_many_stop_counting_and_expire_first, a_debit_expires_every_due_lot_first);
+tally_testkit::backend_tests!(run = run; many_lots_burn_in_order_expire_at_the_instant_and_repay_debt, holds_due_among_many_stop_counting_and_expire_first, a_debit_expires_every_due_lot_first, a_one_credit_debit_whose_first_lot_is_due);
 
 /// A stored lot: `(id, remaining, expires_at)`.
 type Lot = (i64, i64, Option<OffsetDateTime>);
@@ -255,4 +255,44 @@ async fn a_debit_expires_every_due_lot_first(t: Ctx) {
     assert_eq!(stored.balance, 47);
     assert_eq!(stored.lots.iter().map(|lot| lot.remaining).sum::<i64>(), 47);
     assert!(stored.lots.iter().all(|lot| lot.expires_at.is_none()));
+}
+
+/// A debit of one credit first reads one lot of each kind: when the expiring one read is due, the
+/// debit must still expire it (and any other due lot) and spend from the lots after it, soonest
+/// expiring first.
+async fn a_one_credit_debit_whose_first_lot_is_due(t: Ctx) {
+    let l = &t.ledger;
+    let a = acct("app", "first-due");
+    let at = START + Duration::hours(1);
+    grant(l, &a, 5, Some(at - Duration::seconds(2))).await;
+    grant(l, &a, 4, Some(at - Duration::seconds(1))).await;
+    grant(l, &a, 3, Some(at + Duration::hours(1))).await;
+    grant(l, &a, 10, None).await;
+    t.clock.set(at);
+    spend(l, &a, 1).await.unwrap();
+    let expired: i64 = history(l, &a)
+        .await
+        .iter()
+        .filter(|r| r.txn_type == TxnType::Expiry)
+        .map(|r| r.amount)
+        .sum();
+    assert_eq!(expired, -9, "both due lots expired");
+    assert_eq!(balance(l, &a).await, 12);
+    let mut stored: Vec<(i64, Option<OffsetDateTime>)> = stored_account(l, &a)
+        .await
+        .lots
+        .iter()
+        .map(|lot| (lot.remaining, lot.expires_at))
+        .collect();
+    stored.sort_by_key(|&(_, at)| (at.is_none(), at));
+    assert_eq!(
+        stored,
+        vec![(2, Some(at + Duration::hours(1))), (10, None)],
+        "the credit came from the soonest lot not due"
+    );
+    // Then one credit more, the first lot read not due: from the same lot.
+    spend(l, &a, 1).await.unwrap();
+    assert_eq!(balance(l, &a).await, 11);
+    let stored = stored_account(l, &a).await;
+    assert_eq!(stored.lots.iter().map(|lot| lot.remaining).sum::<i64>(), 11);
 }
