@@ -170,6 +170,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_number_and_bad_text_read_as_diesel_reads_them() {
+        #[derive(QueryableByName)]
+        struct Both {
+            #[diesel(sql_type = Timestamp)]
+            diesel: PrimitiveDateTime,
+            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
+            ours: PrimitiveDateTime,
+        }
+        let mut conn = SqliteConnection::establish(":memory:").expect("sqlite");
+        // A julian day stored as a number, not as text.
+        let both: Both = diesel::sql_query("SELECT 2461041.5 AS diesel, 2461041.5 AS ours")
+            .get_result(&mut conn)
+            .expect("a julian day");
+        assert_eq!(both.ours, both.diesel);
+        assert_eq!(both.ours, datetime!(2026-01-01 00:00:00));
+        #[derive(QueryableByName)]
+        struct Ours {
+            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
+            #[allow(dead_code, reason = "only whether it reads matters")]
+            at: PrimitiveDateTime,
+        }
+        for bad in ["2026-02-30 10:11:12", "2026-12-08 10:11:12.", "not a time"] {
+            let read = diesel::sql_query("SELECT ?1 AS at")
+                .bind::<Text, _>(bad)
+                .get_result::<Ours>(&mut conn);
+            assert!(read.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn reads_what_this_store_writes() {
         #[derive(QueryableByName)]
         struct Ours {

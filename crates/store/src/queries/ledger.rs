@@ -247,7 +247,8 @@ async fn planning_view(
     })
 }
 
-/// How many lots of each kind a debit reads first (see [`burn_lots`]).
+/// The most lots of each kind a debit reads first ([`first_read`]), and the first batch of a
+/// later read (see [`burn_lots`]).
 pub(super) const FIRST_READ: i64 = 16;
 
 /// The first lots of an account that expire, due or not (`bind(2)` of them, soonest first), and

@@ -1041,6 +1041,47 @@ async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
     drop(db);
 }
 
+/// The same with a run of one-credit debits, whose first read takes only as many lots of each
+/// kind as the run's credits: the lot due among them still sends the run back to one debit at a
+/// time, which expires it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_one_credit_debits_that_finds_a_lot_due_runs_one_at_a_time() {
+    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
+        return;
+    };
+    let alice = acct("app", "alice");
+    clock.advance(Duration::minutes(2));
+    note_inserts(&mut admin).await;
+    let (_, alone) = units_of(tally_store::UnitKind::Debits);
+
+    let blocker = block_lane(&l, &mut admin, "bob").await;
+    let started = queue(vec![
+        spend_w(&l, "alice", 1, "x"),
+        spend_w(&l, "alice", 1, "y"),
+    ])
+    .await;
+    let_go(&mut admin, blocker).await;
+    let got = outcomes(started).await;
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert_eq!(balance(&l, &alice).await, 98);
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 1, 1, 1],
+        "bob's spend, then alice's expiry, x and y one statement each"
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Debits);
+    assert!(
+        now_alone > alone,
+        "the run was counted as sent back to one at a time"
+    );
+    let expired =
+        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
+    assert_eq!(count(&mut admin, expired).await, 1);
+    assert_clean(&l, "a run of one-credit debits with a lot due").await;
+    drop((l, admin));
+    drop(db);
+}
+
 /// A run of debits whose statements fail (here a trigger refuses one debit's row) is rolled
 /// back and applied one debit at a time: the others stand, the failing one fails alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
