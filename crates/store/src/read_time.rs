@@ -123,26 +123,39 @@ mod tests {
     use diesel::sql_types::Text;
     use time::macros::datetime;
 
-    /// What Diesel itself reads from `text` stored in an SQLite column, and what [`ReadTime`]
-    /// and [`ReadTimeOpt`] read, through a real SQLite connection.
+    /// One value read three ways: by Diesel itself, and by [`ReadTime`] and [`ReadTimeOpt`].
+    #[derive(QueryableByName)]
+    struct Both {
+        #[diesel(sql_type = Timestamp)]
+        diesel: PrimitiveDateTime,
+        #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
+        ours: PrimitiveDateTime,
+        #[diesel(sql_type = Nullable<Timestamp>, deserialize_as = ReadTimeOpt)]
+        ours_opt: Option<PrimitiveDateTime>,
+    }
+
+    /// A value read by [`ReadTime`] alone.
+    #[derive(QueryableByName)]
+    struct Ours {
+        #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
+        at: PrimitiveDateTime,
+    }
+
+    /// The SQL expression `value` (in which `?1` is `text`, when given) read by [`Both`] through
+    /// a real SQLite connection: Diesel's reading, then ours.
     fn read_both(
         conn: &mut SqliteConnection,
-        text: &str,
+        value: &str,
+        text: Option<&str>,
     ) -> (PrimitiveDateTime, PrimitiveDateTime) {
-        #[derive(QueryableByName)]
-        struct Both {
-            #[diesel(sql_type = Timestamp)]
-            diesel: PrimitiveDateTime,
-            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
-            ours: PrimitiveDateTime,
-            #[diesel(sql_type = Nullable<Timestamp>, deserialize_as = ReadTimeOpt)]
-            ours_opt: Option<PrimitiveDateTime>,
-        }
-        let both: Both = diesel::sql_query("SELECT ?1 AS diesel, ?1 AS ours, ?1 AS ours_opt")
-            .bind::<Text, _>(text)
-            .get_result(conn)
-            .expect("read back");
-        assert_eq!(both.ours_opt, Some(both.ours), "{text}");
+        let sql = format!("SELECT {value} AS diesel, {value} AS ours, {value} AS ours_opt");
+        let query = diesel::sql_query(sql).into_boxed::<Sqlite>();
+        let query = match text {
+            Some(text) => query.bind::<Text, _>(text.to_owned()),
+            None => query,
+        };
+        let both: Both = query.get_result(conn).expect("read back");
+        assert_eq!(both.ours_opt, Some(both.ours), "{value} {text:?}");
         (both.diesel, both.ours)
     }
 
@@ -164,33 +177,18 @@ mod tests {
             "2026-12-08 10:11:12+02:00",
             "2461018.5",
         ] {
-            let (diesel, ours) = read_both(&mut conn, text);
+            let (diesel, ours) = read_both(&mut conn, "?1", Some(text));
             assert_eq!(ours, diesel, "{text}");
         }
     }
 
     #[test]
     fn a_stored_number_and_bad_text_read_as_diesel_reads_them() {
-        #[derive(QueryableByName)]
-        struct Both {
-            #[diesel(sql_type = Timestamp)]
-            diesel: PrimitiveDateTime,
-            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
-            ours: PrimitiveDateTime,
-        }
         let mut conn = SqliteConnection::establish(":memory:").expect("sqlite");
         // A julian day stored as a number, not as text.
-        let both: Both = diesel::sql_query("SELECT 2461041.5 AS diesel, 2461041.5 AS ours")
-            .get_result(&mut conn)
-            .expect("a julian day");
-        assert_eq!(both.ours, both.diesel);
-        assert_eq!(both.ours, datetime!(2026-01-01 00:00:00));
-        #[derive(QueryableByName)]
-        struct Ours {
-            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
-            #[allow(dead_code, reason = "only whether it reads matters")]
-            at: PrimitiveDateTime,
-        }
+        let (diesel, ours) = read_both(&mut conn, "2461041.5", None);
+        assert_eq!(ours, diesel);
+        assert_eq!(ours, datetime!(2026-01-01 00:00:00));
         for bad in ["2026-02-30 10:11:12", "2026-12-08 10:11:12.", "not a time"] {
             let read = diesel::sql_query("SELECT ?1 AS at")
                 .bind::<Text, _>(bad)
@@ -201,11 +199,6 @@ mod tests {
 
     #[test]
     fn reads_what_this_store_writes() {
-        #[derive(QueryableByName)]
-        struct Ours {
-            #[diesel(sql_type = Timestamp, deserialize_as = ReadTime)]
-            at: PrimitiveDateTime,
-        }
         let mut conn = SqliteConnection::establish(":memory:").expect("sqlite");
         for at in [
             datetime!(2026-12-08 10:11:12),

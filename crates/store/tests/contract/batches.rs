@@ -991,28 +991,54 @@ async fn a_lot_due_in_a_minute() -> Option<(
     Some((db, l, clock, admin))
 }
 
-/// A run of debits that finds a lot due (its expiry is written and announced before the first
-/// debit) is applied one debit at a time instead, with the same outcomes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
-    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
-        return;
-    };
-    let alice = acct("app", "alice");
+/// Alice's debits `spends` (credits, key), queued as one run behind bob's blocked lane two
+/// minutes after her lot of 10 was due: the run must be sent back to one debit at a time, which
+/// expires the lot once (written and announced before the first debit), then writes each debit
+/// that passes with a statement of its own — two of them here. Answers the debits' outcomes and
+/// alice's balance; `None` without PostgreSQL.
+async fn debits_finding_a_lot_due(spends: &[(i64, &str)]) -> Option<(Vec<Outcome>, i64)> {
+    let (db, l, clock, mut admin) = a_lot_due_in_a_minute().await?;
     clock.advance(Duration::minutes(2));
     note_inserts(&mut admin).await;
     let (_, alone) = units_of(tally_store::UnitKind::Debits);
 
     // The lane waits on bob's account; alice's debits queue behind.
     let blocker = block_lane(&l, &mut admin, "bob").await;
-    let started = queue(vec![
-        spend_w(&l, "alice", 5, "x"),
-        spend_w(&l, "alice", 5, "y"),
-        spend_w(&l, "alice", 91, "z"), // refused: 90 left
-    ])
-    .await;
+    let writes = spends
+        .iter()
+        .map(|&(credits, key)| spend_w(&l, "alice", credits, key))
+        .collect();
+    let started = queue(writes).await;
     let_go(&mut admin, blocker).await;
     let got = outcomes(started).await;
+    assert_eq!(
+        inserts(&mut admin).await,
+        vec![1, 1, 1, 1],
+        "bob's spend, then alice's expiry, and her two debits one statement each"
+    );
+    let (_, now_alone) = units_of(tally_store::UnitKind::Debits);
+    assert!(
+        now_alone > alone,
+        "the run was counted as sent back to one at a time"
+    );
+    let expired =
+        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
+    assert_eq!(count(&mut admin, expired).await, 1);
+    let left = balance(&l, &acct("app", "alice")).await;
+    assert_clean(&l, "a run with a lot due").await;
+    drop((l, admin));
+    drop(db);
+    Some((got, left))
+}
+
+/// A run of debits that finds a lot due is applied one debit at a time instead, with the same
+/// outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
+    let spends = [(5, "x"), (5, "y"), (91, "z")]; // z refused: 90 left
+    let Some((got, left)) = debits_finding_a_lot_due(&spends).await else {
+        return;
+    };
     assert!(got[0].is_ok() && got[1].is_ok(), "{got:?}");
     assert!(
         matches!(
@@ -1022,64 +1048,18 @@ async fn a_run_of_debits_that_finds_a_lot_due_runs_one_at_a_time() {
         "{:?}",
         got[2]
     );
-    assert_eq!(balance(&l, &alice).await, 90);
-    assert_eq!(
-        inserts(&mut admin).await,
-        vec![1, 1, 1, 1],
-        "bob's spend, then alice's expiry, x and y one statement each"
-    );
-    let (_, now_alone) = units_of(tally_store::UnitKind::Debits);
-    assert!(
-        now_alone > alone,
-        "the run was counted as sent back to one at a time"
-    );
-    let expired =
-        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
-    assert_eq!(count(&mut admin, expired).await, 1);
-    assert_clean(&l, "a run with a lot due").await;
-    drop((l, admin));
-    drop(db);
+    assert_eq!(left, 90);
 }
 
-/// The same with a run of one-credit debits, whose first read takes only as many lots of each
-/// kind as the run's credits: the lot due among them still sends the run back to one debit at a
-/// time, which expires it first.
+/// The same with one-credit debits, whose first read takes only as many lots of each kind as the
+/// run's credits: the lot due among them still sends the run back to one debit at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_one_credit_debits_that_finds_a_lot_due_runs_one_at_a_time() {
-    let Some((db, l, clock, mut admin)) = a_lot_due_in_a_minute().await else {
+    let Some((got, left)) = debits_finding_a_lot_due(&[(1, "x"), (1, "y")]).await else {
         return;
     };
-    let alice = acct("app", "alice");
-    clock.advance(Duration::minutes(2));
-    note_inserts(&mut admin).await;
-    let (_, alone) = units_of(tally_store::UnitKind::Debits);
-
-    let blocker = block_lane(&l, &mut admin, "bob").await;
-    let started = queue(vec![
-        spend_w(&l, "alice", 1, "x"),
-        spend_w(&l, "alice", 1, "y"),
-    ])
-    .await;
-    let_go(&mut admin, blocker).await;
-    let got = outcomes(started).await;
     assert!(got.iter().all(Result::is_ok), "{got:?}");
-    assert_eq!(balance(&l, &alice).await, 98);
-    assert_eq!(
-        inserts(&mut admin).await,
-        vec![1, 1, 1, 1],
-        "bob's spend, then alice's expiry, x and y one statement each"
-    );
-    let (_, now_alone) = units_of(tally_store::UnitKind::Debits);
-    assert!(
-        now_alone > alone,
-        "the run was counted as sent back to one at a time"
-    );
-    let expired =
-        "SELECT count(*) AS n FROM transactions WHERE txn_type = 'expiry' AND amount = -10";
-    assert_eq!(count(&mut admin, expired).await, 1);
-    assert_clean(&l, "a run of one-credit debits with a lot due").await;
-    drop((l, admin));
-    drop(db);
+    assert_eq!(left, 98);
 }
 
 /// A run of debits whose statements fail (here a trigger refuses one debit's row) is rolled

@@ -228,6 +228,29 @@ async fn holds_due_among_many_stop_counting_and_expire_first(t: Ctx) {
     assert_eq!((view.balance, view.held), (999, expect_held));
 }
 
+/// The credits the account's history has expired (negative).
+async fn expired_in_history(l: &Ledger, a: &AccountRef) -> i64 {
+    history(l, a)
+        .await
+        .iter()
+        .filter(|r| r.txn_type == TxnType::Expiry)
+        .map(|r| r.amount)
+        .sum()
+}
+
+/// The account's stored live lots, `(remaining, expires_at)`, soonest-expiring first, then the
+/// lots that never expire.
+async fn lots_in_burn_order(l: &Ledger, a: &AccountRef) -> Vec<(i64, Option<OffsetDateTime>)> {
+    let mut lots: Vec<_> = stored_account(l, a)
+        .await
+        .lots
+        .iter()
+        .map(|lot| (lot.remaining, lot.expires_at))
+        .collect();
+    lots.sort_by_key(|&(_, at)| (at.is_none(), at));
+    lots
+}
+
 /// More lots due at once than a debit's first read of the lots holds: the debit still expires
 /// every one of them before it spends.
 async fn a_debit_expires_every_due_lot_first(t: Ctx) {
@@ -243,12 +266,7 @@ async fn a_debit_expires_every_due_lot_first(t: Ctx) {
     }
     t.clock.set(at + Duration::seconds(1));
     spend(l, &a, 3).await.unwrap();
-    let expired: i64 = history(l, &a)
-        .await
-        .iter()
-        .filter(|r| r.txn_type == TxnType::Expiry)
-        .map(|r| r.amount)
-        .sum();
+    let expired = expired_in_history(l, &a).await;
     assert_eq!(expired, -40, "every due lot expired");
     assert_eq!(balance(l, &a).await, 47);
     let stored = stored_account(l, &a).await;
@@ -270,21 +288,10 @@ async fn a_one_credit_debit_whose_first_lot_is_due(t: Ctx) {
     grant(l, &a, 10, None).await;
     t.clock.set(at);
     spend(l, &a, 1).await.unwrap();
-    let expired: i64 = history(l, &a)
-        .await
-        .iter()
-        .filter(|r| r.txn_type == TxnType::Expiry)
-        .map(|r| r.amount)
-        .sum();
+    let expired = expired_in_history(l, &a).await;
     assert_eq!(expired, -9, "both due lots expired");
     assert_eq!(balance(l, &a).await, 12);
-    let mut stored: Vec<(i64, Option<OffsetDateTime>)> = stored_account(l, &a)
-        .await
-        .lots
-        .iter()
-        .map(|lot| (lot.remaining, lot.expires_at))
-        .collect();
-    stored.sort_by_key(|&(_, at)| (at.is_none(), at));
+    let stored = lots_in_burn_order(l, &a).await;
     assert_eq!(
         stored,
         vec![(2, Some(at + Duration::hours(1))), (10, None)],
@@ -293,12 +300,6 @@ async fn a_one_credit_debit_whose_first_lot_is_due(t: Ctx) {
     // Then one credit more, the first lot read not due: from the same lot.
     spend(l, &a, 1).await.unwrap();
     assert_eq!(balance(l, &a).await, 11);
-    let mut stored: Vec<(i64, Option<OffsetDateTime>)> = stored_account(l, &a)
-        .await
-        .lots
-        .iter()
-        .map(|lot| (lot.remaining, lot.expires_at))
-        .collect();
-    stored.sort_by_key(|&(_, at)| (at.is_none(), at));
+    let stored = lots_in_burn_order(l, &a).await;
     assert_eq!(stored, vec![(1, Some(at + Duration::hours(1))), (10, None)]);
 }
