@@ -361,7 +361,7 @@ pub(super) async fn burn_lots(
         if need <= 0 {
             break;
         }
-        let mut limit = need.min(FIRST_READ);
+        let mut limit = first_read(need);
         loop {
             let rows = if lasting {
                 lasting_lots(conn, account_id, limit).await?
