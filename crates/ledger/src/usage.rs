@@ -666,12 +666,14 @@ pub struct EventAudit {
     pub transaction_amount: Option<i64>,
     /// Whether the call is recorded: `false` for lines whose call is missing.
     pub recorded: bool,
+    /// Its lines kept under another account than the call's.
+    pub lines_elsewhere: usize,
 }
 
 /// Every usage invariant the figures break: an allowance's use is the sum of its lines'; a
 /// meter's charged credits are its lines' and, with its carry, exactly their summed prices (the
 /// carried-fraction rule); a call's credits are its lines' and its transaction's amount; every
-/// line's call is recorded.
+/// line's call is recorded, under the line's account.
 pub fn usage_violations(
     allowances: &[AllowanceAudit],
     meters: &[MeterAudit],
@@ -733,6 +735,16 @@ pub fn usage_violations(
                 ),
             );
             continue;
+        }
+        if e.lines_elsewhere > 0 {
+            push(
+                &e.account,
+                "a usage line is under its call's account",
+                format!(
+                    "call {}: {} of its lines under another account",
+                    e.event_id, e.lines_elsewhere
+                ),
+            );
         }
         let txn = e.transaction_amount.map(|a| -a);
         if e.credits != e.lines_credits || txn.unwrap_or(0) != e.credits {

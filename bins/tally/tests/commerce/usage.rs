@@ -702,5 +702,29 @@ async fn verify_checks_each_call_against_its_lines_and_transaction(db: Db) {
     );
     app.execute_sql("UPDATE usage_events SET id = id - 1000 WHERE user_id = 'alice'")
         .await;
+    app.assert_verified().await;
+
+    // Alice's charging call's line moved under Bob's account: the line is not under its call's
+    // account, and neither user's meter matches the lines under it.
+    let moved = |to: &str| {
+        format!(
+            "UPDATE usage_lines SET account_id = (SELECT account_id FROM usage_events \
+             WHERE user_id = '{to}' AND idempotency_key = 'call') WHERE event_id = \
+             (SELECT id FROM usage_events WHERE user_id = 'alice' AND idempotency_key = 'call')"
+        )
+    };
+    app.execute_sql(&moved("bob")).await;
+    let meter = "charged credits and the carry equal the exact priced usage";
+    let elsewhere = "a usage line is under its call's account";
+    let violations = app.ledger().verify().await.unwrap();
+    assert_eq!(
+        broken(violations),
+        [
+            ("alice".to_owned(), elsewhere),
+            ("alice".to_owned(), meter),
+            ("bob".to_owned(), meter),
+        ]
+    );
+    app.execute_sql(&moved("alice")).await;
     app.finish().await;
 }

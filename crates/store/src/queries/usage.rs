@@ -1985,7 +1985,8 @@ pub(crate) async fn usage_audit(
         .await?;
     let mut by_window: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
     let mut by_meter: BTreeMap<(i64, String), (i64, i128)> = BTreeMap::new();
-    let mut by_event: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    // Per call: its lines' accounts (one per line) and credits.
+    let mut by_event: BTreeMap<i64, (Vec<i64>, i64)> = BTreeMap::new();
     for (event, account, feature, start, included_used, credits, whole, frac) in lines {
         if let Some(start) = start {
             *by_window
@@ -1995,7 +1996,8 @@ pub(crate) async fn usage_audit(
         let meter = by_meter.entry((account, feature)).or_default();
         meter.0 += credits;
         meter.1 += i128::from(whole) * i128::from(PRICE_SCALE) + i128::from(frac);
-        let charged = by_event.entry(event).or_insert((account, 0));
+        let charged = by_event.entry(event).or_default();
+        charged.0.push(account);
         charged.1 += credits;
     }
     let mut by_hold: BTreeMap<(i64, String, time::PrimitiveDateTime), i64> = BTreeMap::new();
@@ -2080,18 +2082,25 @@ pub(crate) async fn usage_audit(
         .await?;
     let mut event_audits: Vec<EventAudit> = event_rows
         .into_iter()
-        .map(|(id, account, credits, amount)| EventAudit {
-            account: owner(account),
-            event_id: id,
-            credits,
-            lines_credits: by_event.remove(&id).map_or(0, |(_, credits)| credits),
-            transaction_amount: amount,
-            recorded: true,
+        .map(|(id, account, credits, amount)| {
+            let (line_accounts, lines_credits) = by_event.remove(&id).unwrap_or_default();
+            EventAudit {
+                account: owner(account),
+                event_id: id,
+                credits,
+                lines_credits,
+                transaction_amount: amount,
+                recorded: true,
+                lines_elsewhere: line_accounts.iter().filter(|&&a| a != account).count(),
+            }
         })
         .collect();
     // Lines whose call is missing, under their account.
     if !by_event.is_empty() {
-        let ids: Vec<i64> = by_event.values().map(|&(account, _)| account).collect();
+        let ids: Vec<i64> = by_event
+            .values()
+            .flat_map(|(a, _)| <[i64]>::first(a).copied())
+            .collect();
         let orphans: BTreeMap<i64, (String, String)> = accounts::table
             .filter(accounts::id.eq_any(ids))
             .select((accounts::id, (accounts::app_key, accounts::user_id)))
@@ -2099,14 +2108,17 @@ pub(crate) async fn usage_audit(
             .await?
             .into_iter()
             .collect();
-        event_audits.extend(by_event.into_iter().map(|(id, (account, lines_credits))| {
+        event_audits.extend(by_event.into_iter().map(|(id, (accounts, lines_credits))| {
+            // Reported under its first line's account.
+            let account = <[i64]>::first(&accounts).and_then(|a| orphans.get(a));
             EventAudit {
-                account: orphans.get(&account).cloned().unwrap_or_default(),
+                account: account.cloned().unwrap_or_default(),
                 event_id: id,
                 credits: 0,
                 lines_credits,
                 transaction_amount: None,
                 recorded: false,
+                lines_elsewhere: 0,
             }
         }));
     }
